@@ -1,0 +1,75 @@
+"""Atomic file writes: write to a temporary file in the same folder, then rename over the target."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from convkit.errors import ConvkitError
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and return it; raise ConvkitError when it cannot be written."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConvkitError(f"cannot create output directory {path}: {exc.strerror}; choose a writable --out") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConvkitError(f"output directory {path} is not writable; choose a writable --out")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; on success rename it onto ``target``, on failure delete it."""
+    target = Path(target)
+    ensure_writable_dir(target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text(target: Path, text: str) -> Path:
+    """Atomically write ``text`` to ``target``; returns ``target``."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(target)
+
+
+def write_json(target: Path, obj: Any) -> Path:
+    """Atomically write ``obj`` as indented JSON; returns ``target``."""
+    return write_text(target, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_csv(target: Path, rows: list[dict]) -> Path:
+    """Atomically write a list of dicts as CSV (columns from the union of keys, in first-seen order)."""
+    fields: list[str] = []
+    for row in rows:
+        fields.extend(k for k in row if k not in fields)
+    with atomic_path(target) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+    return Path(target)
+
+
+def save_torch(target: Path, obj: Any) -> Path:
+    """Atomically ``torch.save`` ``obj`` to ``target``; returns ``target``."""
+    import torch
+
+    with atomic_path(target) as tmp:
+        torch.save(obj, tmp)
+    return Path(target)

@@ -1,0 +1,5 @@
+"""Where data enters convkit: dataset catalog, source discovery, decoded-tensor cache, device-side loader."""
+
+from convkit.data.catalog import DATASETS, DatasetInfo, get_dataset_info
+
+__all__ = ["DATASETS", "DatasetInfo", "get_dataset_info"]

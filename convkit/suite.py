@@ -1,0 +1,116 @@
+"""The built-in experiment suites: the seed study's 21 table rows and the equal-parameter kernel set.
+
+An experiment binds a registered model to a table row and the study's reported results, so that
+``train-all`` can print convkit's figures beside the study's own.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import asdict, dataclass
+
+from convkit.errors import ConvkitError
+from convkit.models import get_model_config
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """A row's results as the study printed them (None where it printed none)."""
+
+    test_acc: float | None
+    time_s: float | None
+    params_printed: int | None = None  # the count the study printed, where it differs from the true one
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One row of a suite: which model, which table and row, how many epochs the study trained."""
+
+    name: str
+    suite: str
+    table: int
+    row: int
+    title: str
+    model: str
+    seed_epochs: int
+    seed: SeedResult | None = None
+
+    @property
+    def dataset(self) -> str:
+        return get_model_config(self.model).dataset
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "dataset": self.dataset}
+
+
+TABLE_TITLES = {
+    1: "Table 1 — MNIST",
+    2: "Table 2 — CIFAR-10",
+    3: "Table 3 — CIFAR-10, kernel size",
+    4: "Table 4 — CIFAR-10, depth",
+    5: "Table 5 — CIFAR-10, custom layers",
+    6: "Table 6 — CIFAR-10, residual block types",
+    7: "Equal-parameter kernel set — CIFAR-10",
+}
+
+
+def _seed(name, table, row, title, model, acc, time_s, epochs=15, printed=None) -> Experiment:
+    return Experiment(name, "seed", table, row, title, model, epochs, SeedResult(acc, time_s, printed))
+
+
+SUITES: dict[str, list[Experiment]] = {
+    "seed": [
+        _seed("t1-fcn", 1, 1, "FCN", "fcn_mnist", 0.9834, 238, printed=109386),
+        _seed("t1-simple-cnn", 1, 2, "Simple CNN", "simple_cnn_mnist", 0.9928, 246),
+        _seed("t1-residual-cnn", 1, 3, "Residual CNN", "residual_cnn_mnist", 0.9940, 333),
+        _seed("t2-fcn", 2, 1, "FCN", "fcn_cifar", 0.5340, 247, printed=1462538),
+        _seed("t2-residual-cnn", 2, 2, "Residual CNN", "residual_cnn_cifar", 0.8193, 364, printed=160906),
+        _seed("t2-regularized-residual", 2, 3, "Regularized Residual CNN", "regularized_residual_cnn", 0.8349, 408),
+        _seed("t3-k3", 3, 1, "k=3", "kernel_cnn_k3", 0.9035, 385),
+        _seed("t3-k5", 3, 2, "k=5", "kernel_cnn_k5", 0.8089, 396, printed=161450),
+        _seed("t3-k7", 3, 3, "k=7", "kernel_cnn_k7", 0.8067, 437),
+        _seed("t3-k1x3", 3, 4, "1×1+3×3", "kernel_cnn_k1x3", 0.8038, 379),
+        _seed("t4-2conv", 4, 1, "2 conv", "depth_2conv", 0.7227, 259),
+        _seed("t4-4conv", 4, 2, "4 conv", "depth_4conv", 0.7918, 299),
+        _seed("t4-6conv", 4, 3, "6 conv", "depth_6conv", 0.7576, 300),
+        _seed("t4-residual", 4, 4, "residual", "depth_residual", 0.8147, 370),
+        _seed("t5-custom-conv", 5, 1, "custom conv", "custom_conv_cnn", 0.6730, 255),
+        _seed("t5-attention", 5, 2, "attention", "se_attention_cnn", 0.7069, 264),
+        _seed("t5-custom-activation", 5, 3, "custom activation", "custom_activation_cnn", 0.6774, 261, printed=268810),
+        _seed("t5-custom-pooling", 5, 4, "custom pooling", "custom_pooling_cnn", 0.6878, 292),
+        _seed("t6-basic", 6, 1, "basic", "residual_cnn_cifar", 0.8148, 380),
+        _seed("t6-bottleneck", 6, 2, "bottleneck", "resnet50_cifar", 0.8341, 1891, epochs=10),
+        _seed("t6-wide", 6, 3, "wide", "wrn16_4_cifar", 0.8462, 454, epochs=10),
+    ],
+    "kernel-eq": [
+        Experiment(f"eq-{v}", "kernel-eq", 7, i + 1, f"equal params, {v}", f"kernel_eq_{v}", 15)
+        for i, v in enumerate(["k3", "k5", "k7", "k1x3"])
+    ],
+}
+
+
+def all_experiments() -> list[Experiment]:
+    """Return every experiment of every suite, in suite then table order."""
+    return [e for exps in SUITES.values() for e in exps]
+
+
+def get_experiment(name: str) -> Experiment:
+    """Return the experiment called ``name``; raise ConvkitError listing close matches otherwise."""
+    for exp in all_experiments():
+        if exp.name == name:
+            return exp
+    names = [e.name for e in all_experiments()]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ConvkitError(f"unknown experiment {name!r}{hint} (`convkit list` shows all)")
+
+
+def select_experiments(suite: str, only: str | None = None) -> list[Experiment]:
+    """Return the experiments of ``suite`` whose names match the glob ``only`` (all when None)."""
+    if suite not in SUITES:
+        raise ConvkitError(f"unknown suite {suite!r}; choose one of: {', '.join(SUITES)}")
+    exps = [e for e in SUITES[suite] if only is None or fnmatch.fnmatch(e.name, only)]
+    if not exps:
+        raise ConvkitError(f"--only {only!r} matches no experiment of suite {suite!r} (`convkit list` shows all)")
+    return exps
