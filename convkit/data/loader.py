@@ -1,0 +1,98 @@
+"""airbench-style batching: the whole split lives on the device as uint8; batches are sliced from a
+device-side permutation and augmented with batched tensor ops, so there is no per-sample Python."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+
+def make_generator(device: torch.device, seed: int) -> torch.Generator:
+    """Return a torch.Generator on ``device`` seeded with ``seed`` (device-side randomness, reproducible)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return gen
+
+
+def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Return ``x`` [B, C, H, W] reflect-padded by ``pad`` and cropped back at a random offset per image."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=gen)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # B,1,H,1
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # B,1,1,W
+    bi = torch.arange(b, device=x.device)[:, None, None, None]
+    ci = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[bi, ci, rows, cols]
+
+
+def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Return ``x`` with each image mirrored left-right with probability 1/2."""
+    flip = torch.rand(x.shape[0], device=x.device, generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+class DeviceLoader:
+    """Iterates (normalized float images, labels) batches of one split held on ``device``.
+
+    ``train=True`` shuffles with a device-side permutation, drops the last partial batch (static shapes
+    keep torch.compile from recompiling) and applies the augmentations; ``train=False`` walks the split in
+    order and keeps every image.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device,
+        train: bool,
+        crop_pad: int = 0,
+        flip: bool = False,
+        channels_last: bool = False,
+    ):
+        self.images = images.to(device, non_blocking=True)
+        self.labels = labels.to(device, non_blocking=True)
+        self.batch_size = batch_size
+        self.device = device
+        self.train = train
+        self.crop_pad = crop_pad
+        self.flip = flip
+        self.channels_last = channels_last
+        # Normalization folded into one multiply-add on 0..255 values.
+        self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, -1, 1, 1)
+        self.shift = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(1, -1, 1, 1)
+
+    def __len__(self) -> int:
+        n = len(self.images)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        """Number of images one pass yields (drops the last partial batch when training)."""
+        return len(self) * self.batch_size if self.train else len(self.images)
+
+    def normalize(self, x_u8: torch.Tensor) -> torch.Tensor:
+        """Return float32 normalized images from uint8 ones."""
+        x = x_u8.float() * self.scale + self.shift
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def epoch(self, gen: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield the batches of one pass; ``gen`` drives shuffling and augmentation when training."""
+        n = len(self.images)
+        order = torch.randperm(n, device=self.device, generator=gen) if self.train else None
+        for i in range(len(self)):
+            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            idx = order[sl] if order is not None else sl
+            x, y = self.images[idx], self.labels[idx]
+            x = self.normalize(x)
+            if self.train and self.crop_pad:
+                x = random_crop(x, self.crop_pad, gen)
+            if self.train and self.flip:
+                x = random_flip(x, gen)
+            yield x, y

@@ -1,0 +1,110 @@
+"""The resolved configuration of one training run: experiment + recipe + command-line overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from convkit.errors import ConvkitError
+from convkit.recipes import Recipe, get_recipe
+from convkit.suite import get_experiment
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a run's result; saved with every checkpoint and result file."""
+
+    experiment: str
+    suite: str
+    model: str
+    dataset: str
+    recipe: Recipe
+    epochs: int
+    device: str
+    compile: bool
+    amp: str  # "bf16" or "none"
+    channels_last: bool
+    seed: int
+    sample: bool
+    data_dir: str | None
+    run_dir: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def crop_pad(self) -> int:
+        # 4 pixels of a 28×28 digit can push strokes out of frame; 2 is the usual MNIST translation.
+        return min(self.recipe.crop_pad, 2) if self.dataset == "mnist" else self.recipe.crop_pad
+
+    @property
+    def flip(self) -> bool:
+        return self.recipe.flip and self.dataset != "mnist"
+
+
+def default_device() -> str:
+    """Return "cuda" when a CUDA device is usable, else "cpu"."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str) -> torch.device:
+    """Return ``torch.device(device)``; ConvkitError when it is malformed or not available here."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConvkitError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConvkitError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConvkitError(f"device type {dev.type!r} is not supported; use cpu or cuda")
+    return dev
+
+
+def _positive(name: str, value) -> None:
+    if value is not None and not value > 0:
+        raise ConvkitError(f"--{name} must be positive, got {value}")
+
+
+def resolve_config(
+    experiment: str,
+    *,
+    recipe: str = "fast",
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    device: str | None = None,
+    compile: bool | None = None,
+    seed: int = 0,
+    sample: bool = False,
+    data_dir: str | Path | None = None,
+    out: str | Path = "runs",
+) -> TrainConfig:
+    """Return the TrainConfig for ``experiment`` with the recipe's values and the given overrides applied."""
+    for name, value in (("epochs", epochs), ("batch-size", batch_size), ("lr", lr)):
+        _positive(name, value)
+    exp = get_experiment(experiment)
+    base = get_recipe(recipe)
+    overrides = {k: v for k, v in (("batch_size", batch_size), ("lr", lr)) if v is not None}
+    rec = dataclasses.replace(base, **overrides)
+    dev = check_device(device or default_device())
+    on_cuda = dev.type == "cuda"
+    suite_dir = f"{exp.suite}-sample" if sample else exp.suite
+    return TrainConfig(
+        experiment=exp.name,
+        suite=exp.suite,
+        model=exp.model,
+        dataset=exp.dataset,
+        recipe=rec,
+        epochs=epochs or rec.epochs or exp.seed_epochs,
+        device=str(dev),
+        compile=on_cuda if compile is None else compile,  # compile by default on CUDA only
+        amp="bf16" if on_cuda else "none",
+        channels_last=on_cuda,
+        seed=seed,
+        sample=sample,
+        data_dir=str(data_dir) if data_dir else None,
+        run_dir=str(Path(out) / suite_dir / exp.name),
+    )

@@ -1,0 +1,117 @@
+"""One training epoch and one evaluation pass. Device-agnostic: the CPU path and the CUDA path are one code."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from convkit.data.loader import DeviceLoader
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for all queued work on ``device`` (a no-op on CPU) so the clock reads finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device, amp: str):
+    """Return the autocast context for ``amp`` ("bf16" or "none") on ``device``."""
+    if amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class EpochStats:
+    """What one pass measured; loss and accuracy are means over the samples seen."""
+
+    loss: float
+    acc: float
+    samples: int
+    seconds: float
+
+
+class GradNormTracker:
+    """Accumulates each parameter's gradient L2 norm over the steps of an epoch, on the device (no sync per step)."""
+
+    def __init__(self, model: nn.Module):
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.total: torch.Tensor | None = None
+        self.steps = 0
+
+    def update(self) -> None:
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        norms = torch.stack(torch._foreach_norm(grads)).float()
+        self.total = norms if self.total is None else self.total + norms
+        self.steps += 1
+
+    def epoch_means(self) -> dict[str, float]:
+        """Return {parameter name: mean gradient norm this epoch} and reset."""
+        if self.total is None:
+            return {}
+        means = (self.total / self.steps).tolist()
+        self.total, self.steps = None, 0
+        return dict(zip(self.names, means))
+
+
+def train_epoch(
+    model: Callable,
+    loader: DeviceLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    gen: torch.Generator,
+    amp: str,
+    label_smoothing: float,
+    grad_tracker: GradNormTracker | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> EpochStats:
+    """Run one epoch of training in train mode; returns the epoch's mean loss and accuracy (train mode, as the study)."""
+    device = loader.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    synchronize(device)
+    t0 = time.perf_counter()
+    for x, y in loader.epoch(gen):
+        with autocast(device, amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_tracker is not None:
+            grad_tracker.update()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        # Accumulate on the device: reading .item() every step would stall the GPU.
+        loss_sum += loss.detach().float() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        if on_step is not None:
+            on_step()
+    synchronize(device)
+    n = loader.num_samples
+    return EpochStats(loss_sum.item() / n, correct.item() / n, n, time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def evaluate(model: Callable, loader: DeviceLoader, amp: str) -> EpochStats:
+    """Return mean cross-entropy and top-1 accuracy over every sample of ``loader`` (caller sets eval mode)."""
+    device = loader.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    synchronize(device)
+    t0 = time.perf_counter()
+    for x, y in loader.epoch():
+        with autocast(device, amp):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    synchronize(device)
+    n = loader.num_samples
+    return EpochStats(loss_sum.item() / n, correct.item() / n, n, time.perf_counter() - t0)
