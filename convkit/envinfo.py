@@ -75,7 +75,7 @@ def environment(device: torch.device | str | None = None) -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "convkit": convkit.__version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "torchvision": _version("torchvision"),
         "onnx": _version("onnx"),
         "onnxruntime": _version("onnxruntime-gpu") or _version("onnxruntime"),

@@ -7,6 +7,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import warnings
 import zlib
 from pathlib import Path
 
@@ -86,11 +87,15 @@ def _decode_folder(src: Source, channels: int, classes: tuple[str, ...]) -> dict
                 "use one folder per class named as the dataset's classes"
             )
         images = []
-        for path, _ in folder.samples:
-            try:
-                images.append(decode_image(read_file(path), mode=mode))
-            except RuntimeError as exc:
-                raise DataError(f"cannot decode image {path}: {exc}; remove or replace it") from None
+        with warnings.catch_warnings():
+            # torchvision 0.29 flags its image codecs as deprecated in favour of torchcodec; they still work and
+            # are what the pinned versions ship, so silence the per-image warning.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for path, _ in folder.samples:
+                try:
+                    images.append(decode_image(read_file(path), mode=mode))
+                except RuntimeError as exc:
+                    raise DataError(f"cannot decode image {path}: {exc}; remove or replace it") from None
         try:
             x = torch.stack(images)
         except RuntimeError:

@@ -1,0 +1,133 @@
+"""Training runs: artifacts, determinism, resume equivalence, divergence handling, torch.compile smoke."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+import convkit.train.run as run_mod
+from convkit.errors import ConvkitError, TrainingDiverged
+from convkit.train import resolve_config, train_experiment
+from convkit.train.loop import EpochStats
+
+
+def _cfg(tmp_path, experiment="t1-fcn", **kw):
+    kw = {"epochs": 1, "device": "cpu", "sample": True, "out": tmp_path, "compile": False, **kw}
+    return resolve_config(experiment, **kw)
+
+
+def test_one_epoch_run_writes_every_artifact(tmp_path):
+    cfg = _cfg(tmp_path, "t5-custom-pooling", recipe="seed", batch_size=64)
+    m = train_experiment(cfg, quiet=True)
+    run = tmp_path / "seed-sample" / "t5-custom-pooling"
+    assert {p.name for p in run.iterdir()} == {"config.json", "history.csv", "grad_norms.csv", "metrics.json",
+                                                "checkpoint.pt"}
+    assert m["parameters"] == 268_650 and 0.0 <= m["test_acc"] <= 1.0
+    # 1000 sample images, batch 64: the seed protocol learns something in one epoch (chance is 0.10)
+    assert m["train_acc"] > 0.1 or m["test_acc"] > 0.12
+    config = json.loads((run / "config.json").read_text())
+    assert config["environment"]["torch"] == torch.__version__
+    assert config["data_checksum"] and config["config"]["recipe"]["name"] == "seed"
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and not any(k.startswith("_orig_mod.") for k in ckpt["model"])
+    with open(run / "grad_norms.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["parameter"] for r in rows} >= {"0.weight", "7.weight"}
+    assert all(float(r["grad_norm"]) >= 0 for r in rows)
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*"))
+
+
+def _history(run_dir):
+    with open(run_dir / "history.csv") as fh:
+        return [{k: v for k, v in r.items() if not k.endswith("time_s") and k != "samples_per_s"}
+                for r in csv.DictReader(fh)]
+
+
+def test_same_seed_same_metrics_on_cpu(tmp_path):
+    a = train_experiment(_cfg(tmp_path / "a", "t1-simple-cnn", epochs=2, batch_size=128), quiet=True)
+    b = train_experiment(_cfg(tmp_path / "b", "t1-simple-cnn", epochs=2, batch_size=128), quiet=True)
+    c = train_experiment(_cfg(tmp_path / "c", "t1-simple-cnn", epochs=2, batch_size=128, seed=1), quiet=True)
+    assert _history(tmp_path / "a/seed-sample/t1-simple-cnn") == _history(tmp_path / "b/seed-sample/t1-simple-cnn")
+    assert a["test_loss"] == b["test_loss"] and a["test_loss"] != c["test_loss"]
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypatch):
+    kw = {"epochs": 3, "batch_size": 128}
+    full = train_experiment(_cfg(tmp_path / "full", "t1-simple-cnn", **kw), quiet=True)
+
+    real = run_mod.train_epoch
+    calls = {"n": 0}
+
+    def interrupt_in_epoch_2(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(run_mod, "train_epoch", interrupt_in_epoch_2)
+    cfg = _cfg(tmp_path / "cut", "t1-simple-cnn", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train_experiment(cfg, quiet=True)
+    assert torch.load(f"{cfg.run_dir}/checkpoint.pt", weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(run_mod, "train_epoch", real)
+    resumed = train_experiment(cfg, resume=True, quiet=True)
+    assert resumed["resumed_from_epoch"] == 1
+    assert _history(tmp_path / "full/seed-sample/t1-simple-cnn") == _history(tmp_path / "cut/seed-sample/t1-simple-cnn")
+    assert resumed["test_acc"] == full["test_acc"] and resumed["test_loss"] == full["test_loss"]
+    a = torch.load(tmp_path / "full/seed-sample/t1-simple-cnn/checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(f"{cfg.run_dir}/checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    train_experiment(_cfg(tmp_path, "t1-fcn"), quiet=True)
+    with pytest.raises(ConvkitError, match="differs in.*seed"):
+        train_experiment(_cfg(tmp_path, "t1-fcn", seed=5), resume=True, quiet=True)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real = run_mod.train_epoch
+    calls = {"n": 0}
+
+    def nan_in_epoch_2(*a, **k):
+        calls["n"] += 1
+        stats = real(*a, **k)
+        return EpochStats(float("nan"), stats.acc, stats.samples, stats.seconds) if calls["n"] == 2 else stats
+
+    monkeypatch.setattr(run_mod, "train_epoch", nan_in_epoch_2)
+    cfg = _cfg(tmp_path, "t1-fcn", epochs=3)
+    with pytest.raises(TrainingDiverged, match="epoch 2.*epoch 1") as info:
+        train_experiment(cfg, quiet=True)
+    assert info.value.exit_code == 3
+    assert torch.load(f"{cfg.run_dir}/checkpoint.pt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"epochs": 0}, "--epochs must be positive"),
+    ({"batch_size": -1}, "--batch-size must be positive"),
+    ({"lr": 0.0}, "--lr must be positive"),
+    ({"recipe": "slow"}, "unknown recipe"),
+    ({"device": "cuda"}, "CUDA is not available"),
+])
+def test_bad_config_values(tmp_path, kw, match):
+    if kw.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ConvkitError, match=match):
+        resolve_config("t1-fcn", **{"out": tmp_path, "device": "cpu", **kw})
+
+
+def test_unwritable_output(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConvkitError, match="cannot create output directory"):
+        train_experiment(_cfg(blocker), quiet=True)
+
+
+def test_torch_compile_smoke(tmp_path):
+    m = train_experiment(_cfg(tmp_path, "t1-fcn", compile=True), quiet=True)
+    assert m["compile_time_s"] > 0 and 0 <= m["test_acc"] <= 1
+    ckpt = torch.load(tmp_path / "seed-sample/t1-fcn/checkpoint.pt", weights_only=True)
+    assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
