@@ -92,7 +92,6 @@ def train(experiment, recipe, epochs, batch_size, lr, device, compile_, seed, sa
 
     cfg = resolve_config(experiment, recipe=recipe, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                          compile=compile_, seed=seed, sample=sample, data_dir=data_dir, out=out)
-    quiet = quiet or not sys.stdout.isatty() and quiet
     m = train_experiment(cfg, resume=resume, quiet=quiet)
     click.echo(f"{m['experiment']}: test acc {m['test_acc']:.4f}, test loss {m['test_loss']:.4f}, "
                f"{m['parameters']:,} params, {m['train_time_s']:.1f}s training + {m['compile_time_s']:.1f}s compile "

@@ -114,6 +114,7 @@ def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False
     checkpoint.pt (rewritten after every epoch, so an interrupted run resumes from its last epoch).
     """
     run_dir = ensure_writable_dir(Path(cfg.run_dir))
+    quiet = quiet or not sys.stdout.isatty()  # progress bar and per-epoch lines only on a terminal
     device = torch.device(cfg.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -187,7 +188,7 @@ def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False
             line = (f"{cfg.experiment} epoch {epoch + 1}/{cfg.epochs}  train loss {tr.loss:.4f} acc {tr.acc:.4f}  "
                     f"test loss {te.loss:.4f} acc {te.acc:.4f}  {row['epoch_time_s']:.1f}s  "
                     f"{row['samples_per_s']:.0f} samples/s")
-            tqdm.write(line) if not bar.disable else print(line, flush=True)
+            tqdm.write(line)
     bar.close()
 
     last = history[-1]

@@ -1,0 +1,124 @@
+"""Run a test split through an ORT session or a PyTorch module, and compute classification metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convkit.errors import ConvkitError
+
+
+def ort_scores(session, spec, images_u8: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Return the model's output rows [N, classes] (float32) for all ``images_u8`` [N, C, H, W].
+
+    Runs in chunks of ``batch_size`` — or of the model's fixed batch size, padding the last chunk with copies
+    of its first image and dropping the padded rows.
+    """
+    n = len(images_u8)
+    step = spec.fixed_batch or batch_size
+    outs = []
+    for start in range(0, n, step):
+        chunk = images_u8[start:start + step]
+        real = len(chunk)
+        if spec.fixed_batch and real < step:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], step - real, axis=0)])
+        y = session.run([spec.output_name], {spec.input_name: spec.prepare(chunk)})[0]
+        if y.ndim != 2 or y.shape[0] != len(chunk):
+            raise ConvkitError(f"{spec.path}: output {spec.output_name!r} has shape {list(y.shape)} for a batch of "
+                               f"{len(chunk)}, expected [N, classes]")
+        outs.append(np.asarray(y[:real], dtype=np.float32))
+    scores = np.concatenate(outs)
+    if scores.shape[1] != len(spec.class_names):
+        raise ConvkitError(f"{spec.path}: output has {scores.shape[1]} classes but {spec.dataset} has "
+                           f"{len(spec.class_names)}; pass the matching --dataset")
+    return scores
+
+
+def torch_scores(model, images_u8: np.ndarray, mean, std, device: str = "cpu", batch_size: int = 512) -> np.ndarray:
+    """Return PyTorch logits [N, classes] (float32) of eager ``model`` for ``images_u8``, normalized as in training."""
+    import torch
+
+    dev = torch.device(device)
+    model = model.to(dev).eval()
+    m = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
+    outs = []
+    with torch.inference_mode():
+        for start in range(0, len(images_u8), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images_u8[start:start + batch_size])).to(dev)
+            x = (x.float() / 255.0 - m) / s
+            outs.append(model(x).float().cpu().numpy())
+    return np.concatenate(outs)
+
+
+def is_probabilities(scores: np.ndarray, atol: float = 1e-3) -> bool:
+    """Return True when every row is non-negative and sums to 1 (softmax output), False for logits."""
+    if scores.size == 0:
+        return False
+    return bool(np.all(scores >= -1e-6) and np.allclose(scores.sum(axis=1), 1.0, atol=atol))
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
+    """Return the k×k count matrix, rows = true class, columns = predicted class."""
+    cm = np.zeros((k, k), dtype=np.int64)
+    np.add.at(cm, (labels.astype(np.int64), preds.astype(np.int64)), 1)
+    return cm
+
+
+def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
+    """Return top-1 accuracy, loss, per-class precision/recall/F1 and the confusion matrix of ``scores``.
+
+    ``scores`` are logits or probabilities (detected with ``is_probabilities``): loss is the cross-entropy of
+    the logits, or the NLL of the log-probabilities; ``output_kind`` says which. ``predictions`` is the argmax
+    per image (a numpy array, not JSON — callers drop it before serializing).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    k = len(class_names)
+    probs = is_probabilities(scores)
+    if probs:
+        logp = np.log(np.clip(scores.astype(np.float64), 1e-12, None))
+    else:
+        logp = _log_softmax(scores)
+    loss = float(-logp[np.arange(len(labels)), labels].mean()) if len(labels) else None
+    if loss is not None and not np.isfinite(loss):
+        loss = None
+    preds = scores.argmax(axis=1)
+    cm = confusion_matrix(labels, preds, k)
+    tp = np.diag(cm).astype(np.float64)
+    col, row = cm.sum(axis=0), cm.sum(axis=1)
+    precision = np.divide(tp, col, out=np.zeros(k), where=col > 0)
+    recall = np.divide(tp, row, out=np.zeros(k), where=row > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
+    norm = np.divide(cm, row[:, None], out=np.zeros((k, k)), where=row[:, None] > 0)
+    per_class = [{"class": class_names[i], "precision": float(precision[i]), "recall": float(recall[i]),
+                  "f1": float(f1[i]), "support": int(row[i])} for i in range(k)]
+    return {
+        "n": int(len(labels)),
+        "accuracy": float((preds == labels).mean()) if len(labels) else None,
+        "loss": loss,
+        "output_kind": "probabilities" if probs else "logits",
+        "loss_kind": "NLL of log-probabilities" if probs else "cross-entropy of logits",
+        "macro_f1": float(f1.mean()),
+        "per_class": per_class,
+        "confusion": cm.tolist(),
+        "confusion_normalized": np.round(norm, 6).tolist(),
+        "predictions": preds,
+    }
+
+
+def compare_backends(ort: dict, ref: dict, max_listed: int = 1000) -> dict:
+    """Return per-metric deltas ORT − reference and the indices of images whose predicted class differs."""
+    deltas = {"accuracy": ort["accuracy"] - ref["accuracy"],
+              "loss": (ort["loss"] - ref["loss"]) if ort["loss"] is not None and ref["loss"] is not None else None,
+              "macro_f1": ort["macro_f1"] - ref["macro_f1"]}
+    for key in ("precision", "recall", "f1"):
+        deltas[f"per_class_{key}"] = [a[key] - b[key] for a, b in zip(ort["per_class"], ref["per_class"])]
+    differ = np.nonzero(ort["predictions"] != ref["predictions"])[0]
+    return {"delta": deltas, "disagreements": int(len(differ)),
+            "disagreement_indices": differ[:max_listed].tolist(),
+            "disagreement_indices_truncated": bool(len(differ) > max_listed)}

@@ -1,0 +1,118 @@
+"""``convkit evaluate``: accuracy, confusion matrices and latency of ONNX models under ONNX Runtime.
+
+Registered by the main CLI with ``main.add_command(evaluate_cmd)``. Module-level imports stay light (click).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+def _batch_sizes(text: str | None):
+    from convkit.errors import ConvkitError
+
+    if not text:
+        return None
+    try:
+        sizes = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConvkitError(f"--batch-sizes must be comma-separated integers, got {text!r}") from None
+    if not sizes or any(s <= 0 for s in sizes):
+        raise ConvkitError(f"--batch-sizes must be positive integers, got {text!r}")
+    return sizes
+
+
+def _summary_line(path: str, res: dict) -> str:
+    parts = [f"{path}:"]
+    for a in res["accuracy"]:
+        d = a.get("vs_pytorch")
+        extra = f" (Δ vs PyTorch {d['delta']['accuracy'] * 100:+.2f} pts, {d['disagreements']} differ)" if d else ""
+        parts.append(f"  {a['precision']} ORT {a['provider']}: acc {a['accuracy']:.4f}{extra}")
+    s = res["summary"]
+    for kind in ("cpu", "cuda"):
+        if f"ort_{kind}_b1_p50_ms" in s:
+            parts.append(f"  ORT {kind} batch-1 p50 {s[f'ort_{kind}_b1_p50_ms']:.3f} ms")
+    if "ort_max_batch_ips" in s:
+        parts.append(f"  best throughput {s['ort_max_batch_ips']:,.0f} images/s")
+    for n in res["notes"]:
+        parts.append(f"  note: {n}")
+    parts.append(f"  → {res['files'].get('eval_md')}")
+    return "\n".join(parts)
+
+
+@click.command("evaluate", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--onnx", "onnx_paths", multiple=True, type=click.Path(), help="An .onnx file or run directory; repeatable.")
+@click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt", "all"]), default=None,
+              help="Execution provider (default: every one that really works here).")
+@click.option("--dataset", default=None, help="Dataset to evaluate on (default: the model's metadata).")
+@click.option("--data-dir", type=click.Path(), default=None, help="Where the dataset is (default: as trained / $CONVKIT_DATA).")
+@click.option("--sample/--no-sample", default=None, help="Use the embedded sample (default: as the run was trained).")
+@click.option("--mean", default=None, help="Per-channel mean, e.g. 0.5,0.5,0.5 (default: metadata).")
+@click.option("--std", default=None, help="Per-channel std (default: metadata).")
+@click.option("--layout", type=click.Choice(["nchw", "nhwc"], case_sensitive=False), default=None,
+              help="Input layout (default: metadata, else guessed from the input shape).")
+@click.option("--input-range", type=click.Choice(["1", "255"]), default=None,
+              help="1: pixels scaled to 0..1 before mean/std; 255: raw 0..255 (default: metadata, else 1).")
+@click.option("--warmup", type=click.IntRange(min=1), default=10, show_default=True, help="Untimed warm-up calls.")
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Minimum timed calls.")
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Minimum timed duration per figure.")
+@click.option("--batch-sizes", default=None, help="Comma list (default: 1,8,64,256 on CPU; 1,8,64,256,1024 on GPU).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU intra-op threads (default: physical cores).")
+@click.option("--precision", "precisions", default=None, help="Only these variants, e.g. fp32,int8 (default: all found).")
+@click.option("--max-accuracy-drop", default=None,
+              help="Gate, in percentage points below PyTorch: 0.1 (fp32) or fp32=0.1,fp16=0.3,int8=1.0 (the defaults).")
+@click.option("--cudnn-conv-algo-search", type=click.Choice(["EXHAUSTIVE", "HEURISTIC", "DEFAULT"]),
+              default="EXHAUSTIVE", show_default=True, help="CUDA provider convolution algorithm search.")
+@click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True, help="Also measure CUDA-graph replay.")
+@click.option("--torch-compile/--no-torch-compile", default=True, show_default=True,
+              help="Also measure torch.compile on CUDA.")
+@click.option("--no-latency", is_flag=True, help="Accuracy only.")
+@click.option("--device-id", type=int, default=0, show_default=True, help="GPU index.")
+@click.option("--out", type=click.Path(), default=None, help="Output folder for a non-run .onnx (default: <stem>_eval beside it).")
+def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, std, layout, input_range, warmup, runs,
+                 min_seconds, batch_sizes, threads, precisions, max_accuracy_drop, cudnn_conv_algo_search, cuda_graph,
+                 torch_compile, no_latency, device_id, out):
+    """Evaluate ONNX models (files or run directories) under ONNX Runtime: accuracy, confusion, latency.
+
+    Writes eval.json, eval.md, latency.png, confusion.png and confusion.csv into the run directory (or --out).
+    Exit codes: 0 fine, 1 an accuracy gate failed, 2 bad usage or input.
+    """
+    from convkit.errors import ConvkitError
+
+    try:
+        from convkit.evaluate.model_io import parse_floats
+        from convkit.evaluate.run import EvalOptions, evaluate_model, gate_error, parse_max_drop
+
+        targets = list(paths) + list(onnx_paths)
+        if not targets:
+            raise ConvkitError("no model given; pass .onnx files or run directories (or --onnx PATH)")
+        if out and len(targets) > 1:
+            raise ConvkitError("--out needs a single model; evaluate one .onnx at a time or drop --out")
+        opts = EvalOptions(
+            provider=provider, dataset=dataset, data_dir=data_dir, sample=sample,
+            mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), layout=layout, input_range=input_range,
+            warmup=warmup, runs=runs, min_seconds=min_seconds, batch_sizes=_batch_sizes(batch_sizes),
+            threads=threads, precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else None,
+            max_accuracy_drop=parse_max_drop(max_accuracy_drop), out=out,
+            cudnn_conv_algo_search=cudnn_conv_algo_search, cuda_graph=cuda_graph, torch_compile=torch_compile,
+            latency=not no_latency, device_id=device_id,
+        )
+        errors = []
+        for path in targets:
+            res = evaluate_model(path, opts)
+            click.echo(_summary_line(path, res))
+            err = gate_error(res)
+            if err is not None:
+                errors.append(f"{path}: {err.message}")
+        if errors:
+            raise ConvkitError("; ".join(errors), 1)
+    except ConvkitError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,235 @@
+"""Read an ONNX classifier: validate it, find its image input and class output, resolve its dataset and
+normalization (from convkit metadata, overridable for models made elsewhere), and adapt uint8 images to it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from convkit.errors import ConvkitError
+
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+             "tensor(uint8)": np.uint8}
+
+
+@dataclass
+class Overrides:
+    """User overrides of what the model's metadata says (None = keep the metadata's / the default)."""
+
+    dataset: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    layout: str | None = None  # "nchw" | "nhwc"
+    input_range: str | None = None  # "1" | "255"
+
+
+@dataclass
+class ModelSpec:
+    """Everything evaluation needs to know about one ONNX classifier."""
+
+    path: Path
+    input_name: str
+    output_name: str
+    input_type: str  # ORT type string, e.g. "tensor(float)"
+    layout: str  # "NCHW" | "NHWC"
+    fixed_batch: int | None  # static batch size, None when dynamic
+    image_shape: tuple[int | None, int | None, int | None]  # C, H, W as declared (None = symbolic)
+    num_classes: int | None  # declared classes (None = symbolic until run)
+    dataset: str
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_range: str  # "1" or "255"
+    precision: str
+    metadata: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)  # where dataset/mean/std/layout/range came from
+
+    @property
+    def input_dtype(self):
+        """Return the numpy dtype the model's input wants."""
+        return _NP_TYPES.get(self.input_type, np.float32)
+
+    def prepare(self, images_u8: np.ndarray) -> np.ndarray:
+        """Return uint8 images [N, C, H, W] converted to the model's input: range, mean/std, layout, dtype."""
+        x = images_u8.astype(np.float32)
+        if self.input_dtype == np.uint8:
+            out = images_u8
+        else:
+            if self.input_range == "1":
+                x = x / np.float32(255.0)
+            c = x.shape[1]
+            mean = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
+            std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
+            if mean.shape[1] not in (1, c) or std.shape[1] not in (1, c):
+                raise ConvkitError(f"--mean/--std give {mean.shape[1]}/{std.shape[1]} values but the images have "
+                                   f"{c} channels; give 1 or {c}")
+            out = (x - mean) / std
+        if self.layout == "NHWC":
+            out = out.transpose(0, 2, 3, 1)
+        return np.ascontiguousarray(out, dtype=self.input_dtype)
+
+    def describe(self) -> dict:
+        """Return a JSON-able description of the model's interface and preprocessing."""
+        return {"path": str(self.path), "input": self.input_name, "input_type": self.input_type,
+                "output": self.output_name, "layout": self.layout, "fixed_batch": self.fixed_batch,
+                "image_shape_chw": list(self.image_shape), "num_classes": self.num_classes,
+                "dataset": self.dataset, "class_names": self.class_names, "mean": list(self.mean),
+                "std": list(self.std), "input_range": self.input_range, "precision": self.precision,
+                "sources": self.sources,
+                "metadata": {k: v for k, v in self.metadata.items() if k not in ("class_names",)}}
+
+
+def load_onnx(path: Path):
+    """Return the parsed, checked ``onnx.ModelProto`` at ``path``; ConvkitError (exit 2) when it is not valid ONNX."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConvkitError(f"{path} not found; pass an .onnx file or a run directory holding model.onnx")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ConvkitError(f"{path} is not a readable ONNX model (truncated or not ONNX: {type(exc).__name__})") from None
+    if model.ir_version <= 0 or not model.opset_import or len(model.graph.node) == 0 or len(model.graph.output) == 0:
+        raise ConvkitError(f"{path} is not an ONNX model (no graph, opset or outputs; truncated or not ONNX)")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConvkitError(f"{path} is not a valid ONNX model (truncated or corrupt): {first}") from None
+    return model
+
+
+def _dims(value_info) -> list[int | None]:
+    shape = value_info.type.tensor_type.shape
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in shape.dim]
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        vals = json.loads(text) if text.strip().startswith("[") else [float(v) for v in text.split(",")]
+        return tuple(float(v) for v in vals)
+    except (ValueError, TypeError):
+        raise ConvkitError(f"{what} must be a comma-separated list of numbers, got {text!r}") from None
+
+
+def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    """Return a tuple of floats from "0.5,0.5" or "[0.5, 0.5]" (None passes through); ConvkitError otherwise."""
+    return None if text is None else _floats(text, what)
+
+
+def _guess_layout(dims: list[int | None]) -> str:
+    c_first, c_last = dims[1] in (1, 3, 4), dims[3] in (1, 3, 4)
+    if c_last and not c_first:
+        return "NHWC"
+    return "NCHW"
+
+
+def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
+    """Return the ModelSpec of the ONNX classifier at ``path``; ConvkitError (exit 2) for anything unusable.
+
+    Checks: valid ONNX; exactly one 4-D (image-like) graph input; first output of rank 2 ([N, classes]);
+    the dataset named by metadata or ``overrides`` exists in the catalog; declared classes and image shape
+    agree with the dataset.
+    """
+    from convkit.data.catalog import get_dataset_info
+
+    ov = overrides or Overrides()
+    path = Path(path)
+    model = load_onnx(path)
+    meta = {p.key: p.value for p in model.metadata_props}
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    images = [i for i in inputs if len(i.type.tensor_type.shape.dim) == 4]
+    if len(images) != 1 or len(inputs) != 1:
+        desc = ", ".join(f"{i.name}{_dims(i)}" for i in inputs) or "none"
+        raise ConvkitError(f"{path} has no single image-like input (need exactly one 4-D input; found: {desc})")
+    inp = images[0]
+    in_dims = _dims(inp)
+    out = model.graph.output[0]
+    out_dims = _dims(out)
+    if len(out_dims) != 2:
+        raise ConvkitError(f"{path}: output {out.name!r} has shape {out_dims}, expected [N, classes] logits or "
+                           f"probabilities")
+    from onnx import TensorProto
+
+    elem = inp.type.tensor_type.elem_type
+    input_type = {TensorProto.FLOAT: "tensor(float)", TensorProto.FLOAT16: "tensor(float16)",
+                  TensorProto.DOUBLE: "tensor(double)", TensorProto.UINT8: "tensor(uint8)"}.get(elem)
+    if input_type is None:
+        raise ConvkitError(f"{path}: input {inp.name!r} has element type "
+                           f"{TensorProto.DataType.Name(elem)}; only float32/float16/float64/uint8 images are supported")
+
+    sources = {}
+    dataset = ov.dataset or meta.get("dataset")
+    sources["dataset"] = "override" if ov.dataset else "metadata"
+    if not dataset:
+        raise ConvkitError(f"{path} carries no convkit metadata naming its dataset; pass --dataset (mnist or cifar10)")
+    info = get_dataset_info(dataset)
+
+    if ov.layout:
+        layout = ov.layout.upper()
+        sources["layout"] = "override"
+    elif meta.get("input_layout", "").upper() in ("NCHW", "NHWC"):
+        layout, sources["layout"] = meta["input_layout"].upper(), "metadata"
+    else:
+        layout, sources["layout"] = _guess_layout(in_dims), "guessed from the input shape"
+    if layout not in ("NCHW", "NHWC"):
+        raise ConvkitError(f"--layout must be nchw or nhwc, got {ov.layout!r}")
+    c, h, w = (in_dims[1], in_dims[2], in_dims[3]) if layout == "NCHW" else (in_dims[3], in_dims[1], in_dims[2])
+    want = info.input_shape
+    for got, exp, what in ((c, want[0], "channels"), (h, want[1], "height"), (w, want[2], "width")):
+        if got is not None and got != exp:
+            raise ConvkitError(f"{path}: input {inp.name!r} {in_dims} ({layout}) has {got} {what}, but {dataset} "
+                               f"images have {exp}; check --layout or --dataset")
+
+    class_names = list(info.classes)
+    if meta.get("class_names") and not ov.dataset:
+        try:
+            class_names = [str(c) for c in json.loads(meta["class_names"])]
+        except (ValueError, TypeError):
+            pass
+    n_classes = out_dims[1]
+    if n_classes is not None and n_classes != len(class_names):
+        raise ConvkitError(f"{path}: output {out.name!r} has {n_classes} classes but {dataset} has "
+                           f"{len(class_names)}; pass the matching --dataset")
+
+    input_range = ov.input_range or meta.get("input_range") or "1"
+    sources["input_range"] = "override" if ov.input_range else ("metadata" if meta.get("input_range") else "default")
+    if input_range not in ("1", "255"):
+        raise ConvkitError(f"--input-range must be 1 or 255, got {input_range!r}")
+
+    def _norm(key: str, given, default):
+        if given is not None:
+            sources[key] = "override"
+            return tuple(given)
+        if meta.get(key):
+            sources[key] = "metadata"
+            return _floats(meta[key], f"metadata {key}")
+        if input_range == "255":
+            sources[key] = "default (raw 0..255 pixels, no normalization)"
+            return (0.0,) if key == "mean" else (1.0,)
+        sources[key] = f"{dataset} catalog default"
+        return tuple(default)
+
+    mean = _norm("mean", ov.mean, info.mean)
+    std = _norm("std", ov.std, info.std)
+    if any(s == 0 for s in std):
+        raise ConvkitError("--std must not contain 0")
+    batch = in_dims[0]
+    return ModelSpec(path=path, input_name=inp.name, output_name=out.name, input_type=input_type, layout=layout,
+                     fixed_batch=batch, image_shape=(c, h, w), num_classes=n_classes, dataset=dataset,
+                     class_names=class_names, mean=mean, std=std, input_range=input_range,
+                     precision=meta.get("precision") or _precision_from_name(path), metadata=meta, sources=sources)
+
+
+def _precision_from_name(path: Path) -> str:
+    name = Path(path).name
+    for p in ("fp16", "int8"):
+        if f".{p}." in name or name.endswith(f"_{p}.onnx"):
+            return p
+    return "fp32"

@@ -1,0 +1,164 @@
+"""Human-readable outputs of an evaluation: eval.md tables, the latency plot and confusion-matrix PNG/CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from convkit.atomic import atomic_path, write_csv, write_text
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_confusion_csv(path: Path, metrics: dict, class_names: list[str]) -> Path:
+    """Atomically write the confusion matrix as CSV (counts, then row-normalized); returns ``path``."""
+    rows = []
+    for kind, mat in (("count", metrics["confusion"]), ("row_normalized", metrics["confusion_normalized"])):
+        for i, row in enumerate(mat):
+            rows.append({"kind": kind, "true": class_names[i], **{f"pred_{c}": v for c, v in zip(class_names, row)}})
+    return write_csv(path, rows)
+
+
+def write_confusion_png(path: Path, metrics: dict, class_names: list[str], title: str) -> Path:
+    """Atomically write a row-normalized confusion heatmap with counts and class names on both axes."""
+    plt = _mpl()
+    cm = np.asarray(metrics["confusion"])
+    norm = np.asarray(metrics["confusion_normalized"])
+    k = len(class_names)
+    size = max(5.0, 0.55 * k + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(k), labels=class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), labels=class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=10)
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j]:
+                ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_latency_png(path: Path, rows: list[dict], title: str) -> Path | None:
+    """Atomically write p50 latency vs batch size (log-log), one line per precision/provider/backend; None if no rows."""
+    if not rows:
+        return None
+    plt = _mpl()
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        series.setdefault(f"{r['precision']} {r['provider']} {r['backend']}", []).append((r["batch"], r["p50_ms"]))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, pts in sorted(series.items()):
+        pts.sort()
+        ls = "--" if "torch" in label else "-"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], ls, marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("p50 latency per batch (ms)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def _f(v, spec: str = ".4f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def markdown(result: dict) -> str:
+    """Return eval.md: model, accuracy vs PyTorch, per-class metrics, latency with ratios, method and hardware."""
+    m = result["model"]
+    lines = [f"# Evaluation of `{Path(m['path']).name}`", ""]
+    ds = result["dataset"]
+    lines += [f"- dataset: **{ds['name']}** test split, {ds['n']} images ({ds['source']})",
+              f"- input `{m['input']}` ({m['input_type']}, {m['layout']}, batch "
+              f"{m['fixed_batch'] or 'dynamic'}), output `{m['output']}`; range 0..{m['input_range']}, "
+              f"mean {m['mean']}, std {m['std']} ({', '.join(f'{k}: {v}' for k, v in m['sources'].items())})",
+              f"- providers: {', '.join(result['providers']['used'])}"]
+    for note in result.get("notes", []):
+        lines.append(f"- note: {note}")
+    lines.append("")
+
+    lines += ["## Accuracy", "", "| precision | backend | accuracy | loss | macro F1 | Δacc vs PyTorch (points) | "
+              "predictions differing | gate |", "|---|---|---|---|---|---|---|---|"]
+    pt = result.get("pytorch")
+    if pt:
+        lines.append(f"| fp32 | PyTorch eager ({pt['device']}) | {_f(pt['accuracy'])} | {_f(pt['loss'])} | "
+                     f"{_f(pt['macro_f1'])} | | | |")
+    for acc in result["accuracy"]:
+        vs = acc.get("vs_pytorch")
+        gate = acc.get("gate")
+        gate_s = "—" if not gate else (f"{'pass' if gate['passed'] else '**FAIL**'} (max drop {gate['max_drop_points']})")
+        lines.append(f"| {acc['precision']} | ORT {acc['provider']} | {_f(acc['accuracy'])} | {_f(acc['loss'])} | "
+                     f"{_f(acc['macro_f1'])} | {_f(vs['delta']['accuracy'] * 100, '+.2f') if vs else '—'} | "
+                     f"{vs['disagreements'] if vs else '—'} | {gate_s} |")
+    lines.append("")
+    first = result["accuracy"][0] if result["accuracy"] else None
+    if first:
+        lines += [f"Loss: {first['loss_kind']} (model outputs {first['output_kind']}).", "",
+                  f"### Per class ({first['precision']}, ORT {first['provider']})", "",
+                  "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        for c in first["per_class"]:
+            lines.append(f"| {c['class']} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
+        lines.append("")
+        if first.get("vs_pytorch") and first["vs_pytorch"]["disagreements"]:
+            idx = first["vs_pytorch"]["disagreement_indices"]
+            lines += [f"Test images whose predicted class differs from PyTorch ({len(idx)} listed): "
+                      f"{', '.join(map(str, idx[:50]))}{' …' if len(idx) > 50 else ''}", ""]
+
+    rows = result["latency"]
+    if rows:
+        lines += ["## Latency", "", "p50/p90/p99 per batch in ms; ratio = ORT p50 ÷ PyTorch p50 at the same batch and "
+                  "device (< 1: ORT faster).", "",
+                  "| precision | provider | backend | batch | first run | p50 | p90 | p99 | mean ± std | min | images/s | "
+                  "PyTorch eager p50 | ratio | PyTorch compile p50 | ratio |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(
+                f"| {r['precision']} | {r['provider']} | {r['backend']} | {r['batch']} | {_f(r['first_run_ms'], '.2f')} | "
+                f"{_f(r['p50_ms'], '.3f')} | {_f(r['p90_ms'], '.3f')} | {_f(r['p99_ms'], '.3f')} | "
+                f"{r['mean_ms']:.3f} ± {r['std_ms']:.3f} | {_f(r['min_ms'], '.3f')} | {_f(r['images_per_s'], ',.0f')} | "
+                f"{_f(r.get('pytorch_eager_p50_ms'), '.3f')} | {_f(r.get('ratio_to_pytorch_eager'), '.2f')} | "
+                f"{_f(r.get('pytorch_compile_p50_ms'), '.3f')} | {_f(r.get('ratio_to_pytorch_compile'), '.2f')} |")
+        lines.append("")
+        lines += ["Backends: `ort` = session.run on host arrays (CPU) or IO binding with input and output on the GPU; "
+                  "`ort-e2e` = session.run from host numpy to host numpy, including host↔device copies; "
+                  "`ort-cudagraph` = IO binding replaying a captured CUDA graph (one session per static batch size); "
+                  "`torch-eager` / `torch-compile` = the run's PyTorch module on the same inputs.", ""]
+
+    meth = result["method"]
+    lines += ["## Method", ""]
+    for k, v in meth.items():
+        lines.append(f"- {k}: {v}")
+    lines += ["", "## Hardware and software", ""]
+    for k, v in result["hardware"].items():
+        lines.append(f"- {k}: {v}")
+    lines += ["", "## Provider options", ""]
+    for k, v in result["providers"]["options"].items():
+        lines.append(f"- {k}: `{v}`")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(path: Path, result: dict) -> Path:
+    """Atomically write eval.md for ``result``; returns ``path``."""
+    return write_text(path, markdown(result))

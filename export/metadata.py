@@ -1,0 +1,90 @@
+"""The ``metadata_props`` every convkit ONNX file carries, and reading them back.
+
+The evaluate stage reads these keys; values are strings in the ONNX file, lists are JSON-encoded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# Exactly these keys, in this order, are written into every exported file.
+METADATA_KEYS = (
+    "convkit_version", "experiment", "model", "dataset", "class_names", "mean", "std", "input_layout",
+    "input_range", "pytorch_test_acc", "torch_version", "onnx_version", "opset", "precision", "checkpoint_sha256",
+)
+_JSON_KEYS = ("class_names", "mean", "std")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def build_metadata(*, experiment: str, model: str, dataset: str, class_names, mean, std, pytorch_test_acc: float,
+                   opset: int, precision: str, checkpoint_sha256: str) -> dict[str, str]:
+    """Return the metadata dict (every key of METADATA_KEYS, every value a string) for one exported file."""
+    import onnx
+    import torch
+
+    import convkit
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    meta = {
+        "convkit_version": convkit.__version__,
+        "experiment": experiment,
+        "model": model,
+        "dataset": dataset,
+        "class_names": json.dumps(list(class_names)),
+        "mean": json.dumps([float(v) for v in mean]),
+        "std": json.dumps([float(v) for v in std]),
+        "input_layout": "NCHW",
+        "input_range": "1",  # pixels scaled to 0..1, then (x - mean) / std, as in training
+        "pytorch_test_acc": repr(float(pytorch_test_acc)),
+        "torch_version": torch.__version__,
+        "onnx_version": onnx.__version__,
+        "opset": str(int(opset)),
+        "precision": precision,
+        "checkpoint_sha256": checkpoint_sha256,
+    }
+    assert tuple(meta) == METADATA_KEYS
+    return meta
+
+
+def set_metadata(model_proto, meta: dict[str, str]):
+    """Replace ``model_proto.metadata_props`` with ``meta`` (string values); returns the same proto."""
+    del model_proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = model_proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    return model_proto
+
+
+def read_metadata(model, decode: bool = False) -> dict:
+    """Return the metadata_props of ``model`` (a path or ModelProto) as a dict of strings.
+
+    With ``decode=True``, JSON lists (class_names, mean, std) become lists, pytorch_test_acc a float and
+    opset an int.
+    """
+    import onnx
+
+    if isinstance(model, (str, Path)):
+        model = onnx.load(str(model), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    if decode:
+        for key in _JSON_KEYS:
+            if key in meta:
+                meta[key] = json.loads(meta[key])
+        if "pytorch_test_acc" in meta:
+            meta["pytorch_test_acc"] = float(meta["pytorch_test_acc"])
+        if "opset" in meta:
+            meta["opset"] = int(meta["opset"])
+    return meta
+
+
+def file_sha256(path: Path) -> str:
+    """Return the hex SHA-256 of the file at ``path``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

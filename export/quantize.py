@@ -1,0 +1,135 @@
+"""Reduced-precision variants of an exported fp32 model: fp16 (float32 I/O kept) and int8 (static QDQ)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from convkit.errors import ConvkitError
+from convkit.export.onnx_export import INPUT_NAME
+
+CALIB_METHOD = "MinMax"
+CALIB_BATCH = 64
+
+
+def to_fp16(model_proto):
+    """Return a float16 copy of ``model_proto`` whose input and output stay float32 (keep_io_types=True)."""
+    import copy
+
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with _quiet():
+        converted = convert_float_to_float16(copy.deepcopy(model_proto), keep_io_types=True)
+    return toposort(converted)
+
+
+def toposort(model_proto):
+    """Reorder the main graph's nodes topologically (in place; returns the proto).
+
+    ``convert_float_to_float16(keep_io_types=True)`` appends the input Cast nodes after their consumers,
+    which onnx.checker rejects; a stable Kahn sort restores a valid order without changing the graph.
+    """
+    graph = model_proto.graph
+    nodes = list(graph.node)
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    producers = {out: idx for idx, node in enumerate(nodes) for out in node.output}
+    done, order = set(), []
+    pending = list(range(len(nodes)))
+    while pending:
+        progressed, rest = False, []
+        for idx in pending:
+            deps = [x for x in nodes[idx].input if x not in available and x in producers]
+            if all(producers[d] in done for d in deps):
+                order.append(idx)
+                done.add(idx)
+                progressed = True
+            else:
+                rest.append(idx)
+        if not progressed:  # a cycle: leave the graph as it was and let onnx.checker report it
+            return model_proto
+        pending = rest
+    sorted_nodes = [nodes[i] for i in order]
+    del graph.node[:]
+    graph.node.extend(sorted_nodes)
+    return model_proto
+
+
+class _ArrayReader:
+    """CalibrationDataReader over a float32 array, yielding batches of CALIB_BATCH images."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+        self.i = 0
+
+    def get_next(self):
+        if self.i >= len(self.x):
+            return None
+        batch = self.x[self.i:self.i + CALIB_BATCH]
+        self.i += CALIB_BATCH
+        return {INPUT_NAME: batch}
+
+    def rewind(self):
+        self.i = 0
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the quantizer's prints and INFO/WARNING logs."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def calibration_images(train_images_u8, k: int, seed: int):
+    """Return (indices, uint8 images): ``k`` training images drawn without replacement by a seeded permutation."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(train_images_u8), generator=gen)[:k].sort().values
+    return idx, train_images_u8[idx]
+
+
+def to_int8(model_proto, calib: np.ndarray) -> tuple[object, dict]:
+    """Statically quantize ``model_proto`` with ONNX Runtime (QDQ, per-channel int8 weights, int8 activations,
+    MinMax calibration on ``calib`` float32 images); returns (quantized ModelProto, settings dict).
+
+    The graph is first run through ``quant_pre_process`` (shape inference + ORT basic optimizations such as
+    Conv+BatchNorm fusion); when that fails the raw graph is quantized and the settings say so.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(_ArrayReader, CalibrationDataReader):
+        pass
+
+    settings = {"format": "QDQ", "per_channel": True, "weight_type": "QInt8", "activation_type": "QInt8",
+                "calibrate_method": CALIB_METHOD, "calibration_images": int(len(calib)), "calibration_batch": CALIB_BATCH}
+    with tempfile.TemporaryDirectory(prefix="convkit-int8-") as tmp:
+        src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
+        onnx.save_model(model_proto, str(src))
+        try:
+            with _quiet():
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            settings["preprocess"] = "quant_pre_process (onnx shape inference + ORT basic optimizations)"
+        except Exception as exc:  # quantizing the unprocessed graph still works, only less fused
+            pre = src
+            settings["preprocess"] = f"skipped ({type(exc).__name__})"
+        try:
+            with _quiet():
+                quantize_static(str(pre), str(dst), Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=CalibrationMethod.MinMax, use_external_data_format=False)
+        except Exception as exc:
+            raise ConvkitError(f"int8 quantization failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        return onnx.load(str(dst)), settings

@@ -1,0 +1,339 @@
+"""Evaluation stage: ONNX Runtime accuracy/confusion/latency on exported runs and on foreign-style models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from convkit.evaluate.cli import evaluate_cmd
+
+FAST = ["--warmup", "1", "--runs", "3", "--min-seconds", "0", "--batch-sizes", "1,16", "--threads", "2"]
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def export_run(run_dir: Path, path: Path | None = None) -> Path:
+    """Export ``run_dir``'s checkpoint to ONNX as the export stage will (dynamic batch, convkit metadata)."""
+    import onnx
+    import torch
+
+    from convkit.models import create_model
+    from convkit.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    model = create_model(ckpt["config"]["model"])
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    cfg = model.default_cfg
+    path = path or run_dir / "model.onnx"
+    torch.onnx.export(model, (torch.zeros(2, *cfg.input_shape),), str(path), dynamo=True, input_names=["input"],
+                      output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+                      external_data=False, verbose=False)
+    proto = onnx.load(str(path))
+    meta = {"convkit_version": "test", "experiment": ckpt["config"]["experiment"], "model": cfg.name,
+            "dataset": cfg.dataset, "class_names": json.dumps(list(cfg.classes)), "mean": json.dumps(list(cfg.mean)),
+            "std": json.dumps(list(cfg.std)), "input_layout": "NCHW", "input_range": "1", "precision": "fp32"}
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.save(proto, str(path))
+    return path
+
+
+def _save(graph_nodes, inputs, outputs, initializers, path: Path) -> Path:
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(graph_nodes, "g", inputs, outputs, initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def centroid_classifier(path: Path, images: np.ndarray, labels: np.ndarray, batch: int = 3):
+    """A foreign-style MNIST classifier: NHWC [batch,28,28,1] raw 0..255 input named ``image:0``, softmax output
+    named ``probs/Softmax:0``, nearest-centroid weights. Returns (path, W, b) so the test can recompute it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = images.reshape(len(images), -1).astype(np.float64) / 255.0
+    cents = np.stack([x[labels == k].mean(axis=0) for k in range(10)])  # [10, 784]
+    w = (0.1 * cents.T / 255.0).astype(np.float32)  # raw pixels in
+    b = (-0.05 * (cents ** 2).sum(axis=1)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B"),
+             numpy_helper.from_array(np.array([batch, 784], np.int64), "shape")]
+    nodes = [helper.make_node("Reshape", ["image:0", "shape"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "W"], ["mm"]),
+             helper.make_node("Add", ["mm", "B"], ["z"]),
+             helper.make_node("Softmax", ["z"], ["probs/Softmax:0"], axis=1)]
+    inp = helper.make_tensor_value_info("image:0", TensorProto.FLOAT, [batch, 28, 28, 1])
+    out = helper.make_tensor_value_info("probs/Softmax:0", TensorProto.FLOAT, [batch, 10])
+    return _save(nodes, [inp], [out], inits, path), w, b
+
+
+def _linear_model(path: Path, in_shape, out_shape, classes: int = 10, input_name: str = "x") -> Path:
+    """A tiny model with a given input shape and an output of ``out_shape`` (for bad-input cases)."""
+    from onnx import TensorProto, helper
+
+    inp = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, in_shape)
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)
+    if len(out_shape) == 2:
+        from onnx import numpy_helper
+
+        inits = [numpy_helper.from_array(np.ones((int(np.prod(in_shape[1:])), classes), np.float32), "W"),
+                 numpy_helper.from_array(np.array([0, -1], np.int64), "s")]
+        nodes = [helper.make_node("Reshape", [input_name, "s"], ["f"]), helper.make_node("MatMul", ["f", "W"], ["y"])]
+        return _save(nodes, [inp], [out], inits, path)
+    return _save([helper.make_node("Relu", [input_name], ["y"])], [inp], [out], [], path)
+
+
+def _invoke(args: list[str]):
+    result = CliRunner().invoke(evaluate_cmd, [str(a) for a in args], catch_exceptions=False)
+    return result, result.output + (result.stderr if result.stderr_bytes is not None else "")
+
+
+@pytest.fixture(scope="module")
+def exported(sample_runs, tmp_path_factory) -> dict[str, Path]:
+    """Copies of the sample runs (checkpoint + config) with model.onnx exported: {experiment: run_dir}."""
+    root = tmp_path_factory.mktemp("eval_runs")
+    out = {}
+    for name, run_dir in sample_runs.items():
+        dst = root / name
+        dst.mkdir()
+        for f in ("checkpoint.pt", "config.json", "metrics.json"):
+            shutil.copy2(run_dir / f, dst / f)
+        export_run(dst)
+        out[name] = dst
+    return out
+
+
+@pytest.fixture(scope="module")
+def mnist_sample():
+    from convkit.data.load import load_dataset
+
+    return load_dataset("mnist", sample=True)
+
+
+# ---------------------------------------------------------------------------------------------- seed models
+
+
+@pytest.mark.parametrize("name", ["t1-fcn", "t5-custom-conv"])
+def test_exported_run_matches_pytorch(exported, name):
+    from convkit.evaluate.run import EvalOptions, evaluate_model
+
+    run_dir = exported[name]
+    opts = EvalOptions(provider="cpu", warmup=1, runs=3, min_seconds=0.0, batch_sizes=(1, 32), threads=2)
+    res = evaluate_model(run_dir, opts)
+    acc = res["accuracy"][0]
+    n = res["dataset"]["n"]
+    assert acc["precision"] == "fp32" and acc["provider"] == "cpu"
+    assert acc["output_kind"] == "logits" and acc["loss"] is not None
+    # ORT fp32 reproduces the checkpoint: same accuracy, same predictions, near-identical loss
+    assert acc["accuracy"] == pytest.approx(res["pytorch"]["accuracy"])
+    assert acc["vs_pytorch"]["disagreements"] == 0 and acc["vs_pytorch"]["disagreement_indices"] == []
+    assert abs(acc["vs_pytorch"]["delta"]["loss"]) < 1e-4
+    assert res["gate"]["passed"]
+    # the checkpoint's own test accuracy (metrics.json, same sample split) is what PyTorch gives here
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert res["pytorch"]["accuracy"] == pytest.approx(metrics["test_acc"], abs=2.5 / n)
+    # confusion matrix: counts sum to N, rows normalized
+    cm = np.asarray(acc["confusion"])
+    assert cm.shape == (10, 10) and cm.sum() == n
+    assert np.trace(cm) == round(acc["accuracy"] * n)
+    norm = np.asarray(acc["confusion_normalized"])
+    assert np.allclose(norm.sum(axis=1)[cm.sum(axis=1) > 0], 1.0, atol=1e-5)
+    assert sum(c["support"] for c in acc["per_class"]) == n
+    # latency: every ORT figure has a PyTorch figure and a ratio beside it
+    ort_rows = [r for r in res["latency"] if r["backend"] == "ort"]
+    assert sorted(r["batch"] for r in ort_rows) == [1, 32]
+    for r in res["latency"]:
+        for k in ("first_run_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "images_per_s"):
+            assert r[k] > 0, (k, r)
+        assert r["std_ms"] >= 0 and r["n"] >= 3 and r["p50_ms"] <= r["p99_ms"]
+    for r in ort_rows:
+        assert r["pytorch_eager_p50_ms"] > 0 and r["ratio_to_pytorch_eager"] > 0
+    assert {"torch-eager"} <= {r["backend"] for r in res["latency"]}
+    assert res["summary"]["ort_cpu_b1_p50_ms"] > 0 and res["summary"]["ort_max_batch_ips"] > 0
+    assert res["summary"]["ort_acc_delta"] == pytest.approx(0.0)
+    # outputs land in the run directory
+    for f in ("eval.json", "eval.md", "latency.png", "confusion.png", "confusion.csv"):
+        assert (run_dir / f).is_file(), f
+    doc = json.loads((run_dir / "eval.json").read_text())
+    assert doc["summary"] == res["summary"] and "hardware" in doc and "method" in doc
+    md = (run_dir / "eval.md").read_text()
+    assert "## Latency" in md and "perf_counter" in md
+    csv_lines = (run_dir / "confusion.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + 2 * 10
+
+
+def test_int8_variant_and_stage(exported, tmp_path):
+    """A run with model.int8.onnx evaluates both variants; the train-all stage returns the summary fields."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from convkit.data.load import load_dataset
+    from convkit.evaluate.model_io import inspect_model
+    from convkit.evaluate.stage import SUMMARY_KEYS, evaluate_stage
+
+    run_dir = exported["t5-custom-conv"]
+    spec = inspect_model(run_dir / "model.onnx")
+    imgs = load_dataset("cifar10", sample=True).train_images[:64].numpy()
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"input": spec.prepare(imgs[i:i + 16])} for i in range(0, 64, 16)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(run_dir / "model.onnx"), str(run_dir / "model.int8.onnx"), Reader(),
+                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8)
+    res, out = _invoke([run_dir, "--provider", "cpu", "--no-latency", "--max-accuracy-drop", "fp32=0.1,int8=100"])
+    assert res.exit_code == 0, out
+    doc = json.loads((run_dir / "eval.json").read_text())
+    assert [a["precision"] for a in doc["accuracy"]] == ["fp32", "int8"]
+    assert (run_dir / "confusion.int8.png").is_file()
+    # a failing gate exits 1 (an int8 model cannot lose a negative amount of accuracy... unless it is better)
+    res, out = _invoke([run_dir, "--provider", "cpu", "--no-latency", "--precision", "int8",
+                        "--max-accuracy-drop", "int8=0"])
+    int8 = json.loads((run_dir / "eval.json").read_text())["accuracy"][0]
+    expect = 1 if int8["gate"]["drop_points"] > 1e-9 else 0
+    assert res.exit_code == expect, out
+    (run_dir / "model.int8.onnx").unlink()
+
+    fields = evaluate_stage(quick=True)(None, run_dir, {})
+    assert {"ort_test_acc", "ort_acc_delta", "ort_cpu_b1_p50_ms", "ort_max_batch_ips"} <= set(fields)
+    assert set(fields) - {"eval_json"} <= set(SUMMARY_KEYS)
+    assert fields["ort_cpu_b1_p50_ms"] > 0
+
+
+def test_real_mnist_test_split(exported, shared_data):
+    """The sample-trained MLP on the real 10,000-image MNIST test split, accuracy only."""
+    run_dir = exported["t1-fcn"]
+    res, out = _invoke([run_dir / "model.onnx", "--provider", "cpu", "--data-dir", shared_data, "--no-sample",
+                        "--no-latency"])
+    assert res.exit_code == 0, out
+    doc = json.loads((run_dir / "eval.json").read_text())
+    assert doc["dataset"]["n"] == 10000
+    acc = doc["accuracy"][0]
+    assert np.asarray(acc["confusion"]).sum() == 10000
+    assert acc["accuracy"] == pytest.approx(doc["pytorch"]["accuracy"], abs=2e-4)
+
+
+# ---------------------------------------------------------------------------------------------- foreign models
+
+
+def test_foreign_nhwc_fixed_batch_softmax(tmp_path, mnist_sample):
+    """NHWC, fixed batch 3 (last chunk padded), softmax output, odd names: accuracy equals a numpy computation."""
+    tr_x, tr_y = mnist_sample.train_images.numpy(), mnist_sample.train_labels.numpy()
+    te_x, te_y = mnist_sample.test_images.numpy(), mnist_sample.test_labels.numpy()
+    assert len(te_x) % 3 != 0  # the padding path is exercised
+    path, w, b = centroid_classifier(tmp_path / "foreign.onnx", tr_x, tr_y, batch=3)
+    res, out = _invoke([path, "--dataset", "mnist", "--sample", "--input-range", "255", "--provider", "cpu", *FAST])
+    assert res.exit_code == 0, out
+    out_dir = tmp_path / "foreign_eval"
+    doc = json.loads((out_dir / "eval.json").read_text())
+    z = te_x.reshape(len(te_x), -1).astype(np.float64) @ w.astype(np.float64) + b
+    expected_acc = float((z.argmax(axis=1) == te_y).mean())
+    z -= z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    expected_loss = float(-logp[np.arange(len(te_y)), te_y].mean())
+    acc = doc["accuracy"][0]
+    assert expected_acc > 0.5  # a real classifier, so the check means something
+    assert acc["accuracy"] == pytest.approx(expected_acc, abs=1e-9)
+    assert acc["output_kind"] == "probabilities"
+    assert acc["loss"] == pytest.approx(expected_loss, rel=1e-3)
+    assert np.asarray(acc["confusion"]).sum() == len(te_y)
+    assert doc["model"]["layout"] == "NHWC" and doc["model"]["fixed_batch"] == 3
+    assert doc["model"]["input"] == "image:0" and doc["pytorch"] is None
+    assert {r["batch"] for r in doc["latency"]} == {3} and all(r["p50_ms"] > 0 for r in doc["latency"])
+    for f in ("eval.md", "latency.png", "confusion.png", "confusion.csv"):
+        assert (out_dir / f).is_file()
+
+
+def test_overrides_change_preprocessing(tmp_path, mnist_sample):
+    """--layout/--mean/--std/--input-range reach the input adapter."""
+    from convkit.evaluate.model_io import Overrides, inspect_model
+
+    path = _linear_model(tmp_path / "m.onnx", ["N", 1, 28, 28], ["N", 10])
+    spec = inspect_model(path, Overrides(dataset="mnist", mean=(0.5,), std=(0.25,)))
+    x = spec.prepare(mnist_sample.test_images[:2].numpy())
+    raw = mnist_sample.test_images[:2].numpy().astype(np.float32)
+    assert np.allclose(x, (raw / 255 - 0.5) / 0.25, atol=1e-6)
+    spec = inspect_model(path, Overrides(dataset="mnist", input_range="255"))
+    assert np.allclose(spec.prepare(mnist_sample.test_images[:2].numpy()), raw)
+    assert spec.sources["dataset"] == "override"
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_bad_inputs_exit_2(tmp_path, exported, monkeypatch):
+    import convkit.data.sources as sources
+    from convkit.errors import DataError
+
+    def offline(dataset, tried):
+        raise DataError(f"{dataset} not found (tried {', '.join(tried)}); point --data-dir at it")
+
+    monkeypatch.setattr(sources, "download_source", offline)
+    text = tmp_path / "notes.onnx"
+    text.write_text("this is not a model\n" * 20)
+    good = (exported["t1-fcn"] / "model.onnx").read_bytes()
+    trunc = tmp_path / "truncated.onnx"
+    trunc.write_bytes(good[: len(good) // 2])
+    flat = _linear_model(tmp_path / "flat.onnx", ["N", 784], ["N", 10])
+    two_inputs = tmp_path / "two.onnx"
+    from onnx import TensorProto, helper
+
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 1, 28, 28])
+    b_ = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 1, 28, 28])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, 28, 28])
+    _save([helper.make_node("Add", ["a", "b"], ["y"])], [a, b_], [y], [], two_inputs)
+    spatial = _linear_model(tmp_path / "spatial.onnx", ["N", 1, 28, 28], ["N", 1, 28, 28])
+    seven = _linear_model(tmp_path / "seven.onnx", ["N", 1, 28, 28], ["N", 7], classes=7)
+    ok = _linear_model(tmp_path / "ok.onnx", ["N", 1, 28, 28], ["N", 10])
+    cases = {
+        "not onnx": ([text, "--dataset", "mnist"], "not"),
+        "truncated": ([trunc], "truncated"),
+        "missing file": ([tmp_path / "nope.onnx"], "not found"),
+        "no image input": ([flat, "--dataset", "mnist"], "image-like"),
+        "two image inputs": ([two_inputs, "--dataset", "mnist"], "image-like"),
+        "output not [N, classes]": ([spatial, "--dataset", "mnist"], "[N, classes]"),
+        "classes differ": ([seven, "--dataset", "mnist"], "7 classes"),
+        "wrong channels": ([ok, "--dataset", "cifar10", "--sample"], "channels"),
+        "no metadata, no --dataset": ([ok], "--dataset"),
+        "unknown dataset": ([ok, "--dataset", "imagenet"], "unknown dataset"),
+        "dataset not there": ([ok, "--dataset", "mnist", "--data-dir", tmp_path / "empty", "--no-sample"], "not found"),
+        "run dir without model.onnx": ([tmp_path], "model.onnx"),
+        "bad batch sizes": ([ok, "--dataset", "mnist", "--batch-sizes", "1,x"], "--batch-sizes"),
+        "bad mean": ([ok, "--dataset", "mnist", "--mean", "a,b"], "--mean"),
+        "bad gate": ([ok, "--dataset", "mnist", "--max-accuracy-drop", "int4=1"], "unknown precision"),
+        "no path": ([], "no model"),
+    }
+    (tmp_path / "empty").mkdir()
+    for what, (args, needle) in cases.items():
+        res, out = _invoke([*args, "--provider", "cpu", "--no-latency"])
+        assert res.exit_code == 2, (what, out)
+        lines = [ln for ln in out.strip().splitlines() if ln.strip()]
+        assert lines and lines[-1].startswith("error: ") and needle in lines[-1], (what, out)
+        assert "Traceback" not in out, (what, out)
+
+
+def test_unavailable_cuda_is_an_error_not_a_cpu_figure(exported):
+    """Asked explicitly for CUDA where it cannot load: exit 2 naming why; by default it is skipped with a note."""
+    from convkit.evaluate.providers import probe
+
+    if probe("cuda") is None:
+        pytest.skip("CUDA works here")
+    res, out = _invoke([exported["t1-fcn"], "--provider", "cuda", "--no-latency"])
+    assert res.exit_code == 2 and "CUDAExecutionProvider" in out and "not found" in out, out
+    res, out = _invoke([exported["t1-fcn"], "--no-latency"])
+    assert res.exit_code == 0, out
+    assert "cuda skipped" in out
