@@ -101,14 +101,31 @@ def train(experiment, recipe, epochs, batch_size, lr, device, compile_, seed, sa
 @main.command("train-all")
 @click.option("--suite", default="seed", show_default=True, help="Suite to run (seed, kernel-eq).")
 @click.option("--only", multiple=True, help="Glob over experiment names; repeatable (e.g. --only 't3-*').")
+@click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp16", "int8"]),
+              help="Also export (and evaluate) these ONNX variants; fp32 is always exported.")
+@click.option("--no-export", is_flag=True, help="Train only: skip ONNX export and evaluation.")
+@click.option("--no-evaluate", is_flag=True, help="Skip the ONNX Runtime evaluation after export.")
 @training_options
 @friendly_errors
-def train_all_cmd(suite, only, recipe, epochs, batch_size, lr, device, compile_, seed, sample, data_dir, out, resume,
-                  quiet):
-    """Train every experiment of a suite, then write runs/<suite>/summary.md; exits 1 if any experiment failed."""
+def train_all_cmd(suite, only, precisions, no_export, no_evaluate, recipe, epochs, batch_size, lr, device, compile_,
+                  seed, sample, data_dir, out, resume, quiet):
+    """Train, export and evaluate every experiment of a suite, then write runs/<suite>/summary.md.
+
+    Goes on past a failing experiment and exits 1 at the end if any failed.
+    """
     from convkit.train import train_all
 
+    stages = []
+    if not no_export:
+        from convkit.export.stage import export_stage
+
+        stages.append(export_stage(precisions))
+        if not no_evaluate:
+            from convkit.evaluate.stage import evaluate_stage
+
+            stages.append(evaluate_stage(quick=True))
     result = train_all(suite=suite, only=list(only) or None, quiet=quiet, resume=resume, echo=click.echo,
+                       post_stages=stages,
                        recipe=recipe, epochs=epochs, batch_size=batch_size, lr=lr, device=device, compile=compile_,
                        seed=seed, sample=sample, data_dir=data_dir, out=out)
     click.echo(f"summary: {result['summary']}")
@@ -116,6 +133,17 @@ def train_all_cmd(suite, only, recipe, epochs, batch_size, lr, device, compile_,
         click.echo(f"error: {len(result['failed'])} experiment(s) failed: {', '.join(result['failed'])}", err=True)
         sys.exit(1)
 
+
+def _register_stage_commands() -> None:
+    # The stage folders own their commands; importing their cli modules is cheap (click only).
+    from convkit.evaluate.cli import evaluate_cmd
+    from convkit.export.cli import export_cmd
+
+    main.add_command(export_cmd)
+    main.add_command(evaluate_cmd)
+
+
+_register_stage_commands()
 
 if __name__ == "__main__":
     main()

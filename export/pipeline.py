@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from convkit.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, ConvkitError
+from convkit.errors import EXIT_GATE_FAILED, ConvkitError
 
 EXPORT_JSON = "export.json"
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
@@ -215,7 +215,7 @@ def export_checkpoint(checkpoint, experiment: str | None = None, out_dir=None, p
             report["failed"].append(precision)
             files[precision] = (out_dir / rejected_name(precision), variant)
 
-    # ---- write: models first, then the report; remove stale files the new result contradicts ----------------
+    # ---- write: models first, then the report; remove stale model files the new report does not describe -----
     if report["failed"]:
         report["gate"] = "fail"
     for precision, (path, vproto) in files.items():
@@ -223,11 +223,14 @@ def export_checkpoint(checkpoint, experiment: str | None = None, out_dir=None, p
         report["precisions"][precision]["file"] = str(path)
         report["precisions"][precision]["size_bytes"] = size
         report["files" if path.name == VARIANT_FILES[precision] else "rejected_files"][precision] = str(path)
-        stale = out_dir / (rejected_name(precision) if path.name == VARIANT_FILES[precision] else VARIANT_FILES[precision])
-        stale.unlink(missing_ok=True)
-    if not gate["pass"]:  # an fp32 failure means no variant of this checkpoint is current either
-        for precision in precisions:
-            (out_dir / VARIANT_FILES[precision]).unlink(missing_ok=True)
+    # Files of an earlier export that this one did not produce would contradict export.json: remove them.
+    produced = {path.name for path, _ in files.values()}
+    report["removed_stale_files"] = []
+    for precision in VARIANT_FILES:
+        for name in (VARIANT_FILES[precision], rejected_name(precision)):
+            if name not in produced and (out_dir / name).is_file():
+                (out_dir / name).unlink()
+                report["removed_stale_files"].append(name)
     report["total_time_s"] = time.perf_counter() - t0
     write_json(out_dir / EXPORT_JSON, report)
     if report["failed"]:
@@ -283,4 +286,4 @@ def export_all(suite_dir, on_result=None, **kwargs) -> dict:
 
 
 __all__ = ["export_checkpoint", "export_run", "export_all", "find_runs", "EXPORT_JSON", "VARIANT_FILES",
-           "DEFAULT_GATES", "EXIT_BAD_INPUT"]
+           "DEFAULT_GATES"]

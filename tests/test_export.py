@@ -164,12 +164,15 @@ def test_variant_gate_failure_keeps_rejected_file(tmp_path):
 
 def test_fp32_gate_failure_is_not_written_as_model_onnx(tmp_path):
     run_dir = make_fake_run(tmp_path, "t5-custom-conv")
+    export_run(run_dir, n_images=16)  # an earlier, passing export: its model.onnx must not survive the failure
+    assert (run_dir / "model.onnx").is_file()
     with pytest.raises(ConvkitError) as info:
         export_run(run_dir, n_images=N_IMAGES, atol=1e-15)
     assert info.value.exit_code == 1 and "atol" in info.value.message
     assert not (run_dir / "model.onnx").exists() and (run_dir / "model.rejected.onnx").is_file()
     report = json.loads((run_dir / "export.json").read_text())
     assert report["failed"] == ["fp32"] and not report["precisions"]["fp32"]["gate"]["pass"]
+    assert report["removed_stale_files"] == ["model.onnx"]
 
 
 def _listing(path: Path) -> list[str]:
