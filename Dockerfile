@@ -55,14 +55,15 @@ FROM ${BASE_IMAGE} AS runtime
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG DEBIAN_FRONTEND=noninteractive
 
-# A C/C++ compiler: torch.compile (Inductor) compiles its CPU kernels with g++, and Triton builds its GPU
-# launcher with gcc against Python.h. Python.h is in the official image; Debian's python3 needs python3-dev.
-# (python3-dev pulls in python3 too, for a base that lacks it.)
+# torch.compile needs a toolchain at run time: Inductor compiles its CPU kernels with g++ (and hashes its
+# precompiled headers with the `openssl` CLI), Triton builds its GPU launcher with gcc against Python.h.
+# Python.h is in the official image; Debian's python3 needs python3-dev (which also brings python3 to a
+# base that lacks it).
 RUN python_dev=; \
     python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
         2>/dev/null || python_dev=python3-dev; \
     apt-get update \
-    && apt-get install -y --no-install-recommends g++ ${python_dev:+"$python_dev"} \
+    && apt-get install -y --no-install-recommends g++ openssl ${python_dev:+"$python_dev"} \
     && rm -rf /var/lib/apt/lists/*
 
 # Non-root user with a fixed numeric UID/GID (written directly: minimal Debian bases have no useradd).

@@ -96,7 +96,9 @@ def build_session_config(cfg: ProviderConfig, cuda_graph: bool = False):
                      "CPUExecutionProvider"]
     else:
         raise ConvkitError(f"unknown provider {cfg.kind!r}; use cpu, cuda, tensorrt or all")
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    # No busy-waiting between runs: ORT's spinning workers would otherwise steal the cores from the PyTorch
+    # reference timed in the same process (and from other processes on a shared machine).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return providers, so
 
 
