@@ -182,7 +182,9 @@ for x in $experiments; do
       checked=$((checked + 1))
     fi
     if [[ -e "$d/eval.json" ]]; then
-      as_host python3 -m json.tool "$d/eval.json" >/dev/null || die "$d/eval.json unreadable or not JSON"
+      # read as the host user; parse as root (the host user may not be able to run this machine's python3)
+      as_host cat "$d/eval.json" | python3 -c 'import json, sys; json.load(sys.stdin)' \
+        || die "$d/eval.json unreadable by the host user or not JSON"
       checked=$((checked + 1))
     fi
   done

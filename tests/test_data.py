@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from convkit.data.decode import read_idx
+from convkit.data.decode import read_idx, safe_extractall
 from convkit.data.load import load_dataset
 from convkit.data.loader import DeviceLoader, make_generator, random_crop, random_flip
 from convkit.data.sources import find_source, sample_dir
@@ -101,7 +101,7 @@ def test_broken_tarball_is_a_clear_error(tmp_path):
 def test_image_folder_tree_and_cifar_py_layouts(tmp_path):
     # unpack the sample tarball into a plain ImageFolder tree: same images, same labels
     with tarfile.open(sample_dir() / "cifar10-sample.tar.gz") as tar:
-        tar.extractall(tmp_path / "unpacked", filter="data")
+        safe_extractall(tar, tmp_path / "unpacked")
     tree = tmp_path / "unpacked" / "cifar10-sample"
     shutil.move(tree, tmp_path / "cifar10")
     from_tree = load_dataset("cifar10", tmp_path)

@@ -104,6 +104,19 @@ def _decode_folder(src: Source, channels: int, classes: tuple[str, ...]) -> dict
     return out
 
 
+def safe_extractall(tar: tarfile.TarFile, dest: Path) -> None:
+    """Extract ``tar`` into ``dest`` refusing absolute paths, ``..``, links and devices; returns None."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    # Python < 3.11.4 (Debian bookworm's 3.11.2) has no extraction filters: check members ourselves.
+    for member in tar.getmembers():
+        parts = Path(member.name).parts
+        if member.name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
+            raise tarfile.TarError(f"unsafe member {member.name!r}")
+    tar.extractall(dest)
+
+
 def _unpack_tarball(src: Source) -> Source:
     """Unpack a tarball once into the cache (temp dir, then rename) and return the tree inside as a Source."""
     dest = cache_dir() / "extracted" / f"{src.dataset}-{src.checksum[:16]}"
@@ -112,7 +125,7 @@ def _unpack_tarball(src: Source) -> Source:
         tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
         try:
             with tarfile.open(src.path) as tar:
-                tar.extractall(tmp, filter="data")
+                safe_extractall(tar, tmp)
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise DataError(f"broken tarball {src.path} ({exc}); download it again") from None
