@@ -6,31 +6,13 @@ surface as one line on stderr and a distinct exit code (see convkit.errors), nev
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 
 import click
 
 from convkit import __version__
-from convkit.errors import EXIT_INTERRUPTED, ConvkitError
-
-
-def friendly_errors(fn):
-    """Turn ConvkitError into `error: message` + its exit code, and Ctrl-C into exit 130."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ConvkitError as exc:
-            click.echo(f"error: {exc.message}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted; the last completed epoch is saved: rerun with --resume to continue", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-
-    return wrapper
+from convkit.errors import friendly_errors
 
 
 def _default_out() -> str:
@@ -85,7 +67,7 @@ def list_cmd(suite):
 @main.command()
 @click.argument("experiment")
 @training_options
-@friendly_errors
+@friendly_errors(interrupted="interrupted; the last completed epoch is saved: rerun with --resume to continue")
 def train(experiment, recipe, epochs, batch_size, lr, device, compile_, seed, sample, data_dir, out, resume, quiet):
     """Train one EXPERIMENT (see `convkit list`) and write runs/<suite>/<experiment>/."""
     from convkit.train import resolve_config, train_experiment
@@ -106,7 +88,7 @@ def train(experiment, recipe, epochs, batch_size, lr, device, compile_, seed, sa
 @click.option("--no-export", is_flag=True, help="Train only: skip ONNX export and evaluation.")
 @click.option("--no-evaluate", is_flag=True, help="Skip the ONNX Runtime evaluation after export.")
 @training_options
-@friendly_errors
+@friendly_errors(interrupted="interrupted; the last completed epoch is saved: rerun with --resume to continue")
 def train_all_cmd(suite, only, precisions, no_export, no_evaluate, recipe, epochs, batch_size, lr, device, compile_,
                   seed, sample, data_dir, out, resume, quiet):
     """Train, export and evaluate every experiment of a suite, then write runs/<suite>/summary.md.
@@ -123,7 +105,7 @@ def train_all_cmd(suite, only, precisions, no_export, no_evaluate, recipe, epoch
         if not no_evaluate:
             from convkit.evaluate.stage import evaluate_stage
 
-            stages.append(evaluate_stage(quick=True))
+            stages.append(evaluate_stage(quick=True, precisions=("fp32", *precisions)))
     result = train_all(suite=suite, only=list(only) or None, quiet=quiet, resume=resume, echo=click.echo,
                        post_stages=stages,
                        recipe=recipe, epochs=epochs, batch_size=batch_size, lr=lr, device=device, compile=compile_,

@@ -1,4 +1,7 @@
-"""One exception type for every user-facing failure, carrying its exit code."""
+"""One exception type for every user-facing failure, carrying its exit code, and the CLI decorator that reports it."""
+
+import functools
+import sys
 
 # Exit codes, distinct per kind of failure so scripts can tell them apart.
 EXIT_GATE_FAILED = 1  # a quality gate (parity, accuracy drop) failed
@@ -25,3 +28,28 @@ class TrainingDiverged(ConvkitError):
 
     def __init__(self, message: str):
         super().__init__(message, EXIT_DIVERGED)
+
+
+def friendly_errors(fn=None, *, interrupted: str = "interrupted"):
+    """Decorator for CLI commands: ConvkitError → `error: message` on stderr + its exit code; Ctrl-C → exit 130.
+
+    Usable bare (``@friendly_errors``) or with the message printed on Ctrl-C (``@friendly_errors(interrupted=...)``).
+    """
+
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            import click
+
+            try:
+                return command(*args, **kwargs)
+            except ConvkitError as exc:
+                click.echo(f"error: {exc.message}", err=True)
+                sys.exit(exc.exit_code)
+            except KeyboardInterrupt:
+                click.echo(interrupted, err=True)
+                sys.exit(EXIT_INTERRUPTED)
+
+        return wrapper
+
+    return decorate(fn) if fn is not None else decorate

@@ -5,9 +5,10 @@ Registered by the main CLI with ``main.add_command(evaluate_cmd)``. Module-level
 
 from __future__ import annotations
 
-import sys
 
 import click
+
+from convkit.errors import friendly_errors
 
 
 def _batch_sizes(text: str | None):
@@ -73,6 +74,7 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--no-latency", is_flag=True, help="Accuracy only.")
 @click.option("--device-id", type=int, default=0, show_default=True, help="GPU index.")
 @click.option("--out", type=click.Path(), default=None, help="Output folder for a non-run .onnx (default: <stem>_eval beside it).")
+@friendly_errors
 def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, std, layout, input_range, warmup, runs,
                  min_seconds, batch_sizes, threads, precisions, max_accuracy_drop, cudnn_conv_algo_search, cuda_graph,
                  torch_compile, no_latency, device_id, out):
@@ -82,37 +84,29 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, s
     Exit codes: 0 fine, 1 an accuracy gate failed, 2 bad usage or input.
     """
     from convkit.errors import ConvkitError
+    from convkit.evaluate.model_io import parse_floats
+    from convkit.evaluate.run import EvalOptions, evaluate_model, gate_error, parse_max_drop
 
-    try:
-        from convkit.evaluate.model_io import parse_floats
-        from convkit.evaluate.run import EvalOptions, evaluate_model, gate_error, parse_max_drop
-
-        targets = list(paths) + list(onnx_paths)
-        if not targets:
-            raise ConvkitError("no model given; pass .onnx files or run directories (or --onnx PATH)")
-        if out and len(targets) > 1:
-            raise ConvkitError("--out needs a single model; evaluate one .onnx at a time or drop --out")
-        opts = EvalOptions(
-            provider=provider, dataset=dataset, data_dir=data_dir, sample=sample,
-            mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), layout=layout, input_range=input_range,
-            warmup=warmup, runs=runs, min_seconds=min_seconds, batch_sizes=_batch_sizes(batch_sizes),
-            threads=threads, precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else None,
-            max_accuracy_drop=parse_max_drop(max_accuracy_drop), out=out,
-            cudnn_conv_algo_search=cudnn_conv_algo_search, cuda_graph=cuda_graph, torch_compile=torch_compile,
-            latency=not no_latency, device_id=device_id,
-        )
-        errors = []
-        for path in targets:
-            res = evaluate_model(path, opts)
-            click.echo(_summary_line(path, res))
-            err = gate_error(res)
-            if err is not None:
-                errors.append(f"{path}: {err.message}")
-        if errors:
-            raise ConvkitError("; ".join(errors), 1)
-    except ConvkitError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+    targets = list(paths) + list(onnx_paths)
+    if not targets:
+        raise ConvkitError("no model given; pass .onnx files or run directories (or --onnx PATH)")
+    if out and len(targets) > 1:
+        raise ConvkitError("--out needs a single model; evaluate one .onnx at a time or drop --out")
+    opts = EvalOptions(
+        provider=provider, dataset=dataset, data_dir=data_dir, sample=sample,
+        mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), layout=layout, input_range=input_range,
+        warmup=warmup, runs=runs, min_seconds=min_seconds, batch_sizes=_batch_sizes(batch_sizes),
+        threads=threads, precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else None,
+        max_accuracy_drop=parse_max_drop(max_accuracy_drop), out=out,
+        cudnn_conv_algo_search=cudnn_conv_algo_search, cuda_graph=cuda_graph, torch_compile=torch_compile,
+        latency=not no_latency, device_id=device_id,
+    )
+    errors = []
+    for path in targets:
+        res = evaluate_model(path, opts)
+        click.echo(_summary_line(path, res))
+        err = gate_error(res)
+        if err is not None:
+            errors.append(f"{path}: {err.message}")
+    if errors:
+        raise ConvkitError("; ".join(errors), 1)

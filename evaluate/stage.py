@@ -8,23 +8,25 @@ from typing import Callable
 SUMMARY_KEYS = ("ort_test_acc", "ort_acc_delta", "ort_cpu_b1_p50_ms", "ort_cuda_b1_p50_ms", "ort_max_batch_ips")
 
 
-def stage_options(quick: bool = True):
+def stage_options(quick: bool = True, precisions: tuple[str, ...] = ("fp32",)):
     """Return the EvalOptions the stage uses.
 
-    quick: fp32 only; batch 1 and the largest default batch (256 on CPU, 1024 on GPU); 2 warm-up and 10
+    quick: the given precisions (fp32 plus train-all's --precision variants); batch 1 and the largest
+    default batch (256 on CPU, 1024 on GPU); 1 warm-up and 5
     timed calls, no minimum duration; no CUDA graphs, no PyTorch latency (PyTorch accuracy is still
     computed for the delta). Otherwise the full CLI defaults.
     """
     from convkit.evaluate.run import CPU_BATCHES, GPU_BATCHES, EvalOptions
 
     if quick:
-        return EvalOptions(precisions=("fp32",), warmup=2, runs=10, min_seconds=0.0,
+        return EvalOptions(precisions=tuple(precisions), warmup=1, runs=5, min_seconds=0.0,
                            cpu_batches=(1, CPU_BATCHES[-1]), gpu_batches=(1, GPU_BATCHES[-1]),
                            cuda_graph=False, torch_compile=False, pytorch_latency=False)
     return EvalOptions()
 
 
-def evaluate_stage(quick: bool = True) -> Callable[[object, Path, dict], dict]:
+def evaluate_stage(quick: bool = True,
+                   precisions: tuple[str, ...] = ("fp32",)) -> Callable[[object, Path, dict], dict]:
     """Return a post-training stage ``(experiment, run_dir, metrics) -> dict`` of summary fields.
 
     The returned dict holds ``ort_test_acc``, ``ort_acc_delta`` (ORT − PyTorch accuracy), ``ort_cpu_b1_p50_ms``,
@@ -35,7 +37,7 @@ def evaluate_stage(quick: bool = True) -> Callable[[object, Path, dict], dict]:
     from convkit.evaluate.run import evaluate_model, gate_error
 
     def stage(exp, run_dir: Path, metrics: dict) -> dict:
-        result = evaluate_model(run_dir, stage_options(quick))
+        result = evaluate_model(run_dir, stage_options(quick, precisions))
         err = gate_error(result)
         if err is not None:
             raise err

@@ -9,6 +9,8 @@ import sys
 
 import click
 
+from convkit.errors import friendly_errors
+
 
 
 def _describe(run: str, res: dict) -> str:
@@ -40,43 +42,36 @@ def _describe(run: str, res: dict) -> str:
 @click.option("--calib-images", type=int, default=512, show_default=True, help="Training images to calibrate int8 on.")
 @click.option("--data-dir", type=click.Path(), envvar="CONVKIT_DATA",
               help="Where datasets are (default: the run's own setting).")
+@friendly_errors(interrupted="interrupted; files already exported are complete, the current one was not written")
 def export_cmd(run_dirs, all_dirs, checkpoint, experiment, precisions, atol, min_agreement, fp16_min_agreement,
                int8_max_drop, n_images, calib_images, data_dir):
     """Export trained RUN_DIRS to ONNX behind a PyTorch-parity gate; exits 1 if a gate failed, 2 on bad input."""
     from convkit.errors import ConvkitError
+    from convkit.export.pipeline import export_checkpoint, export_run, find_runs
 
-    try:
-        from convkit.export.pipeline import export_checkpoint, export_run, find_runs
-
-        if experiment and not checkpoint:
-            raise ConvkitError("--experiment goes with --checkpoint; a run directory records its experiment")
-        targets: list[str] = list(run_dirs)
-        for suite_dir in all_dirs:
-            targets += [str(p) for p in find_runs(suite_dir)]
-        if not targets and not checkpoint:
-            raise ConvkitError("nothing to export: pass RUN_DIR..., --all SUITE_DIR or --checkpoint PATH")
-        kwargs = dict(precisions=precisions, atol=atol, min_agreement=min_agreement, n_images=n_images,
-                      calib_images=calib_images, data_dir=data_dir,
-                      gates={"fp16": {"min_agreement": fp16_min_agreement}, "int8": {"max_acc_drop": int8_max_drop}})
-        jobs = [(t, lambda t=t: export_run(t, **kwargs)) for t in targets]
-        if checkpoint:
-            jobs.append((checkpoint, lambda: export_checkpoint(checkpoint, experiment, None, **kwargs)))
-        worst = 0
-        for name, job in jobs:
-            try:
-                res = job()
-                click.echo(_describe(name, res))
-            except ConvkitError as exc:
-                prefix = f"{name}: " if len(jobs) > 1 and not exc.message.startswith(name) else ""
-                click.echo(f"error: {prefix}{exc.message}", err=True)
-                worst = max(worst, exc.exit_code)
-        if len(jobs) > 1 and worst:
-            click.echo(f"error: some exports failed (exit {worst})", err=True)
-        if worst:
-            sys.exit(worst)
-    except ConvkitError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted; files already exported are complete, the current one was not written", err=True)
-        sys.exit(130)
+    if experiment and not checkpoint:
+        raise ConvkitError("--experiment goes with --checkpoint; a run directory records its experiment")
+    targets: list[str] = list(run_dirs)
+    for suite_dir in all_dirs:
+        targets += [str(p) for p in find_runs(suite_dir)]
+    if not targets and not checkpoint:
+        raise ConvkitError("nothing to export: pass RUN_DIR..., --all SUITE_DIR or --checkpoint PATH")
+    kwargs = dict(precisions=precisions, atol=atol, min_agreement=min_agreement, n_images=n_images,
+                  calib_images=calib_images, data_dir=data_dir,
+                  gates={"fp16": {"min_agreement": fp16_min_agreement}, "int8": {"max_acc_drop": int8_max_drop}})
+    jobs = [(t, lambda t=t: export_run(t, **kwargs)) for t in targets]
+    if checkpoint:
+        jobs.append((checkpoint, lambda: export_checkpoint(checkpoint, experiment, None, **kwargs)))
+    worst = 0
+    for name, job in jobs:
+        try:
+            res = job()
+            click.echo(_describe(name, res))
+        except ConvkitError as exc:
+            prefix = f"{name}: " if len(jobs) > 1 and not exc.message.startswith(name) else ""
+            click.echo(f"error: {prefix}{exc.message}", err=True)
+            worst = max(worst, exc.exit_code)
+    if len(jobs) > 1 and worst:
+        click.echo(f"error: some exports failed (exit {worst})", err=True)
+    if worst:
+        sys.exit(worst)
