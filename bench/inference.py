@@ -29,46 +29,23 @@ SLOW = {"t6-bottleneck"}  # ResNet-50: minutes per model on 2 cores
 
 
 def _export(model, input_shape, path: Path) -> None:
-    """Export with the export stage's function when present, else torch.onnx.export with the same contract."""
+    """Export ``model`` to ``path`` exactly as `convkit export` does; returns None."""
     import onnx
 
-    try:
-        from convkit.export.onnx_export import export_onnx
+    from convkit.export.onnx_export import export_onnx
 
-        onnx.save(export_onnx(model, tuple(input_shape)), str(path))
-        return
-    except ImportError:
-        pass
-    import torch
-
-    torch.onnx.export(model.eval(), (torch.zeros(2, *input_shape),), str(path), dynamo=True, input_names=["input"],
-                      output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False)
+    onnx.save(export_onnx(model, tuple(input_shape)), str(path))
 
 
-def _int8(src: Path, dst: Path, calib: np.ndarray) -> str:
-    """Quantize ``src`` to ``dst`` (static QDQ, per-channel int8, MinMax); returns which implementation was used."""
+def _int8(src: Path, dst: Path, calib: np.ndarray) -> dict:
+    """Quantize ``src`` to ``dst`` exactly as `convkit export --precision int8` does; returns its settings."""
     import onnx
 
-    try:
-        from convkit.export.quantize import to_int8
+    from convkit.export.quantize import to_int8
 
-        proto, _ = to_int8(onnx.load(str(src)), calib)
-        onnx.save(proto, str(dst))
-        return "convkit.export.quantize.to_int8"
-    except ImportError:
-        pass
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter({"input": calib[i:i + 64]} for i in range(0, len(calib), 64))
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    return "onnxruntime.quantization.quantize_static"
+    proto, settings = to_int8(onnx.load(str(src)), calib)
+    onnx.save(proto, str(dst))
+    return settings
 
 
 def _session(path: Path, threads: int):

@@ -100,8 +100,12 @@ def calibration_images(train_images_u8, k: int, seed: int):
 
 
 def to_int8(model_proto, calib: np.ndarray) -> tuple[object, dict]:
-    """Statically quantize ``model_proto`` with ONNX Runtime (QDQ, per-channel int8 weights, int8 activations,
+    """Statically quantize ``model_proto`` with ONNX Runtime (QDQ, per-channel int8 weights, uint8 activations,
     MinMax calibration on ``calib`` float32 images); returns (quantized ModelProto, settings dict).
+
+    uint8 activations with int8 weights (U8S8) is the combination ONNX Runtime's x86 kernels are fastest at:
+    on this project's 2-core Xeon (AVX-512 VNNI) a kernel_cnn_k3 took 0.44 ms at batch 1 and 50 ms at batch 256
+    with U8S8 against 0.88 ms and 205 ms with S8S8 (fp32: 0.67 ms and 99 ms).
 
     The graph is first run through ``quant_pre_process`` (shape inference + ORT basic optimizations such as
     Conv+BatchNorm fusion); when that fails the raw graph is quantized and the settings say so.
@@ -113,7 +117,7 @@ def to_int8(model_proto, calib: np.ndarray) -> tuple[object, dict]:
     class Reader(_ArrayReader, CalibrationDataReader):
         pass
 
-    settings = {"format": "QDQ", "per_channel": True, "weight_type": "QInt8", "activation_type": "QInt8",
+    settings = {"format": "QDQ", "per_channel": True, "weight_type": "QInt8", "activation_type": "QUInt8",
                 "calibrate_method": CALIB_METHOD, "calibration_images": int(len(calib)), "calibration_batch": CALIB_BATCH}
     with tempfile.TemporaryDirectory(prefix="convkit-int8-") as tmp:
         src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
@@ -128,7 +132,7 @@ def to_int8(model_proto, calib: np.ndarray) -> tuple[object, dict]:
         try:
             with _quiet():
                 quantize_static(str(pre), str(dst), Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
-                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                                 calibrate_method=CalibrationMethod.MinMax, use_external_data_format=False)
         except Exception as exc:
             raise ConvkitError(f"int8 quantization failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
