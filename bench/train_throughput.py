@@ -19,6 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from convkit.compilation import compile_model
 from convkit.envinfo import environment
 from convkit.models import create_model
 from convkit.suite import SUITES
@@ -70,7 +71,7 @@ def bench(device: str, only: str, steps: int, batch_size: int, compile_: bool) -
         row = {"experiment": exp.name, "model": exp.model, "eager_samples_per_s": batch_size / med_e,
                "eager_first_step_s": first_e}
         if compile_:
-            compiled = torch.compile(eager, dynamic=False)
+            compiled = compile_model(eager)
             first_c, med_c = time_steps(compiled, x, y, steps, amp)
             row.update(compiled_samples_per_s=batch_size / med_c, compile_first_step_s=first_c,
                        speedup=med_e / med_c)

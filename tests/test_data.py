@@ -91,7 +91,7 @@ def test_read_idx_rejects_non_idx(tmp_path):
 
 
 def test_broken_tarball_is_a_clear_error(tmp_path):
-    good = sample_dir() / "cifar10-sample.tar.gz"
+    good = sample_dir() / "cifar10-jpeg-sample.tar.gz"
     bad = tmp_path / "cifar10-jpeg.tar.gz"
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(DataError, match="broken tarball"):
@@ -100,7 +100,7 @@ def test_broken_tarball_is_a_clear_error(tmp_path):
 
 def test_image_folder_tree_and_cifar_py_layouts(tmp_path):
     # unpack the sample tarball into a plain ImageFolder tree: same images, same labels
-    with tarfile.open(sample_dir() / "cifar10-sample.tar.gz") as tar:
+    with tarfile.open(sample_dir() / "cifar10-jpeg-sample.tar.gz") as tar:
         safe_extractall(tar, tmp_path / "unpacked")
     tree = tmp_path / "unpacked" / "cifar10-sample"
     shutil.move(tree, tmp_path / "cifar10")

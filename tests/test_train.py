@@ -131,3 +131,18 @@ def test_torch_compile_smoke(tmp_path):
     assert m["compile_time_s"] > 0 and 0 <= m["test_acc"] <= 1
     ckpt = torch.load(tmp_path / "seed-sample/t1-fcn/checkpoint.pt", weights_only=True)
     assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
+
+
+def test_compile_model_keeps_compiling_past_dynamo_cache_limit():
+    # Every seed model is an nn.Sequential; without a reset dynamo stops compiling after 8 of them.
+    from torch._dynamo.utils import counters
+
+    from convkit.compilation import compile_model
+    from convkit.models import create_model
+
+    graphs = []
+    for i in range(10):
+        compiled = compile_model(create_model("fcn_mnist"))
+        compiled(torch.randn(2 + i, 1, 28, 28))
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert all(b > a for a, b in zip(graphs, graphs[1:])), graphs

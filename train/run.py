@@ -13,6 +13,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from convkit.atomic import ensure_writable_dir, write_csv, write_json
+from convkit.compilation import compile_model
 from convkit.data.load import load_dataset
 from convkit.data.loader import DeviceLoader, make_generator
 from convkit.envinfo import environment
@@ -148,7 +149,7 @@ def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False
         start_epoch, history, grad_rows = _resume_state(run_dir, cfg, model, optimizer, scheduler)
 
     # Two variables on purpose: `model` (eager) is what is saved and exported, `compiled` is what runs.
-    compiled = torch.compile(model, dynamic=False) if cfg.compile else model
+    compiled = compile_model(model) if cfg.compile else model
     compile_s = warm_up(model, compiled, train_loader, test_loader, cfg, device)
     tracker = GradNormTracker(model)
 

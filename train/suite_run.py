@@ -57,6 +57,10 @@ def train_all(
         "Study's values in parentheses (its GPU, no seeds). `time` = train + per-epoch test wall clock;",
         "`compile` = torch.compile warm-up, measured apart.",
     ]
+    for dataset, source in sorted({(r["dataset"], r["data_source"]) for _, r in results if "data_source" in r}):
+        jpeg = dataset == "cifar10" and ("jpeg" in source.lower() or "jpg" in source.lower())
+        header.append(f"Data: {dataset} from `{source}`" + (" — **CIFAR-10 (JPEG copy)**: JPEG re-encoded images, "
+                                                            "accuracy within about a point of the original's." if jpeg else "."))
     if train_kwargs.get("sample"):
         header.append("**Embedded sample** (1,000 train / 500 test images per dataset): accuracies are not comparable to the study's.")
     summary = suite_dir / "summary.md"

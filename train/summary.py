@@ -28,7 +28,10 @@ def summary_markdown(suite: str, results: list[tuple[Experiment, dict]], header:
                 continue
             acc = _fmt(res.get("test_acc"), ".4f") + (f" ({seed.test_acc:.4f})" if seed and seed.test_acc else "")
             t = _fmt(res.get("train_time_s"), ".1f") + (f" ({seed.time_s:.0f})" if seed and seed.time_s else "")
-            cells = [str(exp.row), exp.name, f"{res['parameters']:,}", _fmt(res.get("test_loss"), ".4f"),
+            params = f"{res['parameters']:,}"
+            if seed and seed.params_printed and seed.params_printed != res["parameters"]:
+                params += f" (study printed {seed.params_printed:,})"
+            cells = [str(exp.row), exp.name, params, _fmt(res.get("test_loss"), ".4f"),
                      _fmt(res.get("train_loss"), ".4f"), acc, _fmt(res.get("train_acc"), ".4f"), t,
                      _fmt(res.get("compile_time_s"), ".1f"), *[fn(res) for _, fn in extra]]
             lines.append("| " + " | ".join(cells) + " |")

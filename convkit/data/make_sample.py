@@ -47,7 +47,7 @@ def make_mnist(src: Path, dest: Path) -> None:
 
 def make_cifar(tarball: Path, dest: Path) -> None:
     counts: dict[tuple[str, str], int] = {}
-    out = dest / "cifar10-sample.tar.gz"
+    out = dest / "cifar10-jpeg-sample.tar.gz"
     with tarfile.open(tarball) as src, tarfile.open(out, "w:gz") as dst:
         for member in sorted(src.getmembers(), key=lambda m: m.name):
             parts = Path(member.name).parts
