@@ -87,7 +87,7 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, s
     from convkit.evaluate.model_io import parse_floats
     from convkit.evaluate.run import EvalOptions, evaluate_model, gate_error, parse_max_drop
 
-    targets = list(paths) + list(onnx_paths)
+    targets = list(onnx_paths) + list(paths)  # `--onnx a.onnx b.onnx` (a shell glob): keep the order given
     if not targets:
         raise ConvkitError("no model given; pass .onnx files or run directories (or --onnx PATH)")
     if out and len(targets) > 1:
