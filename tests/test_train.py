@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,9 +84,12 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypat
 
 
 def test_resume_refuses_a_different_config(tmp_path):
-    train_experiment(_cfg(tmp_path, "t1-fcn"), quiet=True)
+    cfg = _cfg(tmp_path, "t1-fcn")
+    train_experiment(cfg, quiet=True)
+    before = {p.name: p.read_bytes() for p in Path(cfg.run_dir).iterdir()}
     with pytest.raises(ConvkitError, match="differs in.*seed"):
         train_experiment(_cfg(tmp_path, "t1-fcn", seed=5), resume=True, quiet=True)
+    assert {p.name: p.read_bytes() for p in Path(cfg.run_dir).iterdir()} == before  # nothing lost
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

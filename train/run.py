@@ -104,10 +104,6 @@ def _resume_state(run_dir: Path, cfg: TrainConfig, model, optimizer, scheduler) 
     return int(ckpt["epoch"]), list(ckpt["history"]), list(ckpt["grad_norms"])
 
 
-def _show_progress(quiet: bool) -> bool:
-    return not quiet and sys.stdout.isatty()
-
-
 def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
     """Train ``cfg``'s experiment; returns the final metrics dict (also written to ``metrics.json``).
 
@@ -142,11 +138,11 @@ def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False
     env = environment(device)
     config_doc = {"config": cfg.to_dict(), "model_config": mcfg.to_dict(), "parameters": count_parameters(model),
                   "data_source": data.source, "data_checksum": data.checksum, "environment": env}
-    write_json(run_dir / "config.json", config_doc)
-
     start_epoch, history, grad_rows = 0, [], []
     if resume and (run_dir / CHECKPOINT).is_file():
+        # Before anything is written: a refused resume must leave the old run as it was.
         start_epoch, history, grad_rows = _resume_state(run_dir, cfg, model, optimizer, scheduler)
+    write_json(run_dir / "config.json", config_doc)
 
     # Two variables on purpose: `model` (eager) is what is saved and exported, `compiled` is what runs.
     compiled = compile_model(model) if cfg.compile else model
@@ -154,7 +150,7 @@ def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False
     tracker = GradNormTracker(model)
 
     bar = tqdm(total=(cfg.epochs - start_epoch) * len(train_loader), desc=cfg.experiment, unit="step",
-               disable=not _show_progress(quiet), leave=False, dynamic_ncols=True)
+               disable=quiet, leave=False, dynamic_ncols=True)
     for epoch in range(start_epoch, cfg.epochs):
         # Every epoch's randomness (shuffle, augmentation, dropout) derives from (seed, epoch) alone, which is
         # what makes a resumed run identical to an uninterrupted one.
