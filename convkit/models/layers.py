@@ -12,7 +12,24 @@ def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> list[nn.Module]
     return [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout)]
 
 
-class ResidualBlock(nn.Module):
+def shortcut(cin: int, cout: int, stride: int) -> nn.Module:
+    """Return the identity, or conv1×1(stride, no bias)+BN when the block changes shape."""
+    if stride != 1 or cin != cout:
+        return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+    return nn.Identity()
+
+
+class _AddThenReLU(nn.Module):
+    """relu(body(x) + shortcut(x)); subclasses build ``body`` and ``shortcut``."""
+
+    body: nn.Module
+    shortcut: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+class ResidualBlock(_AddThenReLU):
     """The study's basic block RB(a, b, s): conv-BN-ReLU → conv-BN, plus shortcut, then ReLU.
 
     ``first_kernel`` sets the first conv's size (table 3); ``bottleneck_first`` replaces the first conv
@@ -51,16 +68,10 @@ class ResidualBlock(nn.Module):
             *conv_bn(cout, cout, kernel),
             *drop,
         )
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-        else:
-            self.shortcut = nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.body(x) + self.shortcut(x))
+        self.shortcut = shortcut(cin, cout, stride)
 
 
-class WideBlock(nn.Module):
+class WideBlock(_AddThenReLU):
     """WRN block as the study specifies: conv3x3-BN-ReLU-Dropout-conv3x3-BN + shortcut (1×1+BN projection), ReLU."""
 
     def __init__(self, cin: int, cout: int, stride: int, dropout: float):
@@ -71,13 +82,7 @@ class WideBlock(nn.Module):
             nn.Dropout(dropout),
             *conv_bn(cout, cout, 3),
         )
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-        else:
-            self.shortcut = nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.body(x) + self.shortcut(x))
+        self.shortcut = shortcut(cin, cout, stride)
 
 
 class ScaledConv2d(nn.Conv2d):
