@@ -91,6 +91,7 @@ def bench_one(exp, args, data: dict, tmp: Path) -> dict:
     """Benchmark one experiment; returns its result dict (accuracy and latency rows)."""
     import torch
 
+    from convkit.data.loader import normalize
     from convkit.models import create_model
 
     torch.manual_seed(0)
@@ -98,15 +99,15 @@ def bench_one(exp, args, data: dict, tmp: Path) -> dict:
     weights = "random"
     ckpt_path = Path(args.runs_root) / exp.name / "checkpoint.pt" if args.runs_root else None
     if ckpt_path and ckpt_path.is_file():
-        from convkit.train.checkpoint import load_checkpoint
+        from convkit.train.checkpoint import load_checkpoint, load_weights
 
-        model.load_state_dict(load_checkpoint(ckpt_path)["model"])
+        load_weights(model, load_checkpoint(ckpt_path)["model"], str(ckpt_path))
         weights = str(ckpt_path)
     cfg = model.default_cfg
     d = data[cfg.dataset]
-    mean = np.asarray(cfg.mean, np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(cfg.std, np.float32).reshape(1, -1, 1, 1)
-    norm = lambda u8: np.ascontiguousarray(((u8.astype(np.float32) / 255.0) - mean) / std)  # noqa: E731
+    def norm(u8: np.ndarray) -> np.ndarray:
+        return normalize(torch.from_numpy(u8), cfg.mean, cfg.std).numpy()
+
     test_x, test_y = norm(d["test_x"]), d["test_y"]
     fp32, int8 = tmp / f"{exp.name}.onnx", tmp / f"{exp.name}.int8.onnx"
     t0 = time.perf_counter()

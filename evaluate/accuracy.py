@@ -37,16 +37,15 @@ def torch_scores(model, images_u8: np.ndarray, mean, std, device: str = "cpu", b
     """Return PyTorch logits [N, classes] (float32) of eager ``model`` for ``images_u8``, normalized as in training."""
     import torch
 
+    from convkit.data.loader import normalize
+
     dev = torch.device(device)
     model = model.to(dev).eval()
-    m = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
     outs = []
     with torch.inference_mode():
         for start in range(0, len(images_u8), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images_u8[start:start + batch_size])).to(dev)
-            x = (x.float() / 255.0 - m) / s
-            outs.append(model(x).float().cpu().numpy())
+            outs.append(model(normalize(x, mean, std)).float().cpu().numpy())
     return np.concatenate(outs)
 
 

@@ -28,14 +28,12 @@ def find_run_dir(onnx_path: Path) -> Path | None:
 def load_reference(run_dir: Path) -> Reference:
     """Return the Reference rebuilt from ``run_dir/checkpoint.pt``; ConvkitError when it is missing/corrupt."""
     from convkit.models import create_model
-    from convkit.train.checkpoint import check_state_dict, load_checkpoint
+    from convkit.train.checkpoint import load_checkpoint, load_weights
 
     path = Path(run_dir) / "checkpoint.pt"
     ckpt = load_checkpoint(path)
     cfg = ckpt["config"]
     model = create_model(cfg["model"])
-    check_state_dict(model, ckpt["model"], str(path))
-    model.load_state_dict(ckpt["model"])
-    model.eval()
+    load_weights(model, ckpt["model"], str(path)).eval()
     mcfg = model.default_cfg
     return Reference(run_dir=Path(run_dir), model=model, config=cfg, mean=tuple(mcfg.mean), std=tuple(mcfg.std))

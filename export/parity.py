@@ -13,15 +13,6 @@ VARIANT_BATCH_SIZES = (7, MAX_BATCH)
 BATCH1_IMAGES = 64  # batch size 1 runs on the first 64 images only (one session.run per image is slow)
 
 
-def normalize(images_u8, mean, std):
-    """Return float32 NCHW images ``(x/255 - mean)/std`` from uint8 ones, exactly as the training loader does."""
-    import torch
-
-    scale = (1.0 / (255.0 * torch.tensor(std))).view(1, -1, 1, 1)
-    shift = (-torch.tensor(mean) / torch.tensor(std)).view(1, -1, 1, 1)
-    return (images_u8.float() * scale + shift).contiguous()
-
-
 def torch_logits(model, x, batch_size: int = MAX_BATCH) -> np.ndarray:
     """Return the eager model's float32 logits for ``x`` [N, C, H, W], computed in chunks of ``batch_size``."""
     import torch

@@ -88,11 +88,12 @@ def export_checkpoint(checkpoint, experiment: str | None = None, out_dir=None, p
     from convkit.data.load import load_dataset
     from convkit.export.metadata import build_metadata, file_sha256, set_metadata
     from convkit.export.onnx_export import MAX_BATCH, OPSET, TRACE_BATCH, check_onnx, export_onnx
-    from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, normalize, run_parity, torch_logits, variant_gate
+    from convkit.data.loader import normalize
+    from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, torch_logits, variant_gate
     from convkit.export.quantize import CALIB_METHOD, calibration_images, to_fp16, to_int8
     from convkit.models import create_model
     from convkit.suite import get_experiment
-    from convkit.train.checkpoint import check_state_dict, load_checkpoint
+    from convkit.train.checkpoint import load_checkpoint, load_weights
 
     # ---- inputs: checkpoint, architecture, output folder, data (nothing written yet) ----------------------------
     checkpoint = Path(checkpoint)
@@ -105,9 +106,7 @@ def export_checkpoint(checkpoint, experiment: str | None = None, out_dir=None, p
     model = create_model(exp.model)
     if not isinstance(ckpt["model"], dict):
         raise ConvkitError(f"{checkpoint} is corrupt (its model entry is not a state_dict); retrain or restore it")
-    check_state_dict(model, ckpt["model"], str(checkpoint))
-    model.load_state_dict(ckpt["model"])
-    model.eval()
+    load_weights(model, ckpt["model"], str(checkpoint)).eval()
     mcfg = model.default_cfg
     out_dir = ensure_writable_dir(Path(out_dir) if out_dir is not None else checkpoint.parent)
 

@@ -93,7 +93,7 @@ def test_reference_evaluator_matches_pytorch(tmp_path):
     from onnx.reference import ReferenceEvaluator
 
     from convkit.data.load import load_dataset
-    from convkit.export.parity import normalize
+    from convkit.data.loader import normalize
 
     run_dir = make_fake_run(tmp_path, "t5-custom-activation")
     export_run(run_dir, n_images=16)

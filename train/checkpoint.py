@@ -43,6 +43,13 @@ def load_checkpoint(path: Path) -> dict:
     return ckpt
 
 
+def load_weights(model: torch.nn.Module, state: dict, source: str) -> torch.nn.Module:
+    """Load ``state`` into ``model`` after check_state_dict (a one-line ConvkitError on mismatch); returns ``model``."""
+    check_state_dict(model, state, source)
+    model.load_state_dict(state)
+    return model
+
+
 def check_state_dict(model: torch.nn.Module, state: dict, source: str) -> None:
     """Raise ConvkitError naming the first differing keys or shapes when ``state`` does not fit ``model``."""
     own = model.state_dict()

@@ -19,7 +19,7 @@ from convkit.data.loader import DeviceLoader, make_generator
 from convkit.envinfo import environment
 from convkit.errors import ConvkitError, TrainingDiverged
 from convkit.models import create_model
-from convkit.train.checkpoint import CHECKPOINT, check_state_dict, load_checkpoint, save_checkpoint
+from convkit.train.checkpoint import CHECKPOINT, load_checkpoint, load_weights, save_checkpoint
 from convkit.train.config import TrainConfig
 from convkit.train.loop import GradNormTracker, autocast, evaluate, synchronize, train_epoch
 
@@ -96,8 +96,7 @@ def _resume_state(run_dir: Path, cfg: TrainConfig, model, optimizer, scheduler) 
         raise ConvkitError(
             f"cannot resume {run_dir}: its config differs in {', '.join(differs)}; rerun without --resume to start over"
         )
-    check_state_dict(model, ckpt["model"], str(run_dir / CHECKPOINT))
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"], str(run_dir / CHECKPOINT))
     optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None and ckpt["scheduler"] is not None:
         scheduler.load_state_dict(ckpt["scheduler"])

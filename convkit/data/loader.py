@@ -16,6 +16,23 @@ def make_generator(device: torch.device, seed: int) -> torch.Generator:
     return gen
 
 
+def normalization(mean, std, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (scale, shift), each [1, C, 1, 1] on ``device``, with ``x_u8 * scale + shift == (x_u8/255 - mean)/std``.
+
+    Folding the division and subtraction into one multiply-add keeps the per-batch cost minimal; every stage
+    (training, the export parity gate, evaluation's PyTorch reference) normalizes through this one formula.
+    """
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device)
+    return (1.0 / (255.0 * std_t)).view(1, -1, 1, 1), (-mean_t / std_t).view(1, -1, 1, 1)
+
+
+def normalize(images_u8: torch.Tensor, mean, std) -> torch.Tensor:
+    """Return float32 NCHW images ``(x/255 - mean)/std`` from uint8 ones, exactly as the training loader does."""
+    scale, shift = normalization(mean, std, images_u8.device)
+    return (images_u8.float() * scale + shift).contiguous()
+
+
 def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
     """Return ``x`` [B, C, H, W] reflect-padded by ``pad`` and cropped back at a random offset per image."""
     b, c, h, w = x.shape
@@ -64,9 +81,7 @@ class DeviceLoader:
         self.crop_pad = crop_pad
         self.flip = flip
         self.channels_last = channels_last
-        # Normalization folded into one multiply-add on 0..255 values.
-        self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, -1, 1, 1)
-        self.shift = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(1, -1, 1, 1)
+        self.scale, self.shift = normalization(mean, std, device)
 
     def __len__(self) -> int:
         n = len(self.images)
