@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-SUMMARY_KEYS = ("ort_test_acc", "ort_acc_delta", "ort_cpu_b1_p50_ms", "ort_cuda_b1_p50_ms", "ort_max_batch_ips")
+from convkit.train.summary import EXTRA_COLUMNS
+
+# The fields train-all's summary.md shows for this stage.
+SUMMARY_KEYS = tuple(key for _, key, _ in EXTRA_COLUMNS)
 
 
 def stage_options(quick: bool = True, precisions: tuple[str, ...] = ("fp32",)):

@@ -19,7 +19,7 @@ def summary_markdown(suite: str, results: list[tuple[Experiment, dict]], header:
         lines += [f"## {TABLE_TITLES.get(table, f'Table {table}')}", ""]
         extra = _extra_columns(rows)
         cols = ["row", "experiment", "params", "test loss", "train loss", "test acc (study)", "train acc",
-                "time s (study)", "compile s", *[c for c, _ in extra]]
+                "time s (study)", "compile s", *[title for title, _, _ in extra]]
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for exp, res in rows:
             seed = exp.seed
@@ -33,20 +33,22 @@ def summary_markdown(suite: str, results: list[tuple[Experiment, dict]], header:
                 params += f" (study printed {seed.params_printed:,})"
             cells = [str(exp.row), exp.name, params, _fmt(res.get("test_loss"), ".4f"),
                      _fmt(res.get("train_loss"), ".4f"), acc, _fmt(res.get("train_acc"), ".4f"), t,
-                     _fmt(res.get("compile_time_s"), ".1f"), *[fn(res) for _, fn in extra]]
+                     _fmt(res.get("compile_time_s"), ".1f"), *[_fmt(res.get(key), spec) for _, key, spec in extra]]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
-def _extra_columns(rows: list[tuple[Experiment, dict]]) -> list[tuple[str, callable]]:
-    """Columns added by later stages (ONNX Runtime accuracy, latency), shown only when some row has them."""
-    candidates = [
-        ("ORT acc", lambda r: _fmt(r.get("ort_test_acc"), ".4f")),
-        ("Δ acc ORT−PT", lambda r: _fmt(r.get("ort_acc_delta"), "+.4f")),
-        ("ORT CPU b1 p50 ms", lambda r: _fmt(r.get("ort_cpu_b1_p50_ms"), ".3f")),
-        ("ORT GPU b1 p50 ms", lambda r: _fmt(r.get("ort_cuda_b1_p50_ms"), ".3f")),
-        ("max-batch img/s", lambda r: _fmt(r.get("ort_max_batch_ips"), ",.0f")),
-    ]
-    keys = ["ort_test_acc", "ort_acc_delta", "ort_cpu_b1_p50_ms", "ort_cuda_b1_p50_ms", "ort_max_batch_ips"]
-    return [c for c, k in zip(candidates, keys) if any(k in res for _, res in rows)]
+# Columns added by later stages (ONNX Runtime accuracy, latency): (title, result key, format).
+EXTRA_COLUMNS = [
+    ("ORT acc", "ort_test_acc", ".4f"),
+    ("Δ acc ORT−PT", "ort_acc_delta", "+.4f"),
+    ("ORT CPU b1 p50 ms", "ort_cpu_b1_p50_ms", ".3f"),
+    ("ORT GPU b1 p50 ms", "ort_cuda_b1_p50_ms", ".3f"),
+    ("max-batch img/s", "ort_max_batch_ips", ",.0f"),
+]
+
+
+def _extra_columns(rows: list[tuple[Experiment, dict]]) -> list[tuple[str, str, str]]:
+    """Return the EXTRA_COLUMNS that some row of this table has a value for."""
+    return [col for col in EXTRA_COLUMNS if any(col[1] in res for _, res in rows)]
