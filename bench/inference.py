@@ -99,7 +99,7 @@ def bench_one(exp, args, data: dict, tmp: Path) -> dict:
     weights = "random"
     ckpt_path = Path(args.runs_root) / exp.name / "checkpoint.pt" if args.runs_root else None
     if ckpt_path and ckpt_path.is_file():
-        from convkit.train.checkpoint import load_checkpoint, load_weights
+        from convkit.artifacts import load_checkpoint, load_weights
 
         load_weights(model, load_checkpoint(ckpt_path)["model"], str(ckpt_path))
         weights = str(ckpt_path)

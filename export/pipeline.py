@@ -86,14 +86,14 @@ def export_checkpoint(checkpoint, experiment: str | None = None, out_dir=None, p
     import convkit
     from convkit.atomic import ensure_writable_dir, write_json
     from convkit.data.load import load_dataset
-    from convkit.export.metadata import build_metadata, file_sha256, set_metadata
+    from convkit.onnx_meta import build_metadata, file_sha256, set_metadata
     from convkit.export.onnx_export import MAX_BATCH, OPSET, TRACE_BATCH, check_onnx, export_onnx
     from convkit.data.loader import normalize
     from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, torch_logits, variant_gate
     from convkit.export.quantize import CALIB_METHOD, calibration_images, to_fp16, to_int8
     from convkit.models import create_model
     from convkit.suite import get_experiment
-    from convkit.train.checkpoint import load_checkpoint, load_weights
+    from convkit.artifacts import load_checkpoint, load_weights
 
     # ---- inputs: checkpoint, architecture, output folder, data (nothing written yet) ----------------------------
     checkpoint = Path(checkpoint)

@@ -24,7 +24,7 @@ def export_run(run_dir: Path, path: Path | None = None) -> Path:
     import torch
 
     from convkit.models import create_model
-    from convkit.train.checkpoint import load_checkpoint
+    from convkit.artifacts import load_checkpoint
 
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
     model = create_model(ckpt["config"]["model"])

@@ -11,7 +11,7 @@ import torch
 
 from convkit.errors import ConvkitError
 from convkit.export import export_all, export_checkpoint, export_run, export_stage
-from convkit.export.metadata import METADATA_KEYS, read_metadata
+from convkit.onnx_meta import METADATA_KEYS, read_metadata
 from convkit.export.onnx_export import MAX_BATCH, OPSET, export_onnx
 from convkit.models import create_model
 from convkit.suite import select_experiments

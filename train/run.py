@@ -12,14 +12,15 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from convkit.atomic import ensure_writable_dir, write_csv, write_json
+from convkit.artifacts import (CHECKPOINT, CONFIG, GRAD_NORMS, HISTORY, METRICS, load_checkpoint, load_weights,
+                               save_checkpoint, write_artifact)
+from convkit.atomic import ensure_writable_dir, write_csv
 from convkit.compilation import compile_model
 from convkit.data.load import load_dataset
 from convkit.data.loader import DeviceLoader, make_generator
 from convkit.envinfo import environment
 from convkit.errors import ConvkitError, TrainingDiverged
 from convkit.models import create_model
-from convkit.train.checkpoint import CHECKPOINT, load_checkpoint, load_weights, save_checkpoint
 from convkit.train.config import TrainConfig
 from convkit.train.loop import GradNormTracker, autocast, evaluate, synchronize, train_epoch
 
@@ -141,7 +142,7 @@ def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False
     if resume and (run_dir / CHECKPOINT).is_file():
         # Before anything is written: a refused resume must leave the old run as it was.
         start_epoch, history, grad_rows = _resume_state(run_dir, cfg, model, optimizer, scheduler)
-    write_json(run_dir / "config.json", config_doc)
+    write_artifact(run_dir / CONFIG, "config", config_doc)
 
     # Two variables on purpose: `model` (eager) is what is saved and exported, `compiled` is what runs.
     compiled = compile_model(model) if cfg.compile else model
@@ -178,8 +179,8 @@ def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False
         save_checkpoint(run_dir, model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch + 1,
                         config=cfg.to_dict(), history=history, grad_norms=grad_rows, environment=env,
                         data_checksum=data.checksum)
-        write_csv(run_dir / "history.csv", history)
-        write_csv(run_dir / "grad_norms.csv", grad_rows)
+        write_csv(run_dir / HISTORY, history)
+        write_csv(run_dir / GRAD_NORMS, grad_rows)
         if not quiet:
             line = (f"{cfg.experiment} epoch {epoch + 1}/{cfg.epochs}  train loss {tr.loss:.4f} acc {tr.acc:.4f}  "
                     f"test loss {te.loss:.4f} acc {te.acc:.4f}  {row['epoch_time_s']:.1f}s  "
@@ -205,5 +206,5 @@ def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False
         "config": cfg.to_dict(),
         "environment": env,
     }
-    write_json(run_dir / "metrics.json", metrics)
+    write_artifact(run_dir / METRICS, "metrics", metrics)
     return metrics

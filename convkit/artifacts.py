@@ -1,0 +1,260 @@
+"""The run-folder contract: what a run folder holds, under which names and schema tags, and how to read it.
+
+A run folder ``runs/<suite>/<experiment>/`` is the only channel between the stages:
+
+================  ==================  ==========================  ======================================
+file              schema tag          written by                  read by
+================  ==================  ==========================  ======================================
+config.json       convkit.config/1    train                       train (--resume), report
+checkpoint.pt     convkit.checkpoint/1 train                      train (--resume), export, evaluate, report
+history.csv       (CSV, one row/epoch) train                      report
+grad_norms.csv    (CSV)               train                       report
+metrics.json      convkit.metrics/1   train                       export, summary, report
+model*.onnx       ONNX metadata keys  export                      evaluate (see convkit.onnx_meta)
+export.json       convkit.export/1    export                      summary, report
+eval.json/.md     convkit.eval/1      evaluate                    summary, report
+confusion*.png/csv, latency.png       evaluate                    report
+================  ==================  ==========================  ======================================
+
+The suite folder ``runs/<suite>/`` holds ``summary.md`` / ``summary.json`` (convkit.summary/1), rebuilt from
+the files above by ``convkit summarize``. No stage imports another: each reads what the others wrote,
+through this module.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from convkit.atomic import save_torch, write_json
+from convkit.errors import ConvkitError
+from convkit.models import create_model
+
+# ---- names ------------------------------------------------------------------------------------------------------
+CONFIG = "config.json"
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.csv"
+GRAD_NORMS = "grad_norms.csv"
+METRICS = "metrics.json"
+EXPORT_JSON = "export.json"
+VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+EVAL_PREFIX = "eval"  # eval.json / eval.md for a run; eval.<precision>.* when one variant file is evaluated
+SUMMARY_MD = "summary.md"
+SUMMARY_JSON = "summary.json"
+PRECISIONS = tuple(VARIANT_FILES)
+
+# ---- schema tags: bump the number when a reader could misread a file of the older layout -----------------------
+SCHEMAS = {
+    "config": "convkit.config/1",
+    "checkpoint": "convkit.checkpoint/1",
+    "metrics": "convkit.metrics/1",
+    "export": "convkit.export/1",
+    "eval": "convkit.eval/1",
+    "summary": "convkit.summary/1",
+}
+
+
+def rejected_name(precision: str) -> str:
+    """Return the file name a model that failed its gate is kept under (model.rejected.onnx, model.int8.rejected.onnx)."""
+    return VARIANT_FILES[precision].replace(".onnx", ".rejected.onnx")
+
+
+def precision_of(onnx_name: str) -> str | None:
+    """Return the precision whose variant file is named ``onnx_name``, else None."""
+    return next((p for p, f in VARIANT_FILES.items() if f == onnx_name), None)
+
+
+@dataclass(frozen=True)
+class EvalNames:
+    """The file names one evaluation writes, all derived from one prefix ("eval" or "eval.<variant>")."""
+
+    prefix: str
+
+    @property
+    def json(self) -> str:
+        return f"{self.prefix}.json"
+
+    @property
+    def md(self) -> str:
+        return f"{self.prefix}.md"
+
+    @property
+    def latency_png(self) -> str:
+        return "latency" + self.prefix[len(EVAL_PREFIX):] + ".png"
+
+    def confusion(self, suffix: str, ext: str) -> str:
+        """Return e.g. confusion.csv, confusion.int8.png (``suffix`` "" or ".int8", ``ext`` "csv" or "png")."""
+        return "confusion" + self.prefix[len(EVAL_PREFIX):] + suffix + "." + ext
+
+
+# ---- reading and writing tagged JSON -----------------------------------------------------------------------------
+def check_schema(doc: dict, kind: str, path: Path) -> dict:
+    """Return ``doc`` when its schema tag is the one this convkit reads for ``kind``; ConvkitError (exit 2) if not.
+
+    A document without a tag predates the tags (same layout as version 1) and is accepted.
+    """
+    want = SCHEMAS[kind]
+    tag = doc.get("schema") if isinstance(doc, dict) else None
+    if tag is not None and tag != want:
+        raise ConvkitError(f"{path} has schema {tag!r}, this convkit reads {want!r}; "
+                           f"re-create it with this version or use the convkit that wrote it")
+    return doc
+
+
+def write_artifact(path: Path, kind: str, doc: dict) -> Path:
+    """Atomically write ``doc`` as JSON with its schema tag first; returns ``path``."""
+    return write_json(Path(path), {"schema": SCHEMAS[kind], **{k: v for k, v in doc.items() if k != "schema"}})
+
+
+def read_artifact(path: Path, kind: str) -> dict | None:
+    """Return the JSON document at ``path`` after its schema check; None when the file does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except PermissionError:
+        raise ConvkitError(f"{path}: permission denied; make it readable") from None
+    except (OSError, ValueError):
+        raise ConvkitError(f"{path} is corrupt (not JSON); re-create it by rerunning its stage") from None
+    if not isinstance(doc, dict):
+        raise ConvkitError(f"{path} is not a convkit {kind} file (not a JSON object); re-create it")
+    return check_schema(doc, kind, path)
+
+
+# ---- run folders -------------------------------------------------------------------------------------------------
+def is_run_dir(path: Path) -> bool:
+    """Return True when ``path`` is a folder holding a checkpoint."""
+    return (Path(path) / CHECKPOINT).is_file()
+
+
+def find_runs(suite_dir: Path) -> list[Path]:
+    """Return the run directories (folders holding a checkpoint.pt) directly under ``suite_dir``, sorted."""
+    suite_dir = Path(suite_dir)
+    if not suite_dir.is_dir():
+        raise ConvkitError(f"suite directory {suite_dir} not found; pass e.g. runs/seed")
+    runs = sorted(p for p in suite_dir.iterdir() if p.is_dir() and is_run_dir(p))
+    if not runs:
+        raise ConvkitError(f"no run directories with a {CHECKPOINT} under {suite_dir}")
+    return runs
+
+
+def run_dir_of(onnx_path: Path) -> Path | None:
+    """Return the run directory an .onnx file belongs to (its folder holds checkpoint.pt), else None."""
+    folder = Path(onnx_path).resolve().parent
+    return folder if is_run_dir(folder) else None
+
+
+def data_settings(config: dict, dataset: str | None = None) -> tuple[str | None, bool]:
+    """Return (data_dir, sample) a run was trained with, to read the same data again.
+
+    When ``dataset`` differs from the run's, the run's data folder and sample flag do not apply: (None, False).
+    """
+    if dataset is not None and config.get("dataset") not in (None, dataset):
+        return None, False
+    return config.get("data_dir"), bool(config.get("sample", False))
+
+
+# ---- checkpoints -------------------------------------------------------------------------------------------------
+def save_checkpoint(run_dir: Path, *, model, optimizer, scheduler, epoch: int, config: dict, history: list,
+                    grad_norms: list, environment: dict, data_checksum: str) -> Path:
+    """Atomically write ``run_dir/checkpoint.pt`` for ``epoch`` completed epochs; returns its path."""
+    state = {
+        "schema": SCHEMAS["checkpoint"],
+        "model": model.state_dict(),  # the eager module: no torch.compile "_orig_mod." prefixes
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "epoch": epoch,
+        "config": config,
+        "history": history,
+        "grad_norms": grad_norms,
+        "environment": environment,
+        "data_checksum": data_checksum,
+    }
+    return save_torch(Path(run_dir) / CHECKPOINT, state)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Return the checkpoint dict at ``path``; ConvkitError when it is missing, unreadable or not convkit's."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConvkitError(f"checkpoint {path} not found; train first (`convkit train EXPERIMENT`)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise ConvkitError(f"checkpoint {path}: permission denied; make it readable") from None
+    except Exception as exc:  # torch raises many types for damaged zips/pickles
+        raise ConvkitError(f"checkpoint {path} is corrupt ({type(exc).__name__}); retrain or restore it") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise ConvkitError(f"{path} is not a convkit checkpoint (no model/config entries); pass a run's checkpoint.pt")
+    if not isinstance(ckpt["model"], dict):
+        raise ConvkitError(f"{path} is corrupt (its model entry is not a state_dict); retrain or restore it")
+    return check_schema(ckpt, "checkpoint", path)
+
+
+def load_weights(model: torch.nn.Module, state: dict, source: str) -> torch.nn.Module:
+    """Load ``state`` into ``model`` after check_state_dict (a one-line ConvkitError on mismatch); returns ``model``."""
+    check_state_dict(model, state, source)
+    model.load_state_dict(state)
+    return model
+
+
+def check_state_dict(model: torch.nn.Module, state: dict, source: str) -> None:
+    """Raise ConvkitError naming the first differing keys or shapes when ``state`` does not fit ``model``."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:3]}")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"shape of {k} is {tuple(state[k].shape)}, model needs {tuple(own[k].shape)}")
+        raise ConvkitError(f"{source} does not match this architecture: {'; '.join(parts)}; pick the matching experiment")
+
+
+@dataclass
+class RunModel:
+    """A trained model rebuilt from a checkpoint: the eager module (eval mode, CPU) and what it was trained with."""
+
+    checkpoint: Path
+    model: torch.nn.Module
+    model_name: str
+    config: dict  # the training config recorded in the checkpoint
+    epoch: int | None
+
+    @property
+    def default_cfg(self):
+        return self.model.default_cfg
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(self.model.default_cfg.mean)
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(self.model.default_cfg.std)
+
+
+def load_run_model(source: Path, model_name: str | None = None) -> RunModel:
+    """Return the RunModel of ``source`` (a run directory or a checkpoint.pt file).
+
+    ``model_name`` overrides the registered architecture recorded in the checkpoint's config.
+    """
+    source = Path(source)
+    path = source / CHECKPOINT if source.is_dir() else source
+    ckpt = load_checkpoint(path)
+    cfg = ckpt["config"] if isinstance(ckpt["config"], dict) else {}
+    name = model_name or cfg.get("model")
+    if not name:
+        raise ConvkitError(f"{path} records no model; pass --experiment NAME")
+    model = create_model(name)
+    load_weights(model, ckpt["model"], str(path)).eval()
+    return RunModel(checkpoint=path, model=model, model_name=name, config=cfg, epoch=ckpt.get("epoch"))
