@@ -13,6 +13,7 @@ metrics.json      convkit.metrics/1   train                       export, summar
 model*.onnx       ONNX metadata keys  export                      evaluate (see convkit.onnx_meta)
 export.json       convkit.export/1    export                      summary, report
 eval.json/.md     convkit.eval/1      evaluate                    summary, report
+failure.json      convkit.failure/1   train-all (pipeline)        summary
 confusion*.png/csv, latency.png       evaluate                    report
 ================  ==================  ==========================  ======================================
 
@@ -42,6 +43,7 @@ METRICS = "metrics.json"
 EXPORT_JSON = "export.json"
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 EVAL_PREFIX = "eval"  # eval.json / eval.md for a run; eval.<precision>.* when one variant file is evaluated
+FAILURE = "failure.json"  # train-all: why this experiment failed, and in which stage; removed on success
 SUMMARY_MD = "summary.md"
 SUMMARY_JSON = "summary.json"
 PRECISIONS = tuple(VARIANT_FILES)
@@ -54,6 +56,7 @@ SCHEMAS = {
     "export": "convkit.export/1",
     "eval": "convkit.eval/1",
     "summary": "convkit.summary/1",
+    "failure": "convkit.failure/1",
 }
 
 
@@ -142,6 +145,12 @@ def find_runs(suite_dir: Path) -> list[Path]:
     return runs
 
 
+def find_run_folders(suite_dir: Path) -> list[Path]:
+    """Return every folder under ``suite_dir`` that holds any run file (even a failed or partial run), sorted."""
+    markers = (CONFIG, CHECKPOINT, METRICS, FAILURE)
+    return sorted(p for p in Path(suite_dir).iterdir() if p.is_dir() and any((p / m).is_file() for m in markers))
+
+
 def run_dir_of(onnx_path: Path) -> Path | None:
     """Return the run directory an .onnx file belongs to (its folder holds checkpoint.pt), else None."""
     folder = Path(onnx_path).resolve().parent
@@ -156,6 +165,20 @@ def data_settings(config: dict, dataset: str | None = None) -> tuple[str | None,
     if dataset is not None and config.get("dataset") not in (None, dataset):
         return None, False
     return config.get("data_dir"), bool(config.get("sample", False))
+
+
+def ensure_same_experiment(folder: Path, experiment: str, **recorded) -> None:
+    """Raise ConvkitError (exit 2) when a file of ``folder`` records another experiment than ``experiment``.
+
+    ``recorded`` maps a file's role to what it says: an experiment name, a metrics.json document or a
+    config.json document (None: absent, not checked).
+    """
+    for role, value in recorded.items():
+        if isinstance(value, dict):
+            value = value.get("experiment") or (value.get("config") or {}).get("experiment")
+        if value is not None and value != experiment:
+            raise ConvkitError(f"{folder}: the {role} is of experiment {value!r}, not {experiment!r}; the folder "
+                               f"mixes two runs: retrain it, or export the checkpoint on its own with --checkpoint")
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------------------

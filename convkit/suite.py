@@ -95,11 +95,16 @@ def all_experiments() -> list[Experiment]:
     return [e for exps in SUITES.values() for e in exps]
 
 
+def find_experiment(name: str) -> Experiment | None:
+    """Return the experiment called ``name``, or None when no suite has it."""
+    return next((exp for exp in all_experiments() if exp.name == name), None)
+
+
 def get_experiment(name: str) -> Experiment:
     """Return the experiment called ``name``; raise ConvkitError listing close matches otherwise."""
-    for exp in all_experiments():
-        if exp.name == name:
-            return exp
+    exp = find_experiment(name)
+    if exp is not None:
+        return exp
     names = [e.name for e in all_experiments()]
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
     hint = f"; did you mean {', '.join(close)}?" if close else ""

@@ -2,29 +2,29 @@
 
 Modules, one job each:
 
+* ``options`` — every knob of an evaluation (data / providers / timing / gates), ``quick_options`` for train-all.
+* ``target`` — what to evaluate (a run's variants, one variant, a foreign file) and where outputs go.
 * ``providers`` — which ONNX Runtime execution providers really work here; session construction.
 * ``model_io`` — read an ONNX file's interface and metadata, resolve dataset/normalization, adapt inputs.
-* ``accuracy`` — run a test split through ORT or PyTorch and compute classification metrics.
-* ``reference`` — load the PyTorch model of a run directory.
-* ``latency`` — timing loops (ORT CPU, ORT CUDA with IO binding and CUDA graphs, PyTorch eager/compile).
+* ``accuracy`` — run a test split through ORT or PyTorch, classification metrics and the accuracy gate.
+* ``latency`` — timing loops and one runner per backend (ORT CPU, ORT CUDA, PyTorch), ratios attached in one pass.
 * ``report`` — eval.md, the latency plot and the confusion-matrix PNG/CSV.
 * ``run`` — ``evaluate_model(...)`` ties the above together and writes the outputs.
-* ``stage`` — ``evaluate_stage(quick)`` for ``train-all``.
 * ``cli`` — the ``convkit evaluate`` click command.
 
-Importing this package is cheap; heavy imports (torch, onnxruntime, matplotlib) happen inside functions.
+The stage reads a run folder through ``convkit.artifacts`` and ONNX metadata through ``convkit.onnx_meta``; it
+imports no other stage.
 """
 
-__all__ = ["evaluate_model", "evaluate_stage"]
+import importlib
+
+# Loaded on first use, so that importing the package (as `convkit --help` does for its cli module) stays cheap.
+_EXPORTS = {"EvalOptions": "options", "quick_options": "options", "SUMMARY_COLUMNS": "run",
+            "evaluate_model": "run", "gate_error": "run"}
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name):
-    if name == "evaluate_model":
-        from convkit.evaluate.run import evaluate_model
-
-        return evaluate_model
-    if name == "evaluate_stage":
-        from convkit.evaluate.stage import evaluate_stage
-
-        return evaluate_stage
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
     raise AttributeError(name)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from convkit import gates
+from convkit.data.loader import normalize
 from convkit.errors import ConvkitError
 
 
@@ -35,10 +38,6 @@ def ort_scores(session, spec, images_u8: np.ndarray, batch_size: int = 256) -> n
 
 def torch_scores(model, images_u8: np.ndarray, mean, std, device: str = "cpu", batch_size: int = 512) -> np.ndarray:
     """Return PyTorch logits [N, classes] (float32) of eager ``model`` for ``images_u8``, normalized as in training."""
-    import torch
-
-    from convkit.data.loader import normalize
-
     dev = torch.device(device)
     model = model.to(dev).eval()
     outs = []
@@ -121,3 +120,48 @@ def compare_backends(ort: dict, ref: dict, max_listed: int = 1000) -> dict:
     return {"delta": deltas, "disagreements": int(len(differ)),
             "disagreement_indices": differ[:max_listed].tolist(),
             "disagreement_indices_truncated": bool(len(differ) > max_listed)}
+
+
+def pytorch_accuracy(reference, images_u8: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
+    """Return the classification metrics of the run's fp32 eager PyTorch model on the CPU (the exact reference)."""
+    scores = torch_scores(reference.model, images_u8, reference.mean, reference.std, "cpu")
+    return {**classification_metrics(scores, labels, class_names), "device": "cpu"}
+
+
+def gate_verdict(precision: str, ort: dict, vs_pytorch: dict, reference: dict, limits: dict) -> dict:
+    """Return the accuracy gate of one ORT result against PyTorch: accuracy drop and top-1 disagreement, in points.
+
+    ``passed`` is False when either limit is exceeded; ``reasons`` says which, in words.
+    """
+    drop = gates.drop_verdict(precision, ort["accuracy"], reference["accuracy"], limits)
+    agree = gates.disagreement_verdict(precision, 1.0 - vs_pytorch["disagreements"] / max(ort["n"], 1))
+    reasons = []
+    if not drop["passed"]:
+        reasons.append(f"accuracy {ort['accuracy']:.4f} is {drop['drop_points']:.2f} points below PyTorch's "
+                       f"{reference['accuracy']:.4f} (max {drop['max_drop_points']:g})")
+    if not agree["passed"]:
+        reasons.append(f"{agree['disagreement_points']:.2f} points of images get another class than PyTorch gives "
+                       f"them (max {agree['max_disagreement_points']:g})")
+    return {**drop, **agree, "passed": drop["passed"] and agree["passed"], "reasons": reasons}
+
+
+def ort_accuracy(sessions: dict, specs: dict, images_u8: np.ndarray, labels: np.ndarray, reference: dict | None,
+                 limits: dict, eval_batch: int) -> tuple[list[dict], list[str]]:
+    """Return (one accuracy entry per (precision, provider) session, gate failure messages).
+
+    Each entry holds the classification metrics, and when a PyTorch ``reference`` is at hand the comparison
+    with it (``vs_pytorch``) and the gate verdict (``gate``).
+    """
+    entries, failures = [], []
+    for (prec, kind), session in sessions.items():
+        spec = specs[prec]
+        batch = eval_batch if kind == "cpu" else max(eval_batch, 1024)
+        metrics = classification_metrics(ort_scores(session, spec, images_u8, batch), labels, spec.class_names)
+        entry = {"precision": prec, "provider": kind, "path": str(spec.path), **metrics}
+        if reference is not None:
+            entry["vs_pytorch"] = compare_backends(metrics, reference)
+            entry["gate"] = gate_verdict(prec if prec in gates.PRECISIONS else "fp32", metrics, entry["vs_pytorch"],
+                                         reference, limits)
+            failures += [f"{prec} on {kind}: {r}" for r in entry["gate"]["reasons"]]
+        entries.append(entry)
+    return entries, failures

@@ -1,19 +1,19 @@
 """``convkit evaluate``: accuracy, confusion matrices and latency of ONNX models under ONNX Runtime.
 
-Registered by the main CLI with ``main.add_command(evaluate_cmd)``. Module-level imports stay light (click).
+Loaded lazily by the main CLI group. Module-level imports stay light (click and convkit.gates).
 """
 
 from __future__ import annotations
 
+import sys
 
 import click
 
-from convkit.errors import friendly_errors
+from convkit import gates
+from convkit.errors import ConvkitError
 
 
 def _batch_sizes(text: str | None):
-    from convkit.errors import ConvkitError
-
     if not text:
         return None
     try:
@@ -43,7 +43,7 @@ def _summary_line(path: str, res: dict) -> str:
     return "\n".join(parts)
 
 
-@click.command("evaluate", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.command("evaluate")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--onnx", "onnx_paths", multiple=True, type=click.Path(), help="An .onnx file or run directory; repeatable.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt", "all"]), default=None,
@@ -65,7 +65,9 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU intra-op threads (default: physical cores).")
 @click.option("--precision", "precisions", default=None, help="Only these variants, e.g. fp32,int8 (default: all found).")
 @click.option("--max-accuracy-drop", default=None,
-              help="Gate, in percentage points below PyTorch: 0.1 (fp32) or fp32=0.1,fp16=0.3,int8=1.0 (the defaults).")
+              help="Gate, in percentage points below PyTorch: 0.1 (fp32) or fp32=0.1,fp16=0.3,int8=1 (defaults: "
+                   + ", ".join(f"{k} {v:g}" for k, v in gates.MAX_ACC_DROP.items()) + "; top-1 disagreement "
+                   "with PyTorch is gated too: fp32 0.1, fp16 1 point).")
 @click.option("--cudnn-conv-algo-search", type=click.Choice(["EXHAUSTIVE", "HEURISTIC", "DEFAULT"]),
               default="EXHAUSTIVE", show_default=True, help="CUDA provider convolution algorithm search.")
 @click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True, help="Also measure CUDA-graph replay.")
@@ -74,7 +76,6 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--no-latency", is_flag=True, help="Accuracy only.")
 @click.option("--device-id", type=int, default=0, show_default=True, help="GPU index.")
 @click.option("--out", type=click.Path(), default=None, help="Output folder for a non-run .onnx (default: <stem>_eval beside it).")
-@friendly_errors
 def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, std, layout, input_range, warmup, runs,
                  min_seconds, batch_sizes, threads, precisions, max_accuracy_drop, cudnn_conv_algo_search, cuda_graph,
                  torch_compile, no_latency, device_id, out):
@@ -83,9 +84,9 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, s
     Writes eval.json, eval.md, latency.png, confusion.png and confusion.csv into the run directory (or --out).
     Exit codes: 0 fine, 1 an accuracy gate failed, 2 bad usage or input.
     """
-    from convkit.errors import ConvkitError
     from convkit.evaluate.model_io import parse_floats
-    from convkit.evaluate.run import EvalOptions, evaluate_model, gate_error, parse_max_drop
+    from convkit.evaluate.options import DataOptions, EvalOptions, ProviderOptions, TimingOptions
+    from convkit.evaluate.run import evaluate_model, gate_error
 
     targets = list(onnx_paths) + list(paths)  # `--onnx a.onnx b.onnx` (a shell glob): keep the order given
     if not targets:
@@ -93,20 +94,27 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, s
     if out and len(targets) > 1:
         raise ConvkitError("--out needs a single model; evaluate one .onnx at a time or drop --out")
     opts = EvalOptions(
-        provider=provider, dataset=dataset, data_dir=data_dir, sample=sample,
-        mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), layout=layout, input_range=input_range,
-        warmup=warmup, runs=runs, min_seconds=min_seconds, batch_sizes=_batch_sizes(batch_sizes),
-        threads=threads, precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else None,
-        max_accuracy_drop=parse_max_drop(max_accuracy_drop), out=out,
-        cudnn_conv_algo_search=cudnn_conv_algo_search, cuda_graph=cuda_graph, torch_compile=torch_compile,
-        latency=not no_latency, device_id=device_id,
+        data=DataOptions(dataset=dataset, data_dir=data_dir, sample=sample, mean=parse_floats(mean, "--mean"),
+                         std=parse_floats(std, "--std"), layout=layout, input_range=input_range),
+        providers=ProviderOptions(provider=provider, device_id=device_id, threads=threads,
+                                  cudnn_conv_algo_search=cudnn_conv_algo_search),
+        timing=TimingOptions(latency=not no_latency, warmup=warmup, runs=runs, min_seconds=min_seconds,
+                             batch_sizes=_batch_sizes(batch_sizes), cuda_graph=cuda_graph, torch_compile=torch_compile),
+        precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else None,
+        max_accuracy_drop=gates.parse_points(max_accuracy_drop, "--max-accuracy-drop", gates.MAX_ACC_DROP),
+        out=out,
     )
-    errors = []
-    for path in targets:
-        res = evaluate_model(path, opts)
-        click.echo(_summary_line(path, res))
-        err = gate_error(res)
+    worst = 0
+    for path in targets:  # one bad model never stops the others: report it, go on, exit with the worst code
+        try:
+            res = evaluate_model(path, opts)
+            click.echo(_summary_line(path, res))
+            err = gate_error(res)
+        except ConvkitError as exc:
+            err = exc
         if err is not None:
-            errors.append(f"{path}: {err.message}")
-    if errors:
-        raise ConvkitError("; ".join(errors), 1)
+            prefix = f"{path}: " if len(targets) > 1 else ""
+            click.echo(f"error: {prefix}{err.message}", err=True)
+            worst = max(worst, err.exit_code)
+    if worst:
+        sys.exit(worst)

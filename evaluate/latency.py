@@ -13,9 +13,12 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
+import torch
 
 from convkit.compilation import compile_model
+from convkit.data.loader import normalize
 from convkit.evaluate.model_io import _NP_TYPES
+from convkit.evaluate.options import TimingOptions
 
 CLOCK = "time.perf_counter around each call, after torch.cuda.synchronize() on GPU"
 
@@ -82,8 +85,6 @@ def ort_host_latency(session, spec, x: np.ndarray, timing: Timing, sync=None) ->
 
 
 def _torch_dtype(ort_type: str):
-    import torch
-
     return {"tensor(float)": torch.float32, "tensor(float16)": torch.float16, "tensor(double)": torch.float64,
             "tensor(uint8)": torch.uint8}.get(ort_type, torch.float32)
 
@@ -94,8 +95,6 @@ def ort_device_latency(session, spec, x: np.ndarray, timing: Timing, device_id: 
     Buffers are torch CUDA tensors bound by pointer and never re-bound, so the same session also serves
     CUDA-graph replay (``enable_cuda_graph``), which needs fixed addresses.
     """
-    import torch
-
     dev = torch.device("cuda", device_id)
     x_dev = torch.from_numpy(x).to(dev).contiguous()
     out_meta = next(o for o in session.get_outputs() if o.name == spec.output_name)
@@ -118,8 +117,6 @@ def torch_latency(model, x: np.ndarray, timing: Timing, device: str = "cpu", com
     The input is already on the device; on CUDA each repetition is followed by ``torch.cuda.synchronize``.
     ``first_run_ms`` includes compilation when ``compile`` is set.
     """
-    import torch
-
     dev = torch.device(device)
     model = model.to(dev).eval()
     # reduce-overhead = torch.compile with CUDA graphs: the fair peer of ORT's CUDA-graph figure.
@@ -132,3 +129,102 @@ def torch_latency(model, x: np.ndarray, timing: Timing, device: str = "cpu", com
             return fn_model(xt)
 
     return measure(call, len(x), timing, sync)
+
+
+# ---- runners: one per backend, each returning flat rows ------------------------------------------------------------
+def timing_of(opts: TimingOptions) -> Timing:
+    """Return the Timing of the options."""
+    return Timing(warmup=opts.warmup, runs=opts.runs, min_seconds=opts.min_seconds)
+
+
+def batches_for(provider: str, opts: TimingOptions, spec, notes: list[str]) -> list[int]:
+    """Return the batch sizes to time ``spec`` at on ``provider``: its fixed batch when it has one (noted)."""
+    sizes = opts.batches_for(provider)
+    if not spec.fixed_batch:
+        return sizes
+    note = f"{spec.path.name} has a fixed batch size of {spec.fixed_batch}: latency measured at that size only"
+    if sizes != [spec.fixed_batch] and note not in notes:
+        notes.append(note)
+    return [spec.fixed_batch]
+
+
+def ort_rows(sessions: dict, specs: dict, images_u8: np.ndarray, opts: TimingOptions, device_id: int,
+             graph_session: Callable, notes: list[str]) -> list[dict]:
+    """Return latency rows of every (precision, provider) session at its batch sizes.
+
+    On CPU one row per batch (backend ``ort``); on a GPU provider ``ort`` (IO binding), ``ort-e2e`` (host
+    arrays, copies included) and, with ``opts.cuda_graph``, ``ort-cudagraph`` from ``graph_session(spec)``.
+    """
+    timing = timing_of(opts)
+    gpu_sync = (lambda: torch.cuda.synchronize()) if torch.cuda.is_available() else None
+    rows = []
+    for (prec, kind), session in sessions.items():
+        spec = specs[prec]
+        for b in batches_for(kind, opts, spec, notes):
+            x = spec.prepare(make_batch(images_u8, b))
+            base = {"precision": prec, "provider": kind}
+            if kind == "cpu":
+                rows.append({**base, "backend": "ort", **ort_host_latency(session, spec, x, timing)})
+                continue
+            rows.append({**base, "backend": "ort", **ort_device_latency(session, spec, x, timing, device_id)})
+            rows.append({**base, "backend": "ort-e2e", **ort_host_latency(session, spec, x, timing, gpu_sync)})
+            if kind == "cuda" and opts.cuda_graph:
+                rows += _cuda_graph_row(base, graph_session, spec, x, timing, device_id, notes)
+    return rows
+
+
+def _cuda_graph_row(base: dict, graph_session: Callable, spec, x: np.ndarray, timing: Timing, device_id: int,
+                    notes: list[str]) -> list[dict]:
+    """Return [the ort-cudagraph row], or [] with a note when the graph cannot be captured."""
+    try:
+        session = graph_session(spec)
+        # capture happens during warm-up: give it at least 3 calls
+        graph_timing = Timing(max(timing.warmup, 3), timing.runs, timing.min_seconds, timing.max_runs)
+        return [{**base, "backend": "ort-cudagraph", **ort_device_latency(session, spec, x, graph_timing, device_id)}]
+    except Exception as exc:  # graphs need every node on CUDA; report, don't fail
+        msg = getattr(exc, "message", None) or str(exc).splitlines()[0][:200]
+        notes.append(f"{base['precision']} CUDA graph at batch {len(x)} not measured: {msg}")
+        return []
+
+
+def torch_rows(reference, providers: list[str], images_u8: np.ndarray, opts: TimingOptions, device_id: int,
+               notes: list[str]) -> list[dict]:
+    """Return latency rows of the run's fp32 PyTorch model (eager, and compiled on CUDA) on each provider's device.
+
+    A backend that cannot run here (e.g. torch.compile without a toolchain) is noted, not raised.
+    """
+    rows = []
+    for device in dict.fromkeys("cpu" if k == "cpu" else f"cuda:{device_id}" for k in providers):
+        modes = ["eager"] + (["compile"] if device != "cpu" and opts.torch_compile else [])
+        for b in opts.batches_for("cpu" if device == "cpu" else "cuda"):
+            x = normalize(torch.from_numpy(make_batch(images_u8, b)), reference.mean, reference.std).numpy()
+            for mode in modes:
+                try:
+                    stats = torch_latency(reference.model, x, timing_of(opts), device, compile=mode == "compile")
+                except Exception as exc:
+                    notes.append(f"PyTorch {mode} on {device} at batch {b} not measured: "
+                                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+                    continue
+                rows.append({"precision": "fp32", "provider": "cpu" if device == "cpu" else "cuda",
+                             "backend": f"torch-{mode}", **stats})
+    reference.model.to("cpu")
+    return rows
+
+
+def attach_ratios(rows: list[dict]) -> list[dict]:
+    """Return ``rows`` with PyTorch p50 and ORT ÷ PyTorch ratios attached to every ORT row, in one pass.
+
+    An ORT row on a GPU provider is compared with PyTorch on CUDA at the same batch size.
+    """
+    torch_p50 = {(r["provider"], r["batch"], r["backend"][len("torch-"):]): r["p50_ms"]
+                 for r in rows if r["backend"].startswith("torch-")}
+    for r in rows:
+        if r["backend"].startswith("torch-"):
+            continue
+        device = "cpu" if r["provider"] == "cpu" else "cuda"
+        for mode in ("eager", "compile"):
+            p50 = torch_p50.get((device, r["batch"], mode))
+            if p50:
+                r[f"pytorch_{mode}_p50_ms"] = p50
+                r[f"ratio_to_pytorch_{mode}"] = r["p50_ms"] / p50
+    return rows

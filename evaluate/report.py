@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convkit.artifacts import PRECISIONS, EvalNames
 from convkit.atomic import atomic_path, write_csv, write_text
 
 
@@ -162,3 +163,40 @@ def markdown(result: dict) -> str:
 def write_markdown(path: Path, result: dict) -> Path:
     """Atomically write eval.md for ``result``; returns ``path``."""
     return write_text(path, markdown(result))
+
+
+def model_name(result: dict) -> str:
+    """Return the experiment a result's model was exported from, else its file name."""
+    return result["model"].get("metadata", {}).get("experiment") or Path(result["model"]["path"]).name
+
+
+def write_figures(out: Path, names: EvalNames, result: dict, class_names: list[str]) -> dict:
+    """Write one confusion CSV/PNG per precision (from its first provider) and the latency PNG into ``out``.
+
+    Returns {file key: path}. Confusion files of precisions this result does not hold are removed, so the
+    folder never shows figures eval.md does not describe.
+    """
+    files, done = {}, []
+    for acc in result["accuracy"]:
+        if acc["precision"] in done:
+            continue
+        suffix = "" if not done else f".{acc['precision']}"
+        done.append(acc["precision"])
+        title = (f"{model_name(result)} ({acc['precision']}) — ORT "
+                 f"{acc['provider']}, acc {acc['accuracy']:.4f} (n={acc['n']})")
+        files[f"confusion_csv{suffix}"] = str(write_confusion_csv(out / names.confusion(suffix, "csv"), acc, class_names))
+        files[f"confusion_png{suffix}"] = str(write_confusion_png(out / names.confusion(suffix, "png"), acc,
+                                                                  class_names, title))
+    kept = {Path(f).name for f in files.values()}
+    for precision in PRECISIONS:
+        for ext in ("csv", "png"):
+            stale = out / names.confusion(f".{precision}", ext)
+            if stale.name not in kept and stale.is_file():
+                stale.unlink()
+    png = write_latency_png(out / names.latency_png, result["latency"],
+                            f"{model_name(result)}: p50 latency vs batch size")
+    if png:
+        files["latency_png"] = str(png)
+    elif (out / names.latency_png).is_file():
+        (out / names.latency_png).unlink()
+    return files

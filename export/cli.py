@@ -1,6 +1,6 @@
 """``convkit export``: run directories (or a checkpoint) → model.onnx [+ fp16/int8] + export.json.
 
-Module-level imports stay light (click only); the export machinery is imported when the command runs.
+Module-level imports stay light (click and convkit.gates): the export machinery is imported when the command runs.
 """
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import sys
 
 import click
 
-from convkit.errors import friendly_errors
+from convkit import gates
+from convkit.errors import ConvkitError
 
 
-
-def _describe(run: str, res: dict) -> str:
+def _describe(res: dict) -> str:
     fp32 = res["precisions"]["fp32"]["parity"]
     parts = [f"{res['experiment']}: fp32 max|Δ| {fp32['max_abs_diff']:.2e}, agreement {fp32['argmax_agreement']:.2%}"]
     for precision in ("fp16", "int8"):
@@ -24,7 +24,7 @@ def _describe(run: str, res: dict) -> str:
     return "; ".join(parts) + f" → {res['out_dir']}"
 
 
-@click.command("export", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.command("export")
 @click.argument("run_dirs", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--all", "all_dirs", multiple=True, type=click.Path(file_okay=False), metavar="SUITE_DIR",
               help="Export every run directory under SUITE_DIR (e.g. runs/seed); repeatable.")
@@ -32,22 +32,23 @@ def _describe(run: str, res: dict) -> str:
 @click.option("--experiment", help="Experiment the --checkpoint belongs to (default: the one it records).")
 @click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp16", "int8"]),
               help="Also write model.fp16.onnx / model.int8.onnx; repeatable.")
-@click.option("--atol", type=float, default=1e-4, show_default=True, help="fp32 gate: max |logit diff| vs PyTorch.")
-@click.option("--min-agreement", type=float, default=0.999, show_default=True,
-              help="fp32 gate: min argmax agreement with PyTorch.")
-@click.option("--fp16-min-agreement", type=float, default=0.99, show_default=True, help="fp16 gate: min agreement.")
-@click.option("--int8-max-drop", type=float, default=0.01, show_default=True,
-              help="int8 gate: max test-accuracy drop vs fp32 (0.01 = 1 point).")
+@click.option("--atol", type=float, default=gates.FP32_ATOL, show_default=True,
+              help="fp32 gate: max |logit diff| vs PyTorch.")
+@click.option("--max-accuracy-drop", default=None,
+              help="Gate: accuracy below PyTorch's on the parity images, in percentage points: 0.1 (fp32) or "
+                   "fp32=0.1,fp16=0.3,int8=1 (defaults: " + ", ".join(f"{k} {v:g}" for k, v in gates.MAX_ACC_DROP.items()) + ").")
+@click.option("--max-disagreement", default=None,
+              help="Gate: images whose top-1 class differs from PyTorch's, in percentage points, e.g. "
+                   "fp32=0.1,fp16=1 (defaults: fp32 0.1, fp16 1; int8 is reported, not gated).")
 @click.option("--n-images", type=int, default=1000, show_default=True, help="Test images for the parity gate.")
 @click.option("--calib-images", type=int, default=512, show_default=True, help="Training images to calibrate int8 on.")
 @click.option("--data-dir", type=click.Path(), envvar="CONVKIT_DATA",
               help="Where datasets are (default: the run's own setting).")
-@friendly_errors(interrupted="interrupted; files already exported are complete, the current one was not written")
-def export_cmd(run_dirs, all_dirs, checkpoint, experiment, precisions, atol, min_agreement, fp16_min_agreement,
-               int8_max_drop, n_images, calib_images, data_dir):
+def export_cmd(run_dirs, all_dirs, checkpoint, experiment, precisions, atol, max_accuracy_drop, max_disagreement,
+               n_images, calib_images, data_dir):
     """Export trained RUN_DIRS to ONNX behind a PyTorch-parity gate; exits 1 if a gate failed, 2 on bad input."""
-    from convkit.errors import ConvkitError
-    from convkit.export.pipeline import export_checkpoint, export_run, find_runs
+    from convkit.artifacts import find_runs
+    from convkit.export.pipeline import ExportSettings, export_checkpoint, export_run
 
     if experiment and not checkpoint:
         raise ConvkitError("--experiment goes with --checkpoint; a run directory records its experiment")
@@ -56,17 +57,17 @@ def export_cmd(run_dirs, all_dirs, checkpoint, experiment, precisions, atol, min
         targets += [str(p) for p in find_runs(suite_dir)]
     if not targets and not checkpoint:
         raise ConvkitError("nothing to export: pass RUN_DIR..., --all SUITE_DIR or --checkpoint PATH")
-    kwargs = dict(precisions=precisions, atol=atol, min_agreement=min_agreement, n_images=n_images,
-                  calib_images=calib_images, data_dir=data_dir,
-                  gates={"fp16": {"min_agreement": fp16_min_agreement}, "int8": {"max_acc_drop": int8_max_drop}})
-    jobs = [(t, lambda t=t: export_run(t, **kwargs)) for t in targets]
+    settings = ExportSettings(
+        precisions=tuple(precisions), atol=atol, n_images=n_images, calib_images=calib_images, data_dir=data_dir,
+        max_acc_drop=gates.parse_points(max_accuracy_drop, "--max-accuracy-drop", gates.MAX_ACC_DROP),
+        max_disagreement=gates.parse_points(max_disagreement, "--max-disagreement", gates.MAX_DISAGREEMENT))
+    jobs = [(t, lambda t=t: export_run(t, settings)) for t in targets]
     if checkpoint:
-        jobs.append((checkpoint, lambda: export_checkpoint(checkpoint, experiment, None, **kwargs)))
+        jobs.append((checkpoint, lambda: export_checkpoint(checkpoint, experiment, None, settings)))
     worst = 0
     for name, job in jobs:
         try:
-            res = job()
-            click.echo(_describe(name, res))
+            click.echo(_describe(job()))
         except ConvkitError as exc:
             prefix = f"{name}: " if len(jobs) > 1 and not exc.message.startswith(name) else ""
             click.echo(f"error: {prefix}{exc.message}", err=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from convkit import gates
 from convkit.export.onnx_export import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
 
 FP32_BATCH_SIZES = (1, 2, 7, MAX_BATCH)  # the gate runs each of these batch sizes on the exported file
@@ -91,27 +92,32 @@ def run_parity(model_bytes: bytes, x: np.ndarray, ref: np.ndarray, labels: np.nd
     }
 
 
-def fp32_gate(report: dict, atol: float, min_agreement: float) -> dict:
-    """Return {"pass": bool, "atol": ..., "min_agreement": ..., "reasons": [...]} for the fp32 file."""
+def fp32_gate(report: dict, atol: float, max_disagreement_points: float) -> dict:
+    """Return {"pass": bool, "atol", "max_disagreement_points", "disagreement_points", "reasons"} for the fp32 file."""
     reasons = []
     if not report["max_abs_diff"] <= atol:  # also fails on NaN
         reasons.append(f"max |logit diff| {report['max_abs_diff']:.3g} > atol {atol:g}")
-    if not report["argmax_agreement"] >= min_agreement:
-        reasons.append(f"argmax agreement {report['argmax_agreement']:.4%} < {min_agreement:.4%}")
-    return {"pass": not reasons, "atol": atol, "min_agreement": min_agreement, "reasons": reasons}
+    verdict = gates.disagreement_verdict("fp32", report["argmax_agreement"], {"fp32": max_disagreement_points})
+    if not verdict["passed"]:
+        reasons.append(f"{verdict['disagreement_points']:.2f} points of images change their top-1 class "
+                       f"(max {max_disagreement_points:g})")
+    return {"pass": not reasons, "atol": atol, **verdict, "reasons": reasons}
 
 
-def variant_gate(precision: str, report: dict, fp32_accuracy: float, min_agreement: float,
-                 max_acc_drop: float) -> dict:
-    """Gate for an fp16/int8 file: agreement with PyTorch ≥ ``min_agreement`` and accuracy drop ≤ ``max_acc_drop``.
+def variant_gate(precision: str, report: dict, reference_accuracy: float, max_drop_points: float,
+                 max_disagreement_points: float | None) -> dict:
+    """Gate for an fp16/int8 file against PyTorch on the parity images: accuracy drop ≤ ``max_drop_points`` and
+    top-1 disagreement ≤ ``max_disagreement_points`` (None: reported, not gated).
 
-    Returns {"pass": bool, "min_agreement", "max_acc_drop", "acc_delta", "reasons"}; acc_delta = variant − fp32.
+    Returns {"pass", "acc_delta" (variant − PyTorch, a fraction), the verdicts in points, "reasons"}.
     """
-    delta = report["accuracy"] - fp32_accuracy
+    drop = gates.drop_verdict(precision, report["accuracy"], reference_accuracy, {precision: max_drop_points})
+    agree = gates.disagreement_verdict(precision, report["argmax_agreement"], {precision: max_disagreement_points})
     reasons = []
-    if not report["argmax_agreement"] >= min_agreement:
-        reasons.append(f"{precision} argmax agreement {report['argmax_agreement']:.2%} < {min_agreement:.2%}")
-    if not -delta <= max_acc_drop + 1e-12:
-        reasons.append(f"{precision} accuracy drop {-delta * 100:.2f} points > {max_acc_drop * 100:.2f}")
-    return {"pass": not reasons, "min_agreement": min_agreement, "max_acc_drop": max_acc_drop,
-            "acc_delta": delta, "reasons": reasons}
+    if not agree["passed"]:
+        reasons.append(f"{precision}: {agree['disagreement_points']:.2f} points of images change their top-1 class "
+                       f"(max {max_disagreement_points:g})")
+    if not drop["passed"]:
+        reasons.append(f"{precision} accuracy drop {drop['drop_points']:.2f} points > {max_drop_points:g}")
+    return {"pass": not reasons, "acc_delta": report["accuracy"] - reference_accuracy, **drop, **agree,
+            "reasons": reasons}

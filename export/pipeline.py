@@ -2,160 +2,155 @@
 
 Nothing is written until every input check and the export itself succeeded; every file is written
 atomically. A failing gate still writes its report (and the rejected model as ``*.rejected.onnx``), then
-raises ConvkitError with exit code 1.
+raises ConvkitError with exit code 1. Gates are those of convkit.gates, in percentage points.
 """
 
 from __future__ import annotations
 
-import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+
+import convkit
+from convkit import gates
+from convkit.artifacts import (CHECKPOINT, CONFIG, EXPORT_JSON, METRICS, VARIANT_FILES, RunModel, data_settings,
+                               ensure_same_experiment, find_runs, load_run_model, read_artifact, rejected_name,
+                               write_artifact)
+from convkit.atomic import atomic_path, ensure_writable_dir
+from convkit.data.load import LoadedDataset, load_dataset
+from convkit.data.loader import normalize
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError
+from convkit.export.onnx_export import MAX_BATCH, OPSET, TRACE_BATCH, check_onnx, export_onnx
+from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, torch_logits, variant_gate
+from convkit.export.quantize import CALIB_METHOD, calibration_images, to_fp16, to_int8
+from convkit.onnx_meta import build_metadata, file_sha256, set_metadata
+from convkit.suite import get_experiment
 
-EXPORT_JSON = "export.json"
-VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
-DEFAULT_GATES = {  # variant gates: argmax agreement with PyTorch, accuracy drop vs the fp32 ONNX file
-    "fp16": {"min_agreement": 0.99, "max_acc_drop": 0.01},
-    "int8": {"min_agreement": 0.0, "max_acc_drop": 0.01},  # int8 agreement is reported, not gated
-}
 CALIB_SEED = 0
+# The columns this stage adds to the suite summary (none shown; its values are kept in summary.json).
+SUMMARY_COLUMNS: tuple = ()
 
 
-def rejected_name(precision: str) -> str:
-    """Return the file name a model that failed its gate is kept under (model.rejected.onnx, model.int8.rejected.onnx)."""
-    return VARIANT_FILES[precision].replace(".onnx", ".rejected.onnx")
+@dataclass
+class ExportSettings:
+    """How to export and gate: variants, parity images, calibration images, data folder, gates in points."""
+
+    precisions: tuple[str, ...] = ()
+    atol: float = gates.FP32_ATOL
+    max_acc_drop: dict = field(default_factory=lambda: dict(gates.MAX_ACC_DROP))
+    max_disagreement: dict = field(default_factory=lambda: dict(gates.MAX_DISAGREEMENT))
+    n_images: int = 1000
+    calib_images: int = 512
+    data_dir: str | None = None
+
+    def check(self) -> "ExportSettings":
+        """Return self after validating every value; ConvkitError (exit 2) naming the bad option."""
+        for p in self.precisions:
+            if p not in ("fp16", "int8"):
+                raise ConvkitError(f"unknown precision {p!r}; use fp16 or int8 (fp32 is always exported)")
+        self.precisions = tuple(dict.fromkeys(self.precisions))
+        for name, value in (("n-images", self.n_images), ("calib-images", self.calib_images), ("atol", self.atol)):
+            if not value > 0:
+                raise ConvkitError(f"--{name} must be positive, got {value}")
+        return self
 
 
-def _read_metrics(run_dir: Path) -> dict | None:
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise ConvkitError(f"{path} is corrupt; retrain the run or delete metrics.json") from None
+@dataclass
+class Inputs:
+    """A checked checkpoint, its experiment, where outputs go, and the test images the gate runs on."""
+
+    run: RunModel
+    experiment: object  # convkit.suite.Experiment
+    out_dir: Path
+    data: LoadedDataset
+    sample: bool
+    x: torch.Tensor  # normalized test images [n, C, H, W]
+    labels: np.ndarray
+    metrics: dict | None
+    sha256: str
 
 
-def _save_model(path: Path, model_proto) -> int:
-    """Atomically write ``model_proto`` as one self-contained file; returns its size in bytes."""
-    import onnx
-
-    from convkit.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        onnx.save_model(model_proto, str(tmp), save_as_external_data=False)
-    return path.stat().st_size
-
-
-def _check_precisions(precisions) -> list[str]:
-    out = []
-    for p in precisions or ():
-        if p not in ("fp16", "int8"):
-            raise ConvkitError(f"unknown precision {p!r}; use fp16 or int8 (fp32 is always exported)")
-        if p not in out:
-            out.append(p)
-    return out
+def load_inputs(checkpoint: Path, experiment: str | None, out_dir, settings: ExportSettings) -> Inputs:
+    """Return the Inputs of an export; ConvkitError (exit 2) for any bad input, before anything is written."""
+    run = load_run_model(checkpoint, model_name=get_experiment(experiment).model if experiment else None)
+    name_in_ckpt = run.config.get("experiment")
+    exp = get_experiment(experiment or name_in_ckpt or _missing_experiment(checkpoint))
+    folder = checkpoint.parent
+    metrics = read_artifact(folder / METRICS, "metrics")
+    config_doc = read_artifact(folder / CONFIG, "config")
+    ensure_same_experiment(folder, exp.name, checkpoint=name_in_ckpt, metrics=metrics, config=config_doc)
+    out = ensure_writable_dir(Path(out_dir) if out_dir is not None else folder)
+    ddir, sample = data_settings(run.config, exp.dataset)
+    data = load_dataset(exp.dataset, settings.data_dir if settings.data_dir is not None else ddir, sample=sample)
+    n = min(int(settings.n_images), len(data.test_images))
+    x = normalize(data.test_images[:n], run.mean, run.std)
+    return Inputs(run, exp, out, data, sample, x, data.test_labels[:n].numpy(), metrics, file_sha256(checkpoint))
 
 
-def export_checkpoint(checkpoint, experiment: str | None = None, out_dir=None, precisions=(), atol: float = 1e-4,
-                      min_agreement: float = 0.999, n_images: int = 1000, calib_images: int = 512,
-                      data_dir=None, gates: dict | None = None) -> dict:
+def _missing_experiment(checkpoint: Path) -> str:
+    raise ConvkitError(f"{checkpoint} records no experiment; pass --experiment NAME")
+
+
+def export_checkpoint(checkpoint, experiment: str | None = None, out_dir=None,
+                      settings: ExportSettings | None = None, **kwargs) -> dict:
     """Export ``checkpoint`` (a convkit checkpoint.pt) and return the export.json content as a dict.
 
     ``experiment`` defaults to the one recorded in the checkpoint; ``out_dir`` to the checkpoint's folder.
-    Writes ``model.onnx`` (plus ``model.fp16.onnx`` / ``model.int8.onnx`` for ``precisions``) and
-    ``export.json`` there. ``data_dir`` overrides where the run's dataset is read from. ``gates`` overrides
-    DEFAULT_GATES per variant, e.g. {"int8": {"max_acc_drop": 0.02}}.
-    Raises ConvkitError: exit 2 for bad input (nothing written), exit 1 when a gate fails (report written).
+    Writes ``model.onnx`` (plus ``model.fp16.onnx`` / ``model.int8.onnx`` for the settings' precisions) and
+    ``export.json`` there; ``kwargs`` are ExportSettings fields when no ``settings`` are given. Raises
+    ConvkitError: exit 2 for bad input (nothing written), exit 1 when a gate fails (report written).
     """
     t0 = time.perf_counter()
-    precisions = _check_precisions(precisions)
-    for name, value in (("n-images", n_images), ("calib-images", calib_images), ("atol", atol)):
-        if not value > 0:
-            raise ConvkitError(f"--{name} must be positive, got {value}")
-    if not 0.0 <= min_agreement <= 1.0:
-        raise ConvkitError(f"--min-agreement must be between 0 and 1, got {min_agreement}")
-    gates = {p: {**DEFAULT_GATES[p], **((gates or {}).get(p) or {})} for p in DEFAULT_GATES}
-
-    import numpy as np
-    import onnx
-    import onnxruntime
-    import torch
-
-    import convkit
-    from convkit.atomic import ensure_writable_dir, write_json
-    from convkit.data.load import load_dataset
-    from convkit.onnx_meta import build_metadata, file_sha256, set_metadata
-    from convkit.export.onnx_export import MAX_BATCH, OPSET, TRACE_BATCH, check_onnx, export_onnx
-    from convkit.data.loader import normalize
-    from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, torch_logits, variant_gate
-    from convkit.export.quantize import CALIB_METHOD, calibration_images, to_fp16, to_int8
-    from convkit.models import create_model
-    from convkit.suite import get_experiment
-    from convkit.artifacts import load_checkpoint, load_weights
-
-    # ---- inputs: checkpoint, architecture, output folder, data (nothing written yet) ----------------------------
-    checkpoint = Path(checkpoint)
-    ckpt = load_checkpoint(checkpoint)
-    cfg = ckpt["config"] if isinstance(ckpt["config"], dict) else {}
-    exp_name = experiment or cfg.get("experiment")
-    if not exp_name:
-        raise ConvkitError(f"{checkpoint} records no experiment; pass --experiment NAME")
-    exp = get_experiment(exp_name)
-    model = create_model(exp.model)
-    if not isinstance(ckpt["model"], dict):
-        raise ConvkitError(f"{checkpoint} is corrupt (its model entry is not a state_dict); retrain or restore it")
-    load_weights(model, ckpt["model"], str(checkpoint)).eval()
-    mcfg = model.default_cfg
-    out_dir = ensure_writable_dir(Path(out_dir) if out_dir is not None else checkpoint.parent)
-
-    same_dataset = cfg.get("dataset") in (None, exp.dataset)
-    sample = bool(cfg.get("sample", False)) if same_dataset else False
-    ddir = data_dir if data_dir is not None else (cfg.get("data_dir") if same_dataset else None)
-    data = load_dataset(exp.dataset, ddir, sample=sample)
-    n = min(int(n_images), len(data.test_images))
-    x_t = normalize(data.test_images[:n], mcfg.mean, mcfg.std)
-    labels = data.test_labels[:n].numpy()
-    x = x_t.numpy()
-
-    metrics = _read_metrics(checkpoint.parent)
-    sha = file_sha256(checkpoint)
-
-    # ---- export + validity -----------------------------------------------------------------------------------
+    settings = (settings or ExportSettings(**kwargs)).check()
+    inputs = load_inputs(Path(checkpoint), experiment, out_dir, settings)
     t_exp = time.perf_counter()
-    proto = export_onnx(model, tuple(mcfg.input_shape))
+    proto = export_onnx(inputs.run.model, tuple(inputs.run.default_cfg.input_shape))
     export_s = time.perf_counter() - t_exp
-
-    ref = torch_logits(model, x_t)
-    pytorch_acc_n = float((ref.argmax(1) == labels).mean())
-    if metrics and isinstance(metrics.get("test_acc"), (int, float)):
-        pt_acc, pt_acc_source = float(metrics["test_acc"]), "metrics.json"
-    else:
-        pt_acc, pt_acc_source = pytorch_acc_n, f"measured here on the first {n} test images (no metrics.json)"
-
-    def meta_for(precision: str) -> dict:
-        return build_metadata(experiment=exp.name, model=exp.model, dataset=exp.dataset, class_names=mcfg.classes,
-                              mean=mcfg.mean, std=mcfg.std, pytorch_test_acc=pt_acc, opset=OPSET,
-                              precision=precision, checkpoint_sha256=sha)
-
-    set_metadata(proto, meta_for("fp32"))
+    ref = torch_logits(inputs.run.model, inputs.x)
+    report = base_report(inputs, ref, export_s)
+    set_metadata(proto, metadata_for(inputs, report["pytorch_test_acc"], "fp32"))
     check_onnx(proto)
-    fp32_bytes = proto.SerializeToString()
+    files = {"fp32": gate_fp32(report, proto, inputs, ref, settings)}
+    for precision in settings.precisions:
+        variant = gate_variant(report, precision, proto, inputs, ref, settings)
+        if variant is not None:
+            files[precision] = variant
+    write_files(report, files, inputs.out_dir)
+    report["total_time_s"] = time.perf_counter() - t0
+    write_artifact(inputs.out_dir / EXPORT_JSON, "export", report)
+    if report["failed"]:
+        reasons = [r for p in report["failed"] for r in report["precisions"][p]["gate"]["reasons"]]
+        raise ConvkitError(f"{inputs.experiment.name}: export gate failed: {'; '.join(reasons)} "
+                           f"(report in {inputs.out_dir / EXPORT_JSON})", EXIT_GATE_FAILED)
+    return report
 
-    # ---- parity gate ------------------------------------------------------------------------------------------
-    parity = run_parity(fp32_bytes, x, ref, labels)
-    gate = fp32_gate(parity, atol, min_agreement)
-    report = {
-        "experiment": exp.name,
-        "model": exp.model,
-        "dataset": exp.dataset,
-        "checkpoint": str(checkpoint),
-        "checkpoint_sha256": sha,
-        "checkpoint_epoch": ckpt.get("epoch"),
-        "out_dir": str(out_dir),
-        "data_source": data.source,
-        "sample": sample,
+
+def metadata_for(inputs: Inputs, pytorch_acc: float, precision: str) -> dict:
+    """Return the ONNX metadata of one exported file (see convkit.onnx_meta)."""
+    exp, mcfg = inputs.experiment, inputs.run.default_cfg
+    return build_metadata(experiment=exp.name, model=exp.model, dataset=exp.dataset, class_names=mcfg.classes,
+                          mean=mcfg.mean, std=mcfg.std, pytorch_test_acc=pytorch_acc, opset=OPSET,
+                          precision=precision, checkpoint_sha256=inputs.sha256)
+
+
+def base_report(inputs: Inputs, ref: np.ndarray, export_s: float) -> dict:
+    """Return export.json's fields known before any gate ran."""
+    exp, mcfg = inputs.experiment, inputs.run.default_cfg
+    pytorch_acc_n = float((ref.argmax(1) == inputs.labels).mean())
+    if inputs.metrics and isinstance(inputs.metrics.get("test_acc"), (int, float)):
+        pt_acc, pt_source = float(inputs.metrics["test_acc"]), METRICS
+    else:
+        pt_acc, pt_source = pytorch_acc_n, f"measured here on the first {len(ref)} test images (no {METRICS})"
+    return {
+        "experiment": exp.name, "model": exp.model, "dataset": exp.dataset,
+        "checkpoint": str(inputs.run.checkpoint), "checkpoint_sha256": inputs.sha256,
+        "checkpoint_epoch": inputs.run.epoch, "out_dir": str(inputs.out_dir),
+        "data_source": inputs.data.source, "sample": inputs.sample,
         "exporter": "torch.onnx.export(dynamo=True, external_data=False, optimize=True) of the eager module in eval()",
         "opset": OPSET,
         "input": {"name": "input", "shape": ["batch", *mcfg.input_shape], "dtype": "float32", "layout": "NCHW",
@@ -164,65 +159,77 @@ def export_checkpoint(checkpoint, experiment: str | None = None, out_dir=None, p
         "dynamic_batch": {"dim": "batch", "min": 1, "max": MAX_BATCH, "trace_batch": TRACE_BATCH},
         "versions": {"convkit": convkit.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__, "numpy": np.__version__},
-        "pytorch_test_acc": pt_acc,
-        "pytorch_test_acc_source": pt_acc_source,
+        "pytorch_test_acc": pt_acc, "pytorch_test_acc_source": pt_source,
         "pytorch_acc_on_parity_images": pytorch_acc_n,
         "export_time_s": export_s,
-        "metadata": meta_for("fp32"),
-        "precisions": {},
-        "files": {},  # precision -> path of each file that passed its gate
-        "rejected_files": {},  # precision -> path of each file kept as *.rejected.onnx
-        "gate": "pass",
-        "failed": [],
+        "metadata": metadata_for(inputs, pt_acc, "fp32"),
+        "gates": {"unit": "percentage points of the parity images", "max_acc_drop": None, "max_disagreement": None},
+        "precisions": {}, "files": {}, "rejected_files": {}, "gate": "pass", "failed": [],
     }
-    files: dict[str, tuple[Path, object]] = {}  # what to write: precision -> (path, proto)
+
+
+def gate_fp32(report: dict, proto, inputs: Inputs, ref: np.ndarray, settings: ExportSettings) -> tuple[Path, object]:
+    """Run the fp32 parity gate into ``report``; returns (path to write the model to, proto)."""
+    report["gates"].update(max_acc_drop=settings.max_acc_drop, max_disagreement=settings.max_disagreement)
+    fp32_bytes = proto.SerializeToString()
+    parity = run_parity(fp32_bytes, inputs.x.numpy(), ref, inputs.labels)
+    gate = fp32_gate(parity, settings.atol, settings.max_disagreement["fp32"])
     report["precisions"]["fp32"] = {"file": None, "size_bytes": len(fp32_bytes), "parity": parity, "gate": gate}
     if gate["pass"]:
-        files["fp32"] = (out_dir / VARIANT_FILES["fp32"], proto)
-    else:
-        report["failed"].append("fp32")
-        files["fp32"] = (out_dir / rejected_name("fp32"), proto)
+        return inputs.out_dir / VARIANT_FILES["fp32"], proto
+    report["failed"].append("fp32")
+    return inputs.out_dir / rejected_name("fp32"), proto
 
-    # ---- variants ---------------------------------------------------------------------------------------------
-    for precision in precisions:
-        entry: dict = {"gate_settings": gates[precision]}
-        report["precisions"][precision] = entry
-        if not gate["pass"]:
-            entry["skipped"] = "fp32 export failed its parity gate"
-            continue
-        if precision == "fp16":
-            variant = to_fp16(proto)
-            entry["conversion"] = "onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)"
-        else:
-            k = min(int(calib_images), len(data.train_images))
-            idx, calib_u8 = calibration_images(data.train_images, k, CALIB_SEED)
-            calib = normalize(calib_u8, mcfg.mean, mcfg.std).numpy()
-            variant, settings = to_int8(proto, calib)
-            entry["quantization"] = {**settings, "calibration_split": "train", "calibration_seed": CALIB_SEED,
-                                     "calibration_method": CALIB_METHOD}
-        set_metadata(variant, meta_for(precision))
-        check_onnx(variant)
-        vbytes = variant.SerializeToString()
-        vpar = run_parity(vbytes, x, ref, labels, batch_sizes=VARIANT_BATCH_SIZES)
-        vgate = variant_gate(precision, vpar, parity["accuracy"], **gates[precision])
-        entry.update({"size_bytes": len(vbytes), "fp32_size_bytes": len(fp32_bytes),
-                      "size_ratio": len(vbytes) / len(fp32_bytes), "parity": vpar, "gate": vgate,
-                      "fp32_onnx_accuracy": parity["accuracy"]})
-        if vgate["pass"]:
-            files[precision] = (out_dir / VARIANT_FILES[precision], variant)
-        else:
-            report["failed"].append(precision)
-            files[precision] = (out_dir / rejected_name(precision), variant)
 
-    # ---- write: models first, then the report; remove stale model files the new report does not describe -----
-    if report["failed"]:
-        report["gate"] = "fail"
-    for precision, (path, vproto) in files.items():
-        size = _save_model(path, vproto)
+def gate_variant(report: dict, precision: str, proto, inputs: Inputs, ref: np.ndarray,
+                 settings: ExportSettings) -> tuple[Path, object] | None:
+    """Convert, check and gate one fp16/int8 variant into ``report``; returns (path, proto), or None when skipped."""
+    limits = {"max_drop_points": settings.max_acc_drop[precision],
+              "max_disagreement_points": settings.max_disagreement.get(precision)}
+    entry: dict = {"gate_settings": limits}
+    report["precisions"][precision] = entry
+    fp32 = report["precisions"]["fp32"]
+    if not fp32["gate"]["pass"]:
+        entry["skipped"] = "fp32 export failed its parity gate"
+        return None
+    variant = convert(precision, proto, inputs, settings.calib_images, entry)
+    set_metadata(variant, metadata_for(inputs, report["pytorch_test_acc"], precision))
+    check_onnx(variant)
+    vbytes = variant.SerializeToString()
+    vpar = run_parity(vbytes, inputs.x.numpy(), ref, inputs.labels, batch_sizes=VARIANT_BATCH_SIZES)
+    vgate = variant_gate(precision, vpar, report["pytorch_acc_on_parity_images"], **limits)
+    entry.update({"size_bytes": len(vbytes), "fp32_size_bytes": fp32["size_bytes"],
+                  "size_ratio": len(vbytes) / fp32["size_bytes"], "parity": vpar, "gate": vgate,
+                  "fp32_onnx_accuracy": fp32["parity"]["accuracy"]})
+    if vgate["pass"]:
+        return inputs.out_dir / VARIANT_FILES[precision], variant
+    report["failed"].append(precision)
+    return inputs.out_dir / rejected_name(precision), variant
+
+
+def convert(precision: str, proto, inputs: Inputs, calib_images: int, entry: dict):
+    """Return the fp16 or int8 variant of ``proto`` (int8 calibrated on ``calib_images`` training images);
+    records how it was made in ``entry``."""
+    if precision == "fp16":
+        entry["conversion"] = "onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)"
+        return to_fp16(proto)
+    train = inputs.data.train_images
+    _, calib_u8 = calibration_images(train, min(len(train), int(calib_images)), CALIB_SEED)
+    variant, quant = to_int8(proto, normalize(calib_u8, inputs.run.mean, inputs.run.std).numpy())
+    entry["quantization"] = {**quant, "calibration_split": "train", "calibration_seed": CALIB_SEED,
+                             "calibration_method": CALIB_METHOD}
+    return variant
+
+
+def write_files(report: dict, files: dict, out_dir: Path) -> None:
+    """Write every model file, fill in their paths and sizes, and remove files of an earlier export this one
+    did not produce (they would contradict export.json)."""
+    for precision, (path, proto) in files.items():
+        with atomic_path(path) as tmp:
+            onnx.save_model(proto, str(tmp), save_as_external_data=False)
         report["precisions"][precision]["file"] = str(path)
-        report["precisions"][precision]["size_bytes"] = size
+        report["precisions"][precision]["size_bytes"] = path.stat().st_size
         report["files" if path.name == VARIANT_FILES[precision] else "rejected_files"][precision] = str(path)
-    # Files of an earlier export that this one did not produce would contradict export.json: remove them.
     produced = {path.name for path, _ in files.values()}
     report["removed_stale_files"] = []
     for precision in VARIANT_FILES:
@@ -230,51 +237,48 @@ def export_checkpoint(checkpoint, experiment: str | None = None, out_dir=None, p
             if name not in produced and (out_dir / name).is_file():
                 (out_dir / name).unlink()
                 report["removed_stale_files"].append(name)
-    report["total_time_s"] = time.perf_counter() - t0
-    write_json(out_dir / EXPORT_JSON, report)
     if report["failed"]:
-        reasons = [r for p in report["failed"] for r in report["precisions"][p]["gate"]["reasons"]]
-        raise ConvkitError(f"{exp.name}: export gate failed: {'; '.join(reasons)} (report in {out_dir / EXPORT_JSON})",
-                           EXIT_GATE_FAILED)
-    return report
+        report["gate"] = "fail"
+    report["summary"] = summary_fields(report)
+    report["summary_columns"] = [list(c) for c in SUMMARY_COLUMNS]
 
 
-def export_run(run_dir, precisions=(), atol: float = 1e-4, min_agreement: float = 0.999, n_images: int = 1000,
-               calib_images: int = 512, data_dir=None, gates: dict | None = None) -> dict:
-    """Export the run directory ``run_dir`` (its checkpoint.pt) next to the checkpoint; returns the export.json dict.
+def summary_fields(report: dict) -> dict:
+    """Return the flat summary fields (onnx path, fp32 parity, variant accuracy deltas, gate) of an export report."""
+    fp32 = report["precisions"]["fp32"]
+    out = {"onnx": fp32["file"], "export_parity_max_abs": fp32["parity"]["max_abs_diff"],
+           "export_agreement": fp32["parity"]["argmax_agreement"], "export_gate": report["gate"]}
+    for precision in ("fp16", "int8"):
+        entry = report["precisions"].get(precision)
+        if entry and "parity" in entry:
+            out[f"onnx_{precision}"] = entry["file"]
+            out[f"{precision}_acc_delta"] = entry["gate"]["acc_delta"]
+            out[f"{precision}_agreement"] = entry["parity"]["argmax_agreement"]
+    return out
 
-    See ``export_checkpoint`` for the arguments and errors (exit 2 bad input, exit 1 gate failed after writing
-    the report).
+
+def export_run(run_dir, settings: ExportSettings | None = None, **kwargs) -> dict:
+    """Export the run directory ``run_dir`` (its checkpoint) next to the checkpoint; returns the export.json dict.
+
+    ``kwargs`` are ExportSettings fields, for callers that set one or two. See ``export_checkpoint`` for errors.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConvkitError(f"run directory {run_dir} not found; pass a folder made by `convkit train`")
-    return export_checkpoint(run_dir / "checkpoint.pt", None, run_dir, precisions=precisions, atol=atol,
-                             min_agreement=min_agreement, n_images=n_images, calib_images=calib_images,
-                             data_dir=data_dir, gates=gates)
+    return export_checkpoint(run_dir / CHECKPOINT, None, run_dir, settings or ExportSettings(**kwargs))
 
 
-def find_runs(suite_dir) -> list[Path]:
-    """Return the run directories (folders holding a checkpoint.pt) directly under ``suite_dir``, sorted."""
-    suite_dir = Path(suite_dir)
-    if not suite_dir.is_dir():
-        raise ConvkitError(f"suite directory {suite_dir} not found; pass e.g. runs/seed")
-    runs = sorted(p for p in suite_dir.iterdir() if p.is_dir() and (p / "checkpoint.pt").is_file())
-    if not runs:
-        raise ConvkitError(f"no run directories with a checkpoint.pt under {suite_dir}")
-    return runs
-
-
-def export_all(suite_dir, on_result=None, **kwargs) -> dict:
+def export_all(suite_dir, on_result=None, settings: ExportSettings | None = None, **kwargs) -> dict:
     """Export every run under ``suite_dir``, continuing past failures.
 
     Returns {"results": {run_dir: export dict or {"error": message, "exit_code": code}}, "exit_code": worst code
-    (0 when all passed)}. ``on_result(run_dir, result)`` is called after each run; ``kwargs`` go to export_run.
+    (0 when all passed)}. ``on_result(run_dir, result)`` is called after each run.
     """
+    settings = settings or ExportSettings(**kwargs)
     results, worst = {}, 0
     for run in find_runs(suite_dir):
         try:
-            res = export_run(run, **kwargs)
+            res = export_run(run, settings)
         except ConvkitError as exc:
             res = {"error": exc.message, "exit_code": exc.exit_code}
             worst = max(worst, exc.exit_code)
@@ -282,7 +286,3 @@ def export_all(suite_dir, on_result=None, **kwargs) -> dict:
         if on_result:
             on_result(run, res)
     return {"results": results, "exit_code": worst}
-
-
-__all__ = ["export_checkpoint", "export_run", "export_all", "find_runs", "EXPORT_JSON", "VARIANT_FILES",
-           "DEFAULT_GATES"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -67,20 +69,69 @@ def test_train_on_sample_then_train_all_summary(tmp_path):
 
 
 def test_train_all_goes_on_past_a_failure_and_exits_1(tmp_path, monkeypatch):
-    import convkit.train.suite_run as suite_run
-    from convkit.errors import ConvkitError
+    """Any exception of one experiment (here a RuntimeError, as an out-of-memory would be) is recorded in its run
+    folder and the summary; the others run; exit 1. `summarize` rebuilds the same summary from disk alone."""
+    import convkit.pipeline as pipeline
 
-    real = suite_run.train_experiment
+    real = pipeline.train_experiment
 
     def fail_fcn(cfg, **kw):
         if cfg.experiment == "t1-fcn":
-            raise ConvkitError("synthetic failure")
+            Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
         return real(cfg, **kw)
 
-    monkeypatch.setattr(suite_run, "train_experiment", fail_fcn)
+    monkeypatch.setattr(pipeline, "train_experiment", fail_fcn)
     r = CliRunner().invoke(main, ["train-all", "--only", "t1-*", "--sample", "--epochs", "1", "--device", "cpu",
-                                  "--out", str(tmp_path), "--quiet", "--batch-size", "256"])
-    assert r.exit_code == 1
-    assert "t1-fcn FAILED: synthetic failure" in r.output
-    summary = (tmp_path / "seed-sample" / "summary.md").read_text()
-    assert "FAILED" in summary and "t1-residual-cnn" in summary and "t1-simple-cnn" in summary
+                                  "--out", str(tmp_path), "--quiet", "--batch-size", "256", "--no-evaluate"])
+    assert r.exit_code == 1, r.output
+    assert "t1-fcn FAILED in train: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB" in r.output
+    suite = tmp_path / "seed-sample"
+    summary = (suite / "summary.md").read_text()
+    assert "FAILED in train: RuntimeError" in summary and "t1-residual-cnn" in summary and "t1-simple-cnn" in summary
+    failure = json.loads((suite / "t1-fcn" / "failure.json").read_text())
+    assert failure["schema"] == "convkit.failure/1" and failure["stage"] == "train"
+
+    (suite / "summary.md").unlink()
+    r = CliRunner().invoke(main, ["summarize", str(suite)])
+    assert r.exit_code == 0, r.output
+    rebuilt = (suite / "summary.md").read_text()
+    assert rebuilt.splitlines()[2:] == summary.splitlines()[3:]  # the same, less train-all's wall-time line
+    assert json.loads((suite / "summary.json").read_text())["failed"] == ["t1-fcn"]
+
+
+def test_unknown_schema_version_is_one_line_exit_2(tmp_path):
+    run = tmp_path / "seed" / "t1-fcn"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"schema": "convkit.metrics/7", "test_acc": 0.5}))
+    r = CliRunner().invoke(main, ["summarize", str(tmp_path / "seed")])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "convkit.metrics/7" in lines[0] and "convkit.metrics/1" in lines[0]
+
+
+def test_unexpected_exception_is_one_line_and_a_log(tmp_path, monkeypatch):
+    """A bug never shows a bare traceback: one line naming the log file that holds it, exit 70."""
+    import convkit.summary as summary
+
+    def boom(*a, **k):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(summary, "write_summary", boom)
+    monkeypatch.setenv("CONVKIT_CACHE", str(tmp_path / "cache"))
+    r = CliRunner().invoke(main, ["summarize", str(tmp_path)])
+    assert r.exit_code == 70 and "Traceback" not in r.output
+    line = r.output.strip()
+    assert "\n" not in line and "ZeroDivisionError: division by zero" in line and "this is a bug" in line
+    log = Path(line.rsplit("the log at ", 1)[1])
+    assert log.is_file() and "Traceback" in log.read_text() and "boom" in log.read_text()
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from convkit.cli import main; sys.argv=['convkit','--help']\ntry:\n main()\nexcept SystemExit: pass\n" \
+           "print('torch' in sys.modules, 'onnxruntime' in sys.modules)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "False False"
+    for name in ("train", "train-all", "export", "evaluate", "summarize", "list"):
+        assert name in p.stdout

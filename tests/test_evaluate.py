@@ -10,41 +10,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from convkit.evaluate.cli import evaluate_cmd
+from convkit.cli import main
+from convkit.evaluate.options import DataOptions, EvalOptions, ProviderOptions, TimingOptions, quick_options
+from convkit.export import export_run
 
 FAST = ["--warmup", "1", "--runs", "3", "--min-seconds", "0", "--batch-sizes", "1,16", "--threads", "2"]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def export_run(run_dir: Path, path: Path | None = None) -> Path:
-    """Export ``run_dir``'s checkpoint to ONNX as the export stage will (dynamic batch, convkit metadata)."""
-    import onnx
-    import torch
-
-    from convkit.models import create_model
-    from convkit.artifacts import load_checkpoint
-
-    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
-    model = create_model(ckpt["config"]["model"])
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    cfg = model.default_cfg
-    path = path or run_dir / "model.onnx"
-    torch.onnx.export(model, (torch.zeros(2, *cfg.input_shape),), str(path), dynamo=True, input_names=["input"],
-                      output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
-                      external_data=False, verbose=False)
-    proto = onnx.load(str(path))
-    meta = {"convkit_version": "test", "experiment": ckpt["config"]["experiment"], "model": cfg.name,
-            "dataset": cfg.dataset, "class_names": json.dumps(list(cfg.classes)), "mean": json.dumps(list(cfg.mean)),
-            "std": json.dumps(list(cfg.std)), "input_layout": "NCHW", "input_range": "1", "precision": "fp32"}
-    del proto.metadata_props[:]
-    for k, v in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    onnx.save(proto, str(path))
-    return path
 
 
 def _save(graph_nodes, inputs, outputs, initializers, path: Path) -> Path:
@@ -95,13 +68,13 @@ def _linear_model(path: Path, in_shape, out_shape, classes: int = 10, input_name
 
 
 def _invoke(args: list[str]):
-    result = CliRunner().invoke(evaluate_cmd, [str(a) for a in args], catch_exceptions=False)
+    result = CliRunner().invoke(main, ["evaluate", *[str(a) for a in args]], catch_exceptions=False)
     return result, result.output + (result.stderr if result.stderr_bytes is not None else "")
 
 
 @pytest.fixture(scope="module")
 def exported(sample_runs, tmp_path_factory) -> dict[str, Path]:
-    """Copies of the sample runs (checkpoint + config) with model.onnx exported: {experiment: run_dir}."""
+    """Copies of the sample runs exported by the export stage itself: {experiment: run_dir}."""
     root = tmp_path_factory.mktemp("eval_runs")
     out = {}
     for name, run_dir in sample_runs.items():
@@ -109,7 +82,7 @@ def exported(sample_runs, tmp_path_factory) -> dict[str, Path]:
         dst.mkdir()
         for f in ("checkpoint.pt", "config.json", "metrics.json"):
             shutil.copy2(run_dir / f, dst / f)
-        export_run(dst)
+        export_run(dst, n_images=200)
         out[name] = dst
     return out
 
@@ -126,10 +99,11 @@ def mnist_sample():
 
 @pytest.mark.parametrize("name", ["t1-fcn", "t5-custom-conv"])
 def test_exported_run_matches_pytorch(exported, name):
-    from convkit.evaluate.run import EvalOptions, evaluate_model
+    from convkit.evaluate.run import evaluate_model
 
     run_dir = exported[name]
-    opts = EvalOptions(provider="cpu", warmup=1, runs=3, min_seconds=0.0, batch_sizes=(1, 32), threads=2)
+    opts = EvalOptions(providers=ProviderOptions(provider="cpu", threads=2),
+                       timing=TimingOptions(warmup=1, runs=3, min_seconds=0.0, batch_sizes=(1, 32)))
     res = evaluate_model(run_dir, opts)
     acc = res["accuracy"][0]
     n = res["dataset"]["n"]
@@ -139,7 +113,9 @@ def test_exported_run_matches_pytorch(exported, name):
     assert acc["accuracy"] == pytest.approx(res["pytorch"]["accuracy"])
     assert acc["vs_pytorch"]["disagreements"] == 0 and acc["vs_pytorch"]["disagreement_indices"] == []
     assert abs(acc["vs_pytorch"]["delta"]["loss"]) < 1e-4
-    assert res["gate"]["passed"]
+    assert res["gate"]["passed"] is True
+    # the metadata contract between export and evaluate: what export wrote is what evaluate used
+    assert res["model"]["sources"]["mean"] == "metadata" and res["model"]["metadata"]["experiment"] == name
     # the checkpoint's own test accuracy (metrics.json, same sample split) is what PyTorch gives here
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert res["pytorch"]["accuracy"] == pytest.approx(metrics["test_acc"], abs=2.5 / n)
@@ -167,51 +143,43 @@ def test_exported_run_matches_pytorch(exported, name):
         assert (run_dir / f).is_file(), f
     doc = json.loads((run_dir / "eval.json").read_text())
     assert doc["summary"] == res["summary"] and "hardware" in doc and "method" in doc
+    assert doc["schema"] == "convkit.eval/1"
     md = (run_dir / "eval.md").read_text()
     assert "## Latency" in md and "perf_counter" in md
     csv_lines = (run_dir / "confusion.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 2 * 10
 
 
-def test_int8_variant_and_stage(exported, tmp_path):
-    """A run with model.int8.onnx evaluates both variants; the train-all stage returns the summary fields."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    from convkit.data.load import load_dataset
-    from convkit.evaluate.model_io import inspect_model
-    from convkit.evaluate.stage import SUMMARY_KEYS, evaluate_stage
+def test_int8_variant_and_pipeline_options(exported):
+    """A run with model.int8.onnx (made by the export stage) evaluates both variants; a wrong preprocessing fails
+    the gate on top-1 agreement; train-all's quick options fill the summary columns."""
+    from convkit.evaluate.run import SUMMARY_COLUMNS, evaluate_model
 
     run_dir = exported["t5-custom-conv"]
-    spec = inspect_model(run_dir / "model.onnx")
-    imgs = load_dataset("cifar10", sample=True).train_images[:64].numpy()
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{"input": spec.prepare(imgs[i:i + 16])} for i in range(0, 64, 16)])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(run_dir / "model.onnx"), str(run_dir / "model.int8.onnx"), Reader(),
-                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8)
+    export_run(run_dir, precisions=("int8",), n_images=200, max_acc_drop={"fp32": 0.1, "fp16": 0.3, "int8": 100.0})
     res, out = _invoke([run_dir, "--provider", "cpu", "--no-latency", "--max-accuracy-drop", "fp32=0.1,int8=100"])
     assert res.exit_code == 0, out
     doc = json.loads((run_dir / "eval.json").read_text())
     assert [a["precision"] for a in doc["accuracy"]] == ["fp32", "int8"]
     assert (run_dir / "confusion.int8.png").is_file()
-    # a failing gate exits 1 (an int8 model cannot lose a negative amount of accuracy... unless it is better)
-    res, out = _invoke([run_dir, "--provider", "cpu", "--no-latency", "--precision", "int8",
-                        "--max-accuracy-drop", "int8=0"])
-    int8 = json.loads((run_dir / "eval.json").read_text())["accuracy"][0]
-    expect = 1 if int8["gate"]["drop_points"] > 1e-9 else 0
-    assert res.exit_code == expect, out
+    assert "warmup" not in doc["method"] and "not measured" in doc["method"]["latency"]
+    # fp32 only now: the int8 figures of the evaluation before must not stay beside an eval.md without them
+    res, out = _invoke([run_dir, "--provider", "cpu", "--no-latency", "--precision", "fp32"])
+    assert res.exit_code == 0, out
+    assert not (run_dir / "confusion.int8.png").exists() and not (run_dir / "confusion.int8.csv").exists()
+    # a preprocessing other than training's changes most predictions: the gate fails (exit 1), whatever accuracy says
+    res, out = _invoke([run_dir, "--provider", "cpu", "--no-latency", "--precision", "fp32",
+                        "--mean", "0.9,0.9,0.9", "--std", "0.05,0.05,0.05"])
+    assert res.exit_code == 1, out
+    gate = json.loads((run_dir / "eval.json").read_text())["gate"]
+    assert gate["passed"] is False and any("another class than PyTorch" in f for f in gate["failures"])
     (run_dir / "model.int8.onnx").unlink()
 
-    fields = evaluate_stage(quick=True)(None, run_dir, {})
-    assert {"ort_test_acc", "ort_acc_delta", "ort_cpu_b1_p50_ms", "ort_max_batch_ips"} <= set(fields)
-    assert set(fields) - {"eval_json"} <= set(SUMMARY_KEYS)
-    assert fields["ort_cpu_b1_p50_ms"] > 0
+    res = evaluate_model(run_dir, quick_options())
+    keys = {key for _, key, _ in SUMMARY_COLUMNS}
+    assert {"ort_test_acc", "ort_acc_delta", "ort_cpu_b1_p50_ms", "ort_max_batch_ips"} <= set(res["summary"]) <= keys
+    assert res["summary"]["ort_cpu_b1_p50_ms"] > 0
+    assert json.loads((run_dir / "eval.json").read_text())["summary_columns"] == [list(c) for c in SUMMARY_COLUMNS]
 
 
 def test_real_mnist_test_split(exported, shared_data):
@@ -253,6 +221,7 @@ def test_foreign_nhwc_fixed_batch_softmax(tmp_path, mnist_sample):
     assert np.asarray(acc["confusion"]).sum() == len(te_y)
     assert doc["model"]["layout"] == "NHWC" and doc["model"]["fixed_batch"] == 3
     assert doc["model"]["input"] == "image:0" and doc["pytorch"] is None
+    assert doc["gate"]["passed"] is None and "no reference" in doc["gate"]["note"]  # nothing was compared
     assert {r["batch"] for r in doc["latency"]} == {3} and all(r["p50_ms"] > 0 for r in doc["latency"])
     for f in ("eval.md", "latency.png", "confusion.png", "confusion.csv"):
         assert (out_dir / f).is_file()

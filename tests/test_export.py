@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from convkit.errors import ConvkitError
-from convkit.export import export_all, export_checkpoint, export_run, export_stage
+from convkit.export import export_all, export_checkpoint, export_run
 from convkit.onnx_meta import METADATA_KEYS, read_metadata
 from convkit.export.onnx_export import MAX_BATCH, OPSET, export_onnx
 from convkit.models import create_model
@@ -112,8 +112,8 @@ def test_reference_evaluator_matches_pytorch(tmp_path):
 @pytest.fixture(scope="module")
 def variant_reports(sample_runs):
     """fp16 + int8 exports of the two trained sample runs (int8 accuracy gate loosened: 1-epoch models are near chance)."""
-    gates = {"int8": {"max_acc_drop": 1.0}}
-    return {name: export_run(run, precisions=("fp16", "int8"), gates=gates) for name, run in sample_runs.items()}
+    drop = {"fp32": 0.1, "fp16": 0.3, "int8": 100.0}
+    return {name: export_run(run, precisions=("fp16", "int8"), max_acc_drop=drop) for name, run in sample_runs.items()}
 
 
 @pytest.mark.parametrize("experiment", ["t1-fcn", "t5-custom-conv"])
@@ -153,8 +153,9 @@ def test_fp16_and_int8_variants(sample_runs, variant_reports, experiment):
 def test_variant_gate_failure_keeps_rejected_file(tmp_path):
     run_dir = make_fake_run(tmp_path, "t1-fcn")
     with pytest.raises(ConvkitError) as info:
+        # an int8 file can never gain 100 points over PyTorch: the gate must fail
         export_run(run_dir, precisions=("int8",), n_images=N_IMAGES, calib_images=64,
-                   gates={"int8": {"min_agreement": 1.01}})
+                   max_acc_drop={"fp32": 0.1, "fp16": 0.3, "int8": -100.0})
     assert info.value.exit_code == 1 and "int8" in info.value.message
     assert (run_dir / "model.onnx").is_file()  # fp32 passed
     assert (run_dir / "model.int8.rejected.onnx").is_file() and not (run_dir / "model.int8.onnx").exists()
@@ -242,7 +243,7 @@ def test_unsupported_operator_names_operator_and_module():
 def test_cli_export_and_continue_past_failure(tmp_path):
     from click.testing import CliRunner
 
-    from convkit.export.cli import export_cmd
+    from convkit.cli import main
 
     suite = tmp_path / "seed"
     good = make_fake_run(suite, "t1-fcn")
@@ -250,25 +251,27 @@ def test_cli_export_and_continue_past_failure(tmp_path):
     (bad / "checkpoint.pt").write_bytes(b"garbage")
     runner = CliRunner()
 
-    res = runner.invoke(export_cmd, [str(good), "--n-images", "16"])
+    res = runner.invoke(main, ["export", str(good), "--n-images", "16"])
     assert res.exit_code == 0, res.output
     assert "t1-fcn: fp32 max|Δ|" in res.output and (good / "model.onnx").is_file()
 
-    res = runner.invoke(export_cmd, ["--all", str(suite), "--n-images", "16"])
+    res = runner.invoke(main, ["export", "--all", str(suite), "--n-images", "16"])
     assert res.exit_code == 2
     assert "t1-fcn: fp32" in res.output and "corrupt" in res.output  # reported both, kept going
 
-    res = runner.invoke(export_cmd, [])
+    res = runner.invoke(main, ["export", ])
     assert res.exit_code == 2 and "nothing to export" in res.output
 
-    res = runner.invoke(export_cmd, ["--checkpoint", str(good / "checkpoint.pt"), "--experiment", "t1-simple-cnn"])
+    res = runner.invoke(main, ["export", "--checkpoint", str(good / "checkpoint.pt"), "--experiment", "t1-simple-cnn"])
     assert res.exit_code == 2 and "does not match this architecture" in res.output
 
 
-def test_export_stage_and_export_all(tmp_path):
+def test_export_summary_fields_and_export_all(tmp_path):
     run_dir = make_fake_run(tmp_path / "seed", "t1-fcn")
-    stage = export_stage(n_images=16)
-    fields = stage(None, run_dir, {})
+    export_run(run_dir, n_images=16)
+    doc = json.loads((run_dir / "export.json").read_text())
+    assert doc["schema"] == "convkit.export/1"
+    fields = doc["summary"]
     assert fields["export_gate"] == "pass" and Path(fields["onnx"]) == run_dir / "model.onnx"
     assert fields["export_parity_max_abs"] <= 1e-4
     result = export_all(tmp_path / "seed", n_images=16)

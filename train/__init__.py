@@ -1,7 +1,17 @@
-"""Training stage: ``train_experiment`` trains one experiment, ``train_all`` a whole suite."""
+"""Training stage: ``train_experiment`` trains one experiment into its run folder (see convkit.artifacts).
 
-from convkit.train.config import TrainConfig, resolve_config
-from convkit.train.run import train_experiment
-from convkit.train.suite_run import train_all
+Modules: ``config`` (experiment + recipe + overrides), ``optim`` (optimizer and schedule), ``loop`` (one epoch,
+one evaluation pass), ``run`` (set up → epochs → metrics), ``cli`` (the ``convkit train`` command).
+"""
 
-__all__ = ["TrainConfig", "resolve_config", "train_experiment", "train_all"]
+import importlib
+
+# Loaded on first use, so that importing the package (as `convkit --help` does for its cli module) stays cheap.
+_EXPORTS = {"TrainConfig": "config", "resolve_config": "config", "train_experiment": "run", "SUMMARY_COLUMNS": "run"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(name)

@@ -6,6 +6,7 @@ import copy
 import math
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from convkit.errors import ConvkitError, TrainingDiverged
 from convkit.models import create_model
 from convkit.train.config import TrainConfig
 from convkit.train.loop import GradNormTracker, autocast, evaluate, synchronize, train_epoch
+from convkit.train.optim import build_optimizer
 
 # Keys of the config that must agree for --resume to continue a run instead of starting over.
 _RESUME_KEYS = ("experiment", "model", "dataset", "recipe", "epochs", "seed", "sample", "device", "amp")
@@ -31,30 +33,6 @@ _RESUME_KEYS = ("experiment", "model", "dataset", "recipe", "epochs", "seed", "s
 def count_parameters(model: nn.Module) -> int:
     """Return the number of trainable parameters (the study's count)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
-    """Return (optimizer, scheduler or None) for the config's recipe."""
-    r = cfg.recipe
-    params = model.parameters()
-    if r.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=r.lr, weight_decay=r.weight_decay)
-    elif r.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay)
-    elif r.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov, weight_decay=r.weight_decay)
-    else:
-        raise ConvkitError(f"recipe {r.name!r} names unknown optimizer {r.optimizer!r}; use adam, adamw or sgd")
-    if r.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=r.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=r.warmup_frac,
-            anneal_strategy="cos", cycle_momentum=r.optimizer == "sgd", div_factor=25.0, final_div_factor=1e3,
-        )
-    elif r.schedule == "constant":
-        sched = None
-    else:
-        raise ConvkitError(f"recipe {r.name!r} names unknown schedule {r.schedule!r}; use constant or onecycle")
-    return opt, sched
 
 
 def warm_up(model: nn.Module, compiled, train_loader: DeviceLoader, test_loader: DeviceLoader, cfg: TrainConfig,
@@ -104,20 +82,66 @@ def _resume_state(run_dir: Path, cfg: TrainConfig, model, optimizer, scheduler) 
     return int(ckpt["epoch"]), list(ckpt["history"]), list(ckpt["grad_norms"])
 
 
+# The columns training adds to the suite summary: (title, key of metrics.json's "summary", format).
+SUMMARY_COLUMNS = (
+    ("params", "parameters", ","),
+    ("test loss", "test_loss", ".4f"),
+    ("train loss", "train_loss", ".4f"),
+    ("test acc", "test_acc", ".4f"),
+    ("train acc", "train_acc", ".4f"),
+    ("time s", "train_time_s", ".1f"),
+    ("compile s", "compile_time_s", ".1f"),
+)
+
+
+@dataclass
+class RunState:
+    """A run set up and ready for its epochs: model, loaders, optimizer, and what earlier epochs left."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    model: nn.Module
+    data: object  # LoadedDataset
+    train_loader: DeviceLoader
+    test_loader: DeviceLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    env: dict
+    start_epoch: int = 0
+    history: list = field(default_factory=list)
+    grad_rows: list = field(default_factory=list)
+
+
 def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
     """Train ``cfg``'s experiment; returns the final metrics dict (also written to ``metrics.json``).
 
-    Artifacts, each written atomically: config.json, history.csv, grad_norms.csv, metrics.json and
-    checkpoint.pt (rewritten after every epoch, so an interrupted run resumes from its last epoch).
+    Artifacts, each written atomically (names in convkit.artifacts): config.json, history.csv, grad_norms.csv,
+    metrics.json and checkpoint.pt (rewritten after every epoch, so an interrupted run resumes from its last
+    epoch).
+    """
+    quiet = quiet or not sys.stdout.isatty()  # progress bar and per-epoch lines only on a terminal
+    state = set_up(cfg, resume)
+    # Two variables on purpose: `model` (eager) is what is saved and exported, `compiled` is what runs.
+    compiled = compile_model(state.model) if cfg.compile else state.model
+    compile_s = warm_up(state.model, compiled, state.train_loader, state.test_loader, cfg, state.device)
+    run_epochs(state, compiled, quiet)
+    metrics = final_metrics(state, compile_s)
+    write_artifact(state.run_dir / METRICS, "metrics", metrics)
+    return metrics
+
+
+def set_up(cfg: TrainConfig, resume: bool) -> RunState:
+    """Return the RunState: data on the device, model, optimizer; with ``resume``, the checkpoint's state loaded.
+
+    Writes config.json, but only after a resume was accepted (a refused resume leaves the old run as it was).
     """
     run_dir = ensure_writable_dir(Path(cfg.run_dir))
-    quiet = quiet or not sys.stdout.isatty()  # progress bar and per-epoch lines only on a terminal
     device = torch.device(cfg.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-
     data = load_dataset(cfg.dataset, cfg.data_dir, sample=cfg.sample)
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model).to(device)
@@ -134,77 +158,84 @@ def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False
     test_loader = DeviceLoader(data.test_images, data.test_labels, cfg.recipe.batch_size, mcfg.mean, mcfg.std,
                                device, train=False, channels_last=cfg.channels_last)
     optimizer, scheduler = build_optimizer(model, cfg, len(train_loader))
-
-    env = environment(device)
-    config_doc = {"config": cfg.to_dict(), "model_config": mcfg.to_dict(), "parameters": count_parameters(model),
-                  "data_source": data.source, "data_checksum": data.checksum, "environment": env}
-    start_epoch, history, grad_rows = 0, [], []
+    state = RunState(cfg, run_dir, device, model, data, train_loader, test_loader, optimizer, scheduler,
+                     environment(device))
     if resume and (run_dir / CHECKPOINT).is_file():
-        # Before anything is written: a refused resume must leave the old run as it was.
-        start_epoch, history, grad_rows = _resume_state(run_dir, cfg, model, optimizer, scheduler)
-    write_artifact(run_dir / CONFIG, "config", config_doc)
+        state.start_epoch, state.history, state.grad_rows = _resume_state(run_dir, cfg, model, optimizer, scheduler)
+    write_artifact(run_dir / CONFIG, "config", {
+        "config": cfg.to_dict(), "model_config": mcfg.to_dict(), "parameters": count_parameters(model),
+        "data_source": data.source, "data_checksum": data.checksum, "environment": state.env})
+    return state
 
-    # Two variables on purpose: `model` (eager) is what is saved and exported, `compiled` is what runs.
-    compiled = compile_model(model) if cfg.compile else model
-    compile_s = warm_up(model, compiled, train_loader, test_loader, cfg, device)
+
+def run_epochs(state: RunState, compiled, quiet: bool) -> None:
+    """Train the remaining epochs; after each, append history, save the checkpoint and the CSVs.
+
+    Raises TrainingDiverged (exit 3) when a loss becomes non-finite; the last good checkpoint stays.
+    """
+    cfg, model, device = state.cfg, state.model, state.device
     tracker = GradNormTracker(model)
-
-    bar = tqdm(total=(cfg.epochs - start_epoch) * len(train_loader), desc=cfg.experiment, unit="step",
+    bar = tqdm(total=(cfg.epochs - state.start_epoch) * len(state.train_loader), desc=cfg.experiment, unit="step",
                disable=quiet, leave=False, dynamic_ncols=True)
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(state.start_epoch, cfg.epochs):
         # Every epoch's randomness (shuffle, augmentation, dropout) derives from (seed, epoch) alone, which is
         # what makes a resumed run identical to an uninterrupted one.
         epoch_seed = cfg.seed * 100_003 + epoch
         torch.manual_seed(epoch_seed)
         model.train()
-        tr = train_epoch(compiled, train_loader, optimizer, scheduler, make_generator(device, epoch_seed), cfg.amp,
-                         cfg.recipe.label_smoothing, tracker, on_step=lambda: bar.update(1))
+        tr = train_epoch(compiled, state.train_loader, state.optimizer, state.scheduler,
+                         make_generator(device, epoch_seed), cfg.amp, cfg.recipe.label_smoothing, tracker,
+                         on_step=lambda: bar.update(1))
         model.eval()
-        te = evaluate(compiled, test_loader, cfg.amp)
+        te = evaluate(compiled, state.test_loader, cfg.amp)
         if not (math.isfinite(tr.loss) and math.isfinite(te.loss)):
             bar.close()
             kept = f"epoch {epoch}" if epoch else "none: no epoch completed"
             raise TrainingDiverged(
                 f"{cfg.experiment}: loss became non-finite in epoch {epoch + 1}; last good checkpoint ({kept}) kept "
-                f"in {run_dir}; lower --lr or use --recipe seed"
+                f"in {state.run_dir}; lower --lr or use --recipe seed"
             )
         row = {
             "epoch": epoch + 1,
             "train_loss": tr.loss, "train_acc": tr.acc, "test_loss": te.loss, "test_acc": te.acc,
             "epoch_time_s": tr.seconds + te.seconds, "train_time_s": tr.seconds, "eval_time_s": te.seconds,
-            "samples_per_s": tr.samples / tr.seconds, "lr": optimizer.param_groups[0]["lr"],
+            "samples_per_s": tr.samples / tr.seconds, "lr": state.optimizer.param_groups[0]["lr"],
         }
-        history.append(row)
-        grad_rows += [{"epoch": epoch + 1, "parameter": k, "grad_norm": v} for k, v in tracker.epoch_means().items()]
-        save_checkpoint(run_dir, model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch + 1,
-                        config=cfg.to_dict(), history=history, grad_norms=grad_rows, environment=env,
-                        data_checksum=data.checksum)
-        write_csv(run_dir / HISTORY, history)
-        write_csv(run_dir / GRAD_NORMS, grad_rows)
+        state.history.append(row)
+        state.grad_rows += [{"epoch": epoch + 1, "parameter": k, "grad_norm": v}
+                            for k, v in tracker.epoch_means().items()]
+        save_checkpoint(state.run_dir, model=model, optimizer=state.optimizer, scheduler=state.scheduler,
+                        epoch=epoch + 1, config=cfg.to_dict(), history=state.history, grad_norms=state.grad_rows,
+                        environment=state.env, data_checksum=state.data.checksum)
+        write_csv(state.run_dir / HISTORY, state.history)
+        write_csv(state.run_dir / GRAD_NORMS, state.grad_rows)
         if not quiet:
-            line = (f"{cfg.experiment} epoch {epoch + 1}/{cfg.epochs}  train loss {tr.loss:.4f} acc {tr.acc:.4f}  "
-                    f"test loss {te.loss:.4f} acc {te.acc:.4f}  {row['epoch_time_s']:.1f}s  "
-                    f"{row['samples_per_s']:.0f} samples/s")
-            tqdm.write(line)
+            tqdm.write(f"{cfg.experiment} epoch {epoch + 1}/{cfg.epochs}  train loss {tr.loss:.4f} acc {tr.acc:.4f}  "
+                       f"test loss {te.loss:.4f} acc {te.acc:.4f}  {row['epoch_time_s']:.1f}s  "
+                       f"{row['samples_per_s']:.0f} samples/s")
     bar.close()
 
-    last = history[-1]
+
+def final_metrics(state: RunState, compile_s: float) -> dict:
+    """Return metrics.json's content: the last epoch's figures, timings, data identity, config, environment."""
+    cfg, history, last = state.cfg, state.history, state.history[-1]
     metrics = {
         "experiment": cfg.experiment,
         "model": cfg.model,
         "dataset": cfg.dataset,
-        "parameters": count_parameters(model),
+        "parameters": count_parameters(state.model),
         "epochs": len(history),
         **{k: last[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
         "train_time_s": sum(r["epoch_time_s"] for r in history),
         "compile_time_s": compile_s,
         "timing": "wall clock of train + per-epoch test passes, device synchronized before each reading; "
                   "compile time measured separately in a warm-up step before the clock starts",
-        "resumed_from_epoch": start_epoch or None,
-        "data_source": data.source,
-        "data_checksum": data.checksum,
+        "resumed_from_epoch": state.start_epoch or None,
+        "data_source": state.data.source,
+        "data_checksum": state.data.checksum,
         "config": cfg.to_dict(),
-        "environment": env,
+        "environment": state.env,
     }
-    write_artifact(run_dir / METRICS, "metrics", metrics)
+    metrics["summary"] = {key: metrics[key] for _, key, _ in SUMMARY_COLUMNS}
+    metrics["summary_columns"] = [list(c) for c in SUMMARY_COLUMNS]
     return metrics

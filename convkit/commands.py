@@ -1,0 +1,75 @@
+"""The commands that span stages: ``list``, ``train-all`` (the pipeline) and ``summarize``.
+
+Module-level imports stay light (click, and the stage cli modules that import click alone).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from convkit import gates
+from convkit.train.cli import config_kwargs, training_options
+
+
+@click.command("list")
+@click.option("--suite", default=None, help="Only this suite (seed, kernel-eq).")
+def list_cmd(suite):
+    """Print every experiment: table, row, name, model, dataset, parameters."""
+    from convkit.models import create_model
+    from convkit.suite import SUITES, select_experiments
+
+    suites = [suite] if suite else list(SUITES)
+    click.echo(f"{'suite':<10} {'table':>5} {'row':>3}  {'experiment':<26} {'model':<26} {'dataset':<8} {'params':>12}")
+    for name in suites:
+        for exp in select_experiments(name):
+            model = create_model(exp.model)
+            params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            click.echo(f"{exp.suite:<10} {exp.table:>5} {exp.row:>3}  {exp.name:<26} {exp.model:<26} "
+                       f"{exp.dataset:<8} {params:>12,}")
+
+
+@click.command("train-all")
+@click.option("--suite", default="seed", show_default=True, help="Suite to run (seed, kernel-eq).")
+@click.option("--only", multiple=True, help="Glob over experiment names; repeatable (e.g. --only 't3-*').")
+@click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp16", "int8"]),
+              help="Also export (and evaluate) these ONNX variants; fp32 is always exported.")
+@click.option("--no-export", is_flag=True, help="Train only: skip ONNX export and evaluation.")
+@click.option("--no-evaluate", is_flag=True, help="Skip the ONNX Runtime evaluation after export.")
+@click.option("--max-accuracy-drop", default=None,
+              help="Gate of export and evaluation, in percentage points below PyTorch, per precision: "
+                   f"0.1 (fp32) or fp32=0.1,fp16=0.3,int8=1 (defaults: {gates.describe()}).")
+@training_options
+def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_drop, recipe, epochs, batch_size, lr,
+                  device, compile_, seed, sample, data_dir, out, resume, quiet):
+    """Train, export and evaluate every experiment of a suite, then write runs/<suite>/summary.md.
+
+    Goes on past a failing experiment (recorded in its run folder) and exits 1 at the end if any failed.
+    """
+    from convkit.pipeline import SuitePlan, train_all
+
+    drop = gates.parse_points(max_accuracy_drop, "--max-accuracy-drop", gates.MAX_ACC_DROP)
+    plan = SuitePlan(suite=suite, only=list(only) or None, export=not no_export, evaluate=not no_evaluate,
+                     precisions=tuple(precisions), export_kwargs={"max_acc_drop": drop}, max_accuracy_drop=drop,
+                     resume=resume, quiet=quiet,
+                     train_kwargs=config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample,
+                                                data_dir, out))
+    result = train_all(plan, echo=click.echo)
+    click.echo(f"summary: {result['summary']}")
+    if result["failed"]:
+        click.echo(f"error: {len(result['failed'])} experiment(s) failed: {', '.join(result['failed'])}", err=True)
+        sys.exit(1)
+
+
+@click.command("summarize")
+@click.argument("suite_dir", type=click.Path(file_okay=False))
+def summarize_cmd(suite_dir):
+    """Rebuild SUITE_DIR/summary.md and summary.json from its run folders alone.
+
+    A suite trained in pieces (other machines, --only runs, resumed runs) gets one summary.
+    """
+    from convkit.summary import write_summary
+
+    result = write_summary(suite_dir)
+    click.echo(f"summary: {result['summary']} ({len(result['results'])} runs, {len(result['failed'])} failed)")

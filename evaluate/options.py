@@ -1,0 +1,79 @@
+"""Every knob of an evaluation, grouped by what it controls: data, providers, timing and gates.
+
+The CLI fills ``EvalOptions`` from its flags; ``quick_options`` is what train-all's pipeline uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from convkit import gates
+
+CPU_BATCHES = (1, 8, 64, 256)
+GPU_BATCHES = (1, 8, 64, 256, 1024)
+
+
+@dataclass
+class DataOptions:
+    """Which test data, and how the model's input is prepared (None = the model's metadata / as trained)."""
+
+    dataset: str | None = None
+    data_dir: str | None = None
+    sample: bool | None = None  # None = as the run was trained (run dirs), else False
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    layout: str | None = None
+    input_range: str | None = None
+    eval_batch: int = 256
+
+
+@dataclass
+class ProviderOptions:
+    """Which ONNX Runtime providers, and how their sessions are configured."""
+
+    provider: str | None = None  # None = every provider that really works; or cpu|cuda|tensorrt|all
+    device_id: int = 0
+    threads: int | None = None  # CPU intra-op threads (ORT and PyTorch); None = physical cores
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"
+
+
+@dataclass
+class TimingOptions:
+    """What latency to measure and how long: batch sizes, warm-up, repetitions, extra backends."""
+
+    latency: bool = True
+    warmup: int = 10
+    runs: int = 50
+    min_seconds: float = 1.0
+    batch_sizes: tuple[int, ...] | None = None  # overrides both lists below
+    cpu_batches: tuple[int, ...] = CPU_BATCHES
+    gpu_batches: tuple[int, ...] = GPU_BATCHES
+    cuda_graph: bool = True
+    torch_compile: bool = True
+    pytorch_latency: bool = True
+
+    def batches_for(self, provider: str) -> list[int]:
+        """Return the batch sizes to time on ``provider`` ("cpu" or a GPU provider)."""
+        return list(self.batch_sizes or (self.cpu_batches if provider == "cpu" else self.gpu_batches))
+
+
+@dataclass
+class EvalOptions:
+    """One evaluation: data, providers, timing, which precisions, the accuracy gate, where outputs go."""
+
+    data: DataOptions = field(default_factory=DataOptions)
+    providers: ProviderOptions = field(default_factory=ProviderOptions)
+    timing: TimingOptions = field(default_factory=TimingOptions)
+    precisions: tuple[str, ...] | None = None  # None = every variant found
+    max_accuracy_drop: dict = field(default_factory=lambda: dict(gates.MAX_ACC_DROP))  # points per precision
+    out: str | None = None
+
+
+def quick_options(precisions: tuple[str, ...] = ("fp32",)) -> EvalOptions:
+    """Return the options train-all evaluates with: the given precisions; batch 1 and the largest default batch;
+    1 warm-up and 5 timed calls, no minimum duration; no CUDA graphs and no PyTorch latency (PyTorch accuracy
+    is still computed for the gate)."""
+    timing = TimingOptions(warmup=1, runs=5, min_seconds=0.0, cpu_batches=(1, CPU_BATCHES[-1]),
+                           gpu_batches=(1, GPU_BATCHES[-1]), cuda_graph=False, torch_compile=False,
+                           pytorch_latency=False)
+    return EvalOptions(timing=timing, precisions=tuple(precisions))

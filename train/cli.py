@@ -1,0 +1,56 @@
+"""``convkit train``: train one experiment into runs/<suite>/<experiment>/; and the options train-all shares.
+
+Module-level imports stay light (click only): the training machinery is imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+
+def _default_out() -> str:
+    return os.environ.get("CONVKIT_RUNS", "runs")
+
+
+def training_options(fn):
+    """Decorate a command with the options shared by `train` and `train-all`."""
+    opts = [
+        click.option("--recipe", default="fast", show_default=True, help="Training recipe: fast (GPU default) or seed (the study's protocol)."),
+        click.option("--epochs", type=int, help="Epochs (default: the recipe's, else the study's for the experiment)."),
+        click.option("--batch-size", type=int, help="Override the recipe's batch size."),
+        click.option("--lr", type=float, help="Override the recipe's peak learning rate."),
+        click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)."),
+        click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile (default: on for CUDA, off for CPU)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed on CPU gives identical metrics."),
+        click.option("--sample", is_flag=True, help="Use the embedded sample (a few thousand real images) instead of the full data."),
+        click.option("--data-dir", type=click.Path(), envvar="CONVKIT_DATA", help="Where datasets are (default: $CONVKIT_DATA, else ~/.cache/convkit)."),
+        click.option("--out", type=click.Path(), default=_default_out, show_default="$CONVKIT_RUNS or runs", help="Root folder for runs/<suite>/<experiment>/."),
+        click.option("--resume", is_flag=True, help="Continue from the last completed epoch of an interrupted run."),
+        click.option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample, data_dir, out) -> dict:
+    """Return the keyword arguments of ``resolve_config`` from the training options."""
+    return dict(recipe=recipe, epochs=epochs, batch_size=batch_size, lr=lr, device=device, compile=compile_,
+                seed=seed, sample=sample, data_dir=data_dir, out=out)
+
+
+@click.command("train")
+@click.argument("experiment")
+@training_options
+def train_cmd(experiment, recipe, epochs, batch_size, lr, device, compile_, seed, sample, data_dir, out, resume, quiet):
+    """Train one EXPERIMENT (see `convkit list`) and write runs/<suite>/<experiment>/."""
+    from convkit.train import resolve_config, train_experiment
+
+    cfg = resolve_config(experiment, **config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample,
+                                                     data_dir, out))
+    m = train_experiment(cfg, resume=resume, quiet=quiet)
+    click.echo(f"{m['experiment']}: test acc {m['test_acc']:.4f}, test loss {m['test_loss']:.4f}, "
+               f"{m['parameters']:,} params, {m['train_time_s']:.1f}s training + {m['compile_time_s']:.1f}s compile "
+               f"→ {cfg.run_dir}")
