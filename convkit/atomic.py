@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
+
 from convkit.errors import ConvkitError
 
 
@@ -76,7 +78,6 @@ def write_csv(target: Path, rows: list[dict]) -> Path:
 
 def save_torch(target: Path, obj: Any) -> Path:
     """Atomically ``torch.save`` ``obj`` to ``target``; returns ``target``."""
-    import torch
 
     with atomic_path(target) as tmp:
         torch.save(obj, tmp)

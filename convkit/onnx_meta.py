@@ -5,8 +5,14 @@ The evaluate stage reads these keys; values are strings in the ONNX file, lists 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+
+import onnx
+import torch
+
+import convkit
 
 # Exactly these keys, in this order, are written into every exported file.
 METADATA_KEYS = (
@@ -20,10 +26,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 def build_metadata(*, experiment: str, model: str, dataset: str, class_names, mean, std, pytorch_test_acc: float,
                    opset: int, precision: str, checkpoint_sha256: str) -> dict[str, str]:
     """Return the metadata dict (every key of METADATA_KEYS, every value a string) for one exported file."""
-    import onnx
-    import torch
 
-    import convkit
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -63,7 +66,6 @@ def read_metadata(model, decode: bool = False) -> dict:
     With ``decode=True``, JSON lists (class_names, mean, std) become lists, pytorch_test_acc a float and
     opset an int.
     """
-    import onnx
 
     if isinstance(model, (str, Path)):
         model = onnx.load(str(model), load_external_data=False)
@@ -81,7 +83,6 @@ def read_metadata(model, decode: bool = False) -> dict:
 
 def file_sha256(path: Path) -> str:
     """Return the hex SHA-256 of the file at ``path``."""
-    import hashlib
 
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -11,8 +11,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convkit.artifacts import (EVAL_PREFIX, EXPORT_JSON, FAILURE, METRICS, SUMMARY_JSON, SUMMARY_MD, EvalNames,
-                               find_run_folders, read_artifact, write_artifact)
+from convkit.artifacts import (
+    EVAL_PREFIX,
+    EXPORT_JSON,
+    FAILURE,
+    METRICS,
+    SUMMARY_JSON,
+    SUMMARY_MD,
+    EvalNames,
+    find_run_folders,
+    read_artifact,
+    write_artifact,
+)
 from convkit.atomic import write_text
 from convkit.errors import ConvkitError
 from convkit.suite import TABLE_TITLES, Experiment, find_experiment

@@ -9,7 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import TensorProto
 
+from convkit.artifacts import VARIANT_FILES
+from convkit.data.catalog import get_dataset_info
 from convkit.errors import ConvkitError
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -85,11 +89,10 @@ class ModelSpec:
 
 def load_onnx(path: Path):
     """Return the parsed, checked ``onnx.ModelProto`` at ``path``; ConvkitError (exit 2) when it is not valid ONNX."""
-    import onnx
 
     path = Path(path)
     if not path.is_file():
-        raise ConvkitError(f"{path} not found; pass an .onnx file or a run directory holding model.onnx")
+        raise ConvkitError(f"{path} not found; pass an .onnx file or a run directory holding {VARIANT_FILES['fp32']}")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
@@ -136,7 +139,6 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
     the dataset named by metadata or ``overrides`` exists in the catalog; declared classes and image shape
     agree with the dataset.
     """
-    from convkit.data.catalog import get_dataset_info
 
     ov = overrides or Overrides()
     path = Path(path)
@@ -155,7 +157,6 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
     if len(out_dims) != 2:
         raise ConvkitError(f"{path}: output {out.name!r} has shape {out_dims}, expected [N, classes] logits or "
                            f"probabilities")
-    from onnx import TensorProto
 
     elem = inp.type.tensor_type.elem_type
     input_type = {TensorProto.FLOAT: "tensor(float)", TensorProto.FLOAT16: "tensor(float16)",

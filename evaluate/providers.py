@@ -14,6 +14,11 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 
+import onnxruntime as ort
+import torch
+from onnx import TensorProto, helper
+
+from convkit.envinfo import physical_cores
 from convkit.errors import ConvkitError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -51,9 +56,7 @@ def preload_cuda_libraries() -> str:
     torch is imported first (its wheels carry CUDA and cuDNN), then ``onnxruntime.preload_dlls()`` (ORT >= 1.21)
     loads them from torch's or NVIDIA's site-packages. Harmless on machines without a GPU.
     """
-    import torch  # noqa: F401  (loads torch's CUDA libraries into the process first)
-    import onnxruntime as ort
-
+    # torch is imported at module level: its CUDA libraries are in the process before ORT looks for them.
     if not hasattr(ort, "preload_dlls"):
         return "onnxruntime.preload_dlls unavailable (ORT < 1.21): CUDA libraries come from the system search path"
     try:
@@ -65,9 +68,7 @@ def preload_cuda_libraries() -> str:
 
 def build_session_config(cfg: ProviderConfig, cuda_graph: bool = False):
     """Return (providers list, SessionOptions) for ``cfg``; graph optimization ALL, CPU threads configurable."""
-    import onnxruntime as ort
 
-    from convkit.envinfo import physical_cores
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -104,7 +105,6 @@ def build_session_config(cfg: ProviderConfig, cuda_graph: bool = False):
 
 def _missing_library(provider_lib: str) -> str | None:
     """Try to dlopen ORT's provider library; return the loader's error (names the missing .so) or None."""
-    import onnxruntime as ort
 
     path = os.path.join(os.path.dirname(ort.__file__), "capi", provider_lib)
     if not os.path.exists(path):
@@ -138,7 +138,6 @@ def explain_unavailable(kind: str) -> str:
             return f"{PROVIDERS[kind]} cannot load: {name} not found" + (f" ({hint})" if hint else "")
         return f"{PROVIDERS[kind]} cannot load: {reason}"
     try:
-        import torch
 
         if not torch.cuda.is_available():
             return f"{PROVIDERS[kind]} cannot run: no CUDA GPU is visible (torch.cuda.is_available() is False)"
@@ -153,7 +152,6 @@ def make_session(model, cfg: ProviderConfig, cuda_graph: bool = False):
     Raises ProviderUnavailable when ORT fell back to another provider, ConvkitError when the model cannot
     be loaded by ORT at all.
     """
-    import onnxruntime as ort
 
     if cfg.kind in GPU_KINDS:
         preload_cuda_libraries()
@@ -177,8 +175,6 @@ def make_session(model, cfg: ProviderConfig, cuda_graph: bool = False):
 
 
 def _probe_model() -> bytes:
-    import onnx
-    from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
@@ -193,7 +189,6 @@ def probe(kind: str, device_id: int = 0) -> str | None:
     """Return None when provider ``kind`` really runs here, else one line saying why it does not."""
     if kind == "cpu":
         return None
-    import onnxruntime as ort
 
     ort.set_default_logger_severity(4)  # the probe reports failures itself
     try:

@@ -11,12 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from convkit.artifacts import RunModel, data_settings, load_run_model, write_artifact
-from convkit.atomic import ensure_writable_dir
-from convkit.data.load import LoadedDataset, load_dataset
-from convkit.envinfo import environment, physical_cores
-from convkit.errors import EXIT_GATE_FAILED, ConvkitError
 from convkit.evaluate import accuracy as acc
 from convkit.evaluate import latency as lat
 from convkit.evaluate import report
@@ -24,6 +18,12 @@ from convkit.evaluate.model_io import ModelSpec, Overrides, inspect_model
 from convkit.evaluate.options import EvalOptions
 from convkit.evaluate.providers import ProviderConfig, make_session, preload_cuda_libraries, select_providers
 from convkit.evaluate.target import Target, resolve_target
+
+from convkit.artifacts import CHECKPOINT, RunModel, data_settings, load_run_model, write_artifact
+from convkit.atomic import ensure_writable_dir
+from convkit.data.load import LoadedDataset, load_dataset
+from convkit.envinfo import environment, physical_cores
+from convkit.errors import EXIT_GATE_FAILED, ConvkitError
 
 # The columns this stage adds to the suite summary: (title, key of eval.json's "summary", format).
 SUMMARY_COLUMNS = (
@@ -203,7 +203,7 @@ def method(opts: EvalOptions, threads: int, gpu_used: bool, has_reference: bool)
     """Return the Method section: how accuracy and (when measured) latency were obtained."""
     t = opts.timing
     out = {
-        "pytorch_reference": "eager fp32 module rebuilt from checkpoint.pt; accuracy on CPU" if has_reference else
+        "pytorch_reference": f"eager fp32 module rebuilt from {CHECKPOINT}; accuracy on CPU" if has_reference else
                              "no checkpoint at hand: ORT figures only",
         "accuracy_gate": "ORT accuracy at most max_drop_points percentage points below PyTorch's, and at most "
                          "the gate's share of images with another top-1 class than PyTorch's",

@@ -41,7 +41,7 @@ def _run_dir_target(path: Path) -> Target:
     """Return the Target of every exported variant in the run directory ``path``."""
     if not (path / VARIANT_FILES["fp32"]).is_file():
         hint = ("run `convkit export` on it first" if is_run_dir(path)
-                else "pass a run directory holding model.onnx or an .onnx file")
+                else f"pass a run directory holding {VARIANT_FILES['fp32']} or an .onnx file")
         raise ConvkitError(f"{path} has no {VARIANT_FILES['fp32']}; {hint}")
     files = {p: path / f for p, f in VARIANT_FILES.items() if (path / f).is_file()}
     return Target(files, path if is_run_dir(path) else None, path, EvalNames(EVAL_PREFIX))

@@ -28,10 +28,10 @@ def _describe(res: dict) -> str:
 @click.argument("run_dirs", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--all", "all_dirs", multiple=True, type=click.Path(file_okay=False), metavar="SUITE_DIR",
               help="Export every run directory under SUITE_DIR (e.g. runs/seed); repeatable.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Export this checkpoint.pt (output beside it).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Export this checkpoint file (output beside it).")
 @click.option("--experiment", help="Experiment the --checkpoint belongs to (default: the one it records).")
 @click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp16", "int8"]),
-              help="Also write model.fp16.onnx / model.int8.onnx; repeatable.")
+              help="Also write the fp16 / int8 variant files; repeatable.")
 @click.option("--atol", type=float, default=gates.FP32_ATOL, show_default=True,
               help="fp32 gate: max |logit diff| vs PyTorch.")
 @click.option("--max-accuracy-drop", default=None,
@@ -47,8 +47,9 @@ def _describe(res: dict) -> str:
 def export_cmd(run_dirs, all_dirs, checkpoint, experiment, precisions, atol, max_accuracy_drop, max_disagreement,
                n_images, calib_images, data_dir):
     """Export trained RUN_DIRS to ONNX behind a PyTorch-parity gate; exits 1 if a gate failed, 2 on bad input."""
-    from convkit.artifacts import find_runs
     from convkit.export.pipeline import ExportSettings, export_checkpoint, export_run
+
+    from convkit.artifacts import find_runs
 
     if experiment and not checkpoint:
         raise ConvkitError("--experiment goes with --checkpoint; a run directory records its experiment")

@@ -10,6 +10,9 @@ import io
 import re
 import warnings
 
+import onnx
+import torch
+
 from convkit.errors import ConvkitError
 
 OPSET = 18  # pinned ai.onnx opset, recorded in every file's metadata and export.json
@@ -20,7 +23,6 @@ OUTPUT_NAME = "logits"
 
 
 def _batch_dim():
-    import torch
 
     return torch.export.Dim("batch", min=1, max=MAX_BATCH)
 
@@ -32,7 +34,6 @@ def export_onnx(model, input_shape: tuple[int, int, int]):
     weights are embedded (external_data=False). Raises ConvkitError (exit 2) naming the operator/module the
     exporter could not handle.
     """
-    import torch
 
     if hasattr(model, "_orig_mod"):  # a torch.compile wrapper: export the eager module it wraps
         model = model._orig_mod
@@ -86,7 +87,6 @@ def _module_from_traceback(chain: list[BaseException], model) -> str | None:
 
 def _module_of_op(op: str, model, example, dynamic_shapes) -> str | None:
     """Re-run torch.export and return the module path/type of the first node calling ``op`` (or a close name)."""
-    import torch
 
     base = op.split(".")[-1].replace("_", "")
     try:
@@ -141,7 +141,6 @@ def check_onnx(model_proto):
 
     Raises ConvkitError (exit 2) when the exported graph is invalid.
     """
-    import onnx
 
     try:
         onnx.checker.check_model(model_proto, full_check=True)

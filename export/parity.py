@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import onnxruntime as ort
+import torch
+from convkit.export.onnx_export import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
 
 from convkit import gates
-from convkit.export.onnx_export import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
 
 FP32_BATCH_SIZES = (1, 2, 7, MAX_BATCH)  # the gate runs each of these batch sizes on the exported file
 VARIANT_BATCH_SIZES = (7, MAX_BATCH)
@@ -16,7 +18,6 @@ BATCH1_IMAGES = 64  # batch size 1 runs on the first 64 images only (one session
 
 def torch_logits(model, x, batch_size: int = MAX_BATCH) -> np.ndarray:
     """Return the eager model's float32 logits for ``x`` [N, C, H, W], computed in chunks of ``batch_size``."""
-    import torch
 
     model.eval()
     with torch.inference_mode():
@@ -26,7 +27,6 @@ def torch_logits(model, x, batch_size: int = MAX_BATCH) -> np.ndarray:
 
 def ort_session(model_bytes: bytes):
     """Return an ONNX Runtime CPU InferenceSession for a serialized model."""
-    import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3

@@ -15,19 +15,31 @@ import numpy as np
 import onnx
 import onnxruntime
 import torch
+from convkit.export.onnx_export import MAX_BATCH, OPSET, TRACE_BATCH, check_onnx, export_onnx
+from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, torch_logits, variant_gate
+from convkit.export.quantize import CALIB_METHOD, calibration_images, to_fp16, to_int8
 
 import convkit
 from convkit import gates
-from convkit.artifacts import (CHECKPOINT, CONFIG, EXPORT_JSON, METRICS, VARIANT_FILES, RunModel, data_settings,
-                               ensure_same_experiment, find_runs, load_run_model, read_artifact, rejected_name,
-                               write_artifact)
+from convkit.artifacts import (
+    CHECKPOINT,
+    CONFIG,
+    EXPORT_JSON,
+    METRICS,
+    VARIANT_FILES,
+    RunModel,
+    data_settings,
+    ensure_same_experiment,
+    find_runs,
+    load_run_model,
+    read_artifact,
+    rejected_name,
+    write_artifact,
+)
 from convkit.atomic import atomic_path, ensure_writable_dir
 from convkit.data.load import LoadedDataset, load_dataset
 from convkit.data.loader import normalize
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError
-from convkit.export.onnx_export import MAX_BATCH, OPSET, TRACE_BATCH, check_onnx, export_onnx
-from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, torch_logits, variant_gate
-from convkit.export.quantize import CALIB_METHOD, calibration_images, to_fp16, to_int8
 from convkit.onnx_meta import build_metadata, file_sha256, set_metadata
 from convkit.suite import get_experiment
 
@@ -264,7 +276,7 @@ def export_run(run_dir, settings: ExportSettings | None = None, **kwargs) -> dic
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ConvkitError(f"run directory {run_dir} not found; pass a folder made by `convkit train`")
+        raise ConvkitError(f"run directory {run_dir} not found; pass a run folder made by training")
     return export_checkpoint(run_dir / CHECKPOINT, None, run_dir, settings or ExportSettings(**kwargs))
 
 

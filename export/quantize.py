@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
+import torch
+from convkit.export.onnx_export import INPUT_NAME
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from convkit.errors import ConvkitError
-from convkit.export.onnx_export import INPUT_NAME
 
 CALIB_METHOD = "MinMax"
 CALIB_BATCH = 64
@@ -19,9 +25,7 @@ CALIB_BATCH = 64
 
 def to_fp16(model_proto):
     """Return a float16 copy of ``model_proto`` whose input and output stay float32 (keep_io_types=True)."""
-    import copy
 
-    from onnxruntime.transformers.float16 import convert_float_to_float16
 
     with _quiet():
         converted = convert_float_to_float16(copy.deepcopy(model_proto), keep_io_types=True)
@@ -92,7 +96,6 @@ def _quiet():
 
 def calibration_images(train_images_u8, k: int, seed: int):
     """Return (indices, uint8 images): ``k`` training images drawn without replacement by a seeded permutation."""
-    import torch
 
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(train_images_u8), generator=gen)[:k].sort().values
@@ -110,9 +113,6 @@ def to_int8(model_proto, calib: np.ndarray) -> tuple[object, dict]:
     The graph is first run through ``quant_pre_process`` (shape inference + ORT basic optimizations such as
     Conv+BatchNorm fusion); when that fails the raw graph is quantized and the settings say so.
     """
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(_ArrayReader, CalibrationDataReader):
         pass

@@ -11,10 +11,22 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from convkit.train.config import TrainConfig
+from convkit.train.loop import GradNormTracker, autocast, evaluate, synchronize, train_epoch
+from convkit.train.optim import build_optimizer
 from tqdm import tqdm
 
-from convkit.artifacts import (CHECKPOINT, CONFIG, GRAD_NORMS, HISTORY, METRICS, load_checkpoint, load_weights,
-                               save_checkpoint, write_artifact)
+from convkit.artifacts import (
+    CHECKPOINT,
+    CONFIG,
+    GRAD_NORMS,
+    HISTORY,
+    METRICS,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    write_artifact,
+)
 from convkit.atomic import ensure_writable_dir, write_csv
 from convkit.compilation import compile_model
 from convkit.data.load import load_dataset
@@ -22,9 +34,6 @@ from convkit.data.loader import DeviceLoader, make_generator
 from convkit.envinfo import environment
 from convkit.errors import ConvkitError, TrainingDiverged
 from convkit.models import create_model
-from convkit.train.config import TrainConfig
-from convkit.train.loop import GradNormTracker, autocast, evaluate, synchronize, train_epoch
-from convkit.train.optim import build_optimizer
 
 # Keys of the config that must agree for --resume to continue a run instead of starting over.
 _RESUME_KEYS = ("experiment", "model", "dataset", "recipe", "epochs", "seed", "sample", "device", "amp")

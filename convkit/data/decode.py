@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision import datasets
+from torchvision.datasets import ImageFolder
+from torchvision.io import ImageReadMode, decode_image, read_file
 
 from convkit.data.catalog import get_dataset_info
 from convkit.data.sources import MNIST_FILES, Source, cache_dir, find_source
@@ -60,7 +63,6 @@ def _decode_idx(src: Source) -> dict[str, Split]:
 
 
 def _decode_cifar_py(src: Source) -> dict[str, Split]:
-    from torchvision import datasets
 
     out = {}
     for split in ("train", "test"):
@@ -74,8 +76,6 @@ def _decode_cifar_py(src: Source) -> dict[str, Split]:
 
 
 def _decode_folder(src: Source, channels: int, classes: tuple[str, ...]) -> dict[str, Split]:
-    from torchvision.datasets import ImageFolder
-    from torchvision.io import ImageReadMode, decode_image, read_file
 
     mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
     out = {}

@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from torchvision import datasets
+
 from convkit.errors import DataError
 
 MNIST_FILES = {
@@ -133,7 +135,6 @@ def find_source(dataset: str, data_dir: Path | None) -> tuple[Source | None, lis
 
 def download_source(dataset: str, tried: list[str]) -> Source:
     """Download ``dataset`` with torchvision into the cache and return its Source; DataError when offline."""
-    from torchvision import datasets
 
     dest = cache_dir() / "download"
     try:
