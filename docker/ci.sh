@@ -6,7 +6,7 @@
 # Idempotent. Everything that should outlive the clone lives in a FIXED cache dir ($CONVKIT_CI_CACHE,
 # default /var/cache/convkit-ci): container storage (base image + layer cache), tool venv, configs. So a
 # second run reuses the debootstrap base and the multi-GB dependency layer and takes minutes, not tens.
-# See shared/docs/CONTAINERS.md for why each setting is what it is.
+# docs/containers.md says why each setting is what it is.
 #
 # Environment:
 #   CONVKIT_CI_CACHE      cache dir (default /var/cache/convkit-ci)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("CONVKIT_TEST_DATA", REPO.parent / "shared" / "data"))
+# The real MNIST and CIFAR-10 copies for the tests that need them: $CONVKIT_TEST_DATA (.ci/run sets it).
+TEST_DATA = os.environ.get("CONVKIT_TEST_DATA")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -22,10 +22,11 @@ def _cache_env(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real MNIST and CIFAR-10 copies beside the repo; skip when they are absent."""
-    if not (SHARED_DATA / "MNIST" / "raw").is_dir() or not (SHARED_DATA / "cifar10-jpeg.tar.gz").is_file():
-        pytest.skip(f"real data not found at {SHARED_DATA} (set CONVKIT_TEST_DATA)")
-    return SHARED_DATA
+    """The folder of real MNIST (MNIST/raw) and CIFAR-10 (cifar10-jpeg.tar.gz); skip when it is not given."""
+    root = Path(TEST_DATA) if TEST_DATA else None
+    if root is None or not (root / "MNIST" / "raw").is_dir() or not (root / "cifar10-jpeg.tar.gz").is_file():
+        pytest.skip(f"real data not found (set CONVKIT_TEST_DATA to a folder holding MNIST/raw and cifar10-jpeg.tar.gz)")
+    return root
 
 
 def train_sample_run(out: Path, experiment: str, epochs: int = 1, **kw) -> Path:

@@ -12,7 +12,7 @@ from convkit.models.kernel_equal import EQUAL_PARAM_WIDTHS
 from convkit.models.layers import L2Pool2d, L2Pool2dFunction, SqueezeExcite, SwishPlusReLU
 from convkit.suite import SUITES, get_experiment
 
-# The true counts of SEED_MODELS.md, written out independently of the code that builds the models.
+# The study's true parameter counts, written out independently of the code that builds the models.
 SEED_COUNTS = {
     "t1-fcn": 109_386, "t1-simple-cnn": 421_642, "t1-residual-cnn": 160_906,
     "t2-fcn": 3_805_450, "t2-residual-cnn": 161_482, "t2-regularized-residual": 678_058,
@@ -118,7 +118,9 @@ def test_squeeze_excite_scales_channels_in_0_1():
 def test_custom_conv_scale_is_a_fixed_buffer():
     model = create_model("custom_conv_cnn")
     conv = model[0]
-    assert "scale" in dict(model.named_buffers()) or any("scale" in n for n, _ in model.named_buffers())
+    # a buffer, not a parameter: the study's fixed scale is never trained
+    assert any(n.rsplit(".", 1)[-1] == "scale" for n, _ in model.named_buffers())
+    assert not any("scale" in n for n, _ in model.named_parameters())
     x = torch.randn(1, 3, 32, 32)
     torch.testing.assert_close(conv(x), nn.functional.conv2d(x, conv.weight, conv.bias, padding=1) * 1.5)
 
