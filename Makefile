@@ -29,7 +29,7 @@ install: venv
 	@$(VENV)/bin/convkit --version
 
 demo: install
-	$(VENV)/bin/convkit train-all --sample --epochs 1 --batch-size 64 --device cpu --out $(OUT)
+	$(VENV)/bin/convkit train-all --sample --epochs 1 --batch-size 64 --device cpu --out $(OUT) --overwrite
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -30,6 +30,7 @@ SLOW = {"t6-bottleneck"}  # ResNet-50: minutes per model on 2 cores
 def _export(model, input_shape, path: Path) -> None:
     """Export ``model`` to ``path`` exactly as `convkit export` does; returns None."""
     import onnx
+
     from convkit.export.onnx_export import export_onnx
 
     onnx.save(export_onnx(model, tuple(input_shape)), str(path))
@@ -38,6 +39,7 @@ def _export(model, input_shape, path: Path) -> None:
 def _int8(src: Path, dst: Path, calib: np.ndarray) -> dict:
     """Quantize ``src`` to ``dst`` exactly as `convkit export --precision int8` does; returns its settings."""
     import onnx
+
     from convkit.export.quantize import to_int8
 
     proto, settings = to_int8(onnx.load(str(src)), calib)

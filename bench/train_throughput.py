@@ -18,12 +18,12 @@ import time
 
 import torch
 import torch.nn.functional as F
-from convkit.train.loop import autocast, synchronize
 
 from convkit.compilation import compile_model
 from convkit.envinfo import environment
 from convkit.models import create_model
 from convkit.suite import SUITES
+from convkit.train.loop import autocast, synchronize
 
 
 def time_steps(model, x, y, steps: int, amp: str) -> tuple[float, float]:

@@ -24,13 +24,18 @@ through this module.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
-from convkit.atomic import save_torch, write_json
+from convkit.atomic import ensure_writable_dir, save_torch, write_json
 from convkit.errors import ConvkitError
 from convkit.models import create_model
 
@@ -179,6 +184,113 @@ def ensure_same_experiment(folder: Path, experiment: str, **recorded) -> None:
         if value is not None and value != experiment:
             raise ConvkitError(f"{folder}: the {role} is of experiment {value!r}, not {experiment!r}; the folder "
                                f"mixes two runs: retrain it, or export the checkpoint on its own with --checkpoint")
+
+
+# ---- run-folder safety ---------------------------------------------------------------------------------------
+def lock_path(folder: Path) -> Path:
+    """Return the lock file of ``folder``: beside it, so it survives the folder being replaced."""
+    folder = Path(folder)
+    return folder.parent / f".{folder.name}.lock"
+
+
+def _holder(lock: Path) -> tuple[int, str, str] | None:
+    """Return (pid, host, command) recorded in ``lock``, or None when it is unreadable."""
+    try:
+        pid, host, command = lock.read_text(encoding="utf-8").split("\n", 2)
+        return int(pid), host, command.strip()
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path, command: str) -> Iterator[None]:
+    """Hold ``folder``'s lock while the block runs, so two commands never write one run folder at once.
+
+    A lock left by a process that no longer runs (on this host) is stale and taken over. A live holder makes
+    this raise ConvkitError (exit 2) naming it.
+    """
+    lock = lock_path(folder)
+    ensure_writable_dir(lock.parent)
+    me = f"{os.getpid()}\n{socket.gethostname()}\n{command}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _holder(lock)
+            if holder and (holder[1] != socket.gethostname() or _alive(holder[0])):
+                raise ConvkitError(f"{folder} is in use by `{holder[2]}` (pid {holder[0]} on {holder[1]}); wait "
+                                   f"for it to finish, or stop it") from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        except OSError as exc:
+            raise ConvkitError(f"cannot lock {folder}: {exc.strerror}; choose a writable --out") from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(me)
+        break
+    else:
+        raise ConvkitError(f"cannot lock {folder}: another process keeps taking the lock; try again")
+    try:
+        yield
+    finally:
+        if _holder(lock) and _holder(lock)[0] == os.getpid():
+            lock.unlink(missing_ok=True)
+
+
+def holds_run(folder: Path) -> bool:
+    """Return True when ``folder`` holds (part of) a training run: a checkpoint, a config or metrics."""
+    return any((Path(folder) / name).is_file() for name in (CHECKPOINT, CONFIG, METRICS))
+
+
+def downstream_files(folder: Path) -> list[Path]:
+    """Return the files of ``folder`` derived from its checkpoint (exports, evaluations, a failure record)."""
+    folder = Path(folder)
+    names = {EXPORT_JSON, FAILURE, *VARIANT_FILES.values(), *(rejected_name(p) for p in PRECISIONS)}
+    out = [folder / n for n in sorted(names) if (folder / n).is_file()]
+    for pattern in (f"{EVAL_PREFIX}.*", "confusion*", "latency*.png"):
+        out += sorted(p for p in folder.glob(pattern) if p.is_file())
+    return out
+
+
+def remove_downstream(folder: Path) -> list[str]:
+    """Delete the files derived from ``folder``'s checkpoint (stale once it changes); returns their names."""
+    removed = []
+    for path in downstream_files(folder):
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
+
+
+def fresh_run_folder(folder: Path) -> Path:
+    """Return a new, empty temporary folder beside ``folder`` for a fresh run (see ``promote_run_folder``)."""
+    folder = Path(folder)
+    tmp = folder.parent / f".{folder.name}.new-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def promote_run_folder(tmp: Path, folder: Path) -> Path:
+    """Replace ``folder`` (if any) by ``tmp``, with renames only; returns ``folder``.
+
+    Called once the fresh run's first checkpoint exists, so an old run is never lost to a run that failed early.
+    """
+    tmp, folder = Path(tmp), Path(folder)
+    old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------------------

@@ -38,7 +38,10 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success rename it onto ``target``, on failure delete it."""
     target = Path(target)
     ensure_writable_dir(target.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise write_error(target, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -46,9 +49,19 @@ def atomic_path(target: Path) -> Iterator[Path]:
         # mkstemp creates 0600 files; give the result the permissions a plain open() would (umask applies).
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
+    except OSError as exc:  # disk full, quota, permission: the target keeps its old content
+        tmp_path.unlink(missing_ok=True)
+        raise write_error(target, exc) from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def write_error(target: Path, exc: BaseException) -> ConvkitError:
+    """Return the one-line error for a failed write of ``target`` (the old file, if any, is left as it was)."""
+    why = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1][:200] or type(exc).__name__
+    return ConvkitError(f"cannot write {target}: {why}; free space on that disk or choose another --out "
+                        f"(nothing was replaced)")
 
 
 def write_text(target: Path, text: str) -> Path:
@@ -80,5 +93,10 @@ def save_torch(target: Path, obj: Any) -> Path:
     """Atomically ``torch.save`` ``obj`` to ``target``; returns ``target``."""
 
     with atomic_path(target) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:  # torch reports a full disk as RuntimeError("... file write failed")
+            if "write" not in str(exc).lower():
+                raise
+            raise OSError(str(exc).strip().splitlines()[-1]) from None
     return Path(target)

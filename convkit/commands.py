@@ -42,7 +42,7 @@ def list_cmd(suite):
                    f"0.1 (fp32) or fp32=0.1,fp16=0.3,int8=1 (defaults: {gates.describe()}).")
 @training_options
 def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_drop, recipe, epochs, batch_size, lr,
-                  device, compile_, seed, sample, data_dir, out, resume, quiet):
+                  device, compile_, seed, sample, data_dir, out, resume, overwrite, quiet):
     """Train, export and evaluate every experiment of a suite, then write runs/<suite>/summary.md.
 
     Goes on past a failing experiment (recorded in its run folder) and exits 1 at the end if any failed.
@@ -52,7 +52,7 @@ def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_
     drop = gates.parse_points(max_accuracy_drop, "--max-accuracy-drop", gates.MAX_ACC_DROP)
     plan = SuitePlan(suite=suite, only=list(only) or None, export=not no_export, evaluate=not no_evaluate,
                      precisions=tuple(precisions), export_kwargs={"max_acc_drop": drop}, max_accuracy_drop=drop,
-                     resume=resume, quiet=quiet,
+                     resume=resume, overwrite=overwrite, quiet=quiet,
                      train_kwargs=config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample,
                                                 data_dir, out))
     result = train_all(plan, echo=click.echo)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from convkit.artifacts import FAILURE, write_artifact
+from convkit.artifacts import FAILURE, holds_run, write_artifact
 from convkit.errors import ConvkitError
 from convkit.evaluate import evaluate_model, gate_error, quick_options
 from convkit.export import export_run
@@ -35,6 +35,7 @@ class SuitePlan:
     export_kwargs: dict = field(default_factory=dict)  # gates for export_run
     max_accuracy_drop: dict | None = None  # evaluation gate, points per precision
     resume: bool = False
+    overwrite: bool = False
     quiet: bool = False
 
 
@@ -44,6 +45,17 @@ def select(plan: SuitePlan) -> list[Experiment]:
     for pattern in plan.only or [None]:
         exps += [e for e in select_experiments(plan.suite, pattern) if e not in exps]
     return exps
+
+
+def check_existing(plan: SuitePlan, configs: list) -> None:
+    """Raise ConvkitError (exit 2) before any work when run folders already hold runs and the plan says neither
+    resume nor overwrite: a suite is never half-replaced by accident."""
+    if plan.resume or plan.overwrite:
+        return
+    held = [c.run_dir for c in configs if holds_run(Path(c.run_dir))]
+    if held:
+        more = f" (and {len(held) - 1} more)" if len(held) > 1 else ""
+        raise ConvkitError(f"{held[0]}{more} already holds a run; pass --resume to continue or --overwrite to replace")
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -59,6 +71,7 @@ def train_all(plan: SuitePlan, echo: Callable[[str], None] = print) -> dict:
     "failed" (names of experiments that failed in any stage)."""
     exps = select(plan)
     configs = [resolve_config(e.name, **plan.train_kwargs) for e in exps]  # bad options fail before any work
+    check_existing(plan, configs)
     t0 = time.perf_counter()
     failed = []
     for i, (exp, cfg) in enumerate(zip(exps, configs), 1):
@@ -66,7 +79,7 @@ def train_all(plan: SuitePlan, echo: Callable[[str], None] = print) -> dict:
         run_dir = Path(cfg.run_dir)
         stage = "train"
         try:
-            train_experiment(cfg, resume=plan.resume, quiet=plan.quiet)
+            train_experiment(cfg, resume=plan.resume, quiet=plan.quiet, overwrite=plan.overwrite)
             stage = "export"
             if plan.export:
                 export_run(run_dir, precisions=plan.precisions, **plan.export_kwargs)

@@ -14,11 +14,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-from convkit.evaluate.model_io import _NP_TYPES
-from convkit.evaluate.options import TimingOptions
 
 from convkit.compilation import compile_model
 from convkit.data.loader import normalize
+from convkit.evaluate.model_io import _NP_TYPES
+from convkit.evaluate.options import TimingOptions
 
 CLOCK = "time.perf_counter around each call, after torch.cuda.synchronize() on GPU"
 

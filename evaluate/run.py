@@ -11,6 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from convkit.artifacts import CHECKPOINT, RunModel, data_settings, load_run_model, run_lock, write_artifact
+from convkit.atomic import ensure_writable_dir
+from convkit.data.load import LoadedDataset, load_dataset
+from convkit.envinfo import environment, physical_cores
+from convkit.errors import EXIT_GATE_FAILED, ConvkitError
 from convkit.evaluate import accuracy as acc
 from convkit.evaluate import latency as lat
 from convkit.evaluate import report
@@ -18,12 +24,7 @@ from convkit.evaluate.model_io import ModelSpec, Overrides, inspect_model
 from convkit.evaluate.options import EvalOptions
 from convkit.evaluate.providers import ProviderConfig, make_session, preload_cuda_libraries, select_providers
 from convkit.evaluate.target import Target, resolve_target
-
-from convkit.artifacts import CHECKPOINT, RunModel, data_settings, load_run_model, write_artifact
-from convkit.atomic import ensure_writable_dir
-from convkit.data.load import LoadedDataset, load_dataset
-from convkit.envinfo import environment, physical_cores
-from convkit.errors import EXIT_GATE_FAILED, ConvkitError
+from convkit.onnx_meta import file_sha256
 
 # The columns this stage adds to the suite summary: (title, key of eval.json's "summary", format).
 SUMMARY_COLUMNS = (
@@ -63,7 +64,13 @@ def evaluate_model(path: Path | str, options: EvalOptions | None = None) -> dict
     Raises ConvkitError (exit 2) for bad input; a failed gate is reported in ``gate`` (see ``gate_error``).
     """
     opts = options or EvalOptions()
-    setup = prepare(Path(path), opts)
+    target = resolve_target(Path(path), opts.out)
+    with run_lock(target.out_dir, f"convkit evaluate {path}"):
+        return _evaluate(target, opts, str(path))
+
+
+def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
+    setup = prepare(target, opts)
     images, labels = setup.data.test_images.numpy(), setup.data.test_labels.numpy()
     old_threads = torch.get_num_threads()
     torch.set_num_threads(setup.threads)
@@ -77,20 +84,23 @@ def evaluate_model(path: Path | str, options: EvalOptions | None = None) -> dict
         rows = measure_latency(setup, sessions, images, opts) if opts.timing.latency else []
     finally:
         torch.set_num_threads(old_threads)
-    result = assemble(setup, opts, reference, accuracy, failures, rows, str(path))
+    result = assemble(setup, opts, reference, accuracy, failures, rows, given_path)
     result["files"] = write_outputs(result, setup.target, primary_spec.class_names)
     return result
 
 
-def prepare(path: Path, opts: EvalOptions) -> Setup:
-    """Return the Setup: the target's variant files inspected, the PyTorch reference, the test data, providers."""
-    target = resolve_target(path, opts.out)
+def prepare(target: Target, opts: EvalOptions) -> Setup:
+    """Return the Setup: the target's variant files inspected, the PyTorch reference, the test data, providers.
+
+    A file exported from another checkpoint than the run's current one is refused (exit 2: re-export), so a
+    retrained run is never compared with a stale export.
+    """
     files = dict(target.files)
     if opts.precisions:
         files = {p: f for p, f in files.items() if p in set(opts.precisions) or p == "model"}
         if not files:
             raise ConvkitError(f"--precision {','.join(opts.precisions)} matches none of "
-                               f"{', '.join(target.files)} in {path}")
+                               f"{', '.join(target.files)} in {target.out_dir}")
     d = opts.data
     overrides = Overrides(dataset=d.dataset, mean=d.mean, std=d.std, layout=d.layout, input_range=d.input_range)
     specs = {}
@@ -99,6 +109,8 @@ def prepare(path: Path, opts: EvalOptions) -> Setup:
         specs[spec.precision if prec == "model" else prec] = spec
     primary = next(iter(specs.values()))
     reference = load_run_model(target.run_dir) if target.run_dir is not None else None
+    if reference is not None:
+        check_fresh_exports(specs, reference.checkpoint)
     notes: list[str] = []
     data_dir, sample = d.data_dir, d.sample
     if reference is not None and data_dir is None and sample is None:
@@ -114,6 +126,16 @@ def prepare(path: Path, opts: EvalOptions) -> Setup:
     if any(k != "cpu" for k in providers):
         provider_notes.append(preload_cuda_libraries())
     return Setup(target, specs, reference, data, providers, configs, threads, notes + provider_notes)
+
+
+def check_fresh_exports(specs: dict[str, ModelSpec], checkpoint: Path) -> None:
+    """Raise ConvkitError (exit 2) when an ONNX file records another checkpoint's sha256 than ``checkpoint``'s."""
+    current = file_sha256(checkpoint)
+    for spec in specs.values():
+        recorded = spec.metadata.get("checkpoint_sha256")
+        if recorded and recorded != current:
+            raise ConvkitError(f"{spec.path.name} was exported from another checkpoint than {checkpoint} (the run was "
+                               f"retrained since): re-export it with `convkit export {checkpoint.parent}`")
 
 
 def open_sessions(setup: Setup) -> dict[tuple[str, str], object]:

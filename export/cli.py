@@ -47,9 +47,8 @@ def _describe(res: dict) -> str:
 def export_cmd(run_dirs, all_dirs, checkpoint, experiment, precisions, atol, max_accuracy_drop, max_disagreement,
                n_images, calib_images, data_dir):
     """Export trained RUN_DIRS to ONNX behind a PyTorch-parity gate; exits 1 if a gate failed, 2 on bad input."""
-    from convkit.export.pipeline import ExportSettings, export_checkpoint, export_run
-
     from convkit.artifacts import find_runs
+    from convkit.export.pipeline import ExportSettings, export_checkpoint, export_run
 
     if experiment and not checkpoint:
         raise ConvkitError("--experiment goes with --checkpoint; a run directory records its experiment")

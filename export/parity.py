@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 import torch
-from convkit.export.onnx_export import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
 
 from convkit import gates
+from convkit.export.onnx_export import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
 
 FP32_BATCH_SIZES = (1, 2, 7, MAX_BATCH)  # the gate runs each of these batch sizes on the exported file
 VARIANT_BATCH_SIZES = (7, MAX_BATCH)

@@ -15,9 +15,6 @@ import numpy as np
 import onnx
 import onnxruntime
 import torch
-from convkit.export.onnx_export import MAX_BATCH, OPSET, TRACE_BATCH, check_onnx, export_onnx
-from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, torch_logits, variant_gate
-from convkit.export.quantize import CALIB_METHOD, calibration_images, to_fp16, to_int8
 
 import convkit
 from convkit import gates
@@ -34,12 +31,16 @@ from convkit.artifacts import (
     load_run_model,
     read_artifact,
     rejected_name,
+    run_lock,
     write_artifact,
 )
 from convkit.atomic import atomic_path, ensure_writable_dir
 from convkit.data.load import LoadedDataset, load_dataset
 from convkit.data.loader import normalize
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError
+from convkit.export.onnx_export import MAX_BATCH, OPSET, TRACE_BATCH, check_onnx, export_onnx
+from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, torch_logits, variant_gate
+from convkit.export.quantize import CALIB_METHOD, calibration_images, to_fp16, to_int8
 from convkit.onnx_meta import build_metadata, file_sha256, set_metadata
 from convkit.suite import get_experiment
 
@@ -117,9 +118,15 @@ def export_checkpoint(checkpoint, experiment: str | None = None, out_dir=None,
     ``export.json`` there; ``kwargs`` are ExportSettings fields when no ``settings`` are given. Raises
     ConvkitError: exit 2 for bad input (nothing written), exit 1 when a gate fails (report written).
     """
-    t0 = time.perf_counter()
     settings = (settings or ExportSettings(**kwargs)).check()
-    inputs = load_inputs(Path(checkpoint), experiment, out_dir, settings)
+    folder = Path(out_dir) if out_dir is not None else Path(checkpoint).parent
+    with run_lock(folder, f"convkit export {checkpoint}"):
+        return _export(Path(checkpoint), experiment, out_dir, settings)
+
+
+def _export(checkpoint: Path, experiment: str | None, out_dir, settings: ExportSettings) -> dict:
+    t0 = time.perf_counter()
+    inputs = load_inputs(checkpoint, experiment, out_dir, settings)
     t_exp = time.perf_counter()
     proto = export_onnx(inputs.run.model, tuple(inputs.run.default_cfg.input_shape))
     export_s = time.perf_counter() - t_exp

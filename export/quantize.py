@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from convkit.export.onnx_export import INPUT_NAME
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from convkit.errors import ConvkitError
+from convkit.export.onnx_export import INPUT_NAME
 
 CALIB_METHOD = "MinMax"
 CALIB_BATCH = 64

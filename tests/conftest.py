@@ -25,7 +25,7 @@ def shared_data() -> Path:
     """The folder of real MNIST (MNIST/raw) and CIFAR-10 (cifar10-jpeg.tar.gz); skip when it is not given."""
     root = Path(TEST_DATA) if TEST_DATA else None
     if root is None or not (root / "MNIST" / "raw").is_dir() or not (root / "cifar10-jpeg.tar.gz").is_file():
-        pytest.skip(f"real data not found (set CONVKIT_TEST_DATA to a folder holding MNIST/raw and cifar10-jpeg.tar.gz)")
+        pytest.skip("real data not found (set CONVKIT_TEST_DATA to a folder holding MNIST/raw and cifar10-jpeg.tar.gz)")
     return root
 
 

@@ -60,8 +60,14 @@ def test_missing_data_exit_2_without_traceback(tmp_path):
 def test_train_on_sample_then_train_all_summary(tmp_path):
     r = run("train", "t1-fcn", "--sample", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path), "--quiet")
     assert r.exit_code == 0 and "t1-fcn: test acc" in r.output
-    r = run("train-all", "--only", "t1-fcn", "--only", "t5-custom-conv", "--sample", "--epochs", "1", "--device",
-            "cpu", "--out", str(tmp_path), "--quiet")
+    ckpt = tmp_path / "seed-sample" / "t1-fcn" / "checkpoint.pt"
+    before = ckpt.read_bytes()
+    args = ["train-all", "--only", "t1-fcn", "--only", "t5-custom-conv", "--sample", "--epochs", "1", "--device",
+            "cpu", "--out", str(tmp_path), "--quiet"]
+    r = run(*args)  # t1-fcn's folder holds the run just trained: refused before any work, nothing touched
+    assert r.exit_code == 2 and "already holds a run" in r.output and "--overwrite" in r.output, r.output
+    assert ckpt.read_bytes() == before and not (tmp_path / "seed-sample" / "t5-custom-conv").exists()
+    r = run(*args, "--overwrite")
     assert r.exit_code == 0, r.output
     summary = (tmp_path / "seed-sample" / "summary.md").read_text()
     assert "Table 1 — MNIST" in summary and "Table 5" in summary and "(0.9834)" in summary

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from convkit.evaluate.options import EvalOptions, ProviderOptions, TimingOptions, quick_options
-from convkit.export import export_run
 
 from convkit.cli import main
+from convkit.evaluate.options import EvalOptions, ProviderOptions, TimingOptions, quick_options
+from convkit.export import export_run
 
 FAST = ["--warmup", "1", "--runs", "3", "--min-seconds", "0", "--batch-sizes", "1,16", "--threads", "2"]
 

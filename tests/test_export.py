@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from convkit.export import export_all, export_checkpoint, export_run
-from convkit.export.onnx_export import MAX_BATCH, OPSET, export_onnx
 
 from convkit.errors import ConvkitError
+from convkit.export import export_all, export_checkpoint, export_run
+from convkit.export.onnx_export import MAX_BATCH, OPSET, export_onnx
 from convkit.models import create_model
 from convkit.onnx_meta import METADATA_KEYS, read_metadata
 from convkit.suite import select_experiments

@@ -6,13 +6,13 @@ import csv
 import json
 from pathlib import Path
 
-import convkit.train.run as run_mod
 import pytest
 import torch
+
+import convkit.train.run as run_mod
+from convkit.errors import ConvkitError, TrainingDiverged
 from convkit.train import resolve_config, train_experiment
 from convkit.train.loop import EpochStats
-
-from convkit.errors import ConvkitError, TrainingDiverged
 
 
 def _cfg(tmp_path, experiment="t1-fcn", **kw):

@@ -9,6 +9,8 @@ import os
 
 import click
 
+from convkit.errors import ConvkitError
+
 
 def _default_out() -> str:
     return os.environ.get("CONVKIT_RUNS", "runs")
@@ -28,6 +30,8 @@ def training_options(fn):
         click.option("--data-dir", type=click.Path(), envvar="CONVKIT_DATA", help="Where datasets are (default: $CONVKIT_DATA, else ~/.cache/convkit)."),
         click.option("--out", type=click.Path(), default=_default_out, show_default="$CONVKIT_RUNS or runs", help="Root folder for runs/<suite>/<experiment>/."),
         click.option("--resume", is_flag=True, help="Continue from the last completed epoch of an interrupted run."),
+        click.option("--overwrite", is_flag=True,
+                     help="Replace a run already in the folder (it is kept until the new run's first checkpoint)."),
         click.option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines."),
     ]
     for opt in reversed(opts):
@@ -44,13 +48,18 @@ def config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample
 @click.command("train")
 @click.argument("experiment")
 @training_options
-def train_cmd(experiment, recipe, epochs, batch_size, lr, device, compile_, seed, sample, data_dir, out, resume, quiet):
+def train_cmd(experiment, recipe, epochs, batch_size, lr, device, compile_, seed, sample, data_dir, out, resume,
+              overwrite, quiet):
     """Train one EXPERIMENT (see `convkit list`) and write runs/<suite>/<experiment>/."""
     from convkit.train import resolve_config, train_experiment
 
     cfg = resolve_config(experiment, **config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample,
                                                      data_dir, out))
-    m = train_experiment(cfg, resume=resume, quiet=quiet)
+    if resume and overwrite:
+        raise ConvkitError("--resume and --overwrite contradict each other; pick one")
+    m = train_experiment(cfg, resume=resume, quiet=quiet, overwrite=overwrite)
+    for warning in m.get("warnings", []):
+        click.echo(f"warning: {m['experiment']}: {warning}", err=True)
     click.echo(f"{m['experiment']}: test acc {m['test_acc']:.4f}, test loss {m['test_loss']:.4f}, "
                f"{m['parameters']:,} params, {m['train_time_s']:.1f}s training + {m['compile_time_s']:.1f}s compile "
                f"→ {cfg.run_dir}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from convkit.train.config import TrainConfig
 
 from convkit.errors import ConvkitError
+from convkit.train.config import TrainConfig
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -11,9 +12,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from convkit.train.config import TrainConfig
-from convkit.train.loop import GradNormTracker, autocast, evaluate, synchronize, train_epoch
-from convkit.train.optim import build_optimizer
 from tqdm import tqdm
 
 from convkit.artifacts import (
@@ -22,8 +20,13 @@ from convkit.artifacts import (
     GRAD_NORMS,
     HISTORY,
     METRICS,
+    fresh_run_folder,
+    holds_run,
     load_checkpoint,
     load_weights,
+    promote_run_folder,
+    remove_downstream,
+    run_lock,
     save_checkpoint,
     write_artifact,
 )
@@ -34,6 +37,9 @@ from convkit.data.loader import DeviceLoader, make_generator
 from convkit.envinfo import environment
 from convkit.errors import ConvkitError, TrainingDiverged
 from convkit.models import create_model
+from convkit.train.config import TrainConfig
+from convkit.train.loop import GradNormTracker, autocast, evaluate, synchronize, train_epoch
+from convkit.train.optim import build_optimizer
 
 # Keys of the config that must agree for --resume to continue a run instead of starting over.
 _RESUME_KEYS = ("experiment", "model", "dataset", "recipe", "epochs", "seed", "sample", "device", "amp")
@@ -75,14 +81,23 @@ def warm_up(model: nn.Module, compiled, train_loader: DeviceLoader, test_loader:
     return seconds
 
 
-def _resume_state(run_dir: Path, cfg: TrainConfig, model, optimizer, scheduler) -> tuple[int, list, list]:
-    """Load a compatible checkpoint into model/optimizer/scheduler; return (epochs done, history, grad norms)."""
+def _resume_state(run_dir: Path, cfg: TrainConfig, data_checksum: str, model, optimizer,
+                  scheduler) -> tuple[int, list, list]:
+    """Load a compatible checkpoint into model/optimizer/scheduler; return (epochs done, history, grad norms).
+
+    Refused (ConvkitError, exit 2, nothing changed) when the config or the data differ from the checkpoint's.
+    """
     ckpt = load_checkpoint(run_dir / CHECKPOINT)
     old, new = ckpt["config"], cfg.to_dict()
     differs = [k for k in _RESUME_KEYS if old.get(k) != new.get(k)]
     if differs:
         raise ConvkitError(
-            f"cannot resume {run_dir}: its config differs in {', '.join(differs)}; rerun without --resume to start over"
+            f"cannot resume {run_dir}: its config differs in {', '.join(differs)}; rerun with --overwrite to start over"
+        )
+    if ckpt.get("data_checksum") not in (None, data_checksum):
+        raise ConvkitError(
+            f"cannot resume {run_dir}: it was trained on other data (checksum {str(ckpt['data_checksum'])[:12]}, "
+            f"this data {data_checksum[:12]}); point --data-dir at the data it was trained on, or use --overwrite"
         )
     load_weights(model, ckpt["model"], str(run_dir / CHECKPOINT))
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -108,7 +123,7 @@ class RunState:
     """A run set up and ready for its epochs: model, loaders, optimizer, and what earlier epochs left."""
 
     cfg: TrainConfig
-    run_dir: Path
+    run_dir: Path  # where files go now: a temporary folder until a fresh run's first checkpoint exists
     device: torch.device
     model: nn.Module
     data: object  # LoadedDataset
@@ -122,30 +137,41 @@ class RunState:
     grad_rows: list = field(default_factory=list)
 
 
-def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
+def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overwrite: bool = False) -> dict:
     """Train ``cfg``'s experiment; returns the final metrics dict (also written to ``metrics.json``).
 
     Artifacts, each written atomically (names in convkit.artifacts): config.json, history.csv, grad_norms.csv,
     metrics.json and checkpoint.pt (rewritten after every epoch, so an interrupted run resumes from its last
-    epoch).
+    epoch). The run folder is locked while training. A folder that already holds a run is continued with
+    ``resume``, replaced with ``overwrite`` (only once the new run's first checkpoint exists), else refused.
     """
     quiet = quiet or not sys.stdout.isatty()  # progress bar and per-epoch lines only on a terminal
-    state = set_up(cfg, resume)
-    # Two variables on purpose: `model` (eager) is what is saved and exported, `compiled` is what runs.
-    compiled = compile_model(state.model) if cfg.compile else state.model
-    compile_s = warm_up(state.model, compiled, state.train_loader, state.test_loader, cfg, state.device)
-    run_epochs(state, compiled, quiet)
-    metrics = final_metrics(state, compile_s)
-    write_artifact(state.run_dir / METRICS, "metrics", metrics)
+    with run_lock(Path(cfg.run_dir), f"convkit train {cfg.experiment}"):
+        state = set_up(cfg, resume, overwrite)
+        try:
+            # Two variables on purpose: `model` (eager) is what is saved and exported, `compiled` is what runs.
+            compiled = compile_model(state.model) if cfg.compile else state.model
+            compile_s = warm_up(state.model, compiled, state.train_loader, state.test_loader, cfg, state.device)
+            run_epochs(state, compiled, quiet)
+        finally:
+            if state.run_dir != Path(cfg.run_dir):  # a fresh run that never reached its first checkpoint
+                shutil.rmtree(state.run_dir, ignore_errors=True)
+        metrics = final_metrics(state, compile_s)
+        write_artifact(state.run_dir / METRICS, "metrics", metrics)
     return metrics
 
 
-def set_up(cfg: TrainConfig, resume: bool) -> RunState:
+def set_up(cfg: TrainConfig, resume: bool, overwrite: bool = False) -> RunState:
     """Return the RunState: data on the device, model, optimizer; with ``resume``, the checkpoint's state loaded.
 
-    Writes config.json, but only after a resume was accepted (a refused resume leaves the old run as it was).
+    Writes config.json, but only after a resume was accepted (a refused resume leaves the old run as it was);
+    a fresh run writes into a temporary folder that replaces the run folder after its first checkpoint.
     """
-    run_dir = ensure_writable_dir(Path(cfg.run_dir))
+    final = Path(cfg.run_dir)
+    resuming = resume and (final / CHECKPOINT).is_file()
+    if not resuming and holds_run(final) and not overwrite:
+        raise ConvkitError(f"{final} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    ensure_writable_dir(final.parent)
     device = torch.device(cfg.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -167,11 +193,16 @@ def set_up(cfg: TrainConfig, resume: bool) -> RunState:
     test_loader = DeviceLoader(data.test_images, data.test_labels, cfg.recipe.batch_size, mcfg.mean, mcfg.std,
                                device, train=False, channels_last=cfg.channels_last)
     optimizer, scheduler = build_optimizer(model, cfg, len(train_loader))
-    state = RunState(cfg, run_dir, device, model, data, train_loader, test_loader, optimizer, scheduler,
+    state = RunState(cfg, final, device, model, data, train_loader, test_loader, optimizer, scheduler,
                      environment(device))
-    if resume and (run_dir / CHECKPOINT).is_file():
-        state.start_epoch, state.history, state.grad_rows = _resume_state(run_dir, cfg, model, optimizer, scheduler)
-    write_artifact(run_dir / CONFIG, "config", {
+    if resuming:
+        state.start_epoch, state.history, state.grad_rows = _resume_state(final, cfg, data.checksum, model,
+                                                                          optimizer, scheduler)
+        if state.start_epoch < cfg.epochs:
+            remove_downstream(final)  # the checkpoint will change: its exports and evaluations would be stale
+    else:
+        state.run_dir = fresh_run_folder(final)
+    write_artifact(state.run_dir / CONFIG, "config", {
         "config": cfg.to_dict(), "model_config": mcfg.to_dict(), "parameters": count_parameters(model),
         "data_source": data.source, "data_checksum": data.checksum, "environment": state.env})
     return state
@@ -202,7 +233,7 @@ def run_epochs(state: RunState, compiled, quiet: bool) -> None:
             kept = f"epoch {epoch}" if epoch else "none: no epoch completed"
             raise TrainingDiverged(
                 f"{cfg.experiment}: loss became non-finite in epoch {epoch + 1}; last good checkpoint ({kept}) kept "
-                f"in {state.run_dir}; lower --lr or use --recipe seed"
+                f"in {cfg.run_dir}; lower --lr or use --recipe seed"
             )
         row = {
             "epoch": epoch + 1,
@@ -218,6 +249,8 @@ def run_epochs(state: RunState, compiled, quiet: bool) -> None:
                         environment=state.env, data_checksum=state.data.checksum)
         write_csv(state.run_dir / HISTORY, state.history)
         write_csv(state.run_dir / GRAD_NORMS, state.grad_rows)
+        if state.run_dir != Path(cfg.run_dir):
+            state.run_dir = promote_run_folder(state.run_dir, Path(cfg.run_dir))
         if not quiet:
             tqdm.write(f"{cfg.experiment} epoch {epoch + 1}/{cfg.epochs}  train loss {tr.loss:.4f} acc {tr.acc:.4f}  "
                        f"test loss {te.loss:.4f} acc {te.acc:.4f}  {row['epoch_time_s']:.1f}s  "
@@ -245,6 +278,24 @@ def final_metrics(state: RunState, compile_s: float) -> dict:
         "config": cfg.to_dict(),
         "environment": state.env,
     }
+    warnings = divergence_warnings(history)
+    if warnings:
+        metrics["warnings"] = warnings
     metrics["summary"] = {key: metrics[key] for _, key, _ in SUMMARY_COLUMNS}
     metrics["summary_columns"] = [list(c) for c in SUMMARY_COLUMNS]
     return metrics
+
+
+# A final loss this many times the first epoch's means the run blew up, even if every number stayed finite.
+EXPLODED_LOSS_FACTOR = 10.0
+
+
+def divergence_warnings(history: list[dict]) -> list[str]:
+    """Return warnings for a run whose final train or test loss is far above its first epoch's (finite blow-ups)."""
+    first, last = history[0], history[-1]
+    out = []
+    for key in ("train_loss", "test_loss"):
+        if last[key] > EXPLODED_LOSS_FACTOR * max(first[key], 1e-12):
+            out.append(f"final {key.replace('_', ' ')} {last[key]:.3g} is more than {EXPLODED_LOSS_FACTOR:g}× the "
+                       f"first epoch's ({first[key]:.3g}): the run diverged; lower --lr or use --recipe seed")
+    return out

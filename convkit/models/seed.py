@@ -5,14 +5,7 @@ from __future__ import annotations
 import torch.nn as nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from convkit.models.layers import (
-    L2Pool2d,
-    ResidualBlock,
-    ScaledConv2d,
-    SqueezeExcite,
-    SwishPlusReLU,
-    WideBlock,
-)
+from convkit.models.layers import L2Pool2d, ResidualBlock, ScaledConv2d, SqueezeExcite, SwishPlusReLU, WideBlock
 from convkit.models.registry import register_model
 
 
