@@ -93,15 +93,15 @@ def bench_one(exp, args, data: dict, tmp: Path) -> dict:
     from convkit.data.loader import normalize
     from convkit.models import create_model
 
-    torch.manual_seed(0)
-    model = create_model(exp.model).eval()
-    weights = "random"
-    ckpt_path = Path(args.runs_root) / exp.name / "checkpoint.pt" if args.runs_root else None
-    if ckpt_path and ckpt_path.is_file():
-        from convkit.artifacts import load_checkpoint, load_weights
+    from convkit.artifacts import is_run_dir, load_run_model
 
-        load_weights(model, load_checkpoint(ckpt_path)["model"], str(ckpt_path))
-        weights = str(ckpt_path)
+    torch.manual_seed(0)
+    run_dir = Path(args.runs_root) / exp.name if args.runs_root else None
+    if run_dir is not None and is_run_dir(run_dir):
+        run = load_run_model(run_dir)
+        model, weights = run.model, str(run.checkpoint)
+    else:
+        model, weights = create_model(exp.model).eval(), "random"
     cfg = model.default_cfg
     d = data[cfg.dataset]
     def norm(u8: np.ndarray) -> np.ndarray:
