@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from convkit.devices import gpu_visible, resolve_default_device
 from convkit.errors import ConvkitError
 from convkit.recipes import Recipe, get_recipe
 from convkit.suite import get_experiment
@@ -46,8 +47,9 @@ class TrainConfig:
 
 
 def default_device() -> str:
-    """Return "cuda" when a CUDA device is usable, else "cpu"."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """Return "cuda" when a CUDA device is usable, "cpu" when there is no GPU; ConvkitError when a GPU is
+    visible but CUDA is unusable (old driver), rather than a silent CPU run."""
+    return resolve_default_device(torch.cuda.is_available(), gpu_visible())
 
 
 def check_device(device: str) -> torch.device:
@@ -57,7 +59,8 @@ def check_device(device: str) -> torch.device:
     except RuntimeError:
         raise ConvkitError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConvkitError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+        raise ConvkitError(f"device {device!r} requested but CUDA is not available here (torch's CUDA 13 build needs "
+                          f"NVIDIA driver ≥ 580); use --device cpu")
     if dev.type not in ("cpu", "cuda"):
         raise ConvkitError(f"device type {dev.type!r} is not supported; use cpu or cuda")
     return dev
