@@ -150,3 +150,46 @@ def test_compile_model_keeps_compiling_past_dynamo_cache_limit():
         compiled(torch.randn(2 + i, 1, 28, 28))
         graphs.append(counters["stats"]["unique_graphs"])
     assert all(b > a for a, b in zip(graphs, graphs[1:])), graphs
+
+
+def test_grad_norm_tracker_samples_every_nth_step():
+    from convkit.train.loop import GradNormTracker
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    tracker = GradNormTracker(model, every=3)
+    norms = [1.0, 2.0, 2.0, 8.0, 5.0, 5.0, 4.0]  # steps 0, 3, 6 sampled: mean 13/3 (all seven would give 3.857)
+    for norm in norms:
+        model.weight.grad = torch.full_like(model.weight, norm / 2 ** 0.5)  # L2 norm of [g, g] is g·sqrt(2)
+        tracker.update()
+    assert tracker.epoch_means()["weight"] == pytest.approx(13 / 3)
+    for norm in norms[:2]:  # the next epoch starts sampling at its own step 0 again
+        model.weight.grad = torch.full_like(model.weight, norm / 2 ** 0.5)
+        tracker.update()
+    assert tracker.epoch_means()["weight"] == pytest.approx(1.0)
+    assert tracker.epoch_means() == {}
+    with pytest.raises(ValueError):
+        GradNormTracker(model, every=0)
+
+
+def test_grad_norm_every_is_recorded_in_the_config(tmp_path):
+    cfg = _cfg(tmp_path, "t1-fcn")
+    assert cfg.grad_norm_every == 10
+    train_experiment(cfg, quiet=True)
+    config = json.loads((Path(cfg.run_dir) / "config.json").read_text())
+    assert config["config"]["grad_norm_every"] == 10
+
+
+def test_adam_is_fused_on_cuda_only(tmp_path):
+    import dataclasses
+
+    from convkit.models import create_model
+    from convkit.train.run import build_optimizer
+
+    model = create_model("fcn_mnist")
+    for recipe in ("seed", "fast"):  # adam, adamw
+        cfg = _cfg(tmp_path, "t1-fcn", recipe=recipe)
+        cpu_opt, _ = build_optimizer(model, cfg, steps_per_epoch=4)
+        assert not cpu_opt.defaults.get("fused")  # the CPU keeps the default (foreach/for-loop) update
+        # The config is all build_optimizer looks at: a CUDA config asks for the fused update.
+        cuda_opt, _ = build_optimizer(model, dataclasses.replace(cfg, device="cuda"), steps_per_epoch=4)
+        assert cuda_opt.defaults["fused"] is True

@@ -14,6 +14,10 @@ from convkit.recipes import Recipe, get_recipe
 from convkit.suite import get_experiment
 
 
+# Gradient norms are sampled on every Nth training step (see GradNormTracker).
+GRAD_NORM_EVERY = 10
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a run's result; saved with every checkpoint and result file."""
@@ -32,6 +36,7 @@ class TrainConfig:
     sample: bool
     data_dir: str | None
     run_dir: str
+    grad_norm_every: int = GRAD_NORM_EVERY  # grad_norms.csv: mean over every Nth step of each epoch
 
     def to_dict(self) -> dict:
         return asdict(self)

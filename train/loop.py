@@ -38,26 +38,40 @@ class EpochStats:
 
 
 class GradNormTracker:
-    """Accumulates each parameter's gradient L2 norm over the steps of an epoch, on the device (no sync per step)."""
+    """Accumulates each parameter's gradient L2 norm on every ``every``-th step of an epoch (steps 0, N, 2N, ...),
+    on the device (no sync per step).
 
-    def __init__(self, model: nn.Module):
+    One norm per parameter tensor is a kernel launch each; on small models that is a sizeable share of a step,
+    and a sample of every Nth step describes an epoch's gradients as well as all of them.
+    """
+
+    def __init__(self, model: nn.Module, every: int = 1):
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.every = every
         self.total: torch.Tensor | None = None
-        self.steps = 0
+        self.steps = 0  # steps seen this epoch
+        self.samples = 0  # steps whose norms were accumulated
 
     def update(self) -> None:
+        """Record this step's gradient norms when it is a sampled step; call once per step, after backward."""
+        sampled = self.steps % self.every == 0
+        self.steps += 1
+        if not sampled:
+            return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         norms = torch.stack(torch._foreach_norm(grads)).float()
         self.total = norms if self.total is None else self.total + norms
-        self.steps += 1
+        self.samples += 1
 
     def epoch_means(self) -> dict[str, float]:
-        """Return {parameter name: mean gradient norm this epoch} and reset."""
+        """Return {parameter name: mean gradient norm over this epoch's sampled steps} and reset."""
         if self.total is None:
             return {}
-        means = (self.total / self.steps).tolist()
-        self.total, self.steps = None, 0
+        means = (self.total / self.samples).tolist()
+        self.total, self.steps, self.samples = None, 0, 0
         return dict(zip(self.names, means))
 
 

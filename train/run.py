@@ -37,10 +37,13 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
     """Return (optimizer, scheduler or None) for the config's recipe."""
     r = cfg.recipe
     params = model.parameters()
+    # On CUDA the fused Adam/AdamW update is one kernel for all parameters instead of several per tensor.
+    # The CPU keeps the default implementation, so CPU results stay bit-identical to earlier runs.
+    fused = {"fused": True} if torch.device(cfg.device).type == "cuda" else {}
     if r.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=r.lr, weight_decay=r.weight_decay)
+        opt = torch.optim.Adam(params, lr=r.lr, weight_decay=r.weight_decay, **fused)
     elif r.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay)
+        opt = torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay, **fused)
     elif r.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov, weight_decay=r.weight_decay)
     else:
@@ -147,7 +150,7 @@ def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False
     # Two variables on purpose: `model` (eager) is what is saved and exported, `compiled` is what runs.
     compiled = compile_model(model) if cfg.compile else model
     compile_s = warm_up(model, compiled, train_loader, test_loader, cfg, device)
-    tracker = GradNormTracker(model)
+    tracker = GradNormTracker(model, every=cfg.grad_norm_every)
 
     bar = tqdm(total=(cfg.epochs - start_epoch) * len(train_loader), desc=cfg.experiment, unit="step",
                disable=quiet, leave=False, dynamic_ncols=True)
