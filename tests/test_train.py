@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -193,3 +194,51 @@ def test_adam_is_fused_on_cuda_only(tmp_path):
         # The config is all build_optimizer looks at: a CUDA config asks for the fused update.
         cuda_opt, _ = build_optimizer(model, dataclasses.replace(cfg, device="cuda"), steps_per_epoch=4)
         assert cuda_opt.defaults["fused"] is True
+
+
+def test_evaluate_pads_the_tail_and_counts_only_real_rows():
+    from convkit.data.loader import DeviceLoader
+    from convkit.train.loop import evaluate
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (50, 3, 4, 4), dtype=torch.uint8)
+    y = torch.arange(50) % 10
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10)).eval()
+    shapes = []
+    model.register_forward_pre_hook(lambda mod, args: shapes.append(args[0].shape[0]))
+    loader = DeviceLoader(x, y, 16, (0.5,) * 3, (0.25,) * 3, torch.device("cpu"), train=False, channels_last=True)
+    stats = evaluate(model, loader, "none")
+    assert shapes == [16, 16, 16, 16]  # 50 = 3×16 + 2: the tail of 2 ran padded to 16
+    with torch.no_grad():
+        logits = model(loader.normalize(x))
+    assert stats.samples == 50
+    assert stats.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert stats.acc == (logits.argmax(1) == y).sum().item() / 50
+
+
+def test_compiled_run_never_recompiles_after_warm_up(tmp_path, monkeypatch):
+    # The CUDA path (compile, channels-last, bf16 autocast) on the CPU, with the aot_eager backend (no C++
+    # toolchain): after warm-up, two epochs and their evaluations with a ragged tail add no graph.
+    from torch._dynamo.utils import counters
+
+    from convkit.compilation import compile_model
+
+    monkeypatch.setattr(run_mod, "compile_model", lambda m: compile_model(m, backend="aot_eager"))
+    real_warm_up = run_mod.warm_up
+    seen = {}
+
+    def warm_up_then_forbid_recompiles(*a, **k):
+        seconds = real_warm_up(*a, **k)
+        seen["after_warm_up"] = counters["stats"]["unique_graphs"]
+        monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+        return seconds
+
+    monkeypatch.setattr(run_mod, "warm_up", warm_up_then_forbid_recompiles)
+    # t2-residual-cnn has BatchNorm (train and eval differ); 500 test images = 5×96 + 20: a ragged tail.
+    cfg = _cfg(tmp_path, "t2-residual-cnn", epochs=2, batch_size=96, compile=True)
+    cfg = dataclasses.replace(cfg, channels_last=True, amp="bf16")
+    before = counters["stats"]["unique_graphs"]
+    m = train_experiment(cfg, quiet=True)
+    assert seen["after_warm_up"] - before == 2  # one train graph, one eval graph
+    assert counters["stats"]["unique_graphs"] == seen["after_warm_up"]
+    assert m["compile_time_s"] > 0 and 0 <= m["test_acc"] <= 1

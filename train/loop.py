@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -113,17 +113,36 @@ def train_epoch(
     return EpochStats(loss_sum.item() / n, correct.item() / n, n, time.perf_counter() - t0)
 
 
+def padded_batches(loader: DeviceLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+    """Yield (images, labels, n) for one in-order pass, each image batch padded to ``loader.batch_size`` rows.
+
+    The last batch of a split is usually short; a compiled model sees a new shape there and compiles a
+    second eval graph. Padding with copies of the batch's first image keeps one shape; only the first ``n``
+    rows are real (``labels`` has exactly those). Eval mode keeps rows independent (BatchNorm uses its
+    running statistics), so padding cannot change the real rows' outputs.
+    """
+    for x, y in loader.epoch():
+        n = len(y)
+        if n < loader.batch_size:
+            filler = x[:1].expand(loader.batch_size - n, *x.shape[1:])
+            x = loader.layout(torch.cat([x, filler]))
+        yield x, y, n
+
+
 @torch.no_grad()
 def evaluate(model: Callable, loader: DeviceLoader, amp: str) -> EpochStats:
-    """Return mean cross-entropy and top-1 accuracy over every sample of ``loader`` (caller sets eval mode)."""
+    """Return mean cross-entropy and top-1 accuracy over every sample of ``loader`` (caller sets eval mode).
+
+    Every forward runs at the full batch size (see padded_batches): one compiled eval graph, tail included.
+    """
     device = loader.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     synchronize(device)
     t0 = time.perf_counter()
-    for x, y in loader.epoch():
+    for x, y, n in padded_batches(loader):
         with autocast(device, amp):
-            logits = model(x)
+            logits = model(x)[:n]  # padded rows dropped: they count in neither loss nor accuracy
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
     synchronize(device)

@@ -22,7 +22,7 @@ from convkit.envinfo import environment
 from convkit.errors import ConvkitError, TrainingDiverged
 from convkit.models import create_model
 from convkit.train.config import TrainConfig
-from convkit.train.loop import GradNormTracker, autocast, evaluate, synchronize, train_epoch
+from convkit.train.loop import GradNormTracker, autocast, evaluate, padded_batches, synchronize, train_epoch
 
 # Keys of the config that must agree for --resume to continue a run instead of starting over.
 _RESUME_KEYS = ("experiment", "model", "dataset", "recipe", "epochs", "seed", "sample", "device", "amp")
@@ -65,7 +65,7 @@ def warm_up(model: nn.Module, compiled, train_loader: DeviceLoader, test_loader:
     """Trigger every compilation the run will need, then restore the weights; returns seconds spent.
 
     As in airbench, compile time is kept out of the training clock: one train step (forward + backward)
-    and eval forwards at both eval batch shapes run here on real data, after which model and BN statistics
+    and one eval forward at the (padded) eval batch shape run here on real data, after which model and BN statistics
     are restored, so the run itself is unaffected.
     """
     if not cfg.compile:
@@ -79,11 +79,8 @@ def warm_up(model: nn.Module, compiled, train_loader: DeviceLoader, test_loader:
         loss = torch.nn.functional.cross_entropy(compiled(x), y)
     loss.backward()
     model.eval()
-    n_test = len(test_loader.images)
-    shapes = {min(test_loader.batch_size, n_test), n_test % test_loader.batch_size}
     with torch.no_grad(), autocast(device, cfg.amp):
-        for b in sorted(s for s in shapes if s):
-            compiled(test_loader.normalize(test_loader.images[:b]))
+        compiled(next(padded_batches(test_loader))[0])  # evaluate() pads every batch to this one shape
     synchronize(device)
     seconds = time.perf_counter() - t0
     model.load_state_dict(snapshot)
