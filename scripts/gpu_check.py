@@ -66,7 +66,8 @@ def machine_info() -> dict:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     info = environment(device)
-    info.update(torch_cuda_available=torch.cuda.is_available(), ort_providers=ort.get_available_providers(),
+    info.update(torch_cuda_available=torch.cuda.is_available(), onnxruntime=ort.__version__,  # the one imported
+                ort_providers=ort.get_available_providers(),
                 onnxscript=importlib.util.find_spec("onnxscript") is not None, nvidia=nvidia_driver(),
                 torch_compile_threads=os.environ.get("TORCHINDUCTOR_COMPILE_THREADS"))
     return info

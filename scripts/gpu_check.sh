@@ -10,10 +10,11 @@
 #   - convkit is installed from this checkout without network (pip --no-deps --no-build-isolation --no-index);
 #     when that fails (no setuptools, an externally managed Python) it runs from the checkout via PYTHONPATH;
 #   - the datasets are read from devdata/ (git-ignored): MNIST/raw and cifar10-jpeg.tar.gz;
-#   - ONNX export needs onnxscript: when it is missing and devdata/wheels/ holds wheels, it is installed from
-#     there; fill that folder on a machine with network:
-#       pip download --only-binary=:all: --python-version 3.12 --platform manylinux_2_17_x86_64 \
-#           -d devdata/wheels onnxscript
+#   - ONNX export needs onnxscript: when it is missing and devdata/wheels/ holds wheels, they are installed
+#     into devdata/.pylib (put on PYTHONPATH); fill that folder on a machine with network:
+#       pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#           --platform manylinux_2_28_x86_64 -d devdata/wheels 'onnxscript<0.8' onnx-ir ml-dtypes
+#     (1.3 MB; onnx, numpy, packaging and typing_extensions are already there)
 #     Without onnxscript the check trains and reports, and skips export and ONNX Runtime latency.
 # Options other than --no-install go to scripts/gpu_check.py. PYTHON selects the interpreter (default python3).
 set -euo pipefail
@@ -38,11 +39,13 @@ if [ "$install" = 1 ]; then
   else
     echo "note: pip could not install convkit offline ($(tail -n 1 /tmp/convkit-gpu-check-pip.log)); running from the checkout"
   fi
+  # Into a folder of the checkout, not the system: works on an externally managed Python too.
   if ! "$PY" -c 'import onnxscript' 2>/dev/null && ls devdata/wheels/*.whl >/dev/null 2>&1; then
-    "$PY" -m pip install --quiet --no-index --find-links devdata/wheels onnxscript \
-      || echo "note: onnxscript could not be installed from devdata/wheels; export will be skipped"
+    "$PY" -m pip install --quiet --no-deps --no-index --upgrade --target devdata/.pylib devdata/wheels/*.whl \
+      || echo "note: the wheels in devdata/wheels could not be installed; export will be skipped"
   fi
 fi
+if [ -d devdata/.pylib ]; then export PYTHONPATH="$PWD/devdata/.pylib${PYTHONPATH:+:$PYTHONPATH}"; fi
 if [ "$dry_run" = 0 ] && { [ ! -d devdata/MNIST/raw ] || [ ! -f devdata/cifar10-jpeg.tar.gz ]; }; then
   echo "error: the GPU check reads the datasets from devdata/ in the checkout; fill it with" >&2
   echo "  mkdir -p devdata && cp -r <data>/MNIST <data>/cifar10-jpeg.tar.gz devdata/" >&2
