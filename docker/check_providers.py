@@ -366,7 +366,8 @@ def torch_cuda_state() -> dict:
 
 
 # -------------------------------------------------------------------------------------------- verdict
-def verdict(report: dict, require_gpu: bool = False, require_tensorrt: bool = False) -> tuple[int, list[str], list[str]]:
+def verdict(report: dict, require_gpu: bool = False,
+            require_tensorrt: bool = False) -> tuple[int, list[str], list[str]]:
     """Return (exit status, errors, notes) for a report of probe() plus, with --require-gpu, "torch" and "gpus"."""
     if "probe_error" in report:
         return 1, [report["probe_error"]], []
@@ -380,7 +381,8 @@ def verdict(report: dict, require_gpu: bool = False, require_tensorrt: bool = Fa
     cuda = report["providers"]["CUDAExecutionProvider"]
     if cuda["wheel_only"]:
         errors.append(f"CUDA provider: {', '.join(cuda['wheel_only'])} not found by the loader, only in the nvidia-* "
-                      "wheels: add their lib folders to LD_LIBRARY_PATH (a process that imports torch first hides this)")
+                      "wheels: add their lib folders to LD_LIBRARY_PATH (a process that imports torch first "
+                      "hides this)")
     if cuda["missing"] or cuda["failed"]:
         errors.append(f"CUDA provider: missing {cuda['missing']}, failed to load {cuda['failed']}")
     trt = report["providers"]["TensorrtExecutionProvider"]
@@ -420,7 +422,8 @@ def print_report(report: dict) -> None:
     for name, entry in report["providers"].items():
         print(f"\n{name}: {entry['library']}")
         for soname, lib in entry["libs"].items():
-            print(f"  {soname:40s} {lib['status']:16s} {lib['path'] or '-'}" + (f"  [{lib['via']}]" if lib["via"] else ""))
+            via = f"  [{lib['via']}]" if lib["via"] else ""
+            print(f"  {soname:40s} {lib['status']:16s} {lib['path'] or '-'}{via}")
         for lib in entry["missing"]:
             if lib not in entry["libs"]:
                 print(f"  {lib:40s} {'missing':16s} -")

@@ -218,7 +218,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the check; returns 0 when every experiment finished (on CUDA unless --dry-run), 1 otherwise, 2 on bad setup."""
+    """Run the check; returns 0 when every experiment finished (on CUDA unless --dry-run), 1 otherwise, 2 when
+    torch is too old or the datasets are missing."""
     t0 = time.perf_counter()
     args = parse_args(argv)
     import torch
@@ -227,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: torch {torch.__version__} found; convkit needs torch ≥ {'.'.join(map(str, MIN_TORCH))}",
               file=sys.stderr)
         return 2
-    if not args.dry_run and not ((args.data / "MNIST" / "raw").is_dir() and (args.data / "cifar10-jpeg.tar.gz").is_file()):
+    have_data = (args.data / "MNIST" / "raw").is_dir() and (args.data / "cifar10-jpeg.tar.gz").is_file()
+    if not args.dry_run and not have_data:
         print("error: " + DATA_HELP.format(data=args.data), file=sys.stderr)
         return 2
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -238,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         notes.append("onnxscript is not installed: torch's ONNX exporter needs it, so export and ORT evaluation "
                      "were skipped (put its wheels in devdata/wheels; see scripts/gpu_check.sh)")
     if "CUDAExecutionProvider" not in machine["ort_providers"]:
-        notes.append("onnxruntime has no CUDA provider here (CPU-only `onnxruntime` wheel): ORT CUDA latency not measured")
+        notes.append("onnxruntime has no CUDA provider here (CPU-only `onnxruntime` wheel): "
+                     "ORT CUDA latency not measured")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     log = args.out_dir / "train-all.log"
     cmd = train_all_command(args, args.only, export)
@@ -246,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     rc, suite_wall = run_bounded(cmd, log, args.budget_s, env)
     from convkit.train.config import resolve_config
 
-    rows = [experiment_row(name, Path(resolve_config(name, sample=args.dry_run, out=args.runs_dir, device="cpu").run_dir))
-            for name in args.only]
+    # resolve_config gives each run folder's path (device plays no part in it)
+    run_dirs = {name: Path(resolve_config(name, sample=args.dry_run, out=args.runs_dir, device="cpu").run_dir)
+                for name in args.only}
+    rows = [experiment_row(name, run_dir) for name, run_dir in run_dirs.items()]
     report = {"dry_run": args.dry_run, "install": args.install, "command": cmd[1:], "train_all_exit": rc,
               "budget_s": args.budget_s, "suite_wall_s": suite_wall, "log": str(log), "machine": machine,
               "experiments": rows, "notes": notes}

@@ -45,7 +45,8 @@ def test_row_of_an_unfinished_run_and_the_problems(tmp_path):
               "experiments": [row, {"experiment": "t1-fcn", "status": "ok", "device": "cpu"}]}
     problems = gc.problems_of(report)
     assert problems == ["train-all stopped at the 400 s budget", "t3-k3: not finished", "t1-fcn ran on cpu, not CUDA"]
-    assert gc.problems_of({**report, "dry_run": True, "train_all_exit": 0, "experiments": [report["experiments"][1]]}) == []
+    finished_on_cpu = {**report, "dry_run": True, "train_all_exit": 0, "experiments": [report["experiments"][1]]}
+    assert gc.problems_of(finished_on_cpu) == []
 
 
 def test_missing_data_tells_how_to_fill_devdata(tmp_path, capsys):

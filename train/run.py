@@ -65,8 +65,8 @@ def warm_up(model: nn.Module, compiled, train_loader: DeviceLoader, test_loader:
     """Trigger every compilation the run will need, then restore the weights; returns seconds spent.
 
     As in airbench, compile time is kept out of the training clock: one train step (forward + backward)
-    and one eval forward at the (padded) eval batch shape run here on real data, after which model and BN statistics
-    are restored, so the run itself is unaffected.
+    and one eval forward at the (padded) eval batch shape run here on real data, after which model and BN
+    statistics are restored, so the run itself is unaffected.
     """
     if not cfg.compile:
         return 0.0
