@@ -71,3 +71,15 @@ def test_compile_threads_honour_env_affinity_and_quota(tmp_path):
     (tmp_path / "cpu.max").write_text("max 100000\n")
     assert cgroup_cpu_limit(tmp_path) is None
     assert cgroup_cpu_limit(tmp_path / "absent") is None
+
+
+def test_compile_model_sets_the_compile_workers(monkeypatch):
+    import torch
+    import torch._inductor.config as inductor_config
+
+    from convkit.compilation import compile_model
+
+    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "3")
+    monkeypatch.setattr(inductor_config, "compile_threads", inductor_config.compile_threads)  # restored after
+    compile_model(torch.nn.Linear(2, 2), backend="aot_eager")
+    assert inductor_config.compile_threads == 3
