@@ -183,6 +183,8 @@ def markdown(report: dict) -> str:
               "samples/s: median training throughput of the epochs after the first; ORT b1: batch-1 p50 latency "
               "of the fp32 ONNX model (CUDA only where onnxruntime-gpu's CUDA provider works)."]
     lines += [f"- note: {n}" for n in report["notes"]]
+    if report["problems"]:
+        lines += ["", f"Last lines of `{report['log']}`:", "", "```", *report["log_tail"][-15:], "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -190,7 +192,7 @@ def problems_of(report: dict) -> list[str]:
     """Return what makes the check fail: a failed train-all, an experiment that did not finish, no CUDA on a GPU run."""
     out = []
     if report["train_all_exit"] is None:
-        out.append(f"train-all stopped at the {report['budget_s']:.0f} s budget")
+        out.append(f"train-all stopped at the {report['budget_s']:g} s budget")
     elif report["train_all_exit"] != 0:
         out.append(f"train-all exited {report['train_all_exit']} (see {report['log']})")
     out += [f"{r['experiment']}: {r['status']}" for r in report["experiments"] if r["status"] != "ok"]
@@ -213,7 +215,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--install", default="unknown", help=argparse.SUPPRESS)  # how gpu_check.sh made convkit importable
     args = ap.parse_args(argv)
     args.only = args.only or list(DRY_RUN_EXPERIMENTS if args.dry_run else GPU_EXPERIMENTS)
-    args.runs_dir = args.runs_dir or args.out_dir / "runs"
+    # train-all runs from the checkout: absolute paths mean the same to it and to this process
+    args.data, args.out_dir = args.data.resolve(), args.out_dir.resolve()
+    args.runs_dir = (args.runs_dir or args.out_dir / "runs").resolve()
     return args
 
 
@@ -255,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [experiment_row(name, run_dir) for name, run_dir in run_dirs.items()]
     report = {"dry_run": args.dry_run, "install": args.install, "command": cmd[1:], "train_all_exit": rc,
               "budget_s": args.budget_s, "suite_wall_s": suite_wall, "log": str(log), "machine": machine,
-              "experiments": rows, "notes": notes}
+              "experiments": rows, "notes": notes,
+              "log_tail": log.read_text(encoding="utf-8", errors="replace").splitlines()[-40:]}
     report["problems"] = problems_of(report)
     report["result"] = "FAILED" if report["problems"] else "OK"
     report["check_wall_s"] = time.perf_counter() - t0

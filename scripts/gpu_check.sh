@@ -16,7 +16,7 @@
 #           --platform manylinux_2_28_x86_64 -d devdata/wheels 'onnxscript<0.8' onnx-ir ml-dtypes
 #     (1.3 MB; onnx, numpy, packaging and typing_extensions are already there)
 #     Without onnxscript the check trains and reports, and skips export and ONNX Runtime latency.
-# Options other than --no-install go to scripts/gpu_check.py. PYTHON selects the interpreter (default python3).
+# Options other than --no-install go to scripts/gpu_check.py; relative paths are taken from the checkout. PYTHON selects the interpreter (default python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

@@ -59,3 +59,12 @@ def test_missing_data_tells_how_to_fill_devdata(tmp_path, capsys):
 def test_version_floor():
     assert gc.version_tuple("2.11.0+cu130") == (2, 11, 0) >= gc.MIN_TORCH
     assert gc.version_tuple("2.10.1") < gc.MIN_TORCH
+
+
+def test_train_all_past_its_budget_is_stopped_and_reported(tmp_path):
+    assert gc.main(["--dry-run", "--only", "t1-fcn", "--budget-s", "0.5", "--out-dir", str(tmp_path)]) == 1
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["train_all_exit"] is None and report["suite_wall_s"] < 30
+    assert report["problems"][:2] == ["train-all stopped at the 0.5 s budget", "t1-fcn: not finished"]
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert "result: **FAILED**" in md and "| t1-fcn | mnist | – |" in md and "Last lines of" in md
