@@ -2,10 +2,10 @@
 # convkit: train CNNs with torch, export to ONNX, evaluate under ONNX Runtime (GPU or CPU).
 #
 #   docker build -t convkit .
-#   docker run --rm --gpus all -v "$PWD/runs:/runs" -v "$DATA:/data" convkit train-all
+#   docker run --rm --gpus all -v "$PWD/runs:/runs" -v "$DATA:/data" -v convkit-cache:/var/cache/convkit convkit train-all
 #
 # The CUDA runtime (cuBLAS, cuDNN, ...) comes from torch's nvidia-* wheels, so no CUDA base image is needed:
-# a GPU host only needs the NVIDIA driver and the NVIDIA Container Toolkit. See docker/README.md.
+# a GPU host only needs the NVIDIA driver (≥ 580, for CUDA 13) and the NVIDIA Container Toolkit. See docker/README.md.
 #
 # BASE_IMAGE: the public base, pinned by digest (python:3.11-slim-bookworm, linux/amd64 index). The digest
 # was taken from public references and could not be verified from the build machines (no registry access):
@@ -84,6 +84,12 @@ RUN /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/dist/convkit-*.whl \
     && /opt/venv/bin/python -c 'import convkit; print("convkit", convkit.__version__)'
 COPY docker/check_providers.py /opt/convkit/check_providers.py
 
+# NVIDIA_REQUIRE_CUDA: the NVIDIA Container Toolkit refuses to start the container on a driver older than
+# CUDA 13 needs (≥ 580), instead of torch quietly finding no GPU. NVIDIA_DRIVER_CAPABILITIES: compute
+# (libcuda, PTX JIT) and utility (nvidia-smi, NVML) are all convkit uses; no graphics or video libraries.
+ENV NVIDIA_REQUIRE_CUDA="cuda>=13.0" \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+
 # LD_LIBRARY_PATH: let ONNX Runtime's CUDA provider find the CUDA/cuDNN libraries of torch's nvidia-* wheels
 # even in a process that does not `import torch` first. The driver (libcuda.so.1) comes from the host.
 ENV PATH=/opt/venv/bin:$PATH \
@@ -111,7 +117,12 @@ LABEL org.opencontainers.image.title="convkit" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 USER 10001:10001
-VOLUME ["/data", "/runs"]
+# /var/cache/convkit holds the torch.compile (Inductor) and Triton kernel caches: a volume there turns the
+# ~1 min of compilation per model into a cache hit on the next run (and keeps the decoded datasets).
+# Inductor's parallel compile workers: convkit uses min(8, CPUs of the container's quota) unless
+# TORCHINDUCTOR_COMPILE_THREADS is set (`-e TORCHINDUCTOR_COMPILE_THREADS=N`): a number fixed here would be
+# wrong for either a `--cpus 4` container or a 64-core host.
+VOLUME ["/data", "/runs", "/var/cache/convkit"]
 WORKDIR /runs
 ENTRYPOINT ["convkit"]
 CMD ["--help"]

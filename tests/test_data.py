@@ -176,3 +176,23 @@ def test_crop_and_flip_are_batched_and_correct():
     is_flipped = [torch.equal(f, x[i % 2].flip(-1)) for i, f in enumerate(flipped)]
     is_same = [torch.equal(f, x[i % 2]) for i, f in enumerate(flipped)]
     assert all(a or b for a, b in zip(is_flipped, is_same)) and any(is_flipped) and any(is_same)
+
+
+def test_channels_last_survives_augmentation():
+    # cuDNN/Inductor pick NHWC kernels only for channels-last inputs; crop and flip return NCHW tensors.
+    x = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    y = torch.arange(40) % 10
+    cpu = torch.device("cpu")
+    kw = {"mean": (0.5, 0.4, 0.3), "std": (0.2, 0.2, 0.2), "device": cpu, "train": True, "crop_pad": 2, "flip": True}
+    cl = DeviceLoader(x, y, 16, channels_last=True, **kw)
+    nchw = DeviceLoader(x, y, 16, channels_last=False, **kw)
+    batches = list(cl.epoch(make_generator(cpu, 5)))
+    reference = list(nchw.epoch(make_generator(cpu, 5)))
+    assert len(batches) == 2
+    for (xb, yb), (xr, yr) in zip(batches, reference):
+        assert xb.is_contiguous(memory_format=torch.channels_last) and not xb.is_contiguous()
+        assert xb.stride() == (8 * 8 * 3, 1, 8 * 3, 3)  # N, C, H, W strides of NHWC storage
+        assert torch.equal(xb, xr) and torch.equal(yb, yr)  # same values, only the layout differs
+    assert reference[0][0].is_contiguous()
+    test_batch = next(DeviceLoader(x, y, 16, channels_last=True, **{**kw, "train": False}).epoch())[0]
+    assert test_batch.is_contiguous(memory_format=torch.channels_last)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -150,3 +151,94 @@ def test_compile_model_keeps_compiling_past_dynamo_cache_limit():
         compiled(torch.randn(2 + i, 1, 28, 28))
         graphs.append(counters["stats"]["unique_graphs"])
     assert all(b > a for a, b in zip(graphs, graphs[1:])), graphs
+
+
+def test_grad_norm_tracker_samples_every_nth_step():
+    from convkit.train.loop import GradNormTracker
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    tracker = GradNormTracker(model, every=3)
+    norms = [1.0, 2.0, 2.0, 8.0, 5.0, 5.0, 4.0]  # steps 0, 3, 6 sampled: mean 13/3 (all seven would give 3.857)
+    for norm in norms:
+        model.weight.grad = torch.full_like(model.weight, norm / 2 ** 0.5)  # L2 norm of [g, g] is g·sqrt(2)
+        tracker.update()
+    assert tracker.epoch_means()["weight"] == pytest.approx(13 / 3)
+    for norm in norms[:2]:  # the next epoch starts sampling at its own step 0 again
+        model.weight.grad = torch.full_like(model.weight, norm / 2 ** 0.5)
+        tracker.update()
+    assert tracker.epoch_means()["weight"] == pytest.approx(1.0)
+    assert tracker.epoch_means() == {}
+    with pytest.raises(ValueError):
+        GradNormTracker(model, every=0)
+
+
+def test_grad_norm_every_is_recorded_in_the_config(tmp_path):
+    cfg = _cfg(tmp_path, "t1-fcn")
+    assert cfg.grad_norm_every == 10
+    train_experiment(cfg, quiet=True)
+    config = json.loads((Path(cfg.run_dir) / "config.json").read_text())
+    assert config["config"]["grad_norm_every"] == 10
+
+
+def test_adam_is_fused_on_cuda_only(tmp_path):
+    import dataclasses
+
+    from convkit.models import create_model
+    from convkit.train.optim import build_optimizer
+
+    model = create_model("fcn_mnist")
+    for recipe in ("seed", "fast"):  # adam, adamw
+        cfg = _cfg(tmp_path, "t1-fcn", recipe=recipe)
+        cpu_opt, _ = build_optimizer(model, cfg, steps_per_epoch=4)
+        assert not cpu_opt.defaults.get("fused")  # the CPU keeps the default (foreach/for-loop) update
+        # The config is all build_optimizer looks at: a CUDA config asks for the fused update.
+        cuda_opt, _ = build_optimizer(model, dataclasses.replace(cfg, device="cuda"), steps_per_epoch=4)
+        assert cuda_opt.defaults["fused"] is True
+
+
+def test_evaluate_pads_the_tail_and_counts_only_real_rows():
+    from convkit.data.loader import DeviceLoader
+    from convkit.train.loop import evaluate
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (50, 3, 4, 4), dtype=torch.uint8)
+    y = torch.arange(50) % 10
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10)).eval()
+    shapes = []
+    model.register_forward_pre_hook(lambda mod, args: shapes.append(args[0].shape[0]))
+    loader = DeviceLoader(x, y, 16, (0.5,) * 3, (0.25,) * 3, torch.device("cpu"), train=False, channels_last=True)
+    stats = evaluate(model, loader, "none")
+    assert shapes == [16, 16, 16, 16]  # 50 = 3×16 + 2: the tail of 2 ran padded to 16
+    with torch.no_grad():
+        logits = model(loader.normalize(x))
+    assert stats.samples == 50
+    assert stats.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert stats.acc == (logits.argmax(1) == y).sum().item() / 50
+
+
+def test_compiled_run_never_recompiles_after_warm_up(tmp_path, monkeypatch):
+    # The CUDA path (compile, channels-last, bf16 autocast) on the CPU, with the aot_eager backend (no C++
+    # toolchain): after warm-up, two epochs and their evaluations with a ragged tail add no graph.
+    from torch._dynamo.utils import counters
+
+    from convkit.compilation import compile_model
+
+    monkeypatch.setattr(run_mod, "compile_model", lambda m: compile_model(m, backend="aot_eager"))
+    real_warm_up = run_mod.warm_up
+    seen = {}
+
+    def warm_up_then_forbid_recompiles(*a, **k):
+        seconds = real_warm_up(*a, **k)
+        seen["after_warm_up"] = counters["stats"]["unique_graphs"]
+        monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+        return seconds
+
+    monkeypatch.setattr(run_mod, "warm_up", warm_up_then_forbid_recompiles)
+    # t2-residual-cnn has BatchNorm (train and eval differ); 500 test images = 5×96 + 20: a ragged tail.
+    cfg = _cfg(tmp_path, "t2-residual-cnn", epochs=2, batch_size=96, compile=True)
+    cfg = dataclasses.replace(cfg, channels_last=True, amp="bf16")
+    before = counters["stats"]["unique_graphs"]
+    m = train_experiment(cfg, quiet=True)
+    assert seen["after_warm_up"] - before == 2  # one train graph, one eval graph
+    assert counters["stats"]["unique_graphs"] == seen["after_warm_up"]
+    assert m["compile_time_s"] > 0 and 0 <= m["test_acc"] <= 1

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import torch
 
+from convkit.devices import gpu_visible, resolve_default_device
 from convkit.errors import ConvkitError
 from convkit.recipes import Recipe, get_recipe
 from convkit.suite import get_experiment
+
+# Gradient norms are sampled on every Nth training step (see GradNormTracker).
+GRAD_NORM_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class TrainConfig:
     sample: bool
     data_dir: str | None
     run_dir: str
+    grad_norm_every: int = GRAD_NORM_EVERY  # grad_norms.csv: mean over every Nth step of each epoch
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,8 +51,9 @@ class TrainConfig:
 
 
 def default_device() -> str:
-    """Return "cuda" when a CUDA device is usable, else "cpu"."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """Return "cuda" when a CUDA device is usable, "cpu" when there is no GPU; ConvkitError when a GPU is
+    visible but CUDA is unusable (old driver), rather than a silent CPU run."""
+    return resolve_default_device(torch.cuda.is_available(), gpu_visible())
 
 
 def check_device(device: str) -> torch.device:
@@ -57,7 +63,8 @@ def check_device(device: str) -> torch.device:
     except RuntimeError:
         raise ConvkitError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConvkitError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+        raise ConvkitError(f"device {device!r} requested but CUDA is not available here (torch's CUDA 13 build needs "
+                          f"NVIDIA driver ≥ 580); use --device cpu")
     if dev.type not in ("cpu", "cuda"):
         raise ConvkitError(f"device type {dev.type!r} is not supported; use cpu or cuda")
     return dev

@@ -38,7 +38,7 @@ from convkit.envinfo import environment
 from convkit.errors import ConvkitError, TrainingDiverged
 from convkit.models import create_model
 from convkit.train.config import TrainConfig
-from convkit.train.loop import GradNormTracker, autocast, evaluate, synchronize, train_epoch
+from convkit.train.loop import GradNormTracker, autocast, evaluate, padded_batches, synchronize, train_epoch
 from convkit.train.optim import build_optimizer
 
 # Keys of the config that must agree for --resume to continue a run instead of starting over.
@@ -55,8 +55,8 @@ def warm_up(model: nn.Module, compiled, train_loader: DeviceLoader, test_loader:
     """Trigger every compilation the run will need, then restore the weights; returns seconds spent.
 
     As in airbench, compile time is kept out of the training clock: one train step (forward + backward)
-    and eval forwards at both eval batch shapes run here on real data, after which model and BN statistics
-    are restored, so the run itself is unaffected.
+    and one eval forward at the (padded) eval batch shape run here on real data, after which model and BN
+    statistics are restored, so the run itself is unaffected.
     """
     if not cfg.compile:
         return 0.0
@@ -69,11 +69,8 @@ def warm_up(model: nn.Module, compiled, train_loader: DeviceLoader, test_loader:
         loss = torch.nn.functional.cross_entropy(compiled(x), y)
     loss.backward()
     model.eval()
-    n_test = len(test_loader.images)
-    shapes = {min(test_loader.batch_size, n_test), n_test % test_loader.batch_size}
     with torch.no_grad(), autocast(device, cfg.amp):
-        for b in sorted(s for s in shapes if s):
-            compiled(test_loader.normalize(test_loader.images[:b]))
+        compiled(next(padded_batches(test_loader))[0])  # evaluate() pads every batch to this one shape
     synchronize(device)
     seconds = time.perf_counter() - t0
     model.load_state_dict(snapshot)
@@ -214,7 +211,7 @@ def run_epochs(state: RunState, compiled, quiet: bool) -> None:
     Raises TrainingDiverged (exit 3) when a loss becomes non-finite; the last good checkpoint stays.
     """
     cfg, model, device = state.cfg, state.model, state.device
-    tracker = GradNormTracker(model)
+    tracker = GradNormTracker(model, every=cfg.grad_norm_every)
     bar = tqdm(total=(cfg.epochs - state.start_epoch) * len(state.train_loader), desc=cfg.experiment, unit="step",
                disable=quiet, leave=False, dynamic_ncols=True)
     for epoch in range(state.start_epoch, cfg.epochs):

@@ -93,8 +93,11 @@ class DeviceLoader:
         return len(self) * self.batch_size if self.train else len(self.images)
 
     def normalize(self, x_u8: torch.Tensor) -> torch.Tensor:
-        """Return float32 normalized images from uint8 ones."""
-        x = x_u8.float() * self.scale + self.shift
+        """Return float32 normalized images from uint8 ones, in the loader's memory layout."""
+        return self.layout(x_u8.float() * self.scale + self.shift)
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``x`` channels-last when the loader is, else unchanged (the model's weights share the layout)."""
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def epoch(self, gen: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -105,9 +108,11 @@ class DeviceLoader:
             sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
             idx = order[sl] if order is not None else sl
             x, y = self.images[idx], self.labels[idx]
-            x = self.normalize(x)
+            x = x.float() * self.scale + self.shift
             if self.train and self.crop_pad:
                 x = random_crop(x, self.crop_pad, gen)
             if self.train and self.flip:
                 x = random_flip(x, gen)
-            yield x, y
+            # Last: the crop's gather and the flip's where() return NCHW-contiguous tensors, which would
+            # silently undo an earlier channels-last conversion.
+            yield self.layout(x), y

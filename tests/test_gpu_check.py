@@ -1,0 +1,70 @@
+"""scripts/gpu_check.sh: its dry run (the GPU check's whole path, on the CPU) and the report logic."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
+gc = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gc)
+
+
+@pytest.mark.slow
+def test_dry_run_writes_the_report(tmp_path):
+    # --no-install: the test must not install convkit into the environment running it
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--dry-run", "--no-install",
+                           "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["dry_run"] and report["result"] == "OK" and report["train_all_exit"] == 0
+    assert [r["experiment"] for r in report["experiments"]] == list(gc.DRY_RUN_EXPERIMENTS)
+    for row in report["experiments"]:
+        assert row["status"] == "ok" and row["device"] == "cpu" and row["epochs"] == 1
+        assert 0 <= row["test_acc"] <= 1 and row["study_test_acc"] > 0.5
+        assert row["acc_delta_points"] == pytest.approx(100 * (row["test_acc"] - row["study_test_acc"]), abs=0.01)
+        assert row["train_time_s"] > 0 and row["samples_per_s"] > 0 and row["ort_cpu_b1_ms"] > 0
+        assert row["export_gate"] == "pass"
+    assert report["suite_wall_s"] > 0 and report["machine"]["torch"] and report["machine"]["ort_providers"]
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert "| t1-fcn | mnist | cpu | 1 |" in md and "result: **OK**" in md and "suite wall time" in md
+    assert "in all, exit 0" in proc.stdout
+
+
+def test_row_of_an_unfinished_run_and_the_problems(tmp_path):
+    row = gc.experiment_row("t3-k3", tmp_path / "absent")
+    assert row["status"] == "not finished" and row["study_test_acc"] == 0.9035
+    report = {"dry_run": False, "train_all_exit": None, "budget_s": 400, "log": "x.log",
+              "experiments": [row, {"experiment": "t1-fcn", "status": "ok", "device": "cpu"}]}
+    problems = gc.problems_of(report)
+    assert problems == ["train-all stopped at the 400 s budget", "t3-k3: not finished", "t1-fcn ran on cpu, not CUDA"]
+    finished_on_cpu = {**report, "dry_run": True, "train_all_exit": 0, "experiments": [report["experiments"][1]]}
+    assert gc.problems_of(finished_on_cpu) == []
+
+
+def test_missing_data_tells_how_to_fill_devdata(tmp_path, capsys):
+    assert gc.main(["--data", str(tmp_path / "devdata"), "--out-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "cp -r <data>/MNIST <data>/cifar10-jpeg.tar.gz" in err and str(tmp_path / "devdata") in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_version_floor():
+    assert gc.version_tuple("2.11.0+cu130") == (2, 11, 0) >= gc.MIN_TORCH
+    assert gc.version_tuple("2.10.1") < gc.MIN_TORCH
+
+
+def test_train_all_past_its_budget_is_stopped_and_reported(tmp_path):
+    assert gc.main(["--dry-run", "--only", "t1-fcn", "--budget-s", "0.5", "--out-dir", str(tmp_path)]) == 1
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["train_all_exit"] is None and report["suite_wall_s"] < 30
+    assert report["problems"][:2] == ["train-all stopped at the 0.5 s budget", "t1-fcn: not finished"]
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert "result: **FAILED**" in md and "| t1-fcn | mnist | – |" in md and "Last lines of" in md
