@@ -161,8 +161,10 @@ def base_report(inputs: Inputs, ref: np.ndarray, export_s: float) -> dict:
     """Return export.json's fields known before any gate ran."""
     exp, mcfg = inputs.experiment, inputs.run.default_cfg
     pytorch_acc_n = float((ref.argmax(1) == inputs.labels).mean())
-    if inputs.metrics and isinstance(inputs.metrics.get("test_acc"), (int, float)):
-        pt_acc, pt_source = float(inputs.metrics["test_acc"]), METRICS
+    recorded = next((k for k in ("test_acc_fp32", "test_acc") if isinstance((inputs.metrics or {}).get(k), (int, float))),
+                    None)
+    if recorded:  # the fp32 figure when training recorded one: ONNX files are fp32 models
+        pt_acc, pt_source = float(inputs.metrics[recorded]), f"{METRICS} {recorded}"
     else:
         pt_acc, pt_source = pytorch_acc_n, f"measured here on the first {len(ref)} test images (no {METRICS})"
     return {

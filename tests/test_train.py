@@ -242,3 +242,26 @@ def test_compiled_run_never_recompiles_after_warm_up(tmp_path, monkeypatch):
     assert seen["after_warm_up"] - before == 2  # one train graph, one eval graph
     assert counters["stats"]["unique_graphs"] == seen["after_warm_up"]
     assert m["compile_time_s"] > 0 and 0 <= m["test_acc"] <= 1
+
+
+def test_a_compiler_failure_falls_back_to_eager_and_says_so(tmp_path, monkeypatch):
+    """A dynamo/inductor error during warm-up does not end the run: it trains eagerly, metrics say why."""
+    import convkit.train.run as run_mod
+
+    def broken_compile(model, **kw):
+        def fail(*a, **k):
+            raise RuntimeError("InductorError: C compiler not found\nlong detail")
+        return fail
+
+    monkeypatch.setattr(run_mod, "compile_model", broken_compile)
+    m = train_experiment(_cfg(tmp_path, "t1-fcn", compile=True), quiet=True)
+    assert m["execution"] == "eager (compile failed)" and m["compile_time_s"] == 0.0
+    assert m["compile_error"] == "RuntimeError: InductorError: C compiler not found"
+    assert m["summary"]["execution"] == "eager (compile failed)" and 0 < m["test_acc"] <= 1
+
+
+def test_final_fp32_accuracy_is_recorded(tmp_path):
+    """On the CPU training runs in fp32, so the final fp32 pass reproduces the last epoch's test figures."""
+    m = train_experiment(_cfg(tmp_path, "t1-fcn"), quiet=True)
+    assert m["test_acc_fp32"] == pytest.approx(m["test_acc"]) and m["test_loss_fp32"] == pytest.approx(m["test_loss"])
+    assert m["execution"] == "eager" and "fp32" in m["test_acc_note"]

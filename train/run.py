@@ -112,6 +112,7 @@ SUMMARY_COLUMNS = (
     ("train acc", "train_acc", ".4f"),
     ("time s", "train_time_s", ".1f"),
     ("compile s", "compile_time_s", ".1f"),
+    ("ran", "execution", "s"),
 )
 
 
@@ -132,6 +133,7 @@ class RunState:
     start_epoch: int = 0
     history: list = field(default_factory=list)
     grad_rows: list = field(default_factory=list)
+    compile_error: str | None = None
 
 
 def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overwrite: bool = False) -> dict:
@@ -146,9 +148,7 @@ def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False
     with run_lock(Path(cfg.run_dir), f"convkit train {cfg.experiment}"):
         state = set_up(cfg, resume, overwrite)
         try:
-            # Two variables on purpose: `model` (eager) is what is saved and exported, `compiled` is what runs.
-            compiled = compile_model(state.model) if cfg.compile else state.model
-            compile_s = warm_up(state.model, compiled, state.train_loader, state.test_loader, cfg, state.device)
+            compiled, compile_s = compile_or_eager(state)
             run_epochs(state, compiled, quiet)
         finally:
             if state.run_dir != Path(cfg.run_dir):  # a fresh run that never reached its first checkpoint
@@ -156,6 +156,26 @@ def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False
         metrics = final_metrics(state, compile_s)
         write_artifact(state.run_dir / METRICS, "metrics", metrics)
     return metrics
+
+
+def compile_or_eager(state: "RunState"):
+    """Return (the module to run, compile seconds): torch.compile'd when the config asks and compilation works.
+
+    A compiler failure (dynamo, inductor, a missing toolchain) does not end the run: it trains eagerly and
+    ``state.compile_error`` records why, for metrics.json and the summary. Ctrl-C still stops.
+    """
+    cfg, model = state.cfg, state.model
+    if not cfg.compile:
+        return model, 0.0
+    # Two variables on purpose: `model` (eager) is what is saved and exported, `compiled` is what runs.
+    compiled = compile_model(model)
+    try:
+        return compiled, warm_up(model, compiled, state.train_loader, state.test_loader, cfg, state.device)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        state.compile_error = f"{type(exc).__name__}: {first}"
+        model.zero_grad(set_to_none=True)
+        return model, 0.0
 
 
 def set_up(cfg: TrainConfig, resume: bool, overwrite: bool = False) -> RunState:
@@ -267,6 +287,9 @@ def final_metrics(state: RunState, compile_s: float) -> dict:
         **{k: last[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
         "train_time_s": sum(r["epoch_time_s"] for r in history),
         "compile_time_s": compile_s,
+        "execution": execution(cfg, state.compile_error),
+        "compile_error": state.compile_error,
+        **final_fp32_accuracy(state),
         "timing": "wall clock of train + per-epoch test passes, device synchronized before each reading; "
                   "compile time measured separately in a warm-up step before the clock starts",
         "resumed_from_epoch": state.start_epoch or None,
@@ -296,3 +319,28 @@ def divergence_warnings(history: list[dict]) -> list[str]:
             out.append(f"final {key.replace('_', ' ')} {last[key]:.3g} is more than {EXPLODED_LOSS_FACTOR:g}× the "
                        f"first epoch's ({first[key]:.3g}): the run diverged; lower --lr or use --recipe seed")
     return out
+
+
+def execution(cfg: TrainConfig, compile_error: str | None) -> str:
+    """Return how the run executed: "compiled", "eager", or "eager (compile failed)" when it fell back."""
+    if not cfg.compile:
+        return "eager"
+    return "eager (compile failed)" if compile_error else "compiled"
+
+
+def final_fp32_accuracy(state: RunState) -> dict:
+    """Return the final model's test loss and accuracy in plain fp32 on its device (no autocast, TF32 off).
+
+    Training measures each epoch under its mixed precision (bf16 on CUDA); this is the number export and
+    evaluation compare ONNX files with, so it is measured the same way they run. On the CPU both agree.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        state.model.eval()
+        stats = evaluate(state.model, state.test_loader, "none")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+    return {"test_acc_fp32": stats.acc, "test_loss_fp32": stats.loss,
+            "test_acc_note": "test_acc/test_loss: last epoch's test pass under the training precision "
+                             f"({state.cfg.amp}); *_fp32: the final model in fp32, TF32 off, on {state.cfg.device}"}
