@@ -265,3 +265,25 @@ def test_final_fp32_accuracy_is_recorded(tmp_path):
     m = train_experiment(_cfg(tmp_path, "t1-fcn"), quiet=True)
     assert m["test_acc_fp32"] == pytest.approx(m["test_acc"]) and m["test_loss_fp32"] == pytest.approx(m["test_loss"])
     assert m["execution"] == "eager" and "fp32" in m["test_acc_note"]
+
+
+def test_checkpoints_are_written_first_last_and_by_interval(tmp_path, monkeypatch):
+    """Not every epoch: after the first, the last, and when the interval passed; a resume from the newest one
+    still ends exactly where an uninterrupted run ends."""
+    import convkit.train.run as run_mod
+
+    saved = []
+    real_save = run_mod.save_checkpoint
+
+    def spy(run_dir, **kw):
+        saved.append(kw["epoch"])
+        return real_save(run_dir, **kw)
+
+    monkeypatch.setattr(run_mod, "save_checkpoint", spy)
+    monkeypatch.setattr(run_mod, "CHECKPOINT_INTERVAL_S", 1e9)
+    train_experiment(_cfg(tmp_path, "t1-fcn", epochs=4, batch_size=256), quiet=True)
+    assert saved == [1, 4]
+    saved.clear()
+    monkeypatch.setattr(run_mod, "CHECKPOINT_INTERVAL_S", 0.0)
+    train_experiment(_cfg(tmp_path / "b", "t1-fcn", epochs=3, batch_size=256), quiet=True)
+    assert saved == [1, 2, 3]

@@ -134,6 +134,8 @@ class RunState:
     history: list = field(default_factory=list)
     grad_rows: list = field(default_factory=list)
     compile_error: str | None = None
+    saved_epoch: int = 0  # the epoch of the newest checkpoint on disk
+    saved_at: float = 0.0  # time.monotonic() when it was written
 
 
 def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overwrite: bool = False) -> dict:
@@ -215,6 +217,7 @@ def set_up(cfg: TrainConfig, resume: bool, overwrite: bool = False) -> RunState:
     if resuming:
         state.start_epoch, state.history, state.grad_rows = _resume_state(final, cfg, data.checksum, model,
                                                                           optimizer, scheduler)
+        state.saved_epoch, state.saved_at = state.start_epoch, time.monotonic()
         if state.start_epoch < cfg.epochs:
             remove_downstream(final)  # the checkpoint will change: its exports and evaluations would be stale
     else:
@@ -225,8 +228,22 @@ def set_up(cfg: TrainConfig, resume: bool, overwrite: bool = False) -> RunState:
     return state
 
 
+# A checkpoint (weights + optimizer state: about 280 MB for ResNet-50) is written after the first epoch a run
+# trains, after the last, and otherwise at most once per this many seconds: on a fast GPU, writing every epoch
+# would cost more than the epochs themselves, and a resume repeats at most this much work (it stays exact,
+# because every epoch's randomness derives from the seed and the epoch number).
+CHECKPOINT_INTERVAL_S = 300.0
+
+
+def checkpoint_due(state: RunState, epochs_done: int) -> bool:
+    """Return True when the checkpoint should be written after ``epochs_done`` epochs."""
+    first = state.saved_epoch == state.start_epoch and epochs_done == state.start_epoch + 1
+    last = epochs_done == state.cfg.epochs
+    return first or last or time.monotonic() - state.saved_at >= CHECKPOINT_INTERVAL_S
+
+
 def run_epochs(state: RunState, compiled, quiet: bool) -> None:
-    """Train the remaining epochs; after each, append history, save the checkpoint and the CSVs.
+    """Train the remaining epochs; after each, append history and the CSVs, and save the checkpoint when due.
 
     Raises TrainingDiverged (exit 3) when a loss becomes non-finite; the last good checkpoint stays.
     """
@@ -247,7 +264,7 @@ def run_epochs(state: RunState, compiled, quiet: bool) -> None:
         te = evaluate(compiled, state.test_loader, cfg.amp)
         if not (math.isfinite(tr.loss) and math.isfinite(te.loss)):
             bar.close()
-            kept = f"epoch {epoch}" if epoch else "none: no epoch completed"
+            kept = f"epoch {state.saved_epoch}" if state.saved_epoch else "none: no epoch completed"
             raise TrainingDiverged(
                 f"{cfg.experiment}: loss became non-finite in epoch {epoch + 1}; last good checkpoint ({kept}) kept "
                 f"in {cfg.run_dir}; lower --lr or use --recipe seed"
@@ -261,9 +278,11 @@ def run_epochs(state: RunState, compiled, quiet: bool) -> None:
         state.history.append(row)
         state.grad_rows += [{"epoch": epoch + 1, "parameter": k, "grad_norm": v}
                             for k, v in tracker.epoch_means().items()]
-        save_checkpoint(state.run_dir, model=model, optimizer=state.optimizer, scheduler=state.scheduler,
-                        epoch=epoch + 1, config=cfg.to_dict(), history=state.history, grad_norms=state.grad_rows,
-                        environment=state.env, data_checksum=state.data.checksum)
+        if checkpoint_due(state, epoch + 1):
+            save_checkpoint(state.run_dir, model=model, optimizer=state.optimizer, scheduler=state.scheduler,
+                            epoch=epoch + 1, config=cfg.to_dict(), history=state.history, grad_norms=state.grad_rows,
+                            environment=state.env, data_checksum=state.data.checksum)
+            state.saved_epoch, state.saved_at = epoch + 1, time.monotonic()
         write_csv(state.run_dir / HISTORY, state.history)
         write_csv(state.run_dir / GRAD_NORMS, state.grad_rows)
         if state.run_dir != Path(cfg.run_dir):
