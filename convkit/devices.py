@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Mapping
+
+import torch
 
 from convkit.errors import ConvkitError
 
@@ -40,3 +43,25 @@ def resolve_default_device(cuda_available: bool, visible: bool) -> str:
             f"(see `nvidia-smi`); pass --device cpu to run on the CPU"
         )
     return "cpu"
+
+
+def reference_device(requested: str | None = None) -> str:
+    """Return the device PyTorch reference logits are computed on: ``requested``, else "cuda" when usable, else "cpu".
+
+    The reference is always computed in fp32 with TF32 off (see ``exact_fp32``), so the device changes only how
+    long it takes, not what it says.
+    """
+    if requested:
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextlib.contextmanager
+def exact_fp32():
+    """Run the block with TF32 off for matmuls and convolutions (restored afterwards), for fp32 references."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -7,6 +7,7 @@ import torch
 
 from convkit import gates
 from convkit.data.loader import normalize
+from convkit.devices import exact_fp32
 from convkit.errors import ConvkitError
 
 
@@ -122,10 +123,13 @@ def compare_backends(ort: dict, ref: dict, max_listed: int = 1000) -> dict:
             "disagreement_indices_truncated": bool(len(differ) > max_listed)}
 
 
-def pytorch_accuracy(reference, images_u8: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
-    """Return the classification metrics of the run's fp32 eager PyTorch model on the CPU (the exact reference)."""
-    scores = torch_scores(reference.model, images_u8, reference.mean, reference.std, "cpu")
-    return {**classification_metrics(scores, labels, class_names), "device": "cpu"}
+def pytorch_accuracy(reference, images_u8: np.ndarray, labels: np.ndarray, class_names: list[str],
+                     device: str = "cpu") -> dict:
+    """Return the classification metrics of the run's eager PyTorch model in fp32 (TF32 off) on ``device``."""
+    with exact_fp32():
+        scores = torch_scores(reference.model, images_u8, reference.mean, reference.std, device)
+    reference.model.to("cpu")
+    return {**classification_metrics(scores, labels, class_names), "device": device}
 
 
 def gate_verdict(precision: str, ort: dict, vs_pytorch: dict, reference: dict, limits: dict) -> dict:

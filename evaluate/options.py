@@ -35,6 +35,7 @@ class ProviderOptions:
     device_id: int = 0
     threads: int | None = None  # CPU intra-op threads (ORT and PyTorch); None = physical cores
     cudnn_conv_algo_search: str = "EXHAUSTIVE"
+    reference_device: str | None = None  # PyTorch reference (fp32, TF32 off); None: cuda when usable, else cpu
 
 
 @dataclass

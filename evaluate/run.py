@@ -15,6 +15,7 @@ import torch
 from convkit.artifacts import CHECKPOINT, RunModel, data_settings, load_run_model, run_lock, write_artifact
 from convkit.atomic import ensure_writable_dir
 from convkit.data.load import LoadedDataset, load_dataset
+from convkit.devices import reference_device
 from convkit.envinfo import environment, physical_cores
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError
 from convkit.evaluate import accuracy as acc
@@ -76,7 +77,8 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
     torch.set_num_threads(setup.threads)
     try:
         primary_spec = setup.primary[1]
-        reference = (acc.pytorch_accuracy(setup.reference, images, labels, primary_spec.class_names)
+        ref_device = reference_device(opts.providers.reference_device)
+        reference = (acc.pytorch_accuracy(setup.reference, images, labels, primary_spec.class_names, ref_device)
                      if setup.reference is not None else None)
         sessions = open_sessions(setup)
         accuracy, failures = acc.ort_accuracy(sessions, setup.specs, images, labels, reference,
@@ -225,7 +227,8 @@ def method(opts: EvalOptions, threads: int, gpu_used: bool, has_reference: bool)
     """Return the Method section: how accuracy and (when measured) latency were obtained."""
     t = opts.timing
     out = {
-        "pytorch_reference": f"eager fp32 module rebuilt from {CHECKPOINT}; accuracy on CPU" if has_reference else
+        "pytorch_reference": f"eager fp32 module rebuilt from {CHECKPOINT}, TF32 off; accuracy on "
+                             f"{reference_device(opts.providers.reference_device)}" if has_reference else
                              "no checkpoint at hand: ORT figures only",
         "accuracy_gate": "ORT accuracy at most max_drop_points percentage points below PyTorch's, and at most "
                          "the gate's share of images with another top-1 class than PyTorch's",

@@ -9,6 +9,7 @@ import onnxruntime as ort
 import torch
 
 from convkit import gates
+from convkit.devices import exact_fp32
 from convkit.export.onnx_export import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
 
 FP32_BATCH_SIZES = (1, 2, 7, MAX_BATCH)  # the gate runs each of these batch sizes on the exported file
@@ -16,12 +17,16 @@ VARIANT_BATCH_SIZES = (7, MAX_BATCH)
 BATCH1_IMAGES = 64  # batch size 1 runs on the first 64 images only (one session.run per image is slow)
 
 
-def torch_logits(model, x, batch_size: int = MAX_BATCH) -> np.ndarray:
-    """Return the eager model's float32 logits for ``x`` [N, C, H, W], computed in chunks of ``batch_size``."""
-
-    model.eval()
-    with torch.inference_mode():
-        out = [model(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)]
+def torch_logits(model, x, batch_size: int = MAX_BATCH, device: str = "cpu") -> np.ndarray:
+    """Return the eager model's fp32 logits (TF32 off) for ``x`` [N, C, H, W] on ``device``, in chunks of
+    ``batch_size``; the model is moved back to the CPU afterwards."""
+    dev = torch.device(device)
+    model.to(dev).eval()
+    try:
+        with torch.inference_mode(), exact_fp32():
+            out = [model(x[i:i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)]
+    finally:
+        model.to("cpu")
     return torch.cat(out).numpy()
 
 
@@ -67,7 +72,7 @@ def compare(out: np.ndarray, ref: np.ndarray, labels: np.ndarray) -> Compared:
 
 
 def run_parity(model_bytes: bytes, x: np.ndarray, ref: np.ndarray, labels: np.ndarray,
-               batch_sizes=FP32_BATCH_SIZES) -> dict:
+               batch_sizes=FP32_BATCH_SIZES, reference_device: str = "cpu") -> dict:
     """Run the serialized model on ``x`` at each batch size and compare with ``ref``; returns the report dict.
 
     The report has per-batch-size figures under "batches" and the worst of them at the top level
@@ -80,7 +85,7 @@ def run_parity(model_bytes: bytes, x: np.ndarray, ref: np.ndarray, labels: np.nd
         batches[str(bs)] = compare(ort_logits(session, x[:n], bs), ref[:n], labels[:n]).to_dict()
     worst = list(batches.values())
     return {
-        "reference": f"PyTorch eager fp32 on CPU, batches of {MAX_BATCH}",
+        "reference": f"PyTorch eager fp32 (TF32 off) on {reference_device}, batches of {MAX_BATCH}",
         "batch_sizes": list(batch_sizes),
         "batch1_images": min(BATCH1_IMAGES, len(x)) if 1 in batch_sizes else None,
         "images": int(len(x)),

@@ -37,6 +37,7 @@ from convkit.artifacts import (
 from convkit.atomic import atomic_path, ensure_writable_dir
 from convkit.data.load import LoadedDataset, load_dataset
 from convkit.data.loader import normalize
+from convkit.devices import reference_device
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError
 from convkit.export.onnx_export import MAX_BATCH, OPSET, TRACE_BATCH, check_onnx, export_onnx
 from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, torch_logits, variant_gate
@@ -60,6 +61,7 @@ class ExportSettings:
     n_images: int = 1000
     calib_images: int = 512
     data_dir: str | None = None
+    device: str | None = None  # where the PyTorch reference runs (fp32, TF32 off); None: cuda when usable
 
     def check(self) -> "ExportSettings":
         """Return self after validating every value; ConvkitError (exit 2) naming the bad option."""
@@ -130,7 +132,8 @@ def _export(checkpoint: Path, experiment: str | None, out_dir, settings: ExportS
     t_exp = time.perf_counter()
     proto = export_onnx(inputs.run.model, tuple(inputs.run.default_cfg.input_shape))
     export_s = time.perf_counter() - t_exp
-    ref = torch_logits(inputs.run.model, inputs.x)
+    settings.device = reference_device(settings.device)
+    ref = torch_logits(inputs.run.model, inputs.x, device=settings.device)
     report = base_report(inputs, ref, export_s)
     set_metadata(proto, metadata_for(inputs, report["pytorch_test_acc"], "fp32"))
     check_onnx(proto)
@@ -193,7 +196,7 @@ def gate_fp32(report: dict, proto, inputs: Inputs, ref: np.ndarray, settings: Ex
     """Run the fp32 parity gate into ``report``; returns (path to write the model to, proto)."""
     report["gates"].update(max_acc_drop=settings.max_acc_drop, max_disagreement=settings.max_disagreement)
     fp32_bytes = proto.SerializeToString()
-    parity = run_parity(fp32_bytes, inputs.x.numpy(), ref, inputs.labels)
+    parity = run_parity(fp32_bytes, inputs.x.numpy(), ref, inputs.labels, reference_device=settings.device)
     gate = fp32_gate(parity, settings.atol, settings.max_disagreement["fp32"])
     report["precisions"]["fp32"] = {"file": None, "size_bytes": len(fp32_bytes), "parity": parity, "gate": gate}
     if gate["pass"]:
@@ -217,7 +220,8 @@ def gate_variant(report: dict, precision: str, proto, inputs: Inputs, ref: np.nd
     set_metadata(variant, metadata_for(inputs, report["pytorch_test_acc"], precision))
     check_onnx(variant)
     vbytes = variant.SerializeToString()
-    vpar = run_parity(vbytes, inputs.x.numpy(), ref, inputs.labels, batch_sizes=VARIANT_BATCH_SIZES)
+    vpar = run_parity(vbytes, inputs.x.numpy(), ref, inputs.labels, batch_sizes=VARIANT_BATCH_SIZES,
+                      reference_device=settings.device)
     vgate = variant_gate(precision, vpar, report["pytorch_acc_on_parity_images"], **limits)
     entry.update({"size_bytes": len(vbytes), "fp32_size_bytes": fp32["size_bytes"],
                   "size_ratio": len(vbytes) / fp32["size_bytes"], "parity": vpar, "gate": vgate,

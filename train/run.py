@@ -34,6 +34,7 @@ from convkit.atomic import ensure_writable_dir, write_csv
 from convkit.compilation import compile_model
 from convkit.data.load import load_dataset
 from convkit.data.loader import DeviceLoader, make_generator
+from convkit.devices import exact_fp32
 from convkit.envinfo import environment
 from convkit.errors import ConvkitError, TrainingDiverged
 from convkit.models import create_model
@@ -353,13 +354,9 @@ def final_fp32_accuracy(state: RunState) -> dict:
     Training measures each epoch under its mixed precision (bf16 on CUDA); this is the number export and
     evaluation compare ONNX files with, so it is measured the same way they run. On the CPU both agree.
     """
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        state.model.eval()
+    state.model.eval()
+    with exact_fp32():
         stats = evaluate(state.model, state.test_loader, "none")
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
     return {"test_acc_fp32": stats.acc, "test_loss_fp32": stats.loss,
             "test_acc_note": "test_acc/test_loss: last epoch's test pass under the training precision "
                              f"({state.cfg.amp}); *_fp32: the final model in fp32, TF32 off, on {state.cfg.device}"}
