@@ -1,6 +1,6 @@
 """A deployment recommendation from what ``convkit evaluate`` measured for one model.
 
-Pure functions over the eval result dict (``accuracy``, ``latency`` and ``scenarios`` sections): no I/O, no
+Pure functions over the eval result dict (``accuracy``, ``latency`` and ``serving.scenarios`` sections): no I/O, no
 ONNX Runtime, so the logic is unit-tested on synthetic dicts.
 
 Every measured configuration (precision × provider × backend × batch size, or a LoadGen scenario with its SUT
@@ -14,6 +14,10 @@ Offline results are left out: Offline has no latency bound, so it cannot show a 
 from __future__ import annotations
 
 from convkit.gates import MAX_ACC_DROP
+
+# MLPerf Inference's Server latency bound for ResNet-50 (image classification; mlperf.conf
+# `resnet50.Server.target_latency = 15`): the MLPerf benchmark closest to the classifiers convkit trains.
+DEFAULT_LATENCY_BOUND_MS = 15.0
 
 # Backends whose figures describe serving from host memory; device-resident ("ort", "ort-cudagraph" on a GPU)
 # figures are kept too, labelled by backend.
@@ -54,7 +58,7 @@ def candidates(result: dict) -> list[dict]:
         out.append({"name": name + (f", {threads} threads" if threads else ""), "precision": r["precision"],
                     "provider": r["provider"], "source": r["backend"], "batch": r["batch"], "threads": threads,
                     "throughput": r["images_per_s"], "p99_ms": r.get("p99_ms"), "p50_ms": r.get("p50_ms")})
-    for s in result.get("scenarios") or []:
+    for s in (result.get("serving") or {}).get("scenarios") or []:
         if s.get("scenario") in ("offline", "accuracy", None) or not s.get("qps"):
             continue
         if s.get("scenario") == "server" and not s.get("peak_found", True):
@@ -89,12 +93,12 @@ def _why_not(c: dict, best: dict | None, bound: float, gate: dict | None, object
     where = "on this CPU" if c["provider"] == "cpu" else f"on {c['provider']}"
     same = best["batch"] == c["batch"] and best["source"] == c["source"]
     if same and best["precision"] != c["precision"] and best["provider"] == c["provider"]:
-        return (f"{c['precision']}: {ratio:.2g}× slower than {best['precision']} at batch {c['batch']} {where} "
+        return (f"{c['precision']}: {ratio:.1f}× slower than {best['precision']} at batch {c['batch']} {where} "
                 f"({c['source']})")
-    return f"{c['name']}: {ratio:.2g}× less throughput than the recommendation (p99 {c['p99_ms']:.3g} ms)"
+    return f"{c['name']}: {ratio:.1f}× less throughput than the recommendation (p99 {c['p99_ms']:.3g} ms)"
 
 
-def recommend(result: dict, latency_bound_ms: float = 15.0, objective: str = "throughput",
+def recommend(result: dict, latency_bound_ms: float = DEFAULT_LATENCY_BOUND_MS, objective: str = "throughput",
               max_drop: dict | None = None) -> dict:
     """Return the deployment recommendation for the model of ``result`` (an eval.json dict).
 
@@ -140,8 +144,8 @@ def _text(best, runner, cands, bound, objective) -> str:
         return (f"nothing meets the {bound:g} ms p99 bound within the accuracy gate; the lowest p99 is "
                 f"{closest['name']} at {p99}")
     goal = "highest throughput" if objective == "throughput" else "lowest p99"
-    text = (f"deploy {best['name']}: {best['throughput']:.4g} images/s at p99 {best['p99_ms']:.3g} ms, the {goal} "
+    text = (f"deploy {best['name']}: {best['throughput']:,.0f} images/s at p99 {best['p99_ms']:.3g} ms, the {goal} "
             f"within the {bound:g} ms bound and the accuracy gate")
     if runner is not None:
-        text += f"; runner-up {runner['name']} ({runner['throughput']:.4g} images/s, p99 {runner['p99_ms']:.3g} ms)"
+        text += f"; runner-up {runner['name']} ({runner['throughput']:,.0f} images/s, p99 {runner['p99_ms']:.3g} ms)"
     return text

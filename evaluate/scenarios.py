@@ -26,12 +26,10 @@ from typing import Callable
 import numpy as np
 
 from convkit.errors import ConvkitError
+from convkit.evaluate.recommend import DEFAULT_LATENCY_BOUND_MS
 from convkit.evaluate.sut import QueueSUT, SutConfig, one_line, uses_io_binding
 
 SCENARIOS = {"single-stream": "SingleStream", "multi-stream": "MultiStream", "server": "Server", "offline": "Offline"}
-# MLPerf Inference's Server latency bound for ResNet-50 (image classification): mlperf.conf
-# `resnet50.Server.target_latency = 15`. The closest MLPerf benchmark to the classifiers convkit trains.
-DEFAULT_LATENCY_BOUND_MS = 15.0
 MLPERF_MODEL = "resnet50"
 QUICK_MIN_DURATION_MS = 2000
 QUICK_MIN_QUERIES = 64
@@ -336,6 +334,8 @@ def run_one(lg, scenario: str, served: Served, opts: ScenarioOptions, estimate: 
     if opts.quick:
         row["validity_note"] = (f"not valid: quick run ({QUICK_MIN_DURATION_MS / 1000:g} s, at least "
                                 f"{QUICK_MIN_QUERIES} queries; MLPerf requires 600 s)")
+        if not loadgen_valid:
+            row["validity_note"] += f"; LoadGen: {row['invalid_reason'] or 'INVALID'}"
     elif not loadgen_valid:
         row["validity_note"] = f"not valid: {row['invalid_reason'] or 'LoadGen reported INVALID'}"
     else:

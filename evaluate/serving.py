@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from convkit.atomic import atomic_path
 from convkit.evaluate.providers import ProviderConfig, make_session
-from convkit.evaluate.recommend import recommend
+from convkit.evaluate.recommend import DEFAULT_LATENCY_BOUND_MS, recommend
 from convkit.evaluate.scenarios import ScenarioOptions, Served, run_scenarios
 from convkit.evaluate.sut import SutConfig
 
@@ -75,11 +76,18 @@ def serving_section(specs: dict, kinds: list[str], images_u8: np.ndarray, labels
     return {"scenarios": rows, "notes": notes, "figures": figures, "settings": settings}
 
 
-def add_recommendation(result: dict, latency_bound_ms: float, max_drop: dict | None = None) -> dict:
-    """Return the recommendation for ``result`` (see ``recommend.recommend``) and store it as
-    ``result["recommendation"]``."""
-    result["recommendation"] = recommend(result, latency_bound_ms, max_drop=max_drop)
-    return result["recommendation"]
+def attach(result: dict, setup, opts, images_u8: np.ndarray, labels: np.ndarray) -> dict:
+    """Add ``serving`` (when ``opts.serving`` asks for scenarios) and ``recommendation`` to the eval.json dict
+    ``result`` of ``run.evaluate_model`` (``setup``: its run.Setup; ``opts``: its EvalOptions); returns it."""
+    scen: ScenarioOptions | None = opts.serving
+    if scen is not None and scen.scenarios:
+        result["serving"] = serving_section(setup.specs, setup.providers, images_u8, labels,
+                                            setup.primary[1].class_names, scen, setup.target.out_dir,
+                                            result["latency"], opts.providers.cudnn_conv_algo_search)
+        result["notes"] += result["serving"]["notes"]
+    bound = scen.latency_bound_ms if scen is not None else DEFAULT_LATENCY_BOUND_MS
+    result["recommendation"] = recommend(result, bound, max_drop=opts.max_accuracy_drop)
+    return result
 
 
 def write_server_png(path: Path, row: dict, bound_ms: float) -> Path | None:
@@ -88,10 +96,11 @@ def write_server_png(path: Path, row: dict, bound_ms: float) -> Path | None:
     steps = sorted((s for s in row.get("bisection") or [] if s.get("p99_ms") is not None), key=lambda s: s["target_qps"])
     if not steps:
         return None
-    from convkit.atomic import atomic_path
-    from convkit.evaluate.report import _mpl
+    import matplotlib  # matplotlib loads only when a figure is drawn: evaluate without scenarios never needs it
 
-    plt = _mpl()
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     q = [s["target_qps"] for s in steps]
     ax.plot(q, [s["p99_ms"] for s in steps], "o-", label="p99")
@@ -153,3 +162,4 @@ def markdown_lines(result: dict) -> list[str]:
         lines += ["## Deployment recommendation", "", rec["text"], ""]
         lines += [f"- not chosen: {w}" for w in rec["why_not"]] + [""]
     return lines
+

@@ -225,7 +225,7 @@ def test_accuracy_mode_equals_the_accuracy_pass(small_run, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- recommendation
 def _result(latency, accuracy=None, scenarios=None):
-    return {"accuracy": accuracy or [], "latency": latency, "scenarios": scenarios or [],
+    return {"accuracy": accuracy or [], "latency": latency, "serving": {"scenarios": scenarios or []},
             "providers": {"options": {"cpu": {"intra_op_num_threads": 2}}}}
 
 
