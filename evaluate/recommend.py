@@ -146,6 +146,9 @@ def _text(best, runner, cands, bound, objective) -> str:
     goal = "highest throughput" if objective == "throughput" else "lowest p99"
     text = (f"deploy {best['name']}: {best['throughput']:,.0f} images/s at p99 {best['p99_ms']:.3g} ms, the {goal} "
             f"within the {bound:g} ms bound and the accuracy gate")
+    if not best["source"].startswith("loadgen-"):
+        text += (" (a closed-loop figure: the batch is assembled before the clock starts, so the wait for "
+                 "requests to fill it is not included; LoadGen's Server scenario measures that)")
     if runner is not None:
         text += f"; runner-up {runner['name']} ({runner['throughput']:,.0f} images/s, p99 {runner['p99_ms']:.3g} ms)"
     return text

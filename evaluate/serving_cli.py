@@ -56,11 +56,15 @@ def options_from_cli(scenario, quick, latency_bound_ms, max_batch, batch_timeout
     """Return the ScenarioOptions of the CLI values (ConvkitError for an unknown scenario); intra-op threads per
     worker = ``threads`` (default: physical cores) // workers, at least 1."""
     from convkit.envinfo import physical_cores
-    from convkit.evaluate.scenarios import ScenarioOptions, parse_scenarios
+    from convkit.evaluate.scenarios import ScenarioOptions, parse_scenarios, require_loadgen
     from convkit.evaluate.sut import SutConfig
+
+    names = parse_scenarios(scenario)
+    if names:
+        require_loadgen()  # fail before the accuracy and latency passes, not after them
 
     total = int(threads or physical_cores())
     sut = SutConfig(max_batch=max_batch, batch_timeout_ms=batch_timeout_ms, workers=workers,
                     intra_op_threads=max(1, total // workers))
-    return ScenarioOptions(scenarios=parse_scenarios(scenario), quick=quick, latency_bound_ms=latency_bound_ms,
+    return ScenarioOptions(scenarios=names, quick=quick, latency_bound_ms=latency_bound_ms,
                            server_qps=server_qps, sut=sut)

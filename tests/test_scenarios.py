@@ -5,6 +5,7 @@ Timings on the shared 2-core machine swing 2-5× between runs: latency assertion
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -119,6 +120,17 @@ def test_parse_scenarios_and_missing_loadgen(monkeypatch):
     assert "pip install mlcommons-loadgen" in err.value.message and "\n" not in err.value.message
 
 
+def test_evaluation_modules_import_neither_train_nor_export_nor_loadgen():
+    import subprocess
+
+    code = ("import sys, convkit.evaluate.serving, convkit.evaluate.serving_cli, convkit.evaluate.cli; "
+            "bad = [m for m in sys.modules if m.startswith(('convkit.train', 'convkit.export', 'mlperf_loadgen'))]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 def test_bisection_finds_the_knee():
     def run_at(qps):  # p99 grows with load; the bound (10) is crossed at 700 QPS
         p99 = 2 + 8 * qps / 700
@@ -174,7 +186,7 @@ def test_server_bisection_under_loadgen(tmp_path, short_runs):
 @needs_loadgen
 def test_model_raising_mid_run_ends_with_one_line_error(tmp_path, short_runs):
     opts = sc.ScenarioOptions(scenarios=("server",), quick=True, server_qps=200.0, accuracy=False)
-    served = _served(0.001, fail_after=20)  # warm-up takes 9 calls per session, then 11 more succeed
+    served = _served(0.001, fail_after=20)  # every new session fails on its 21st call: after warm-up, mid-run
     box = {}
 
     def target():
@@ -221,6 +233,50 @@ def test_accuracy_mode_equals_the_accuracy_pass(small_run, tmp_path):
     assert acc["scenario"] == "accuracy" and acc["n"] == len(labels) == expected["n"]
     assert acc["accuracy"] == expected["accuracy"]
     assert (tmp_path / "loadgen" / "fp32-cpu-accuracy" / "mlperf_log_accuracy.json").is_file()
+
+
+@needs_loadgen
+def test_evaluate_cli_scenario_quick(small_run):
+    from click.testing import CliRunner
+
+    from convkit.evaluate.cli import evaluate_cmd
+
+    args = [str(small_run), "--provider", "cpu", "--warmup", "1", "--runs", "3", "--min-seconds", "0",
+            "--batch-sizes", "1,16", "--threads", "1", "--scenario", "single-stream", "--scenario", "offline",
+            "--quick"]
+    res = CliRunner().invoke(evaluate_cmd, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    out = json.loads((small_run / "eval.json").read_text())
+    rows = {r["scenario"]: r for r in out["serving"]["scenarios"]}
+    assert set(rows) == {"single-stream", "offline", "accuracy"}
+    assert rows["accuracy"]["accuracy"] == out["accuracy"][0]["accuracy"]
+    assert rows["single-stream"]["closed_loop_p90_ms"] > 0 and rows["single-stream"]["sut_intra_op_threads"] == 1
+    assert out["recommendation"]["met"] and out["recommendation"]["text"].startswith("deploy ")
+    for name in ("single-stream", "offline"):
+        assert (small_run / "loadgen" / f"fp32-cpu-{name}" / "mlperf_log_summary.txt").is_file()
+    md = (small_run / "eval.md").read_text()
+    assert "## Serving (MLPerf LoadGen)" in md and "## Deployment recommendation" in md
+    assert "LoadGen single-stream fp32 cpu" in res.output and "recommendation: deploy" in res.output
+
+
+def test_evaluate_without_loadgen(small_run, monkeypatch):
+    from click.testing import CliRunner
+
+    from convkit.evaluate.cli import evaluate_cmd
+
+    monkeypatch.setitem(sys.modules, "mlperf_loadgen", None)
+    fast = [str(small_run), "--provider", "cpu", "--warmup", "1", "--runs", "2", "--min-seconds", "0",
+            "--batch-sizes", "1", "--threads", "1"]
+    res = CliRunner().invoke(evaluate_cmd, fast, catch_exceptions=False)
+    assert res.exit_code == 0, res.output  # no scenario asked: LoadGen is never imported
+    assert "serving" not in json.loads((small_run / "eval.json").read_text())
+    for extra, says in ((["--scenario", "server", "--quick"], "pip install mlcommons-loadgen"),
+                        (["--scenario", "servr"], "unknown scenario 'servr'")):
+        res = CliRunner().invoke(evaluate_cmd, fast + extra, catch_exceptions=False)
+        text = res.output + (res.stderr if res.stderr_bytes is not None else "")
+        assert res.exit_code == 2, text
+        err = [line for line in text.splitlines() if line.startswith("error: ")]
+        assert len(err) == 1 and says in err[0]
 
 
 # ---------------------------------------------------------------------------------------------- recommendation
