@@ -37,7 +37,7 @@ def accuracy_verdicts(result: dict, max_drop: dict | None = None) -> dict:
             g = a["gate"]
             out[(prec, kind)] = {"accuracy": a["accuracy"], "drop_points": g["drop_points"],
                                  "max_drop_points": g["max_drop_points"], "passed": bool(g["passed"]),
-                                 "against": "PyTorch"}
+                                 "against": "PyTorch", "reasons": g.get("reasons") or []}
         elif kind in fp32 and a.get("accuracy") is not None:
             drop = (fp32[kind] - a["accuracy"]) * 100
             out[(prec, kind)] = {"accuracy": a["accuracy"], "drop_points": drop, "max_drop_points": limit,
@@ -79,6 +79,8 @@ def _score(c: dict, objective: str) -> float:
 
 def _why_not(c: dict, best: dict | None, bound: float, gate: dict | None, objective: str) -> str:
     """Return one line saying why candidate ``c`` lost (to ``best``, or to the bound or the gate)."""
+    if gate is not None and not gate["passed"] and gate.get("reasons"):  # e.g. top-1 disagreement, not the drop
+        return f"{c['name']}: fails the accuracy gate ({'; '.join(gate['reasons'])})"
     if gate is not None and not gate["passed"]:
         return (f"{c['name']}: fails the accuracy gate ({gate['drop_points']:.2f} points below {gate['against']}, "
                 f"max {gate['max_drop_points']:g})")

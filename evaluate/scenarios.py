@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from convkit.artifacts import LOADGEN_DIR
 from convkit.errors import ConvkitError
 from convkit.evaluate.recommend import DEFAULT_LATENCY_BOUND_MS
 from convkit.evaluate.sut import QueueSUT, SutConfig, one_line, uses_io_binding
@@ -435,7 +436,7 @@ def run_scenarios(served: Served, opts: ScenarioOptions, out_dir: Path, labels: 
     or when the model fails mid-run.
     """
     lg = require_loadgen()
-    root = Path(out_dir) / "loadgen"
+    root = Path(out_dir) / LOADGEN_DIR
     estimate = estimate_speed(served, opts.sut)
     rows = []
     for scenario in opts.scenarios:
