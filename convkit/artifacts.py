@@ -48,6 +48,7 @@ METRICS = "metrics.json"
 EXPORT_JSON = "export.json"
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 EVAL_PREFIX = "eval"  # eval.json / eval.md for a run; eval.<precision>.* when one variant file is evaluated
+LOADGEN_DIR = "loadgen"  # evaluate --scenario: LoadGen's logs, one <precision>-<provider>-<scenario>/ folder each
 FAILURE = "failure.json"  # train-all: why this experiment failed, and in which stage; removed on success
 SUMMARY_MD = "summary.md"
 SUMMARY_JSON = "summary.json"

@@ -11,6 +11,7 @@ import click
 
 from convkit import gates
 from convkit.errors import ConvkitError
+from convkit.evaluate import serving_cli
 
 
 def _batch_sizes(text: str | None):
@@ -37,6 +38,7 @@ def _summary_line(path: str, res: dict) -> str:
             parts.append(f"  ORT {kind} batch-1 p50 {s[f'ort_{kind}_b1_p50_ms']:.3f} ms")
     if "ort_max_batch_ips" in s:
         parts.append(f"  best throughput {s['ort_max_batch_ips']:,.0f} images/s")
+    parts += serving_cli.summary_lines(res)
     for n in res["notes"]:
         parts.append(f"  note: {n}")
     parts.append(f"  → {res['files'].get('eval_md')}")
@@ -76,9 +78,10 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--no-latency", is_flag=True, help="Accuracy only.")
 @click.option("--device-id", type=int, default=0, show_default=True, help="GPU index.")
 @click.option("--out", type=click.Path(), default=None, help="Output folder for a non-run .onnx (default: <stem>_eval beside it).")
+@serving_cli.cli_options
 def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, std, layout, input_range, warmup, runs,
                  min_seconds, batch_sizes, threads, precisions, max_accuracy_drop, cudnn_conv_algo_search, cuda_graph,
-                 torch_compile, no_latency, device_id, out):
+                 torch_compile, no_latency, device_id, out, **serving_opts):
     """Evaluate ONNX models (files or run directories) under ONNX Runtime: accuracy, confusion, latency.
 
     Writes eval.json, eval.md, latency.png, confusion.png and confusion.csv into the run directory (or --out).
@@ -102,7 +105,7 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, s
                              batch_sizes=_batch_sizes(batch_sizes), cuda_graph=cuda_graph, torch_compile=torch_compile),
         precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else None,
         max_accuracy_drop=gates.parse_points(max_accuracy_drop, "--max-accuracy-drop", gates.MAX_ACC_DROP),
-        out=out,
+        out=out, serving=serving_cli.options_from_cli(**serving_opts, threads=threads),
     )
     worst = 0
     for path in targets:  # one bad model never stops the others: report it, go on, exit with the worst code

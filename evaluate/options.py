@@ -68,6 +68,7 @@ class EvalOptions:
     precisions: tuple[str, ...] | None = None  # None = every variant found
     max_accuracy_drop: dict = field(default_factory=lambda: dict(gates.MAX_ACC_DROP))  # points per precision
     out: str | None = None
+    serving: object = None  # scenarios.ScenarioOptions: MLPerf LoadGen scenarios; None (or none listed) = skip
 
 
 def quick_options(precisions: tuple[str, ...] = ("fp32",)) -> EvalOptions:

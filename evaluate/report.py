@@ -8,6 +8,7 @@ import numpy as np
 
 from convkit.artifacts import PRECISIONS, EvalNames
 from convkit.atomic import atomic_path, write_csv, write_text
+from convkit.evaluate import serving
 
 
 def _mpl():
@@ -147,6 +148,7 @@ def markdown(result: dict) -> str:
                   "`ort-cudagraph` = IO binding replaying a captured CUDA graph (one session per static batch size); "
                   "`torch-eager` / `torch-compile` = the run's PyTorch module on the same inputs.", ""]
 
+    lines += serving.markdown_lines(result)
     meth = result["method"]
     lines += ["## Method", ""]
     for k, v in meth.items():

@@ -20,7 +20,7 @@ from convkit.envinfo import environment, physical_cores
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError
 from convkit.evaluate import accuracy as acc
 from convkit.evaluate import latency as lat
-from convkit.evaluate import report
+from convkit.evaluate import report, serving
 from convkit.evaluate.model_io import ModelSpec, Overrides, inspect_model
 from convkit.evaluate.options import EvalOptions
 from convkit.evaluate.providers import ProviderConfig, make_session, preload_cuda_libraries, select_providers
@@ -87,6 +87,7 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
     finally:
         torch.set_num_threads(old_threads)
     result = assemble(setup, opts, reference, accuracy, failures, rows, given_path)
+    serving.attach(result, setup, opts, images, labels)  # LoadGen scenarios when asked; the recommendation
     result["files"] = write_outputs(result, setup.target, primary_spec.class_names)
     return result
 

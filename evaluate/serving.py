@@ -1,0 +1,165 @@
+"""The evaluation stage's serving section: LoadGen scenarios for every precision × provider, the SingleStream
+cross-check against convkit's own closed-loop batch-1 latency, the Server latency-vs-QPS figure, and the
+deployment recommendation. ``evaluate_model`` calls ``serving_section`` once and stores what it returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from convkit.atomic import atomic_path
+from convkit.evaluate.providers import ProviderConfig, make_session
+from convkit.evaluate.recommend import DEFAULT_LATENCY_BOUND_MS, recommend
+from convkit.evaluate.scenarios import ScenarioOptions, Served, run_scenarios
+from convkit.evaluate.sut import SutConfig
+
+# SingleStream's p90 (LoadGen, queue SUT) and convkit's closed-loop batch-1 p90 (latency.py) measure nearly
+# the same thing; beyond this ratio one of them is not measuring what it claims (or the machine was busy).
+DISAGREEMENT_RATIO = 1.5
+
+
+def session_factory(path, kind: str, sut: SutConfig, cudnn_conv_algo_search: str = "EXHAUSTIVE"):
+    """Return a function that builds a new ORT session for ``path`` on ``kind`` with the SUT's thread count."""
+    def make():
+        return make_session(str(path), ProviderConfig(kind, threads=sut.intra_op_threads, device_id=sut.device_id,
+                                                      cudnn_conv_algo_search=cudnn_conv_algo_search))
+    return make
+
+
+def compare_single_stream(rows: list[dict], latency_rows: list[dict], ratio: float = DISAGREEMENT_RATIO) -> list[str]:
+    """Add ``closed_loop_p90_ms``, ``p90_ratio`` and ``p90_disagrees`` to each SingleStream row of ``rows`` that
+    has a matching batch-1 ORT row in ``latency_rows``; returns one note per disagreement beyond ``ratio``."""
+    notes = []
+    for r in rows:
+        if r.get("scenario") != "single-stream" or not r.get("p90_ms"):
+            continue
+        ref = next((x for x in latency_rows if x.get("precision") == r["precision"] and x.get("provider") ==
+                    r["provider"] and x.get("backend") in ("ort", "ort-e2e") and x.get("batch") == 1), None)
+        if ref is None or not ref.get("p90_ms"):
+            continue
+        q = r["p90_ms"] / ref["p90_ms"]
+        r.update(closed_loop_p90_ms=ref["p90_ms"], p90_ratio=q, p90_disagrees=bool(max(q, 1 / q) > ratio))
+        if r["p90_disagrees"]:
+            notes.append(f"{r['precision']} {r['provider']}: LoadGen SingleStream p90 {r['p90_ms']:.3f} ms vs "
+                         f"closed-loop batch-1 p90 {ref['p90_ms']:.3f} ms ({q:.2f}×, beyond {ratio}×)")
+    return notes
+
+
+def serving_section(specs: dict, kinds: list[str], images_u8: np.ndarray, labels: np.ndarray, class_names: list[str],
+                    opts: ScenarioOptions, out_dir: Path, latency_rows: list[dict],
+                    cudnn_conv_algo_search: str = "EXHAUSTIVE") -> dict:
+    """Run the LoadGen scenarios for every precision (``specs``: precision → ModelSpec) × provider in ``kinds``.
+
+    Returns {"scenarios": flat rows, "notes": [...], "figures": {label: png path}, "settings": the options}.
+    ConvkitError when LoadGen is missing or a model fails mid-run.
+    """
+    rows, figures = [], {}
+    for prec, spec in specs.items():
+        x = spec.prepare(images_u8)  # preprocessed once, outside the timed path, as a server would cache
+        for kind in kinds:
+            sut = replace(opts.sut, max_batch=spec.fixed_batch or opts.sut.max_batch)
+            served = Served(session_factory(spec.path, kind, sut, cudnn_conv_algo_search), x, spec.input_name,
+                            spec.output_name, precision=prec, provider=kind, fixed_batch=spec.fixed_batch)
+            got = run_scenarios(served, replace(opts, sut=sut), out_dir, labels, class_names)
+            for r in got:
+                if r["scenario"] == "server":
+                    png = write_server_png(Path(r["log_dir"]) / "latency_vs_qps.png", r, opts.latency_bound_ms)
+                    if png:
+                        figures[served.label] = str(png)
+            rows += got
+    notes = compare_single_stream(rows, latency_rows)
+    settings = {"scenarios": list(opts.scenarios), "quick": opts.quick, "latency_bound_ms": opts.latency_bound_ms,
+                "server_qps": opts.server_qps, "bisect_steps": opts.bisect_steps, **opts.sut.to_dict()}
+    return {"scenarios": rows, "notes": notes, "figures": figures, "settings": settings}
+
+
+def attach(result: dict, setup, opts, images_u8: np.ndarray, labels: np.ndarray) -> dict:
+    """Add ``serving`` (when ``opts.serving`` asks for scenarios) and ``recommendation`` to the eval.json dict
+    ``result`` of ``run.evaluate_model`` (``setup``: its run.Setup; ``opts``: its EvalOptions); returns it."""
+    scen: ScenarioOptions | None = opts.serving
+    if scen is not None and scen.scenarios:
+        result["serving"] = serving_section(setup.specs, setup.providers, images_u8, labels,
+                                            setup.primary[1].class_names, scen, setup.target.out_dir,
+                                            result["latency"], opts.providers.cudnn_conv_algo_search)
+        result["notes"] += result["serving"]["notes"]
+    bound = scen.latency_bound_ms if scen is not None else DEFAULT_LATENCY_BOUND_MS
+    result["recommendation"] = recommend(result, bound, max_drop=opts.max_accuracy_drop)
+    return result
+
+
+def write_server_png(path: Path, row: dict, bound_ms: float) -> Path | None:
+    """Write p50/p99 latency vs target QPS of a Server search (matplotlib Agg); returns the path, None when the
+    row has no bisection."""
+    steps = sorted((s for s in row.get("bisection") or [] if s.get("p99_ms") is not None), key=lambda s: s["target_qps"])
+    if not steps:
+        return None
+    import matplotlib  # matplotlib loads only when a figure is drawn: evaluate without scenarios never needs it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    q = [s["target_qps"] for s in steps]
+    ax.plot(q, [s["p99_ms"] for s in steps], "o-", label="p99")
+    ax.plot(q, [s["p50_ms"] for s in steps], "s--", label="p50")
+    ok = [s for s in steps if s.get("meets_latency_bound")]
+    ax.plot([s["target_qps"] for s in ok], [s["p99_ms"] for s in ok], "o", color="green", label="p99 within bound")
+    ax.axhline(bound_ms, color="red", lw=1, label=f"bound {bound_ms:g} ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("LoadGen Server target QPS")
+    ax.set_ylabel("latency per sample (ms)")
+    note = "quick runs, not valid" if row.get("quick") else "full-length runs"
+    ax.set_title(f"{row['precision']} {row['provider']}: Server latency vs QPS ({note})", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def _f(v, spec: str = ".3f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def markdown_lines(result: dict) -> list[str]:
+    """Return eval.md's "Serving (MLPerf LoadGen)" and "Deployment recommendation" sections; [] when the
+    evaluation ran no scenario and made no recommendation."""
+    lines: list[str] = []
+    serving = result.get("serving") or {}
+    rows = [r for r in serving.get("scenarios") or [] if r.get("scenario") != "accuracy"]
+    if rows:
+        st = serving.get("settings", {})
+        lines += ["## Serving (MLPerf LoadGen)", "",
+                  f"LoadGen issues the queries and measures; the SUT is a queue in front of {st.get('workers')} ORT "
+                  f"session(s) × {st.get('intra_op_threads')} intra-op thread(s) (inter-op "
+                  f"{st.get('inter_op_threads')}), dynamic batching for Server and Offline up to "
+                  f"{st.get('max_batch')} samples or {st.get('batch_timeout_ms')} ms. Latency bound "
+                  f"{st.get('latency_bound_ms')} ms (p99, Server). Logs: `loadgen/<precision>-<provider>-<scenario>/`.",
+                  "", "| precision | provider | scenario | target QPS | QPS | p50 ms | p90 ms | p99 ms | mean batch | "
+                  "LoadGen | valid |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['precision']} | {r['provider']} | {r['scenario']} | {_f(r.get('target_qps'), ',.0f')} | "
+                         f"{_f(r.get('qps'), ',.0f')} | {_f(r.get('p50_ms'))} | {_f(r.get('p90_ms'))} | "
+                         f"{_f(r.get('p99_ms'))} | {_f(r.get('mean_batch'), '.1f')} | {r.get('loadgen_validity')} | "
+                         f"{r.get('validity_note')} |")
+        lines.append("")
+        for r in serving.get("scenarios") or []:
+            if r.get("scenario") == "accuracy":
+                lines.append(f"- LoadGen accuracy mode ({r['precision']} {r['provider']}, Offline): top-1 "
+                             f"{r['accuracy']:.4f} over {r['n']} samples, computed from LoadGen's logged responses")
+            if r.get("closed_loop_p90_ms"):
+                flag = " **DISAGREE**" if r.get("p90_disagrees") else ""
+                lines.append(f"- {r['precision']} {r['provider']} SingleStream p90 {r['p90_ms']:.3f} ms vs "
+                             f"closed-loop batch-1 p90 {r['closed_loop_p90_ms']:.3f} ms ({r['p90_ratio']:.2f}×){flag}")
+        lines.append("")
+    rec = result.get("recommendation")
+    if rec:
+        lines += ["## Deployment recommendation", "", rec["text"], ""]
+        lines += [f"- not chosen: {w}" for w in rec["why_not"]] + [""]
+    return lines
+

@@ -1,0 +1,70 @@
+"""``convkit evaluate``'s serving options (MLPerf LoadGen scenarios, SUT batching and threads) as one decorator,
+so the command gains them in one line. Module-level imports stay light (click), as in ``cli.py``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from convkit.evaluate.recommend import DEFAULT_LATENCY_BOUND_MS
+
+
+def cli_options(command):
+    """Decorator adding ``convkit evaluate``'s serving options (``--scenario`` and its settings) to ``command``;
+    they arrive as keyword arguments for ``options_from_cli``."""
+    opts = [
+        click.option("--scenario", "scenario", multiple=True,
+                     help="MLPerf LoadGen scenario: single-stream, multi-stream, server, offline or all; repeatable "
+                          "(needs `pip install mlcommons-loadgen`)."),
+        click.option("--quick", is_flag=True,
+                     help="Short LoadGen runs (2 s, >= 64 queries) for CI and demos; reported as not valid."),
+        click.option("--latency-bound-ms", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_LATENCY_BOUND_MS,
+                     show_default=True, help="p99 bound for Server and the recommendation (MLPerf ResNet-50 Server: 15)."),
+        click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True,
+                     help="SUT dynamic batching: most samples per batch (Server, Offline)."),
+        click.option("--batch-timeout-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
+                     help="SUT dynamic batching: longest wait for a batch to fill (Server, Offline)."),
+        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="SUT concurrent ORT sessions, one thread each; intra-op threads = --threads / workers."),
+        click.option("--server-qps", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Run Server at this target QPS instead of searching for the peak."),
+    ]
+    for opt in reversed(opts):
+        command = opt(command)
+    return command
+
+
+def summary_lines(result: dict) -> list[str]:
+    """Return the CLI's lines for the LoadGen scenarios and the recommendation of one evaluation result."""
+    lines = []
+    for r in (result.get("serving") or {}).get("scenarios") or []:
+        if r["scenario"] == "accuracy":
+            lines.append(f"  LoadGen accuracy mode {r['precision']} {r['provider']}: top-1 {r['accuracy']:.4f}")
+            continue
+        qps = f"{r['qps']:,.0f}" if r.get("qps") else "—"
+        p99 = f"{r['p99_ms']:.3f}" if r.get("p99_ms") is not None else "—"
+        lines.append(f"  LoadGen {r['scenario']} {r['precision']} {r['provider']}: {qps} samples/s, p99 {p99} ms, "
+                     f"{r.get('validity_note')}")
+    rec = result.get("recommendation")
+    if rec:
+        lines.append(f"  recommendation: {rec['text']}")
+    return lines
+
+
+def options_from_cli(scenario, quick, latency_bound_ms, max_batch, batch_timeout_ms, workers, server_qps,
+                     threads: int | None = None):
+    """Return the ScenarioOptions of the CLI values (ConvkitError for an unknown scenario); intra-op threads per
+    worker = ``threads`` (default: physical cores) // workers, at least 1."""
+    from convkit.envinfo import physical_cores
+    from convkit.evaluate.scenarios import ScenarioOptions, parse_scenarios, require_loadgen
+    from convkit.evaluate.sut import SutConfig
+
+    names = parse_scenarios(scenario)
+    if names:
+        require_loadgen()  # fail before the accuracy and latency passes, not after them
+
+    total = int(threads or physical_cores())
+    sut = SutConfig(max_batch=max_batch, batch_timeout_ms=batch_timeout_ms, workers=workers,
+                    intra_op_threads=max(1, total // workers))
+    return ScenarioOptions(scenarios=names, quick=quick, latency_bound_ms=latency_bound_ms,
+                           server_qps=server_qps, sut=sut)

@@ -1,0 +1,202 @@
+"""A system under test as a real inference server builds one: a queue of samples in front of ONNX Runtime
+sessions, each drained by its own worker thread that batches dynamically.
+
+``QueueSUT`` knows nothing about LoadGen: ``issue`` takes (response id, sample index) pairs and every finished
+sample is handed to a ``complete`` callback with its output row. ``evaluate/scenarios.py`` connects it to
+LoadGen (whose ``issue_query`` callback must return at once, hence the queue). Kept apart so the batching,
+threading and failure logic is testable without LoadGen installed.
+
+Batching rule: a worker takes the oldest queued sample, then keeps collecting until it holds ``max_batch``
+samples or ``batch_timeout_ms`` have passed since that first sample was *queued* (not since the worker picked it
+up: a sample that already waited while the worker was busy is not made to wait again), whichever comes first.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+_STOP = object()
+CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+@dataclass
+class SutConfig:
+    """How the SUT serves: batching limits and the threads it uses (all recorded in the results)."""
+
+    max_batch: int = 16
+    batch_timeout_ms: float = 2.0  # 0 = never wait for more samples than are already queued
+    workers: int = 1  # concurrent sessions, one worker thread each
+    intra_op_threads: int = 1  # ORT intra-op threads per session
+    inter_op_threads: int = 1  # ORT inter-op threads per session (sequential execution: 1 is enough)
+    device_id: int = 0
+
+    def to_dict(self) -> dict:
+        """Return the settings as a flat JSON-able dict."""
+        return asdict(self)
+
+
+def uses_io_binding(session) -> bool:
+    """Return True when ``session`` runs on a GPU provider, where the SUT feeds it through IO binding."""
+    try:
+        return session.get_providers()[0] in CUDA_PROVIDERS
+    except (AttributeError, IndexError):
+        return False
+
+
+def run_batch(session, input_name: str, output_name: str, x: np.ndarray, device_id: int = 0) -> np.ndarray:
+    """Return the output [batch, classes] of ``session`` for the host batch ``x``.
+
+    On CUDA the input is bound from host memory and the output is allocated on the device and copied back
+    once: ORT then skips its per-call output allocation and the extra staging copy of ``session.run``.
+    """
+    if uses_io_binding(session):
+        io = session.io_binding()
+        io.bind_cpu_input(input_name, x)
+        io.bind_output(output_name, "cuda", device_id)
+        session.run_with_iobinding(io)
+        return np.asarray(io.copy_outputs_to_cpu()[0])
+    return np.asarray(session.run([output_name], {input_name: x})[0])
+
+
+def one_line(exc: BaseException) -> str:
+    """Return ``exc`` as one short line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+class QueueSUT:
+    """Samples queue up; ``config.workers`` threads, each with its own session, batch and run them.
+
+    ``session_factory()`` returns a new session (called once per worker, in ``start``); ``inputs`` are the
+    preprocessed samples (indexable by sample index); ``complete(pairs)`` receives [(response id, output row)]
+    per finished batch. After the model raises, ``error`` holds one line and every queued or later sample is
+    completed at once with an empty row, so the load generator finishes instead of waiting forever.
+    """
+
+    def __init__(self, session_factory: Callable[[], object], inputs: np.ndarray, input_name: str,
+                 output_name: str, complete: Callable[[list], None], config: SutConfig | None = None,
+                 fixed_batch: int | None = None):
+        self.config = config or SutConfig()
+        self.inputs = inputs
+        self.input_name, self.output_name = input_name, output_name
+        self.complete = complete
+        self.fixed_batch = fixed_batch  # a model with a static batch size gets padded batches
+        self.error: str | None = None
+        self.batches: list[int] = []  # size of every batch run (for the report)
+        self._factory = session_factory
+        self._q: queue.Queue = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.sessions: list = []
+
+    def start(self) -> "QueueSUT":
+        """Create one session per worker and start the worker threads; returns self."""
+        self.sessions = [self._factory() for _ in range(self.config.workers)]
+        for i, sess in enumerate(self.sessions):
+            t = threading.Thread(target=self._work, args=(sess,), name=f"convkit-sut-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the workers (each finishes its current batch) and wait up to ``timeout`` s for them."""
+        for _ in self._threads:
+            self._q.put(_STOP)
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+
+    def issue(self, samples) -> None:
+        """Queue (response id, sample index) pairs; returns at once (LoadGen's issue thread must not block)."""
+        if self.error is not None:
+            self._complete_empty([s[0] for s in samples])
+            return
+        now = time.perf_counter()
+        for rid, idx in samples:
+            self._q.put((rid, idx, now))
+
+    def warm_up(self, batch_sizes=(1,), repeats: int = 3) -> dict:
+        """Run each batch size ``repeats`` times on every session; returns {batch: best seconds per call}."""
+        out = {}
+        for b in batch_sizes:
+            b = self.fixed_batch or b
+            x = self._gather(list(range(b)))
+            best = float("inf")
+            for sess in self.sessions:
+                for _ in range(repeats):
+                    t = time.perf_counter()
+                    run_batch(sess, self.input_name, self.output_name, x, self.config.device_id)
+                    best = min(best, time.perf_counter() - t)
+            out[b] = best
+        return out
+
+    def _gather(self, indices: list[int]) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64) % len(self.inputs)
+        if self.fixed_batch and len(idx) < self.fixed_batch:
+            idx = np.concatenate([idx, np.repeat(idx[:1], self.fixed_batch - len(idx))])
+        return np.ascontiguousarray(self.inputs[idx])
+
+    def _next_batch(self) -> list | None:
+        first = self._q.get()
+        if first is _STOP:
+            return None
+        limit = self.fixed_batch or self.config.max_batch
+        deadline = first[2] + self.config.batch_timeout_ms / 1e3
+        batch = [first]
+        while len(batch) < limit:
+            left = deadline - time.perf_counter()
+            try:
+                item = self._q.get(timeout=left) if left > 0 else self._q.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                self._q.put(_STOP)  # leave it for the next loop turn: finish this batch first
+                break
+            batch.append(item)
+        return batch
+
+    def _work(self, session) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            ids = [b[0] for b in batch]
+            if self.error is not None:
+                self._complete_empty(ids)
+                continue
+            try:
+                y = run_batch(session, self.input_name, self.output_name, self._gather([b[1] for b in batch]),
+                              self.config.device_id)
+                if y.ndim != 2 or y.shape[0] < len(ids):
+                    raise ValueError(f"output {self.output_name!r} has shape {list(y.shape)} for a batch of {len(ids)}")
+            except Exception as exc:  # the model failed: report it, and never leave LoadGen waiting
+                with self._lock:
+                    self.error = self.error or one_line(exc)
+                self._complete_empty(ids)
+                self._drain()
+                continue
+            self.batches.append(len(ids))
+            self.complete(list(zip(ids, y[:len(ids)])))
+
+    def _drain(self) -> None:
+        ids = []
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                self._q.put(_STOP)
+                break
+            ids.append(item[0])
+        if ids:
+            self._complete_empty(ids)
+
+    def _complete_empty(self, ids: list) -> None:
+        self.complete([(rid, None) for rid in ids])
