@@ -16,7 +16,7 @@ from __future__ import annotations
 from convkit.gates import MAX_ACC_DROP
 
 # MLPerf Inference's Server latency bound for ResNet-50 (image classification; mlperf.conf
-# `resnet50.Server.target_latency = 15`): the MLPerf benchmark closest to the classifiers convkit trains.
+# `resnet50.Server.target_latency = 15`): the MLPerf benchmark closest to the classifiers of convkit's suites.
 DEFAULT_LATENCY_BOUND_MS = 15.0
 
 # Backends whose figures describe serving from host memory; device-resident ("ort", "ort-cudagraph" on a GPU)
