@@ -40,9 +40,17 @@ def list_cmd(suite):
 @click.option("--max-accuracy-drop", default=None,
               help="Gate of export and evaluation, in percentage points below PyTorch, per precision: "
                    f"0.1 (fp32) or fp32=0.1,fp16=0.3,int8=1 (defaults: {gates.describe()}).")
+@click.option("--devices", default=None,
+              help="Spread experiments over these devices, one process each, e.g. cuda:0,cuda:1 (default: every "
+                   "visible GPU when there are several and no --device is given).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Experiments at once per device (or per GPU on Ray: each task gets 1/JOBS of a GPU).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
+              help="Run the experiments as tasks on a Ray cluster (`--ray` alone: the running cluster, "
+                   "or ADDRESS, e.g. ray://head:10001); results come back into --out.")
 @training_options
-def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_drop, recipe, epochs, batch_size, lr,
-                  device, compile_, seed, sample, data_dir, out, resume, overwrite, quiet):
+def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_drop, devices, jobs, ray_address, recipe,
+                  epochs, batch_size, lr, device, compile_, seed, sample, data_dir, out, resume, overwrite, quiet):
     """Train, export and evaluate every experiment of a suite, then write runs/<suite>/summary.md.
 
     Goes on past a failing experiment (recorded in its run folder) and exits 1 at the end if any failed.
@@ -55,11 +63,26 @@ def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_
                      resume=resume, overwrite=overwrite, quiet=quiet,
                      train_kwargs=config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample,
                                                 data_dir, out))
-    result = train_all(plan, echo=click.echo)
+    result = train_all(plan, echo=click.echo, executor=choose_executor(ray_address, devices, jobs, device))
     click.echo(f"summary: {result['summary']}")
     if result["failed"]:
         click.echo(f"error: {len(result['failed'])} experiment(s) failed: {', '.join(result['failed'])}", err=True)
         sys.exit(1)
+
+
+def choose_executor(ray_address, devices, jobs, device):
+    """Return the train-all executor the options ask for: Ray, local processes per device, or None (in process)."""
+    if ray_address:
+        from convkit.distribute import ray_executor
+
+        return ray_executor(None if ray_address == "local" else ray_address, jobs)
+    if devices or jobs > 1 or not device:
+        from convkit.distribute import local_executor, parse_devices
+
+        slots = parse_devices(devices) or ([device] if device else [])
+        if len(slots) * jobs > 1:
+            return local_executor(slots, jobs)
+    return None
 
 
 @click.command("summarize")

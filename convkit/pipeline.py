@@ -17,7 +17,7 @@ from convkit.artifacts import FAILURE, holds_run, write_artifact
 from convkit.errors import ConvkitError
 from convkit.evaluate import evaluate_model, gate_error, quick_options
 from convkit.export import export_run
-from convkit.suite import Experiment, select_experiments
+from convkit.suite import Experiment, get_experiment, select_experiments
 from convkit.summary import write_summary
 from convkit.train import resolve_config, train_experiment
 
@@ -37,6 +37,8 @@ class SuitePlan:
     resume: bool = False
     overwrite: bool = False
     quiet: bool = False
+    # Called with the experiment's name before it starts, in the process that runs it (progress hooks, tests).
+    on_start: Callable[[str], None] | None = None
 
 
 def select(plan: SuitePlan) -> list[Experiment]:
@@ -66,37 +68,69 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"
 
 
-def train_all(plan: SuitePlan, echo: Callable[[str], None] = print) -> dict:
+def run_experiment(plan: SuitePlan, name: str, device: str | None = None) -> dict:
+    """Train, export and evaluate one experiment; returns {"experiment", "run_dir", "failed": stage or None,
+    "error"}. Any failure is caught, recorded in the run folder (failure.json) and returned; Ctrl-C propagates.
+
+    ``device`` overrides the plan's (the local multi-device and Ray executors give each experiment its own).
+    """
+    if plan.on_start is not None:
+        plan.on_start(name)
+    kwargs = {**plan.train_kwargs, **({"device": device} if device else {})}
+    cfg = resolve_config(name, **kwargs)
+    run_dir = Path(cfg.run_dir)
+    stage = "train"
+    try:
+        train_experiment(cfg, resume=plan.resume, quiet=plan.quiet, overwrite=plan.overwrite)
+        stage = "export"
+        if plan.export:
+            export_run(run_dir, precisions=plan.precisions, **plan.export_kwargs)
+        stage = "evaluate"
+        if plan.export and plan.evaluate:
+            _evaluate(plan, run_dir)
+        (run_dir / FAILURE).unlink(missing_ok=True)
+        return {"experiment": name, "run_dir": str(run_dir), "failed": None, "error": None}
+    except Exception as exc:  # one experiment never takes the others down; KeyboardInterrupt still stops
+        message = describe_failure(exc)
+        if run_dir.is_dir():
+            record_failure(run_dir, name, stage, message)
+        return {"experiment": name, "run_dir": str(run_dir), "failed": stage, "error": message}
+
+
+def record_failure(run_dir: Path, name: str, stage: str, message: str) -> None:
+    """Write the run folder's failure record (read by the summary)."""
+    write_artifact(run_dir / FAILURE, "failure", {"experiment": name, "stage": stage, "error": message})
+
+
+def train_all(plan: SuitePlan, echo: Callable[[str], None] = print, executor: Callable | None = None) -> dict:
     """Run every experiment of ``plan``, then rebuild the suite summary; returns write_summary's dict plus
-    "failed" (names of experiments that failed in any stage)."""
+    "failed" (names of experiments that failed in any stage).
+
+    ``executor(plan, names, echo) -> [run_experiment results]`` runs the experiments: one after another here
+    by default; ``convkit.distribute`` has one per GPU in local processes and one on a Ray cluster.
+    """
     exps = select(plan)
     configs = [resolve_config(e.name, **plan.train_kwargs) for e in exps]  # bad options fail before any work
     check_existing(plan, configs)
     t0 = time.perf_counter()
-    failed = []
-    for i, (exp, cfg) in enumerate(zip(exps, configs), 1):
-        echo(f"[{i}/{len(exps)}] {exp.name} ({exp.model}, {exp.dataset}, {cfg.epochs} epochs, {cfg.device})")
-        run_dir = Path(cfg.run_dir)
-        stage = "train"
-        try:
-            train_experiment(cfg, resume=plan.resume, quiet=plan.quiet, overwrite=plan.overwrite)
-            stage = "export"
-            if plan.export:
-                export_run(run_dir, precisions=plan.precisions, **plan.export_kwargs)
-            stage = "evaluate"
-            if plan.export and plan.evaluate:
-                _evaluate(plan, run_dir)
-            (run_dir / FAILURE).unlink(missing_ok=True)
-        except Exception as exc:  # one experiment never takes the others down; KeyboardInterrupt still stops
-            message = describe_failure(exc)
-            failed.append(exp.name)
-            echo(f"[{i}/{len(exps)}] {exp.name} FAILED in {stage}: {message}")
-            if run_dir.is_dir():
-                write_artifact(run_dir / FAILURE, "failure", {"experiment": exp.name, "stage": stage,
-                                                              "error": message})
+    results = (executor or run_sequentially)(plan, [e.name for e in exps], echo)
+    failed = [r["experiment"] for r in results if r["failed"]]
     suite_dir = Path(configs[0].run_dir).parent
     result = write_summary(suite_dir, notes=[f"Wall time of this train-all: {time.perf_counter() - t0:.1f} s."])
     return {**result, "failed": failed}
+
+
+def run_sequentially(plan: SuitePlan, names: list[str], echo: Callable[[str], None] = print) -> list[dict]:
+    """Run the experiments one after another in this process; returns their run_experiment results."""
+    results = []
+    for i, name in enumerate(names, 1):
+        exp, cfg = get_experiment(name), resolve_config(name, **plan.train_kwargs)
+        echo(f"[{i}/{len(names)}] {name} ({exp.model}, {exp.dataset}, {cfg.epochs} epochs, {cfg.device})")
+        res = run_experiment(plan, name)
+        if res["failed"]:
+            echo(f"[{i}/{len(names)}] {name} FAILED in {res['failed']}: {res['error']}")
+        results.append(res)
+    return results
 
 
 def _evaluate(plan: SuitePlan, run_dir: Path) -> None:
