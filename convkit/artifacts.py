@@ -17,7 +17,8 @@ confusion*.png/csv, latency.png       evaluate                    report
 ================  ==================  ==========================  ======================================
 
 The suite folder ``runs/<suite>/`` holds ``summary.md`` / ``summary.json`` (convkit.summary/1), rebuilt from
-the files above by ``convkit summarize``. No stage imports another: each reads what the others wrote,
+the files above by ``convkit summarize``, and ``report.md`` / ``report.html`` with their figures in
+``report/``, written by ``convkit report`` from the same files. No stage imports another: each reads what the others wrote,
 through this module.
 """
 
@@ -44,6 +45,9 @@ VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model
 EVAL_PREFIX = "eval"  # eval.json / eval.md for a run; eval.<precision>.* when one variant file is evaluated
 SUMMARY_MD = "summary.md"
 SUMMARY_JSON = "summary.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+REPORT_DIR = "report"  # the report's figures (PNG), beside report.md in the suite folder
 PRECISIONS = tuple(VARIANT_FILES)
 
 # ---- schema tags: bump the number when a reader could misread a file of the older layout -----------------------
