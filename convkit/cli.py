@@ -1,4 +1,4 @@
-"""The ``convkit`` command line: list, train, train-all, export, evaluate.
+"""The ``convkit`` command line: list, train, train-all, export, evaluate, report.
 
 Every command is a thin shell around a library function that returns a dict; failures the user can fix
 surface as one line on stderr and a distinct exit code (see convkit.errors), never a traceback.
@@ -120,9 +120,11 @@ def _register_stage_commands() -> None:
     # The stage folders own their commands; importing their cli modules is cheap (click only).
     from convkit.evaluate.cli import evaluate_cmd
     from convkit.export.cli import export_cmd
+    from convkit.report.cli import report_cmd
 
     main.add_command(export_cmd)
     main.add_command(evaluate_cmd)
+    main.add_command(report_cmd)
 
 
 _register_stage_commands()

@@ -1,0 +1,19 @@
+"""``convkit report SUITE_DIR``: write report.md, report.html and report/ figures from a suite's run folders."""
+
+from __future__ import annotations
+
+import click
+
+from convkit.errors import friendly_errors
+
+
+@click.command("report")
+@click.argument("suite_dir", type=click.Path(file_okay=False))
+@friendly_errors
+def report_cmd(suite_dir):
+    """Write SUITE_DIR/report.md and a self-contained report.html (figures in SUITE_DIR/report/)."""
+    from convkit.report.build import build_report  # lazy: keeps `convkit --help` free of torch/matplotlib
+
+    r = build_report(suite_dir)
+    click.echo(f"report: {r['md']} and {r['html']}, {len(r['figures'])} figures from {r['runs']} run(s) "
+               f"in {r['seconds']:.1f}s")
