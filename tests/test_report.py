@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from click.testing import CliRunner
 
+from convkit import artifacts as A
 from convkit.calibration import calibration_bins
 from convkit.models import create_model, get_model_config
+from convkit.report.build import build_report
 from convkit.report.receptive_field import receptive_fields
 from convkit.suite import SUITES
 
@@ -116,3 +126,105 @@ def test_ece_softmaxes_logits():
     logits = np.log(np.array([[0.9, 0.1], [0.3, 0.7]]))
     assert calibration_bins(logits, [0, 0])["ece"] == pytest.approx(calibration_bins(np.exp(logits), [0, 0])["ece"])
     assert calibration_bins(np.array([[0.0, 0.0]]), [0])["ece"] == pytest.approx(0.5)
+
+
+# ---- the report from real runs ----------------------------------------------------------------------------------
+class _ImageSources(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.sources.append(dict(attrs).get("src", ""))
+
+
+def _html_images(path: Path) -> list[str]:
+    parser = _ImageSources()
+    parser.feed(path.read_text(encoding="utf-8"))
+    parser.close()
+    return parser.sources
+
+
+def _figure_bytes(suite: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((suite / A.REPORT_DIR).glob("*.png"))}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory) -> Path:
+    """A seed suite folder with two real 1-epoch runs: t1-simple-cnn exported (fp32 + int8) and evaluated,
+    t1-fcn trained only."""
+    from conftest import train_sample_run
+    from convkit.evaluate.run import EvalOptions, evaluate_model
+    from convkit.export.pipeline import export_run
+
+    out = tmp_path_factory.mktemp("runs")
+    cnn = train_sample_run(out, "t1-simple-cnn")
+    train_sample_run(out, "t1-fcn")
+    export_run(cnn, precisions=("int8",), n_images=200, calib_images=64, gates={"int8": {"max_acc_drop": 1.0}})
+    evaluate_model(cnn, EvalOptions(provider="cpu", warmup=1, runs=3, min_seconds=0.0, batch_sizes=(1,), threads=1,
+                                    pytorch_latency=False, max_accuracy_drop={"int8": 100.0}))
+    return cnn.parent
+
+
+def test_report_from_real_runs(suite):
+    result = build_report(suite)
+    md = (suite / A.REPORT_MD).read_text(encoding="utf-8")
+    assert result["md"] == suite / A.REPORT_MD and result["runs"] == 2
+    assert "## Table 1 — MNIST" in md and "## Table 2" not in md
+    # the study's value beside convkit's, and rows without a run say so
+    assert "98.34 %" in md and "99.40 %" in md and "`t1-residual-cnn` (no run)" in md
+    assert "no convolution" in md  # t1-fcn is an MLP
+    assert "t1-simple-cnn-conv1.png" in md and "t1-simple-cnn-calibration.png" in md
+    ev = json.loads((suite / "t1-simple-cnn" / "eval.json").read_text())
+    ece = ev["accuracy"][0]["calibration"]["ece"]
+    assert 0.0 <= ece <= 1.0 and f"{ece:.3f}" in md
+    assert re.search(r"int8 cost: Simple CNN [+-]\d+\.\d\d points", md)
+    # every image of report.md exists; report.html embeds the same images as valid PNG data URIs
+    refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert refs and all((suite / r).is_file() for r in refs)
+    sources = _html_images(suite / A.REPORT_HTML)
+    assert len(sources) == len(refs)
+    for src, ref in zip(sources, refs):
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1], validate=True) == (suite / ref).read_bytes()
+    assert "http://" not in (suite / A.REPORT_HTML).read_text() and "https://" not in (suite / A.REPORT_HTML).read_text()
+
+
+def test_report_is_deterministic(suite):
+    build_report(suite)
+    first_md, first_png = (suite / A.REPORT_MD).read_bytes(), _figure_bytes(suite)
+    build_report(suite)
+    assert (suite / A.REPORT_MD).read_bytes() == first_md
+    assert _figure_bytes(suite) == first_png and len(first_png) >= 8
+
+
+def test_report_on_a_partial_tree(suite, tmp_path):
+    """A run without eval.json or grad_norms.csv, a damaged metrics.json and one trained where its data is not."""
+    part = tmp_path / "seed-sample"
+    shutil.copytree(suite, part)
+    cnn = part / "t1-simple-cnn"
+    for name in (A.EvalNames(A.EVAL_PREFIX).json, A.GRAD_NORMS, A.EvalNames(A.EVAL_PREFIX).confusion("", "csv")):
+        (cnn / name).unlink()
+    (part / "t1-fcn" / A.METRICS).write_text("{not json")
+    ckpt = torch.load(cnn / A.CHECKPOINT, weights_only=True)  # as if trained on full data elsewhere
+    ckpt["config"].update(sample=False, data_dir=str(tmp_path / "elsewhere"))
+    torch.save(ckpt, cnn / A.CHECKPOINT)
+    build_report(part)
+    md = (part / A.REPORT_MD).read_text(encoding="utf-8")
+    section = md.split("### t1-simple-cnn")[1]
+    assert "Confusion matrix: not measured" in section and "Gradient flow: not measured" in section
+    assert "Reliability diagram: not measured" in section and "First convolution: not measured" in section
+    assert "t1-simple-cnn-curves.png" in section  # what is there still renders
+    assert "unreadable:" in md.split("### t1-fcn")[1]
+    assert not (part / A.REPORT_DIR / "t1-simple-cnn-confusion.png").exists()  # stale figure removed
+
+
+def test_report_cli(suite, tmp_path):
+    from convkit.cli import main
+
+    r = CliRunner().invoke(main, ["report", str(suite)])
+    assert r.exit_code == 0, r.output
+    assert "2 run(s)" in r.output
+    r = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert r.exit_code == 2 and "no run directories" in r.output

@@ -293,7 +293,12 @@ def build_report(suite_dir: Path | str) -> dict:
         figs = {r.name: run_figures(r, out, ctx) for r in runs}
         stats = {r.name: run_stats(r) for r in runs}
         blocks = _intro(suite_dir, runs, suite) + suite_blocks(runs, stats, out, suite_dir)
-        for table in sorted({e.table for e in exps}):
+        tables = sorted({e.table for e in exps})
+        ran = [t for t in tables if any(e.table == t and e.name in by_name for e in exps)]
+        if len(ran) < len(tables):
+            blocks.append(("p", "Tables of the study without any run folder here (" + NOT_MEASURED + "): "
+                           + ", ".join(TABLE_TITLES.get(t, str(t)) for t in tables if t not in ran) + "."))
+        for table in ran:
             rows = [(e, by_name.get(e.name), stats.get(e.name, {})) for e in exps if e.table == table]
             blocks += table_section(table, rows, figs, out, suite_dir, exps)
     others = [r for r in runs if r.name not in {e.name for e in exps}]
