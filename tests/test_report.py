@@ -179,7 +179,8 @@ def test_report_from_real_runs(suite):
     ev = json.loads((suite / "t1-simple-cnn" / "eval.json").read_text())
     ece = ev["accuracy"][0]["calibration"]["ece"]
     assert 0.0 <= ece <= 1.0 and f"{ece:.3f}" in md
-    assert re.search(r"int8 cost: Simple CNN [+-]\d+\.\d\d points", md)
+    assert re.search(r"int8 cost \(ORT fp32 − int8 accuracy\) and batch-1 speed-up: "
+                     r"Simple CNN [+-]\d+\.\d\d points, \d+\.\d\d×", md)
     # every image of report.md exists; report.html embeds the same images as valid PNG data URIs
     refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert refs and all((suite / r).is_file() for r in refs)
@@ -188,7 +189,8 @@ def test_report_from_real_runs(suite):
     for src, ref in zip(sources, refs):
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1], validate=True) == (suite / ref).read_bytes()
-    assert "http://" not in (suite / A.REPORT_HTML).read_text() and "https://" not in (suite / A.REPORT_HTML).read_text()
+    page = (suite / A.REPORT_HTML).read_text(encoding="utf-8")
+    assert "http://" not in page and "https://" not in page  # nothing fetched at view time
 
 
 def test_report_is_deterministic(suite):

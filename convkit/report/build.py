@@ -129,10 +129,11 @@ def study_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
     for exp, run, s in rows:
         study_acc, study_time = _study(exp)
         diff = (s["acc"] - study_acc) * 100 if s.get("acc") is not None and study_acc is not None else None
+        absent = "not in the study" if exp.seed is None else None  # the study printed nothing for this row
         out.append([f"{exp.row}. {exp.title}", f"`{exp.name}`" if run else f"`{exp.name}` (no run)",
                     fmt(s.get("params")), fmt(s.get("epochs")), f"{exp.seed_epochs}", pct(s.get("acc")),
-                    pct(study_acc), pts(diff), pts(s.get("gap_pts")), fmt(s.get("train_time_s"), ".1f", " s"),
-                    fmt(study_time, ".0f", " s")])
+                    absent or pct(study_acc), absent or pts(diff), pts(s.get("gap_pts")),
+                    fmt(s.get("train_time_s"), ".1f", " s"), absent or fmt(study_time, ".0f", " s")])
     return ("table", ["row", "experiment", "params", "epochs", "study epochs", "test acc", "study acc",
                       "Δ vs study (pts)", "train−test (pts)", "train time", "study time"], out)
 
@@ -166,16 +167,18 @@ def observations(rows: list[tuple[Experiment, RunData | None, dict]]) -> list[st
     gaps = [(e, s["gap_pts"]) for e, s in have if s.get("gap_pts") is not None]
     if gaps:
         e, g = max(gaps, key=lambda eg: (eg[1], -eg[0].row))
-        obs.append(f"Largest train−test gap (overfitting): {e.title}, {g:+.2f} points; smallest "
-                   f"{min(gaps, key=lambda eg: (eg[1], eg[0].row))[0].title}, "
-                   f"{min(g for _, g in gaps):+.2f} points.")
+        line = f"Largest train−test accuracy gap (overfitting): {e.title}, {pts(g)} points"
+        if len(gaps) > 1:
+            lo = min(gaps, key=lambda eg: (eg[1], eg[0].row))
+            line += f"; smallest {lo[0].title}, {pts(lo[1])} points"
+        obs.append(line + ".")
     deltas = [(e, s["ort_delta_pts"]) for e, _, s in rows if s.get("ort_delta_pts") is not None]
     obs.append(f"ORT − PyTorch accuracy: largest change {max(abs(d) for _, d in deltas):.2f} points over "
                f"{len(deltas)} evaluated row(s)." if deltas else f"ORT − PyTorch accuracy: {NOT_MEASURED}.")
     int8 = [(e, s) for e, _, s in rows if s.get("int8_cost_pts") is not None]
     if int8:
-        obs.append("int8 cost: " + "; ".join(
-            f"{e.title} {s['int8_cost_pts']:+.2f} points, {fmt(s.get('int8_speedup'), '.2f', '×')} at batch 1"
+        obs.append("int8 cost (ORT fp32 − int8 accuracy) and batch-1 speed-up: " + "; ".join(
+            f"{e.title} {pts(s['int8_cost_pts'])} points, {fmt(s.get('int8_speedup'), '.2f', '×')}"
             for e, s in int8) + ".")
     else:
         obs.append(f"int8 cost and speed-up: {NOT_MEASURED} (no int8 variant evaluated).")
@@ -209,7 +212,8 @@ def rf_blocks(table: int, exps: list[Experiment], out: Path, suite_dir: Path) ->
             ctx = " + global (SE)" if r["global_context"] else ""
             rows.append([f"`{label}`", f"`{r['layer']}`", r["op"], r["jump"], f"{r['rf']}{ctx}"])
     blocks: list[tuple] = [("h3", "Receptive fields"), (
-        "p", "Computed from each architecture: r_out = r_in + (k − 1)·dilation·jump_in, jump_out = jump_in·stride, "
+        "p", "Computed from each architecture: r_out = r_in + (k − 1)·dilation·jump_in, "
+             "jump_out = jump_in·stride, "
              "following residual branches (their union); in pixels of the input image.")]
     groups: dict[str, list] = {}
     for label, name in models:

@@ -26,6 +26,7 @@ STYLE = {
 }
 PRECISION_STYLE = {"fp32": ("o", "tab:blue"), "fp16": ("s", "tab:orange"), "int8": ("^", "tab:green")}
 MAX_TICK_LABELS = 30
+LINESTYLES = ("-", "--", "-.", ":")
 
 
 @contextmanager
@@ -168,6 +169,10 @@ def _picture(a: np.ndarray) -> np.ndarray:
     return _unit(a).transpose(1, 2, 0) if a.shape[0] == 3 else _unit(a.mean(axis=0))
 
 
+def _channels_note(n_in: int) -> str:
+    return {1: "grayscale", 3: "RGB"}.get(n_in, f"mean over {n_in} inputs")
+
+
 def first_conv(view: dict, image: np.ndarray, caption: str, title: str, path: Path, channels: int = 8) -> Path:
     """Write the fixed image, the first conv's filters (top row) and its pre-activation maps (bottom row)."""
     w, maps = view["weights"], view["maps"]
@@ -184,8 +189,9 @@ def first_conv(view: dict, image: np.ndarray, caption: str, title: str, path: Pa
     ax_img.axis("off")
     gray = {"cmap": "gray"} if w.shape[1] != 3 else {}
     _mosaic_row(fig.add_subplot(gs[0, 1]), filters, [str(c) for c in range(n)],
-                f"filters {w.shape[2]}×{w.shape[3]} (output channel; {'RGB' if w.shape[1] == 3 else 'mean over inputs'}, "
-                "min–max scaled each)", **gray)
+                f"filters {w.shape[2]}×{w.shape[3]} (output channel; {_channels_note(w.shape[1])}, "
+                "min–max scaled each)",
+                **gray)
     lim = max(float(np.abs(maps[:n]).max()), 1e-12)
     _mosaic_row(fig.add_subplot(gs[1, 1]), [maps[c] for c in range(n)], [str(c) for c in range(n)],
                 "activation maps before the nonlinearity (channel; red > 0 > blue, one scale)",
@@ -249,7 +255,7 @@ def gradient_flow(rows: list[dict], title: str, path: Path, keep: set[str] | Non
     ax.set_yscale("log")
     step = max(1, -(-len(layers) // MAX_TICK_LABELS))
     ax.set_xticks(range(0, len(layers), step), layers[::step], rotation=60, ha="right", fontsize=7)
-    ax.set_xlabel("conv / linear layer (input → output)" if keep is not None and dropped else "layer (input → output)")
+    ax.set_xlabel(("conv / linear layer" if dropped else "layer") + " (input → output)")
     ax.set_ylabel("mean gradient L2 norm per step")
     ax.set_title(title + (f" ({dropped} normalization/other layers not shown)" if dropped else ""))
     if len(epochs) <= 12:
@@ -294,13 +300,15 @@ def receptive_field_plot(panels: list[tuple[str, list[tuple[str, list[dict]]]]],
     fig = new_figure(6 * len(panels), 4.2, layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, models) in zip(axes, panels):
-        for label, rows in models:
+        for i, (label, rows) in enumerate(models):
             rf = [r["rf"] for r in rows]
             # Shortcut 1×1 convs see less than the layer before them: dots per layer, the line is the
-            # largest receptive field reached so far along the network.
-            line = ax.plot(range(1, len(rf) + 1), np.maximum.accumulate(rf), lw=1.5,
+            # largest receptive field reached so far. Shorter models are drawn on top (they share their
+            # first layers with deeper ones) and each model has its own dash pattern.
+            z = 3 + 100 / len(rf)
+            line = ax.plot(range(1, len(rf) + 1), np.maximum.accumulate(rf), lw=1.8, ls=LINESTYLES[i % 4], zorder=z,
                            label=f"{label} (largest {max(rf)} px)")[0]
-            ax.plot(range(1, len(rf) + 1), rf, "o", ms=4, color=line.get_color())
+            ax.plot(range(1, len(rf) + 1), rf, "o", ms=4, color=line.get_color(), zorder=z)
         ax.axhline(image_size, color="k", ls="--", lw=1, label=f"image {image_size} px")
         ax.set_xlabel("conv / pool layer (execution order)")
         ax.set_ylabel("receptive field (px)")
@@ -329,9 +337,17 @@ def _label_points(ax, xs, ys, labels) -> None:
                     ha="left" if dx > 0 else "right", fontsize=7)
 
 
+def _plain_number(v: float, _pos=None) -> str:
+    """1500000 → "1.5M", 100000 → "100k", 0.1 → "0.1"."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:g}{unit}"
+    return f"{v:g}"
+
+
 def _plain_log_axis(axis) -> None:
     """Log axis with plain numbers on major ticks and no minor labels (which overlap on short ranges)."""
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_major_formatter(FuncFormatter(_plain_number))
     axis.set_minor_formatter(NullFormatter())
 
 
@@ -360,14 +376,22 @@ def latency_vs_accuracy(points: dict[str, list[tuple[str, str, float, float]]], 
     providers = sorted(p for p in points if points[p])
     if not providers:
         return None
-    fig = new_figure(8 * len(providers), 5.4, layout="constrained")
+    fig = new_figure(10 * len(providers), 6.2, layout="constrained")
     axes = fig.subplots(1, len(providers), squeeze=False)[0]
     for ax, prov in zip(axes, providers):
         ax.set_xscale("log")
+        by_exp: dict[str, list] = {}
+        for name, prec, ms, acc in points[prov]:
+            by_exp.setdefault(name, []).append((list(PRECISION_STYLE).index(prec) if prec in PRECISION_STYLE else 9,
+                                                ms, acc))
+        for name in sorted(by_exp):  # a grey line joins one experiment's precisions, so int8 points stay attributable
+            pts_ = sorted(by_exp[name])
+            if len(pts_) > 1:
+                ax.plot([q[1] for q in pts_], [q[2] for q in pts_], color="0.6", lw=0.8, zorder=1)
         for prec, (marker, color) in PRECISION_STYLE.items():
             sel = [p for p in points[prov] if p[1] == prec]
             if sel:
-                ax.scatter([p[2] for p in sel], [p[3] for p in sel], marker=marker, color=color, label=prec)
+                ax.scatter([p[2] for p in sel], [p[3] for p in sel], marker=marker, color=color, label=prec, zorder=2)
         # One label per experiment (at its fp32 point when there is one): variants sit close to it.
         named = {}
         for name, prec, ms, acc in sorted(points[prov], key=lambda p: (p[0], p[1] != "fp32", p[1])):

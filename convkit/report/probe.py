@@ -36,7 +36,8 @@ def fixed_test_image(config: dict, dataset: str, classes: tuple[str, ...], cache
         try:
             data = load_dataset(dataset, data_dir, sample=sample)
             label = int(data.test_labels[0])
-            cache[key] = FixedImage(data.test_images[0].numpy(), label, classes[label] if label < len(classes) else str(label))
+            name = classes[label] if label < len(classes) else str(label)
+            cache[key] = FixedImage(data.test_images[0].numpy(), label, name)
         except Exception:  # data not on this machine (a run trained elsewhere): the probe figures say so
             cache[key] = None
     return cache[key]
@@ -79,7 +80,10 @@ def first_conv_view(model: nn.Module, img: FixedImage, mean, std) -> dict | None
 
 
 def stage_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Return [(path, module)]: the last module of each stage, top-level children cut where a conv or conv block starts."""
+    """Return [(path, module)]: the last module of each stage.
+
+    Stages are runs of top-level children, cut where a conv or a block holding one starts, up to the head.
+    """
     children = list(model.named_children())
     stages: list[list[tuple[str, nn.Module]]] = []
     for name, m in children:

@@ -47,7 +47,7 @@ def pct(v) -> str:
 
 def pts(v) -> str:
     """Return a signed difference in percentage points as "+1.23", or "not measured"."""
-    return f"{v:+.2f}" if v is not None else NOT_MEASURED
+    return f"{round(v, 2) or 0.0:+.2f}" if v is not None else NOT_MEASURED  # "or 0.0": no "-0.00"
 
 
 def fmt(v, spec: str = ",.0f", suffix: str = "") -> str:
