@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 from click.testing import CliRunner
+from matplotlib.image import imread
 
 from convkit import artifacts as A
 from convkit.calibration import calibration_bins
@@ -230,3 +232,29 @@ def test_report_cli(suite, tmp_path):
     assert "2 run(s)" in r.output
     r = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert r.exit_code == 2 and "no run directories" in r.output
+
+
+_COUNT_IMAGES = ('<script>window.addEventListener("load", () => {const i = Array.from(document.images); '
+                 'document.body.dataset.images = i.filter(x => x.complete && x.naturalWidth > 0).length + "/" + '
+                 'i.length;});</script></body>')
+
+
+def _chromium(*args: str) -> str:
+    out = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args],
+                         check=True, capture_output=True, text=True, timeout=120)
+    return out.stdout
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (.ci/run installs it)")
+def test_report_html_renders_in_chromium(suite, tmp_path):
+    """Headless chromium draws the page and decodes every embedded figure (a broken one has naturalWidth 0)."""
+    build_report(suite)
+    page = suite / A.REPORT_HTML
+    shot = tmp_path / "report.png"
+    _chromium("--window-size=1280,2400", f"--screenshot={shot}", page.as_uri())
+    assert imread(shot).shape[:2] == (2400, 1280)
+    probe = tmp_path / "probe.html"  # the page plus a script counting decoded images after "load"
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _COUNT_IMAGES), encoding="utf-8")
+    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", probe.as_uri())
+    n = len(_html_images(page))
+    assert n > 5 and f'data-images="{n}/{n}"' in dom

@@ -32,14 +32,15 @@ def _classes(run: RunData) -> list[str]:
         return [str(dig(c, "class", default=i)) for i, c in enumerate(per)]
 
 
-def _weight_layers(model: nn.Module | None, model_name: str | None) -> set[str] | None:
-    """Return the names of the conv and linear layers of the architecture, None when it is not known here."""
+def _weight_layers(model: nn.Module | None, model_name: str | None) -> dict[str, str] | None:
+    """Return {layer name: "conv" | "fc"} of the architecture's conv and linear layers, None when it is unknown."""
     if model is None:
         try:
             model = create_model(model_name)
         except (ConvkitError, TypeError):
             return None
-    return {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    return {n: "fc" if isinstance(m, nn.Linear) else "conv" for n, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear))}
 
 
 def _model_figures(run: RunData, rm: A.RunModel, out: Path, ctx: dict) -> dict:

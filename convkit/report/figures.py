@@ -230,11 +230,12 @@ def _layer_norms(rows: list[dict]) -> tuple[list[str], dict[float, dict[str, flo
     return list(layers), {e: {k: v ** 0.5 for k, v in d.items()} for e, d in per_epoch.items()}
 
 
-def gradient_flow(rows: list[dict], title: str, path: Path, keep: set[str] | None = None) -> Path | None:
+def gradient_flow(rows: list[dict], title: str, path: Path, keep: dict[str, str] | None = None) -> Path | None:
     """Write per-layer gradient norms (log scale), input→output, one line per epoch; None when there are none.
 
-    ``keep`` (layer names), when given, restricts the plot to those layers: the caller passes the conv and
-    linear layers, because normalization layers' far smaller norms would zigzag the line between every pair.
+    ``keep`` ({layer name: type}), when given, restricts the plot to those layers: the caller passes the conv
+    and linear layers, because normalization layers' smaller norms would zigzag the line between every pair.
+    Index-only names (nn.Sequential's "3") get their type in the tick label.
     """
     layers, per_epoch = _layer_norms(rows)
     dropped = 0
@@ -243,8 +244,8 @@ def gradient_flow(rows: list[dict], title: str, path: Path, keep: set[str] | Non
         layers = [l for l in layers if l in keep]
     if not layers:
         return None
-    fig = new_figure(9, 4.4)
-    fig.subplots_adjust(left=0.09, right=0.98, top=0.92, bottom=0.33)
+    fig = new_figure(9, 4.6)
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.92, bottom=0.35)
     ax = fig.subplots()
     epochs = sorted(per_epoch)
     cmap = matplotlib.colormaps["viridis"]
@@ -253,8 +254,13 @@ def gradient_flow(rows: list[dict], title: str, path: Path, keep: set[str] | Non
         ax.plot(range(len(layers)), y, marker="o", ms=3, color=cmap(i / max(1, len(epochs) - 1)),
                 label=f"epoch {int(e)}")
     ax.set_yscale("log")
+    # label some minor ticks too: gradient norms often span under two decades, which leaves one major label
+    ax.yaxis.set_major_formatter(FuncFormatter(_plain_number))
+    ax.yaxis.set_minor_formatter(FuncFormatter(_minor_2_5))
     step = max(1, -(-len(layers) // MAX_TICK_LABELS))
-    ax.set_xticks(range(0, len(layers), step), layers[::step], rotation=60, ha="right", fontsize=7)
+    names = [f"{l} {keep[l]}" if keep and l in keep and l.rsplit(".", 1)[-1].isdigit() else l for l in layers]
+    names = [n if len(n) <= 24 else "…" + n[-23:] for n in names]  # long paths would push the axis label out
+    ax.set_xticks(range(0, len(layers), step), names[::step], rotation=60, ha="right", fontsize=7)
     ax.set_xlabel(("conv / linear layer" if dropped else "layer") + " (input → output)")
     ax.set_ylabel("mean gradient L2 norm per step")
     ax.set_title(title + (f" ({dropped} normalization/other layers not shown)" if dropped else ""))
@@ -343,6 +349,11 @@ def _plain_number(v: float, _pos=None) -> str:
         if abs(v) >= div:
             return f"{v / div:g}{unit}"
     return f"{v:g}"
+
+
+def _minor_2_5(v: float, _pos=None) -> str:
+    """Label the 2·10^k and 5·10^k minor ticks of a log axis in plain numbers, no others."""
+    return _plain_number(v) if v > 0 and round(v / 10 ** np.floor(np.log10(v))) in (2, 5) else ""
 
 
 def _plain_log_axis(axis) -> None:
