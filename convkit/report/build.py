@@ -27,7 +27,7 @@ RF_TABLES = {3: ["kernel-eq"], 4: [], 7: []}  # tables whose section carries rec
 def _classes(run: RunData) -> list[str]:
     try:
         return list(get_model_config(run.model_name).classes)
-    except ConvkitError:
+    except (ConvkitError, TypeError):  # a model not registered here (or none recorded): eval.json's names
         per = dig(run.eval_entry("fp32"), "per_class") or []
         return [str(dig(c, "class", default=i)) for i, c in enumerate(per)]
 
@@ -86,7 +86,10 @@ def run_figures(run: RunData, out: Path, ctx: dict) -> dict:
               if isinstance(e.get("calibration"), dict)]
     figs["calibration"] = F.reliability(curves, f"{run.name}: reliability (ORT)", out / f"{rel}-calibration.png")
     if rm is not None:
-        figs.update(_model_figures(run, rm, out, ctx))
+        try:
+            figs.update(_model_figures(run, rm, out, ctx))
+        except Exception as exc:  # e.g. a checkpoint whose model no longer runs: one run must not sink the report
+            figs["conv1_note"] = f"{NOT_MEASURED} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
     return figs
 
 

@@ -57,6 +57,7 @@ class RunData:
 
     @property
     def label(self) -> str:
+        """Return the study's row title, or the run's name for a run outside the suites."""
         return self.experiment.title if self.experiment else self.name
 
     def eval_entries(self) -> list[dict]:

@@ -38,10 +38,12 @@ class Window:
 
     @property
     def lo(self) -> float:
+        """Return the input coordinate of unit 0's first pixel."""
         return self.start - (self.rf - 1) / 2
 
     @property
     def hi(self) -> float:
+        """Return the input coordinate of unit 0's last pixel."""
         return self.start + (self.rf - 1) / 2
 
 
@@ -80,6 +82,7 @@ class _Tracer(fx.Tracer):
     """Keeps the layers whose geometry is read off the module (and custom autograd pools) as leaves."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        """Return True for torch's own modules and the layers whose geometry or global effect is known here."""
         return isinstance(m, _WINDOWED + _GLOBAL_MODULES) or super().is_leaf_module(m, qualname)
 
 
