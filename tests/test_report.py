@@ -211,6 +211,12 @@ def test_report_on_a_partial_tree(suite, tmp_path):
     for name in (A.EvalNames(A.EVAL_PREFIX).json, A.GRAD_NORMS, A.EvalNames(A.EVAL_PREFIX).confusion("", "csv")):
         (cnn / name).unlink()
     (part / "t1-fcn" / A.METRICS).write_text("{not json")
+    early = part / "t1-residual-cnn"  # failed before its first checkpoint: a config and nothing else
+    early.mkdir()
+    shutil.copy(part / "t1-fcn" / A.CONFIG, early / A.CONFIG)
+    cfg = json.loads((early / A.CONFIG).read_text())
+    cfg["config"].update(experiment="t1-residual-cnn", model="residual_cnn_mnist")
+    (early / A.CONFIG).write_text(json.dumps(cfg))
     ckpt = torch.load(cnn / A.CHECKPOINT, weights_only=True)  # as if trained on full data elsewhere
     ckpt["config"].update(sample=False, data_dir=str(tmp_path / "elsewhere"))
     torch.save(ckpt, cnn / A.CHECKPOINT)
@@ -222,6 +228,9 @@ def test_report_on_a_partial_tree(suite, tmp_path):
     assert "t1-simple-cnn-curves.png" in section  # what is there still renders
     assert "unreadable:" in md.split("### t1-fcn")[1]
     assert not (part / A.REPORT_DIR / "t1-simple-cnn-confusion.png").exists()  # stale figure removed
+    early_section = md.split("### t1-residual-cnn")[1]
+    assert "Learning curves: not measured" in early_section and "First convolution: not measured" in early_section
+    assert "`t1-residual-cnn` (no run)" not in md
 
 
 def test_report_cli(suite, tmp_path):
@@ -232,6 +241,8 @@ def test_report_cli(suite, tmp_path):
     assert "2 run(s)" in r.output
     r = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert r.exit_code == 2 and "no run directories" in r.output
+    r = CliRunner().invoke(main, ["report", str(tmp_path / "absent")])
+    assert r.exit_code == 2 and "not found" in r.output
 
 
 _COUNT_IMAGES = ('<script>window.addEventListener("load", () => {const i = Array.from(document.images); '

@@ -13,7 +13,7 @@ from convkit.atomic import write_text
 from convkit.errors import ConvkitError
 from convkit.models import create_model, get_model_config
 from convkit.report import figures as F
-from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, load_run
+from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, load_run, run_folders
 from convkit.report.doc import to_html, to_markdown
 from convkit.report.probe import first_conv_view, fixed_test_image, stage_maps
 from convkit.report.receptive_field import receptive_fields
@@ -290,7 +290,7 @@ def build_report(suite_dir: Path | str) -> dict:
     "runs", "seconds"}. Raises ConvkitError when the folder holds no run."""
     t0 = time.perf_counter()
     suite_dir = Path(suite_dir)
-    runs = [load_run(p) for p in A.find_runs(suite_dir)]
+    runs = [load_run(p) for p in run_folders(suite_dir)]
     out = suite_dir / A.REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     suite = _suite_of(runs)
