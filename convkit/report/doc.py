@@ -9,18 +9,33 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
+
+# A cell that reads as a number (with sign, thousands commas and a unit): such columns are right-aligned.
+_NUMBER = re.compile(r"^[+\-−]?[\d,]*\.?\d+\s*(%|s|ms|×|px)?( \+ .*)?$")
+_NO_VALUE = ("not measured", "not in the study", "—", "")
+NUMERIC_CLASS = ' class="n"'
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}
 table{border-collapse:collapse;margin:0.8em 0;font-size:0.9em}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}
+th{background:#f2f2f2}.n{text-align:right}
 img{max-width:100%;display:block;margin:0.6em 0;border:1px solid #eee}
 h2{border-bottom:2px solid #ddd;padding-bottom:0.2em;margin-top:2em}
-code{background:#f4f4f4;padding:0 3px}
+code{background:#f4f4f4;padding:0 3px;white-space:nowrap}
 """
+
+
+def numeric_columns(headers: list, rows: list[list]) -> list[bool]:
+    """Return, per column, True when every cell with a value reads as a number (right-aligned), else False."""
+    out = []
+    for i in range(len(headers)):
+        cells = [str(r[i]) for r in rows if i < len(r) and str(r[i]) not in _NO_VALUE]
+        out.append(bool(cells) and all(_NUMBER.match(c) for c in cells))
+    return out
 
 
 def _md_cell(v) -> str:
@@ -41,7 +56,7 @@ def to_markdown(blocks: list[tuple]) -> str:
         elif kind == "table":
             headers, rows = b[1], b[2]
             lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |",
-                     "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
+                     "|" + "|".join("---:" if n else "---" for n in numeric_columns(headers, rows)) + "|"]
             lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
             out.append("\n".join(lines))
         elif kind == "img":
@@ -72,8 +87,10 @@ def to_html(blocks: list[tuple], root: Path, title: str) -> str:
         elif kind == "ul":
             body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b[1]) + "</ul>")
         elif kind == "table":
-            head = "".join(f"<th>{_inline(str(h))}</th>" for h in b[1])
-            rows = "".join("<tr>" + "".join(f"<td>{_inline(str(c))}</td>" for c in r) + "</tr>" for r in b[2])
+            num = [NUMERIC_CLASS if n else "" for n in numeric_columns(b[1], b[2])]
+            head = "".join(f"<th{n}>{_inline(str(h))}</th>" for h, n in zip(b[1], num))
+            rows = "".join("<tr>" + "".join(f"<td{n}>{_inline(str(c))}</td>" for c, n in zip(r, num)) + "</tr>"
+                           for r in b[2])
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif kind == "img":
             body.append(f'<img src="{data_uri(root / b[1])}" alt="{html.escape(b[2], quote=True)}">')
