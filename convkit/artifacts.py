@@ -18,7 +18,8 @@ confusion*.png/csv, latency.png       evaluate                    report
 ================  ==================  ==========================  ======================================
 
 The suite folder ``runs/<suite>/`` holds ``summary.md`` / ``summary.json`` (convkit.summary/1), rebuilt from
-the files above by ``convkit summarize``. No stage imports another: each reads what the others wrote,
+the files above by ``convkit summarize``, and ``report.md`` / ``report.html`` with their figures in
+``report/``, written by ``convkit report`` from the same files. No stage imports another: each reads what the others wrote,
 through this module.
 """
 
@@ -52,6 +53,9 @@ LOADGEN_DIR = "loadgen"  # evaluate --scenario: LoadGen's logs, one <precision>-
 FAILURE = "failure.json"  # train-all: why this experiment failed, and in which stage; removed on success
 SUMMARY_MD = "summary.md"
 SUMMARY_JSON = "summary.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+REPORT_DIR = "report"  # the report's figures (PNG), beside report.md in the suite folder
 PRECISIONS = tuple(VARIANT_FILES)
 
 # ---- schema tags: bump the number when a reader could misread a file of the older layout -----------------------

@@ -31,6 +31,7 @@ COMMANDS = {
     "evaluate": "convkit.evaluate.cli:evaluate_cmd",
     "train-all": "convkit.commands:train_all_cmd",
     "summarize": "convkit.commands:summarize_cmd",
+    "report": "convkit.report.cli:report_cmd",
 }
 
 # What Ctrl-C leaves behind, per command: the user's next step.

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from convkit import gates
+from convkit.calibration import calibration_bins
 from convkit.data.loader import normalize
 from convkit.devices import exact_fp32
 from convkit.errors import ConvkitError
@@ -70,11 +71,12 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarra
 
 
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
-    """Return top-1 accuracy, loss, per-class precision/recall/F1 and the confusion matrix of ``scores``.
+    """Return top-1 accuracy, loss, per-class precision/recall/F1, the confusion matrix and calibration of ``scores``.
 
     ``scores`` are logits or probabilities (detected with ``is_probabilities``): loss is the cross-entropy of
     the logits, or the NLL of the log-probabilities; ``output_kind`` says which. ``predictions`` is the argmax
-    per image (a numpy array, not JSON — callers drop it before serializing).
+    per image (a numpy array, not JSON — callers drop it before serializing). ``calibration`` is
+    convkit.calibration.calibration_bins (ECE over 15 confidence bins).
     """
     labels = np.asarray(labels, dtype=np.int64)
     k = len(class_names)
@@ -106,6 +108,7 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: 
         "per_class": per_class,
         "confusion": cm.tolist(),
         "confusion_normalized": np.round(norm, 6).tolist(),
+        "calibration": calibration_bins(scores, labels),
         "predictions": preds,
     }
 

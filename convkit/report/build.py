@@ -1,0 +1,324 @@
+"""Build the report of a suite folder: figures in <suite>/report/, then report.md and report.html beside them."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch.nn as nn
+
+from convkit import artifacts as A
+from convkit.atomic import write_text
+from convkit.errors import ConvkitError
+from convkit.models import create_model, get_model_config
+from convkit.report import figures as F
+from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, load_run, run_folders
+from convkit.report.doc import to_html, to_markdown
+from convkit.report.probe import first_conv_view, fixed_test_image, stage_maps
+from convkit.report.receptive_field import receptive_fields
+from convkit.report.stats import fmt, pct, pts, run_stats
+from convkit.suite import SUITES, TABLE_TITLES, Experiment
+
+DEPTH_TABLE = 4
+RF_TABLES = {3: ["kernel-eq"], 4: [], 7: []}  # tables whose section carries receptive fields (+ extra suites)
+
+
+def _classes(run: RunData) -> list[str]:
+    try:
+        return list(get_model_config(run.model_name).classes)
+    except (ConvkitError, TypeError):  # a model not registered here (or none recorded): eval.json's names
+        per = dig(run.eval_entry("fp32"), "per_class") or []
+        return [str(dig(c, "class", default=i)) for i, c in enumerate(per)]
+
+
+def _weight_layers(model: nn.Module | None, model_name: str | None) -> dict[str, str] | None:
+    """Return {layer name: "conv" | "fc"} of the architecture's conv and linear layers, None when it is unknown."""
+    if model is None:
+        try:
+            model = create_model(model_name)
+        except (ConvkitError, TypeError):
+            return None
+    return {n: "fc" if isinstance(m, nn.Linear) else "conv" for n, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def _model_figures(run: RunData, rm: A.RunModel, out: Path, ctx: dict) -> dict:
+    """The figures that need the trained model: first conv, and stage features for table 4 rows."""
+    figs: dict = {}
+    rel = run.path.name
+    img = fixed_test_image(rm.config, rm.default_cfg.dataset, rm.default_cfg.classes, ctx.setdefault("images", {}))
+    if img is None:
+        return {"conv1_note": f"{NOT_MEASURED} (the {rm.default_cfg.dataset} test data is not on this machine)"}
+    caption = f"test image 0\n({img.class_name})"
+    view = first_conv_view(rm.model, img, rm.mean, rm.std)
+    if view is None:
+        figs["conv1_note"] = "no convolution: this model is fully connected"
+    else:
+        figs["conv1"] = F.first_conv(view, img.image, caption, run.name, out / f"{rel}-conv1.png")
+    if run.experiment and run.experiment.table == DEPTH_TABLE:
+        stages = stage_maps(rm.model, img, rm.mean, rm.std)
+        if stages:
+            figs["stages"] = F.stage_maps(stages, f"{run.name}: feature maps after each stage ({img.class_name})",
+                                          out / f"{rel}-stages.png")
+    return figs
+
+
+def run_figures(run: RunData, out: Path, ctx: dict) -> dict:
+    """Write the per-run figures; returns {kind: PNG path or None, kind_note: why absent}."""
+    rel = run.path.name
+    figs: dict = {}
+    try:
+        rm = A.load_run_model(run.path, run.model_name)
+    except ConvkitError as exc:
+        rm = None
+        figs["conv1_note"] = f"{NOT_MEASURED} ({exc.message})"
+    figs["curves"] = F.learning_curves(run.history, f"{run.name} — {run.label}",
+                                       out / f"{rel}-curves.png") if run.history else None
+    cm = confusion_of(run)
+    classes = _classes(run)
+    if cm and len(classes) == len(cm):
+        figs["confusion"] = F.confusion(cm, classes, f"{run.name}: ORT fp32 confusion", out / f"{rel}-confusion.png")
+        figs["pairs"] = F.confused_pairs(cm, classes)
+    figs["grads"] = F.gradient_flow(run.grad_norms, f"{run.name}: gradient flow", out / f"{rel}-grads.png",
+                                    _weight_layers(rm.model if rm else None, run.model_name))
+    curves = [(f"{e.get('precision')} {e.get('provider')}", e["calibration"]) for e in run.eval_entries()
+              if isinstance(e.get("calibration"), dict)]
+    figs["calibration"] = F.reliability(curves, f"{run.name}: reliability (ORT)", out / f"{rel}-calibration.png")
+    if rm is not None:
+        try:
+            figs.update(_model_figures(run, rm, out, ctx))
+        except Exception as exc:  # e.g. a checkpoint whose model no longer runs: one run must not sink the report
+            figs["conv1_note"] = f"{NOT_MEASURED} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+    return figs
+
+
+def _rel(path: Path | None, suite_dir: Path) -> str | None:
+    return path.relative_to(suite_dir).as_posix() if path else None
+
+
+def _image_or_note(blocks: list, path, suite_dir: Path, alt: str, note: str) -> None:
+    if path:
+        blocks.append(("img", _rel(path, suite_dir), alt))
+    else:
+        blocks.append(("p", f"{alt}: {note}."))
+
+
+def run_blocks(run: RunData, figs: dict, suite_dir: Path) -> list[tuple]:
+    """Return the blocks of one run's subsection: its figures, or "not measured" where their data is missing."""
+    b: list[tuple] = [("h3", f"{run.name} — {run.label}")]
+    if run.problems:
+        b.append(("ul", [f"unreadable: {p}" for p in run.problems]))
+    _image_or_note(b, figs.get("curves"), suite_dir, "Learning curves", f"{NOT_MEASURED} (no {A.HISTORY})")
+    _image_or_note(b, figs.get("confusion"), suite_dir, "Confusion matrix", f"{NOT_MEASURED} (not evaluated)")
+    if figs.get("pairs"):
+        b.append(("p", "Most confused pairs (true → predicted): "
+                  + "; ".join(f"{t} → {p} ({n})" for t, p, n in figs["pairs"]) + "."))
+    _image_or_note(b, figs.get("conv1"), suite_dir, "First convolution", figs.get("conv1_note", NOT_MEASURED))
+    if figs.get("stages"):
+        b.append(("img", _rel(figs["stages"], suite_dir), "Feature maps after each stage"))
+    _image_or_note(b, figs.get("grads"), suite_dir, "Gradient flow", f"{NOT_MEASURED} (no {A.GRAD_NORMS})")
+    _image_or_note(b, figs.get("calibration"), suite_dir, "Reliability diagram",
+                   f"{NOT_MEASURED} (no calibration in {A.EvalNames(A.EVAL_PREFIX).json})")
+    return b
+
+
+def _study(exp: Experiment) -> tuple[float | None, float | None]:
+    return (exp.seed.test_acc, exp.seed.time_s) if exp.seed else (None, None)
+
+
+def study_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
+    """Return the table block of convkit's numbers beside the study's for one seed table."""
+    out = []
+    for exp, run, s in rows:
+        study_acc, study_time = _study(exp)
+        diff = (s["acc"] - study_acc) * 100 if s.get("acc") is not None and study_acc is not None else None
+        absent = "not in the study" if exp.seed is None else None  # the study printed nothing for this row
+        out.append([f"{exp.row}. {exp.title}", f"`{exp.name}`" if run else f"`{exp.name}` (no run)",
+                    fmt(s.get("params")), fmt(s.get("epochs")), f"{exp.seed_epochs}", pct(s.get("acc")),
+                    absent or pct(study_acc), absent or pts(diff), pts(s.get("gap_pts")),
+                    fmt(s.get("train_time_s"), ".1f", " s"), absent or fmt(study_time, ".0f", " s")])
+    return ("table", ["row", "experiment", "params", "epochs", "study epochs", "test acc", "study acc",
+                      "Δ vs study (pts)", "train−test (pts)", "train time", "study time"], out)
+
+
+def ort_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
+    """Return the table block of ONNX Runtime figures (accuracy, deltas, latency, int8, ECE) for one seed table."""
+    out = []
+    for exp, run, s in rows:
+        out.append([f"{exp.row}. {exp.title}", s.get("provider") or NOT_MEASURED, pct(s.get("ort_acc")),
+                    pts(s.get("ort_delta_pts")), fmt(s.get("lat_fp32_ms"), ".3f", " ms"), pct(s.get("fp16_acc")),
+                    pct(s.get("int8_acc")), pts(-s["int8_cost_pts"] if s.get("int8_cost_pts") is not None else None),
+                    fmt(s.get("int8_speedup"), ".2f", "×"), fmt(s.get("ece"), ".3f")])
+    return ("table", ["row", "provider", "ORT fp32 acc", "ORT − PyTorch (pts)", "fp32 b1 p50", "fp16 acc",
+                      "int8 acc", "int8 − fp32 (pts)", "int8 speed-up", "ECE (fp32)"], out)
+
+
+def observations(rows: list[tuple[Experiment, RunData | None, dict]]) -> list[str]:
+    """Return sentences computed from the table's numbers: best row, overfitting, ORT change, int8 cost/speed."""
+    have = [(e, s) for e, r, s in rows if s.get("acc") is not None]
+    obs = []
+    if have:
+        e, s = max(have, key=lambda es: (es[1]["acc"], -es[0].row))
+        line = f"Best row: {e.title} at {pct(s['acc'])} test accuracy"
+        seeded = [x for x, _, _ in rows if x.seed and x.seed.test_acc is not None]
+        if seeded:
+            sb = max(seeded, key=lambda x: (x.seed.test_acc, -x.row))
+            line += f"; the study's best was {sb.title} at {pct(sb.seed.test_acc)}"
+        obs.append(line + ".")
+    else:
+        obs.append(f"Test accuracy: {NOT_MEASURED} for every row.")
+    gaps = [(e, s["gap_pts"]) for e, s in have if s.get("gap_pts") is not None]
+    if gaps:
+        e, g = max(gaps, key=lambda eg: (eg[1], -eg[0].row))
+        line = f"Largest train−test accuracy gap (overfitting): {e.title}, {pts(g)} points"
+        if len(gaps) > 1:
+            lo = min(gaps, key=lambda eg: (eg[1], eg[0].row))
+            line += f"; smallest {lo[0].title}, {pts(lo[1])} points"
+        obs.append(line + ".")
+    deltas = [(e, s["ort_delta_pts"]) for e, _, s in rows if s.get("ort_delta_pts") is not None]
+    obs.append(f"ORT − PyTorch accuracy: largest change {max(abs(d) for _, d in deltas):.2f} points over "
+               f"{len(deltas)} evaluated row(s)." if deltas else f"ORT − PyTorch accuracy: {NOT_MEASURED}.")
+    int8 = [(e, s) for e, _, s in rows if s.get("int8_cost_pts") is not None]
+    if int8:
+        obs.append("int8 cost (ORT fp32 − int8 accuracy) and batch-1 speed-up: " + "; ".join(
+            f"{e.title} {pts(s['int8_cost_pts'])} points, {fmt(s.get('int8_speedup'), '.2f', '×')}"
+            for e, s in int8) + ".")
+    else:
+        obs.append(f"int8 cost and speed-up: {NOT_MEASURED} (no int8 variant evaluated).")
+    return obs
+
+
+def rf_models(table: int, suite_runs: list[Experiment]) -> list[tuple[str, str]]:
+    """Return [(label, model name)] whose receptive fields the section of ``table`` shows."""
+    exps = [e for e in suite_runs if e.table == table]
+    for extra in RF_TABLES.get(table, []):
+        exps += [e for e in SUITES[extra] if e not in exps]
+    seen, out = set(), []
+    for e in exps:
+        if e.model not in seen:
+            seen.add(e.model)
+            out.append((f"{e.name}", e.model))
+    return out
+
+
+def rf_blocks(table: int, exps: list[Experiment], out: Path, suite_dir: Path) -> list[tuple]:
+    """Return the receptive-field table and plot blocks for ``table`` (analytic, from the architectures)."""
+    models = rf_models(table, exps)
+    computed, rows = {}, []
+    for label, name in models:
+        try:
+            computed[label] = receptive_fields(create_model(name))
+        except Exception as exc:  # torch.fx cannot trace every model; say so instead of guessing
+            rows.append([f"`{label}`", "—", "—", "—", f"not computed ({type(exc).__name__})"])
+            continue
+        for r in computed[label]:
+            ctx = " + global (SE)" if r["global_context"] else ""
+            rows.append([f"`{label}`", f"`{r['layer']}`", r["op"], r["jump"], f"{r['rf']}{ctx}"])
+    blocks: list[tuple] = [("h3", "Receptive fields"), (
+        "p", "Computed from each architecture: r_out = r_in + (k − 1)·dilation·jump_in, "
+             "jump_out = jump_in·stride, "
+             "following residual branches (their union); in pixels of the input image.")]
+    groups: dict[str, list] = {}
+    for label, name in models:
+        if computed.get(label):
+            key = "equal-parameter set" if name.startswith("kernel_eq_") else TABLE_TITLES.get(table, str(table))
+            groups.setdefault(key, []).append((label, computed[label]))
+    if groups:
+        size = get_model_config(models[0][1]).input_shape[-1]
+        path = F.receptive_field_plot(sorted(groups.items(), key=lambda kv: kv[0].startswith("equal")), size,
+                                      out / f"rf-table{table}.png")
+        blocks.append(("img", _rel(path, suite_dir), f"Receptive field per layer, {TABLE_TITLES.get(table)}"))
+    blocks.append(("table", ["model", "layer", "op", "jump", "receptive field (px)"], rows))
+    return blocks
+
+
+def table_section(table: int, rows: list, figs: dict, out: Path, suite_dir: Path, exps: list) -> list[tuple]:
+    """Return the blocks of one seed table: both tables, observations, overlay, receptive fields, run figures."""
+    b: list[tuple] = [("h2", TABLE_TITLES.get(table, f"Table {table}")),
+                      ("p", "convkit beside the study (study values from convkit.suite):"), study_table(rows),
+                      ("p", "ONNX Runtime (provider of the fp32 evaluation; latency = batch 1, p50):"),
+                      ort_table(rows), ("h3", "Observations"), ("ul", observations(rows))]
+    curves = [(e.title, r.history, e.seed.test_acc if e.seed else None) for e, r, _ in rows if r and r.history]
+    if curves:
+        path = F.overlay(curves, f"{TABLE_TITLES.get(table, table)}: test accuracy per epoch",
+                         out / f"overlay-table{table}.png")
+        b.append(("img", _rel(path, suite_dir), f"Test accuracy per epoch, all rows of table {table}"))
+    else:
+        b.append(("p", f"Test-accuracy overlay: {NOT_MEASURED} (no {A.HISTORY} in this table)."))
+    if table in RF_TABLES:
+        b += rf_blocks(table, exps, out, suite_dir)
+    for _, run, _ in rows:
+        if run is not None:
+            b += run_blocks(run, figs[run.name], suite_dir)
+    return b
+
+
+def suite_blocks(runs: list[RunData], stats: dict, out: Path, suite_dir: Path) -> list[tuple]:
+    """Return the suite-wide figures: parameters vs accuracy and latency vs accuracy per provider/precision."""
+    pts_ = [(r.name, stats[r.name]["params"], stats[r.name]["acc"], r.experiment.table if r.experiment else 0)
+            for r in runs if stats[r.name]["params"] and stats[r.name]["acc"] is not None]
+    lat: dict[str, list] = {}
+    for r in runs:
+        for e in r.eval_entries():
+            prov, prec = e.get("provider"), e.get("precision")
+            ms, acc = r.latency_b1(prec, prov), dig(e, "accuracy")
+            if isinstance(prov, str) and ms and isinstance(acc, (int, float)):
+                lat.setdefault(prov, []).append((r.name, prec, ms, acc))
+    b: list[tuple] = [("h2", "All experiments")]
+    for path, alt in ((F.params_vs_accuracy(pts_, out / "params-accuracy.png"), "Parameters vs test accuracy"),
+                      (F.latency_vs_accuracy(lat, out / "latency-accuracy.png"), "Batch-1 latency vs accuracy")):
+        _image_or_note(b, path, suite_dir, alt, f"{NOT_MEASURED} (no run has the numbers)")
+    return b
+
+
+def _suite_of(runs: list[RunData]) -> str | None:
+    names = Counter(r.experiment.suite for r in runs if r.experiment)
+    return sorted(names.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] if names else None
+
+
+def _intro(suite_dir: Path, runs: list[RunData], suite: str | None) -> list[tuple]:
+    evaluated = sum(1 for r in runs if r.eval_entries())
+    return [("h1", f"convkit report — {suite_dir.name}"),
+            ("p", f"Built from {len(runs)} run folder(s) of suite `{suite or 'unknown'}` ({evaluated} evaluated "
+                  f"with ONNX Runtime). Every number and statement below is computed from the files in the run "
+                  f"folders; \"{NOT_MEASURED}\" marks what they do not hold. Figures are in `{A.REPORT_DIR}/`.")]
+
+
+def build_report(suite_dir: Path | str) -> dict:
+    """Write ``report.md``, ``report.html`` and the figures of ``suite_dir``; returns {"md", "html", "figures",
+    "runs", "seconds"}. Raises ConvkitError when the folder holds no run."""
+    t0 = time.perf_counter()
+    suite_dir = Path(suite_dir)
+    runs = [load_run(p) for p in run_folders(suite_dir)]
+    out = suite_dir / A.REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    suite = _suite_of(runs)
+    by_name = {r.name: r for r in runs}
+    exps = SUITES.get(suite, []) if suite else []
+    ctx: dict = {}
+    with F.report_style():
+        figs = {r.name: run_figures(r, out, ctx) for r in runs}
+        stats = {r.name: run_stats(r) for r in runs}
+        blocks = _intro(suite_dir, runs, suite) + suite_blocks(runs, stats, out, suite_dir)
+        tables = sorted({e.table for e in exps})
+        ran = [t for t in tables if any(e.table == t and e.name in by_name for e in exps)]
+        if len(ran) < len(tables):
+            blocks.append(("p", "Tables of the study without any run folder here (" + NOT_MEASURED + "): "
+                           + ", ".join(TABLE_TITLES.get(t, str(t)) for t in tables if t not in ran) + "."))
+        for table in ran:
+            rows = [(e, by_name.get(e.name), stats.get(e.name, {})) for e in exps if e.table == table]
+            blocks += table_section(table, rows, figs, out, suite_dir, exps)
+    others = [r for r in runs if r.name not in {e.name for e in exps}]
+    if others:
+        blocks.append(("h2", "Other runs (not rows of this suite)"))
+        for r in others:
+            blocks += run_blocks(r, figs[r.name], suite_dir)
+    # report/ belongs to the report: figures of an earlier build that this one did not draw would be stale.
+    drawn = {suite_dir / b[1] for b in blocks if b[0] == "img"}
+    for stale in sorted(set(out.glob("*.png")) - drawn):
+        stale.unlink()
+    md = write_text(suite_dir / A.REPORT_MD, to_markdown(blocks))
+    html = write_text(suite_dir / A.REPORT_HTML, to_html(blocks, suite_dir, f"convkit report — {suite_dir.name}"))
+    figures = sorted(out.glob("*.png"))
+    return {"md": md, "html": html, "figures": figures, "runs": len(runs), "seconds": time.perf_counter() - t0}

@@ -1,0 +1,168 @@
+"""Read one run folder into a RunData, tolerating every missing or damaged file (it becomes "not measured").
+
+All file names come from convkit.artifacts; keys inside eval.json / export.json are read defensively because
+their layout may change between convkit versions.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from convkit import artifacts as A
+from convkit.errors import ConvkitError
+from convkit.suite import Experiment, all_experiments
+
+NOT_MEASURED = "not measured"
+
+
+def dig(doc, *keys, default=None):
+    """Return doc[k1][k2]... or ``default`` when any level is missing or not a dict/list."""
+    for k in keys:
+        if isinstance(doc, dict) and k in doc:
+            doc = doc[k]
+        elif isinstance(doc, list) and isinstance(k, int) and -len(doc) <= k < len(doc):
+            doc = doc[k]
+        else:
+            return default
+    return doc
+
+
+def number(v) -> float | None:
+    """Return ``v`` as a finite float, else None (strings, NaN, missing)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+@dataclass
+class RunData:
+    """Everything the report reads from one run folder; None / empty where a file is absent or unreadable."""
+
+    name: str
+    path: Path
+    experiment: Experiment | None
+    config: dict
+    model_name: str | None
+    metrics: dict | None
+    history: list[dict]
+    grad_norms: list[dict]
+    export: dict | None
+    eval: dict | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """Return the study's row title, or the run's name for a run outside the suites."""
+        return self.experiment.title if self.experiment else self.name
+
+    def eval_entries(self) -> list[dict]:
+        """Return the ORT accuracy entries of eval.json (one per precision × provider), [] when not evaluated."""
+        return [e for e in (dig(self.eval, "accuracy") or []) if isinstance(e, dict)]
+
+    def eval_entry(self, precision: str = "fp32", provider: str | None = None) -> dict | None:
+        """Return the first accuracy entry for ``precision`` (and ``provider`` when given), else None."""
+        for e in self.eval_entries():
+            if e.get("precision") == precision and provider in (None, e.get("provider")):
+                return e
+        return None
+
+    def test_acc(self) -> float | None:
+        """Return the PyTorch test accuracy (metrics.json, else the last history row), None when unknown."""
+        acc = number(dig(self.metrics, "test_acc"))
+        return acc if acc is not None else number(dig(self.history, -1, "test_acc"))
+
+    def train_acc(self) -> float | None:
+        """Return the last epoch's training accuracy, None when unknown."""
+        acc = number(dig(self.metrics, "train_acc"))
+        return acc if acc is not None else number(dig(self.history, -1, "train_acc"))
+
+    def parameters(self) -> int | None:
+        """Return the trainable parameter count recorded by training, None when unknown."""
+        p = number(dig(self.metrics, "parameters"))
+        return int(p) if p is not None else None
+
+    def latency_b1(self, precision: str, provider: str) -> float | None:
+        """Return the ORT batch-1 p50 latency (ms) for ``precision`` on ``provider``, None when not measured."""
+        for row in dig(self.eval, "latency") or []:
+            if (isinstance(row, dict) and row.get("precision") == precision and row.get("provider") == provider
+                    and row.get("backend", "ort") == "ort" and row.get("batch") == 1):
+                return number(row.get("p50_ms"))
+        return None
+
+
+def read_csv_rows(path: Path) -> list[dict]:
+    """Return the rows of a CSV file with numeric fields as floats; [] when the file is absent or unreadable."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+    out = []
+    for row in rows:
+        out.append({k: (number(v) if number(v) is not None else v) for k, v in row.items() if k is not None})
+    return out
+
+
+def confusion_from_csv(path: Path) -> list[list[int]] | None:
+    """Return the count matrix of an evaluation's confusion.csv (rows true, columns predicted), None if unusable."""
+    rows = [r for r in read_csv_rows(path) if r.get("kind") == "count"]
+    if not rows:
+        return None
+    cols = sorted((k for k in rows[0] if k.startswith("pred_")), key=lambda k: int(k.split("_")[1]))
+    try:
+        return [[int(r[c]) for c in cols] for r in sorted(rows, key=lambda r: int(r["true"]))]
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def _read(path: Path, kind: str, problems: list[str]) -> dict | None:
+    try:
+        return A.read_artifact(path, kind)
+    except ConvkitError as exc:
+        problems.append(exc.message)
+        return None
+
+
+def run_folders(suite_dir: Path) -> list[Path]:
+    """Return the folders under ``suite_dir`` holding any run file, checkpoint or not (a run that failed before
+    its first checkpoint still has a config), sorted; ConvkitError (exit 2) when there is none."""
+    suite_dir = Path(suite_dir)
+    if not suite_dir.is_dir():
+        raise ConvkitError(f"suite directory {suite_dir} not found; pass e.g. runs/seed")
+    markers = (A.CHECKPOINT, A.CONFIG, A.METRICS, A.HISTORY)
+    found = sorted(p for p in suite_dir.iterdir() if p.is_dir() and any((p / m).is_file() for m in markers))
+    if not found:
+        raise ConvkitError(f"no run directories under {suite_dir} (none holds a {A.CHECKPOINT} or {A.CONFIG})")
+    return found
+
+
+def load_run(path: Path) -> RunData:
+    """Return the RunData of run folder ``path``; unreadable files are recorded in ``problems``, never raised."""
+    path = Path(path)
+    problems: list[str] = []
+    config_doc = _read(path / A.CONFIG, "config", problems) or {}
+    config = dig(config_doc, "config") if isinstance(dig(config_doc, "config"), dict) else {}
+    metrics = _read(path / A.METRICS, "metrics", problems)
+    name = dig(config, "experiment") or dig(metrics, "experiment") or path.name
+    experiment = next((e for e in all_experiments() if e.name == name), None)
+    model_name = dig(config, "model") or dig(metrics, "model") or (experiment.model if experiment else None)
+    return RunData(
+        name=str(name), path=path, experiment=experiment, config=config, model_name=model_name, metrics=metrics,
+        history=read_csv_rows(path / A.HISTORY), grad_norms=read_csv_rows(path / A.GRAD_NORMS),
+        export=_read(path / A.EXPORT_JSON, "export", problems),
+        eval=_read(path / A.EvalNames(A.EVAL_PREFIX).json, "eval", problems), problems=problems,
+    )
+
+
+def confusion_of(run: RunData) -> list[list[int]] | None:
+    """Return the fp32 ORT confusion counts (eval.json, else confusion.csv), None when not evaluated."""
+    entry = run.eval_entry("fp32") or (run.eval_entries() or [None])[0]
+    cm = dig(entry, "confusion")
+    if isinstance(cm, list) and cm and all(isinstance(r, list) for r in cm):
+        return cm
+    return confusion_from_csv(run.path / A.EvalNames(A.EVAL_PREFIX).confusion("", "csv"))
