@@ -65,6 +65,8 @@ def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_
                                                 data_dir, out))
     result = train_all(plan, echo=click.echo, executor=choose_executor(ray_address, devices, jobs, device))
     click.echo(f"summary: {result['summary']}")
+    if result.get("report"):
+        click.echo(f"report: {result['report']}")
     if result["failed"]:
         click.echo(f"error: {len(result['failed'])} experiment(s) failed: {', '.join(result['failed'])}", err=True)
         sys.exit(1)

@@ -29,7 +29,7 @@ import torch
 
 from convkit.errors import ConvkitError
 from convkit.models import get_model_config
-from convkit.pipeline import SuitePlan, record_failure, run_experiment
+from convkit.pipeline import SuitePlan, describe_failure, record_failure, run_experiment
 from convkit.suite import find_experiment
 from convkit.train import resolve_config
 
@@ -161,8 +161,8 @@ def ray_executor(address: str | None, jobs: int = 1) -> Callable:
                 res, blob = ray.get(ref)
                 unpack_run(blob, _run_dir(plan, name).parent)
                 res = {**res, "run_dir": str(_run_dir(plan, name))}
-            except Exception as exc:  # the task's worker died twice, or Ray failed it
-                res = _lost(plan, name, f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}")
+            except Exception as exc:  # the task raised (Ray wraps it: report the cause), or its worker died twice
+                res = _lost(plan, name, describe_failure(getattr(exc, "cause", None) or exc))
             echo(f"{name}: {'FAILED in ' + res['failed'] + ': ' + res['error'] if res['failed'] else 'done'}")
             results[name] = res
         return [results[n] for n in names]

@@ -17,6 +17,7 @@ from convkit.artifacts import FAILURE, holds_run, write_artifact
 from convkit.errors import ConvkitError
 from convkit.evaluate import evaluate_model, gate_error, quick_options
 from convkit.export import export_run
+from convkit.report.build import build_report
 from convkit.suite import Experiment, get_experiment, select_experiments
 from convkit.summary import write_summary
 from convkit.train import resolve_config, train_experiment
@@ -117,7 +118,17 @@ def train_all(plan: SuitePlan, echo: Callable[[str], None] = print, executor: Ca
     failed = [r["experiment"] for r in results if r["failed"]]
     suite_dir = Path(configs[0].run_dir).parent
     result = write_summary(suite_dir, notes=[f"Wall time of this train-all: {time.perf_counter() - t0:.1f} s."])
-    return {**result, "failed": failed}
+    return {**result, "failed": failed, "report": write_report(suite_dir, echo)}
+
+
+def write_report(suite_dir: Path, echo: Callable[[str], None]) -> str | None:
+    """Build the suite's report.md/html; returns its path, or None (said in one line) when it cannot be built:
+    the runs and the summary stand without it."""
+    try:
+        return build_report(suite_dir)["md"]
+    except Exception as exc:
+        echo(f"report not written: {describe_failure(exc)}")
+        return None
 
 
 def run_sequentially(plan: SuitePlan, names: list[str], echo: Callable[[str], None] = print) -> list[dict]:
