@@ -306,6 +306,14 @@ def test_unreadable_tarball_says_permission_denied(tmp_path, cache, deny):
     assert_one_line_exit_2(r, "permission denied", "cifar10-jpeg.tar.gz")
 
 
+def test_unreadable_cache_folder_says_permission_denied_and_how_to_fix(cache, deny):
+    (cache / "extracted").mkdir(parents=True)
+    deny(cache / "extracted")
+    with pytest.raises(DataError) as info:
+        load_dataset("cifar10", sample=True)
+    assert "permission denied" in info.value.message and "CONVKIT_CACHE" in info.value.message
+
+
 @pytest.mark.parametrize("skip, needles", [
     (("train/cat",), ("train", "cat", "no images")),
     (tuple(f"test/{c}" for c in CIFAR_CLASSES), ("test", "no images")),

@@ -33,8 +33,11 @@ class LoadedDataset:
 
 
 def _permission_denied(exc: PermissionError) -> DataError:
-    """Return the one-line DataError for a file or folder this user may not read."""
+    """Return the one-line DataError for a file or folder this user may not read (or, in the cache, write)."""
     what = exc.filename or "a data file"
+    if isinstance(exc.filename, str) and Path(exc.filename).is_relative_to(cache_dir()):
+        return DataError(f"permission denied on {what} in the cache; fix its owner/permissions (chmod/chown) "
+                         "or set CONVKIT_CACHE to a folder you own")
     return DataError(f"permission denied reading {what}; make it readable by this user (chmod/chown) "
                      "or point --data-dir at a copy you can read")
 
