@@ -5,6 +5,7 @@ normalization (from convkit metadata, overridable for models made elsewhere), an
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,16 +109,54 @@ def load_onnx(path: Path):
 
 
 def _dims(value_info) -> list[int | None]:
+    """Return the declared dims of a graph input/output: positive sizes, None for symbolic or unknown ones.
+
+    0 is kept (an empty tensor, rejected by the caller); negative sizes, which some exporters write for
+    "dynamic", count as symbolic.
+    """
     shape = value_info.type.tensor_type.shape
-    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in shape.dim]
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None for d in shape.dim]
+
+
+def _no_zero_dims(path: Path, kind: str, value_info, dims: list[int | None]) -> None:
+    """Raise ConvkitError when a declared dim is 0: such a model holds no image or no class to score."""
+    if 0 in dims:
+        raise ConvkitError(f"{path}: {kind} {value_info.name!r} declares a zero-sized dimension {dims}; "
+                           "re-export it with real (or symbolic) sizes")
+
+
+def _class_names(path: Path, meta: dict, ov: Overrides, info) -> list[str]:
+    """Return the class names: the metadata's list when usable (and no --dataset override), else the catalog's."""
+    names = list(info.classes)
+    if meta.get("class_names") and not ov.dataset:
+        try:
+            listed = json.loads(meta["class_names"])
+        except ValueError:
+            listed = None
+        if isinstance(listed, list):  # anything else (a number, a mapping) is not a list of names: ignore it
+            names = [str(c) for c in listed]
+    if len(names) != info.num_classes:
+        raise ConvkitError(f"{path}: metadata class_names lists {len(names)} names but {info.name} has "
+                           f"{info.num_classes} classes; pass --dataset to use the catalog's names")
+    return names
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
+    """Return the finite numbers of "0.5,0.5" or "[0.5, 0.5]"; ConvkitError (one line) for anything else."""
+    shown = repr(text) if len(text) <= 60 else repr(text[:57] + "...")
     try:
         vals = json.loads(text) if text.strip().startswith("[") else [float(v) for v in text.split(",")]
-        return tuple(float(v) for v in vals)
-    except (ValueError, TypeError):
-        raise ConvkitError(f"{what} must be a comma-separated list of numbers, got {text!r}") from None
+        if not isinstance(vals, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in vals):
+            raise TypeError(text)
+        out = tuple(float(v) for v in vals)
+    except (ValueError, TypeError, OverflowError):
+        raise ConvkitError(f"{what} must be a comma-separated list of numbers, got {shown}") from None
+    if not out:
+        raise ConvkitError(f"{what} must list at least one number, got {shown}")
+    # NaN or inf would turn every image into NaN and every prediction into class 0, silently
+    if not all(math.isfinite(v) for v in out):
+        raise ConvkitError(f"{what} must be finite numbers (no nan or inf), got {shown}")
+    return out
 
 
 def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
@@ -148,7 +187,7 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
     inputs = [i for i in model.graph.input if i.name not in inits]
     images = [i for i in inputs if len(i.type.tensor_type.shape.dim) == 4]
     if len(images) != 1 or len(inputs) != 1:
-        desc = ", ".join(f"{i.name}{_dims(i)}" for i in inputs) or "none"
+        desc = ", ".join(f"{i.name!r} {_dims(i)}" for i in inputs) or "none"  # repr: names may hold newlines
         raise ConvkitError(f"{path} has no single image-like input (need exactly one 4-D input; found: {desc})")
     inp = images[0]
     in_dims = _dims(inp)
@@ -157,6 +196,8 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
     if len(out_dims) != 2:
         raise ConvkitError(f"{path}: output {out.name!r} has shape {out_dims}, expected [N, classes] logits or "
                            f"probabilities")
+    _no_zero_dims(path, "input", inp, in_dims)
+    _no_zero_dims(path, "output", out, out_dims)
 
     elem = inp.type.tensor_type.elem_type
     input_type = {TensorProto.FLOAT: "tensor(float)", TensorProto.FLOAT16: "tensor(float16)",
@@ -188,12 +229,7 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
             raise ConvkitError(f"{path}: input {inp.name!r} {in_dims} ({layout}) has {got} {what}, but {dataset} "
                                f"images have {exp}; check --layout or --dataset")
 
-    class_names = list(info.classes)
-    if meta.get("class_names") and not ov.dataset:
-        try:
-            class_names = [str(c) for c in json.loads(meta["class_names"])]
-        except (ValueError, TypeError):
-            pass
+    class_names = _class_names(path, meta, ov, info)
     n_classes = out_dims[1]
     if n_classes is not None and n_classes != len(class_names):
         raise ConvkitError(f"{path}: output {out.name!r} has {n_classes} classes but {dataset} has "
@@ -202,7 +238,8 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
     input_range = ov.input_range or meta.get("input_range") or "1"
     sources["input_range"] = "override" if ov.input_range else ("metadata" if meta.get("input_range") else "default")
     if input_range not in ("1", "255"):
-        raise ConvkitError(f"--input-range must be 1 or 255, got {input_range!r}")
+        what = "--input-range" if ov.input_range else "metadata input_range"
+        raise ConvkitError(f"{what} must be 1 or 255, got {input_range!r}")
 
     def _norm(key: str, given, default):
         if given is not None:
@@ -219,8 +256,9 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
 
     mean = _norm("mean", ov.mean, info.mean)
     std = _norm("std", ov.std, info.std)
-    if any(s == 0 for s in std):
-        raise ConvkitError("--std must not contain 0")
+    if not all(s > 0 for s in std):  # 0 divides by zero; a negative std only mirrors the pixel values
+        what = "--std" if ov.std is not None else "metadata std"
+        raise ConvkitError(f"{what} must be positive (and not contain 0), got {list(std)}")
     batch = in_dims[0]
     return ModelSpec(path=path, input_name=inp.name, output_name=out.name, input_type=input_type, layout=layout,
                      fixed_batch=batch, image_shape=(c, h, w), num_classes=n_classes, dataset=dataset,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,9 +71,33 @@ def check_device(device: str) -> torch.device:
     return dev
 
 
-def _positive(name: str, value) -> None:
-    if value is not None and not value > 0:
+# Upper bounds on command-line numbers, each with why a larger value is never meaningful.
+LIMITS = {
+    "epochs": (10_000, "the seed study trains at most a few hundred"),
+    "batch-size": (65_536, "larger batches do not fit one device and leave too few steps per epoch"),
+    "lr": (10.0, "SGD and AdamW diverge long before that"),
+}
+SEED_MAX = 2**32 - 1  # each epoch seeds torch with seed * 100003 + epoch, which must fit torch's 64-bit seed
+
+
+def _check_number(name: str, value) -> None:
+    """Raise ConvkitError (exit 2) unless ``value`` (None = not given) is finite, positive and within LIMITS."""
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise ConvkitError(f"--{name} must be a finite number, got {value}")
+    if not value > 0:
         raise ConvkitError(f"--{name} must be positive, got {value}")
+    upper, why = LIMITS[name]
+    if value > upper:
+        raise ConvkitError(f"--{name} must be at most {upper:g}, got {value:g}: {why}")
+
+
+def _check_seed(seed: int) -> None:
+    """Raise ConvkitError (exit 2) unless ``seed`` is an integer in 0..SEED_MAX."""
+    if not 0 <= seed <= SEED_MAX:
+        raise ConvkitError(f"--seed must be between 0 and {SEED_MAX}, got {seed}: each epoch's seed is derived "
+                           "from it and must fit torch's 64-bit generator")
 
 
 def resolve_config(
@@ -91,7 +116,8 @@ def resolve_config(
 ) -> TrainConfig:
     """Return the TrainConfig for ``experiment`` with the recipe's values and the given overrides applied."""
     for name, value in (("epochs", epochs), ("batch-size", batch_size), ("lr", lr)):
-        _positive(name, value)
+        _check_number(name, value)
+    _check_seed(seed)
     exp = get_experiment(experiment)
     base = get_recipe(recipe)
     overrides = {k: v for k, v in (("batch_size", batch_size), ("lr", lr)) if v is not None}

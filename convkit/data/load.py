@@ -9,7 +9,7 @@ import torch
 
 from convkit.atomic import save_torch
 from convkit.data.decode import decode
-from convkit.data.sources import cache_dir, locate, sample_dir
+from convkit.data.sources import cache_dir, locate, sample_dir, writable_cache
 from convkit.errors import DataError
 
 
@@ -32,23 +32,44 @@ class LoadedDataset:
         return self.test_images, self.test_labels
 
 
-def load_dataset(name: str, data_dir: Path | str | None = None, sample: bool = False) -> LoadedDataset:
-    """Return both splits of ``name`` from ``data_dir`` (or the embedded sample), decoding at most once per source."""
-    src = locate(name, sample_dir() if sample else (Path(data_dir) if data_dir else None))
+def _permission_denied(exc: PermissionError) -> DataError:
+    """Return the one-line DataError for a file or folder this user may not read (or, in the cache, write)."""
+    what = exc.filename or "a data file"
+    if isinstance(exc.filename, str) and Path(exc.filename).is_relative_to(cache_dir()):
+        return DataError(f"permission denied on {what} in the cache; fix its owner/permissions (chmod/chown) "
+                         "or set CONVKIT_CACHE to a folder you own")
+    return DataError(f"permission denied reading {what}; make it readable by this user (chmod/chown) "
+                     "or point --data-dir at a copy you can read")
+
+
+def _decode_cached(name: str, src) -> dict[str, torch.Tensor]:
+    """Return the decoded tensors of ``src`` from the cache, decoding (and caching) them on a miss."""
     cache_file = cache_dir() / "tensors" / f"{name}-{src.checksum[:16]}.pt"
-    splits = None
     if cache_file.is_file():
         try:
-            splits = torch.load(cache_file, weights_only=True)
+            return torch.load(cache_file, weights_only=True)
         except Exception:  # a damaged cache entry is rebuilt, never fatal
-            splits = None
-    if splits is None:
-        decoded = decode(src)
-        splits = {f"{s}_{k}": v for s, (x, y) in decoded.items() for k, v in (("images", x), ("labels", y))}
-        try:
-            save_torch(cache_file, splits)
-        except Exception:  # a read-only cache only costs the decode next time
             pass
+    decoded = decode(src)
+    splits = {f"{s}_{k}": v for s, (x, y) in decoded.items() for k, v in (("images", x), ("labels", y))}
+    try:
+        save_torch(cache_file, splits)
+    except Exception:  # the cache was checked writable; a full disk only costs the decode next time
+        pass
+    return splits
+
+
+def load_dataset(name: str, data_dir: Path | str | None = None, sample: bool = False) -> LoadedDataset:
+    """Return both splits of ``name`` from ``data_dir`` (or the embedded sample), decoding at most once per source.
+
+    Every failure is a one-line DataError: an unusable cache, a missing or unreadable file, a corrupt one.
+    """
+    writable_cache()
+    try:
+        src = locate(name, sample_dir() if sample else (Path(data_dir) if data_dir else None))
+        splits = _decode_cached(name, src)
+    except PermissionError as exc:
+        raise _permission_denied(exc) from None
     if len(splits["train_images"]) == 0 or len(splits["test_images"]) == 0:
         raise DataError(f"{src.describe()} has an empty split; check the dataset")
     return LoadedDataset(name=name, source=src.describe(), checksum=src.checksum, **splits)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,52 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CONVKIT_CACHE") or Path.home() / ".cache" / "convkit")
 
 
+def writable_cache() -> Path:
+    """Return the cache folder, created if needed; DataError (one line) when it is not a writable folder.
+
+    Checked before any data is read, so a bad ``CONVKIT_CACHE`` is reported as such instead of surfacing
+    later as an unpacking or saving failure (the embedded sample's tarball is unpacked there too).
+    """
+    root = cache_dir()
+    fix = "set CONVKIT_CACHE to a folder you can write"
+    if root.exists() and not root.is_dir():
+        raise DataError(f"cache CONVKIT_CACHE={root} is not a folder (it is a file); {fix}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        raise DataError(f"cache CONVKIT_CACHE={root} cannot be created: permission denied; {fix}") from None
+    except (FileExistsError, NotADirectoryError):
+        raise DataError(f"cache CONVKIT_CACHE={root} is not a folder (a parent is a file); {fix}") from None
+    except OSError as exc:
+        raise DataError(f"cache CONVKIT_CACHE={root} cannot be created ({exc.strerror}); {fix}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise DataError(f"cache CONVKIT_CACHE={root} is not writable: permission denied; {fix}")
+    return root
+
+
+def fresh_dir(parent: Path, prefix: str) -> Path:
+    """Create and return a new, empty, uniquely named folder in ``parent`` (mode 0777 minus the umask).
+
+    tempfile.mkdtemp would make it 0700, which locks other users out of a shared cache once it is renamed
+    into place; os.mkdir applies the umask like any folder the user creates.
+    """
+    while True:
+        path = Path(parent) / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+
+
+def remove_if_empty(path: Path) -> None:
+    """Remove the folder ``path`` when it exists and is empty (what a failed step created); returns None."""
+    try:
+        path.rmdir()
+    except OSError:  # not empty, already gone or not ours to remove: leave it
+        pass
+
+
 def sample_dir() -> Path:
     """Return the folder of the embedded sample shipped inside the package."""
     return Path(__file__).resolve().parent.parent / "sample"
@@ -70,7 +118,11 @@ def sha256_files(paths: list[Path]) -> str:
 def sha256_tree(root: Path) -> str:
     """Return a sha256 over every file's relative path, size and mtime under ``root`` (cheap for 60k files)."""
     h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def fail(exc: OSError) -> None:  # os.walk skips unreadable folders silently: a partial hash would lie
+        raise exc
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=fail):
         dirnames.sort()
         for name in sorted(filenames):
             p = Path(dirpath) / name
@@ -133,17 +185,33 @@ def find_source(dataset: str, data_dir: Path | None) -> tuple[Source | None, lis
     return None, tried
 
 
-def download_source(dataset: str, tried: list[str]) -> Source:
-    """Download ``dataset`` with torchvision into the cache and return its Source; DataError when offline."""
+def _torchvision_download(dataset: str, root: Path) -> str:
+    """Download ``dataset`` with torchvision under ``root``; returns the name of the folder it holds."""
 
-    dest = cache_dir() / "download"
+    cls, folder = (datasets.MNIST, "MNIST") if dataset == "mnist" else (datasets.CIFAR10, CIFAR_BATCHES)
+    for train in (True, False):
+        cls(str(root), train=train, download=True)
+    return folder
+
+
+def download_source(dataset: str, tried: list[str]) -> Source:
+    """Return the Source of ``dataset`` downloaded into the cache (once); DataError when offline.
+
+    The download goes to a fresh folder that is renamed into ``<cache>/download`` only when complete, so a
+    failed or interrupted download leaves nothing behind (torchvision creates its folders before fetching).
+    """
+    dest = writable_cache() / "download"
+    found, _ = find_source(dataset, dest) if dest.is_dir() else (None, [])
+    if found is not None:
+        return found
+    made_dest = not dest.exists()
+    dest.mkdir(exist_ok=True)
+    tmp = fresh_dir(dest, ".fetch-")
     try:
-        if dataset == "mnist":
-            for train in (True, False):
-                datasets.MNIST(str(dest), train=train, download=True)
-        else:
-            for train in (True, False):
-                datasets.CIFAR10(str(dest), train=train, download=True)
+        folder = _torchvision_download(dataset, tmp)
+        if (dest / folder).exists():  # an incomplete copy from an older convkit: find_source rejected it
+            shutil.rmtree(dest / folder)
+        os.replace(tmp / folder, dest / folder)
     except Exception as exc:  # network errors come in many types (URLError, OSError, RuntimeError)
         how = ("MNIST/raw with the four idx files" if dataset == "mnist"
                else "cifar-10-batches-py, an ImageFolder tree with train/ and test/, or its .tar.gz")
@@ -151,6 +219,10 @@ def download_source(dataset: str, tried: list[str]) -> Source:
             f"{dataset} not found (tried {', '.join(tried)}) and download failed ({type(exc).__name__}); "
             f"point --data-dir or CONVKIT_DATA at a folder holding {how}, or use --sample"
         ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if made_dest:
+            remove_if_empty(dest)
     found, _ = find_source(dataset, dest)
     if found is None:
         raise DataError(f"{dataset} downloaded to {dest} but not in a known layout; delete {dest} and retry")
@@ -158,6 +230,12 @@ def download_source(dataset: str, tried: list[str]) -> Source:
 
 
 def locate(dataset: str, data_dir: Path | None) -> Source:
-    """Return the Source for ``dataset``: found under ``data_dir`` or downloaded; DataError otherwise."""
+    """Return the Source for ``dataset``: found under ``data_dir`` or downloaded; DataError otherwise.
+
+    A ``data_dir`` that does not exist is an error, not a reason to download: it is most likely a typo.
+    """
+    if data_dir is not None and not Path(data_dir).exists():
+        raise DataError(f"{dataset} not found: the data folder {data_dir} does not exist; fix --data-dir "
+                        "(or CONVKIT_DATA), or use --sample")
     found, tried = find_source(dataset, data_dir)
     return found if found is not None else download_source(dataset, tried)
