@@ -44,7 +44,7 @@ if [[ -z "${SSL_CERT_FILE:-}" && -f /etc/ssl/certs/ca-certificates.crt ]]; then
   export SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 fi
 
-# requirements.in from setup.cfg (install_requires + extras test) and pyproject's build backend.
+# requirements.in from setup.cfg (install_requires + extras test, ray) and pyproject's build backend.
 python3 - "$root" > "$work/requirements.in" <<'PY'
 import configparser, sys, pathlib, re
 root = pathlib.Path(sys.argv[1])
@@ -58,9 +58,10 @@ def reqs(text):
 print("# from setup.cfg [options] install_requires")
 for r in reqs(cfg["options"]["install_requires"]):
     print(r)
-print("# from setup.cfg [options.extras_require] test")
-for r in reqs(cfg["options.extras_require"]["test"]):
-    print(r)
+for extra in ("test", "ray"):
+    print(f"# from setup.cfg [options.extras_require] {extra}")
+    for r in reqs(cfg["options.extras_require"][extra]):
+        print(r)
 print("# build backend (pyproject.toml [build-system] requires)")
 pp = (root / "pyproject.toml").read_text()
 m = re.search(r"requires\s*=\s*\[([^\]]*)\]", pp)
@@ -112,7 +113,7 @@ PY
 # build backend (setuptools, wheel) used to build the convkit wheel without build isolation.
 #
 # DO NOT EDIT BY HAND. Regenerate with:  make lock   (runs: bash docker/lock.sh)
-# Inputs: setup.cfg install_requires + extra [test], pyproject build-system requires, and pins
+# Inputs: setup.cfg install_requires + extras [test] and [ray], pyproject build-system requires, and pins
 #   $(IFS=' '; echo "${PINS[*]}")
 # Install:  pip install --require-hashes -r docker/requirements.lock
 EOF
