@@ -29,7 +29,8 @@ install: venv
 	@$(VENV)/bin/convkit --version
 
 demo: install
-	$(VENV)/bin/convkit train-all --sample --epochs 1 --batch-size 64 --device cpu --out $(OUT) --overwrite
+	$(VENV)/bin/convkit train-all --sample --epochs 1 --batch-size 64 --device cpu --out $(OUT) --overwrite \
+	  --max-images t6-bottleneck=200 --max-images t6-wide=200
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -167,14 +167,14 @@ def run_dir_of(onnx_path: Path) -> Path | None:
     return folder if is_run_dir(folder) else None
 
 
-def data_settings(config: dict, dataset: str | None = None) -> tuple[str | None, bool]:
-    """Return (data_dir, sample) a run was trained with, to read the same data again.
+def data_settings(config: dict, dataset: str | None = None) -> tuple[str | None, bool, int | None]:
+    """Return (data_dir, sample, max_images) a run was trained with, to read the same data again.
 
-    When ``dataset`` differs from the run's, the run's data folder and sample flag do not apply: (None, False).
+    When ``dataset`` differs from the run's, the run's settings do not apply: (None, False, None).
     """
     if dataset is not None and config.get("dataset") not in (None, dataset):
-        return None, False
-    return config.get("data_dir"), bool(config.get("sample", False))
+        return None, False, None
+    return config.get("data_dir"), bool(config.get("sample", False)), config.get("max_images")
 
 
 def ensure_same_experiment(folder: Path, experiment: str, **recorded) -> None:

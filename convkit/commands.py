@@ -50,7 +50,8 @@ def list_cmd(suite):
                    "or ADDRESS, e.g. ray://head:10001); results come back into --out.")
 @training_options
 def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_drop, devices, jobs, ray_address, recipe,
-                  epochs, batch_size, lr, device, compile_, seed, sample, data_dir, out, resume, overwrite, quiet):
+                  epochs, batch_size, lr, device, compile_, seed, sample, data_dir, out, resume, overwrite, quiet,
+                  max_images):
     """Train, export and evaluate every experiment of a suite, then write runs/<suite>/summary.md.
 
     Goes on past a failing experiment (recorded in its run folder) and exits 1 at the end if any failed.
@@ -62,7 +63,7 @@ def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_
                      precisions=tuple(precisions), export_kwargs={"max_acc_drop": drop}, max_accuracy_drop=drop,
                      resume=resume, overwrite=overwrite, quiet=quiet,
                      train_kwargs=config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample,
-                                                data_dir, out))
+                                                data_dir, out, max_images))
     result = train_all(plan, echo=click.echo, executor=choose_executor(ray_address, devices, jobs, device))
     click.echo(f"summary: {result['summary']}")
     if result.get("report"):

@@ -103,6 +103,11 @@ def header_lines(rows: list[dict]) -> list[str]:
         lines.append(f"Data: {dataset} from `{source}`" + (
             " — **CIFAR-10 (JPEG copy)**: JPEG re-encoded images, accuracy within about a point of the original's."
             if jpeg else "."))
+    capped = sorted({(r["name"], (r["meta"].get("config") or {}).get("max_images")) for r in rows
+                     if (r["meta"].get("config") or {}).get("max_images")})
+    if capped:
+        lines.append("**Fewer images** (`--max-images`, for a quick look): " + ", ".join(
+            f"{name} trained and tested on at most {n:,} images per split" for name, n in capped) + ".")
     if any((r["meta"].get("config") or {}).get("sample") for r in rows):
         lines.append("**Embedded sample** (1,000 train / 500 test images per dataset): accuracies are not "
                      "comparable to the study's.")

@@ -25,6 +25,7 @@ class DataOptions:
     layout: str | None = None
     input_range: str | None = None
     eval_batch: int = 256
+    max_images: int | None = None  # at most this many test images, evenly spaced (None: all, or as trained)
 
 
 @dataclass

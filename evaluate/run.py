@@ -115,12 +115,13 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
     if reference is not None:
         check_fresh_exports(specs, reference.checkpoint)
     notes: list[str] = []
-    data_dir, sample = d.data_dir, d.sample
-    if reference is not None and data_dir is None and sample is None:
-        data_dir, sample = data_settings(reference.config, primary.dataset)  # the data it was trained on
+    data_dir, sample, max_images = d.data_dir, d.sample, d.max_images
+    if reference is not None and data_dir is None and sample is None:  # the data it was trained on
+        data_dir, sample, trained_max = data_settings(reference.config, primary.dataset)
+        max_images = max_images or trained_max
     if reference is not None and reference.config.get("dataset") != primary.dataset:
         notes.append(f"the checkpoint was trained on {reference.config.get('dataset')}, evaluated on {primary.dataset}")
-    data = load_dataset(primary.dataset, data_dir, sample=bool(sample))
+    data = load_dataset(primary.dataset, data_dir, sample=bool(sample), max_images=max_images)
     providers, provider_notes = select_providers(opts.providers.provider, opts.providers.device_id)
     threads = int(opts.providers.threads or physical_cores())
     p = opts.providers

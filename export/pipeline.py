@@ -100,8 +100,9 @@ def load_inputs(checkpoint: Path, experiment: str | None, out_dir, settings: Exp
     config_doc = read_artifact(folder / CONFIG, "config")
     ensure_same_experiment(folder, exp.name, checkpoint=name_in_ckpt, metrics=metrics, config=config_doc)
     out = ensure_writable_dir(Path(out_dir) if out_dir is not None else folder)
-    ddir, sample = data_settings(run.config, exp.dataset)
-    data = load_dataset(exp.dataset, settings.data_dir if settings.data_dir is not None else ddir, sample=sample)
+    ddir, sample, max_images = data_settings(run.config, exp.dataset)
+    data = load_dataset(exp.dataset, settings.data_dir if settings.data_dir is not None else ddir, sample=sample,
+                        max_images=max_images)
     n = min(int(settings.n_images), len(data.test_images))
     x = normalize(data.test_images[:n], run.mean, run.std)
     return Inputs(run, exp, out, data, sample, x, data.test_labels[:n].numpy(), metrics, file_sha256(checkpoint))

@@ -33,28 +33,44 @@ def training_options(fn):
         click.option("--overwrite", is_flag=True,
                      help="Replace a run already in the folder (it is kept until the new run's first checkpoint)."),
         click.option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines."),
+        click.option("--max-images", "max_images", multiple=True, metavar="[GLOB=]N",
+                     help="At most N images per split, evenly spaced (a quick look, not a result); GLOB=N limits "
+                          "only matching experiments, e.g. 't6-*=256'. Repeatable; the first match applies."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
 
 
-def config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample, data_dir, out) -> dict:
+def config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample, data_dir, out,
+                  max_images=()) -> dict:
     """Return the keyword arguments of ``resolve_config`` from the training options."""
     return dict(recipe=recipe, epochs=epochs, batch_size=batch_size, lr=lr, device=device, compile=compile_,
-                seed=seed, sample=sample, data_dir=data_dir, out=out)
+                seed=seed, sample=sample, data_dir=data_dir, out=out, max_images=parse_max_images(max_images))
+
+
+def parse_max_images(values) -> list[tuple[str, int]] | None:
+    """Return [(glob, N)] from ``--max-images`` values "N" or "GLOB=N"; ConvkitError naming a malformed one."""
+    out = []
+    for value in values or ():
+        pattern, _, number = value.rpartition("=")
+        try:
+            out.append((pattern or "*", int(number)))
+        except ValueError:
+            raise ConvkitError(f"--max-images {value!r}: expected N or GLOB=N, e.g. 256 or 't6-*=256'") from None
+    return out or None
 
 
 @click.command("train")
 @click.argument("experiment")
 @training_options
 def train_cmd(experiment, recipe, epochs, batch_size, lr, device, compile_, seed, sample, data_dir, out, resume,
-              overwrite, quiet):
+              overwrite, quiet, max_images):
     """Train one EXPERIMENT (see `convkit list`) and write runs/<suite>/<experiment>/."""
     from convkit.train import resolve_config, train_experiment
 
     cfg = resolve_config(experiment, **config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample,
-                                                     data_dir, out))
+                                                     data_dir, out, max_images))
     if resume and overwrite:
         raise ConvkitError("--resume and --overwrite contradict each other; pick one")
     m = train_experiment(cfg, resume=resume, quiet=quiet, overwrite=overwrite)

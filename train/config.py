@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ class TrainConfig:
     data_dir: str | None
     run_dir: str
     grad_norm_every: int = GRAD_NORM_EVERY  # grad_norms.csv: mean over every Nth step of each epoch
+    max_images: int | None = None  # at most this many images per split (evenly spaced), e.g. for a quick demo
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,8 +115,13 @@ def resolve_config(
     sample: bool = False,
     data_dir: str | Path | None = None,
     out: str | Path = "runs",
+    max_images: int | list[tuple[str, int]] | None = None,
 ) -> TrainConfig:
-    """Return the TrainConfig for ``experiment`` with the recipe's values and the given overrides applied."""
+    """Return the TrainConfig for ``experiment`` with the recipe's values and the given overrides applied.
+
+    ``max_images`` caps the images of each split: a number, or (experiment glob, number) pairs of which the
+    first that matches applies (e.g. ``[("t6-*", 256)]`` for the two large models of a demo).
+    """
     for name, value in (("epochs", epochs), ("batch-size", batch_size), ("lr", lr)):
         _check_number(name, value)
     _check_seed(seed)
@@ -140,4 +147,14 @@ def resolve_config(
         sample=sample,
         data_dir=str(data_dir) if data_dir else None,
         run_dir=str(Path(out) / suite_dir / exp.name),
+        max_images=_images_for(exp.name, max_images),
     )
+
+
+def _images_for(experiment: str, max_images) -> int | None:
+    """Return the image cap that applies to ``experiment`` (see resolve_config); ConvkitError when not positive."""
+    if isinstance(max_images, (list, tuple)):
+        max_images = next((n for pattern, n in max_images if fnmatch.fnmatch(experiment, pattern)), None)
+    if max_images is not None and not 0 < int(max_images) <= 10_000_000:
+        raise ConvkitError(f"--max-images must be a positive number of images, got {max_images}")
+    return int(max_images) if max_images is not None else None

@@ -197,7 +197,7 @@ def set_up(cfg: TrainConfig, resume: bool, overwrite: bool = False) -> RunState:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    data = load_dataset(cfg.dataset, cfg.data_dir, sample=cfg.sample)
+    data = load_dataset(cfg.dataset, cfg.data_dir, sample=cfg.sample, max_images=cfg.max_images)
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model).to(device)
     if cfg.channels_last:

@@ -59,10 +59,13 @@ def _decode_cached(name: str, src) -> dict[str, torch.Tensor]:
     return splits
 
 
-def load_dataset(name: str, data_dir: Path | str | None = None, sample: bool = False) -> LoadedDataset:
+def load_dataset(name: str, data_dir: Path | str | None = None, sample: bool = False,
+                 max_images: int | None = None) -> LoadedDataset:
     """Return both splits of ``name`` from ``data_dir`` (or the embedded sample), decoding at most once per source.
 
-    Every failure is a one-line DataError: an unusable cache, a missing or unreadable file, a corrupt one.
+    ``max_images`` keeps at most that many images of each split, evenly spaced through it (so a split stored
+    class by class keeps every class). Every failure is a one-line DataError: an unusable cache, a missing or
+    unreadable file, a corrupt one.
     """
     writable_cache()
     try:
@@ -72,4 +75,13 @@ def load_dataset(name: str, data_dir: Path | str | None = None, sample: bool = F
         raise _permission_denied(exc) from None
     if len(splits["train_images"]) == 0 or len(splits["test_images"]) == 0:
         raise DataError(f"{src.describe()} has an empty split; check the dataset")
+    if max_images:
+        splits = {k: _spread(v, max_images) for k, v in splits.items()}
     return LoadedDataset(name=name, source=src.describe(), checksum=src.checksum, **splits)
+
+
+def _spread(t: torch.Tensor, n: int) -> torch.Tensor:
+    """Return at most ``n`` rows of ``t``, evenly spaced from first to last."""
+    if len(t) <= n:
+        return t
+    return t[torch.linspace(0, len(t) - 1, n).round().long()]

@@ -279,10 +279,16 @@ def _suite_of(runs: list[RunData]) -> str | None:
 
 def _intro(suite_dir: Path, runs: list[RunData], suite: str | None) -> list[tuple]:
     evaluated = sum(1 for r in runs if r.eval_entries())
-    return [("h1", f"convkit report — {suite_dir.name}"),
-            ("p", f"Built from {len(runs)} run folder(s) of suite `{suite or 'unknown'}` ({evaluated} evaluated "
-                  f"with ONNX Runtime). Every number and statement below is computed from the files in the run "
-                  f"folders; \"{NOT_MEASURED}\" marks what they do not hold. Figures are in `{A.REPORT_DIR}/`.")]
+    blocks = [("h1", f"convkit report — {suite_dir.name}"),
+              ("p", f"Built from {len(runs)} run folder(s) of suite `{suite or 'unknown'}` ({evaluated} evaluated "
+                    f"with ONNX Runtime). Every number and statement below is computed from the files in the run "
+                    f"folders; \"{NOT_MEASURED}\" marks what they do not hold. Figures are in `{A.REPORT_DIR}/`.")]
+    capped = [(r.name, dig(r.config, "max_images")) for r in runs if dig(r.config, "max_images")]
+    if capped:
+        blocks.append(("p", "Fewer images (`--max-images`): " + ", ".join(
+            f"{name} was trained and tested on at most {n:,} images per split" for name, n in capped)
+            + "; their figures are a quick look, not results."))
+    return blocks
 
 
 def build_report(suite_dir: Path | str) -> dict:

@@ -30,7 +30,7 @@ class FixedImage:
 
 def fixed_test_image(config: dict, dataset: str, classes: tuple[str, ...], cache: dict) -> FixedImage | None:
     """Return test image 0 of the data ``config`` was trained on (memoized in ``cache``), None when unavailable."""
-    data_dir, sample = A.data_settings(config, dataset)
+    data_dir, sample, _ = A.data_settings(config, dataset)
     key = (dataset, data_dir, sample)
     if key not in cache:
         try:
