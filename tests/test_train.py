@@ -287,3 +287,16 @@ def test_checkpoints_are_written_first_last_and_by_interval(tmp_path, monkeypatc
     monkeypatch.setattr(run_mod, "CHECKPOINT_INTERVAL_S", 0.0)
     train_experiment(_cfg(tmp_path / "b", "t1-fcn", epochs=3, batch_size=256), quiet=True)
     assert saved == [1, 2, 3]
+
+
+def test_max_images_caps_matching_experiments_and_spreads_over_classes():
+    from convkit.data.load import load_dataset
+
+    cfgs = {n: resolve_config(n, device="cpu", sample=True, max_images=[("t6-wide", 120), ("t6-*", 200)])
+            for n in ("t6-wide", "t6-bottleneck", "t1-fcn")}
+    assert [cfgs[n].max_images for n in ("t6-wide", "t6-bottleneck", "t1-fcn")] == [120, 200, None]
+    data = load_dataset("cifar10", sample=True, max_images=120)
+    assert len(data.train_images) == len(data.train_labels) == 120 and len(data.test_images) == 120
+    assert len(set(data.train_labels.tolist())) == 10  # evenly spaced through the split: every class kept
+    with pytest.raises(ConvkitError):
+        resolve_config("t1-fcn", device="cpu", max_images=0)
