@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from convkit.artifacts import PRECISIONS, EvalNames
-from convkit.atomic import atomic_path, write_csv, write_text
+from convkit.atomic import save_figure, write_csv, write_text
 from convkit.evaluate import serving
 
 
@@ -49,11 +49,7 @@ def write_confusion_png(path: Path, metrics: dict, class_names: list[str], title
                 ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", fontsize=7,
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
-    fig.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, Path(path), dpi=110)
 
 
 def write_latency_png(path: Path, rows: list[dict], title: str) -> Path | None:
@@ -76,11 +72,7 @@ def write_latency_png(path: Path, rows: list[dict], title: str) -> Path | None:
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, Path(path), dpi=110)
 
 
 def _f(v, spec: str = ".4f") -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convkit.atomic import atomic_path
+from convkit.atomic import save_figure
 from convkit.evaluate.providers import ProviderConfig, make_session
 from convkit.evaluate.recommend import DEFAULT_LATENCY_BOUND_MS, recommend
 from convkit.evaluate.scenarios import ScenarioOptions, Served, run_scenarios
@@ -115,11 +115,7 @@ def write_server_png(path: Path, row: dict, bound_ms: float) -> Path | None:
     ax.set_title(f"{row['precision']} {row['provider']}: Server latency vs QPS ({note})", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, Path(path), dpi=100)
 
 
 def _f(v, spec: str = ".3f") -> str:
