@@ -68,8 +68,6 @@ def preload_cuda_libraries() -> str:
 
 def build_session_config(cfg: ProviderConfig, cuda_graph: bool = False):
     """Return (providers list, SessionOptions) for ``cfg``; graph optimization ALL, CPU threads configurable."""
-
-
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3  # fallbacks are detected and reported by us, not as ORT warnings
@@ -81,6 +79,9 @@ def build_session_config(cfg: ProviderConfig, cuda_graph: bool = False):
         "cudnn_conv_algo_search": cfg.cudnn_conv_algo_search,
         "do_copy_in_default_stream": "1",
         "enable_cuda_graph": "1" if cuda_graph else "0",
+        # fp32 files run in fp32: TF32 would round convolutions and matmuls to 10 mantissa bits, and the
+        # accuracy compared with PyTorch's fp32 reference (TF32 off as well) would not be the same model's.
+        "use_tf32": "0",
     }
     if cfg.kind == "cpu":
         providers = ["CPUExecutionProvider"]
