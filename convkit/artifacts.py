@@ -327,6 +327,10 @@ def load_checkpoint(path: Path) -> dict:
     except PermissionError:
         raise ConvkitError(f"checkpoint {path}: permission denied; make it readable") from None
     except Exception as exc:  # torch raises many types for damaged zips/pickles
+        if "unsupported global" in str(exc).lower():  # a pickle asking to create objects (run code): never run
+            raise ConvkitError(f"{path} is not a convkit checkpoint: it asks to create Python objects beyond "
+                               f"tensors, which convkit never executes (it was not loaded); pass a run's "
+                               f"{CHECKPOINT}") from None
         raise ConvkitError(f"checkpoint {path} is corrupt ({type(exc).__name__}); retrain or restore it") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ConvkitError(f"{path} is not a convkit checkpoint (no model/config entries); pass a run's checkpoint.pt")

@@ -58,6 +58,24 @@ class LazyGroup(click.Group):
             return getattr(importlib.import_module(module), attr)
         return super().get_command(ctx, name)
 
+    def main(self, *args, **kwargs):
+        """Run the CLI; usage errors (a bad option value, a missing argument) are one line too, exit 2."""
+        kwargs.pop("standalone_mode", None)
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            where = f"`{exc.ctx.command_path} --help`" if exc.ctx else "`convkit --help`"
+            click.echo(f"error: {exc.format_message()} (see {where})", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo(INTERRUPTED.get(None, "interrupted"), err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
