@@ -57,7 +57,7 @@ def compile_model(model: nn.Module, **kwargs) -> nn.Module:
     never interleaved, so nothing still in use is dropped.
     """
     torch._dynamo.reset()
-    import torch._inductor.config as inductor_config
+    import torch._inductor.config as inductor_config  # inductor loads only for runs that compile (seconds)
 
     inductor_config.compile_threads = compile_threads(quota=cgroup_cpu_limit())
     return torch.compile(model, **{"dynamic": False, **kwargs})

@@ -27,6 +27,7 @@ import numpy as np
 
 from convkit.artifacts import LOADGEN_DIR
 from convkit.errors import ConvkitError
+from convkit.evaluate.accuracy import classification_metrics
 from convkit.evaluate.recommend import DEFAULT_LATENCY_BOUND_MS
 from convkit.evaluate.sut import QueueSUT, SutConfig, one_line, uses_io_binding
 
@@ -414,8 +415,6 @@ def run_accuracy(lg, served: Served, labels: np.ndarray, class_names: list[str],
                  estimate: dict, folder: Path) -> dict:
     """Return LoadGen accuracy mode's result (Offline scenario, every sample once, on the same SUT): top-1
     ``accuracy`` computed from the responses LoadGen logged, ``n``, and the log folder."""
-    from convkit.evaluate.accuracy import classification_metrics
-
     settings, _ = make_settings(lg, "offline", "accuracy", opts, estimate)
     run_loadgen(lg, _make_sut(served, opts.sut), len(served.inputs), settings, folder)
     idx, rows = parse_accuracy_log(folder / "mlperf_log_accuracy.json", len(served.inputs))
