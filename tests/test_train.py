@@ -300,3 +300,14 @@ def test_max_images_caps_matching_experiments_and_spreads_over_classes():
     assert len(set(data.train_labels.tolist())) == 10  # evenly spaced through the split: every class kept
     with pytest.raises(ConvkitError):
         resolve_config("t1-fcn", device="cpu", max_images=0)
+
+
+def test_config_records_the_augmentation_training_used(tmp_path):
+    # The fast recipe says crop 4 + flip, but MNIST trains with a 2-pixel crop and no flip: record what ran.
+    mnist = resolve_config("t1-fcn", device="cpu", sample=True, out=tmp_path)
+    assert mnist.recipe.crop_pad == 4 and mnist.recipe.flip
+    assert mnist.to_dict()["augmentation"] == {"crop_pad": 2, "flip": False}
+    cifar = resolve_config("t5-custom-conv", device="cpu", sample=True, out=tmp_path)
+    assert cifar.to_dict()["augmentation"] == {"crop_pad": cifar.recipe.crop_pad, "flip": cifar.recipe.flip}
+    seed = resolve_config("t1-fcn", recipe="seed", device="cpu", sample=True, out=tmp_path)
+    assert seed.to_dict()["augmentation"] == {"crop_pad": 0, "flip": False}
