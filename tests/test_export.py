@@ -276,3 +276,33 @@ def test_export_summary_fields_and_export_all(tmp_path):
     assert fields["export_parity_max_abs"] <= 1e-4
     result = export_all(tmp_path / "seed", n_images=16)
     assert result["exit_code"] == 0 and list(result["results"]) == [str(run_dir)]
+
+
+def test_exact_ties_are_not_disagreements(tmp_path):
+    # PyTorch's top two logits are equal up to rounding: ORT picking the other one is a tie, not a flip.
+    from onnx import TensorProto, helper
+
+    from convkit import gates
+    from convkit.export.onnx_export import INPUT_NAME, OUTPUT_NAME
+    from convkit.export.parity import fp32_gate, run_parity
+
+    graph = helper.make_graph([helper.make_node("Identity", [INPUT_NAME], [OUTPUT_NAME])], "g",
+                              [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["n", 3])],
+                              [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["n", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    eps = gates.TIE_GAP / 20
+    ort_out = np.tile(np.array([[1.0, 1.0 + eps, 0.0]], np.float32), (40, 1))
+    ort_out[:10] = [3.0, 1.0, 0.0]  # agreeing images
+    ref = ort_out.copy()
+    ref[10:] = [1.0 + eps, 1.0, 0.0]  # PyTorch: class 0 by a hair; ORT: class 1 by a hair
+    labels = np.zeros(40, np.int64)
+    report = run_parity(model.SerializeToString(), ort_out, ref, labels, batch_sizes=(7, 40))
+    gate = fp32_gate(report, gates.FP32_ATOL, gates.MAX_DISAGREEMENT["fp32"])
+    assert report["ties"] == 30 and report["argmax_agreement"] == 1.0
+    assert gate["pass"] and gate["ties"] == 30
+    # A real flip (gap well above TIE_GAP) still fails the gate.
+    ref[10:] = [1.0 + 1e-3, 1.0, 0.0]
+    report = run_parity(model.SerializeToString(), ort_out, ref, labels, batch_sizes=(7, 40))
+    assert report["ties"] == 0 and report["argmax_agreement"] == 0.25
+    assert not fp32_gate(report, 1e-2, gates.MAX_DISAGREEMENT["fp32"])["pass"]
