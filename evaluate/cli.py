@@ -59,6 +59,9 @@ def _summary_line(path: str, res: dict) -> str:
               help="Input layout (default: metadata, else guessed from the input shape).")
 @click.option("--input-range", type=click.Choice(["1", "255"]), default=None,
               help="1: pixels scaled to 0..1 before mean/std; 255: raw 0..255 (default: metadata, else 1).")
+@click.option("--output", "output_name", default=None,
+              help="The graph output holding the class scores (required when the model has several; default: its "
+                   "only output).")
 @click.option("--warmup", type=click.IntRange(min=1), default=10, show_default=True, help="Untimed warm-up calls.")
 @click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Minimum timed calls.")
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
@@ -79,7 +82,8 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--device-id", type=int, default=0, show_default=True, help="GPU index.")
 @click.option("--out", type=click.Path(), default=None, help="Output folder for a non-run .onnx (default: <stem>_eval beside it).")
 @serving_cli.cli_options
-def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, std, layout, input_range, warmup, runs,
+def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, std, layout, input_range, output_name,
+                 warmup, runs,
                  min_seconds, batch_sizes, threads, precisions, max_accuracy_drop, cudnn_conv_algo_search, cuda_graph,
                  torch_compile, no_latency, device_id, out, **serving_opts):
     """Evaluate ONNX models (files or run directories) under ONNX Runtime: accuracy, confusion, latency.
@@ -98,7 +102,8 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, s
         raise ConvkitError("--out needs a single model; evaluate one .onnx at a time or drop --out")
     opts = EvalOptions(
         data=DataOptions(dataset=dataset, data_dir=data_dir, sample=sample, mean=parse_floats(mean, "--mean"),
-                         std=parse_floats(std, "--std"), layout=layout, input_range=input_range),
+                         std=parse_floats(std, "--std"), layout=layout, input_range=input_range,
+                         output=output_name),
         providers=ProviderOptions(provider=provider, device_id=device_id, threads=threads,
                                   cudnn_conv_algo_search=cudnn_conv_algo_search),
         timing=TimingOptions(latency=not no_latency, warmup=warmup, runs=runs, min_seconds=min_seconds,

@@ -30,6 +30,7 @@ class Overrides:
     std: tuple[float, ...] | None = None
     layout: str | None = None  # "nchw" | "nhwc"
     input_range: str | None = None  # "1" | "255"
+    output: str | None = None  # which graph output holds the class scores (required when there are several)
 
 
 @dataclass
@@ -164,6 +165,24 @@ def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
     return None if text is None else _floats(text, what)
 
 
+def pick_output(path: Path, outputs, name: str | None):
+    """Return the graph output holding the class scores: the only one, or the one named ``name``.
+
+    Several outputs and no name is a ConvkitError (exit 2) listing them with their shapes: scoring the first one
+    silently could measure an auxiliary head or a feature map.
+    """
+    listing = ", ".join(f"{o.name!r} {['?' if d is None else d for d in _dims(o)]}" for o in outputs)
+    if name is not None:
+        found = [o for o in outputs if o.name == name]
+        if not found:
+            raise ConvkitError(f"{path} has no output {name!r}; its outputs: {listing}")
+        return found[0]
+    if len(outputs) > 1:
+        raise ConvkitError(f"{path} has {len(outputs)} outputs ({listing}); pass --output NAME to say which holds "
+                           f"the class scores")
+    return outputs[0]
+
+
 def _guess_layout(dims: list[int | None]) -> str:
     c_first, c_last = dims[1] in (1, 3, 4), dims[3] in (1, 3, 4)
     if c_last and not c_first:
@@ -174,7 +193,8 @@ def _guess_layout(dims: list[int | None]) -> str:
 def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
     """Return the ModelSpec of the ONNX classifier at ``path``; ConvkitError (exit 2) for anything unusable.
 
-    Checks: valid ONNX; exactly one 4-D (image-like) graph input; first output of rank 2 ([N, classes]);
+    Checks: valid ONNX; exactly one 4-D (image-like) graph input; one output (or the one ``overrides.output``
+    names) of rank 2 ([N, classes]);
     the dataset named by metadata or ``overrides`` exists in the catalog; declared classes and image shape
     agree with the dataset.
     """
@@ -191,7 +211,7 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
         raise ConvkitError(f"{path} has no single image-like input (need exactly one 4-D input; found: {desc})")
     inp = images[0]
     in_dims = _dims(inp)
-    out = model.graph.output[0]
+    out = pick_output(path, model.graph.output, ov.output)
     out_dims = _dims(out)
     if len(out_dims) != 2:
         raise ConvkitError(f"{path}: output {out.name!r} has shape {out_dims}, expected [N, classes] logits or "

@@ -105,7 +105,8 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
             raise ConvkitError(f"--precision {','.join(opts.precisions)} matches none of "
                                f"{', '.join(target.files)} in {target.out_dir}")
     d = opts.data
-    overrides = Overrides(dataset=d.dataset, mean=d.mean, std=d.std, layout=d.layout, input_range=d.input_range)
+    overrides = Overrides(dataset=d.dataset, mean=d.mean, std=d.std, layout=d.layout, input_range=d.input_range,
+                          output=d.output)
     specs = {}
     for prec, f in files.items():
         spec = inspect_model(f, overrides)

@@ -67,6 +67,24 @@ def _linear_model(path: Path, in_shape, out_shape, classes: int = 10, input_name
     return _save([helper.make_node("Relu", [input_name], ["y"])], [inp], [out], [], path)
 
 
+def two_head_classifier(path: Path, images: np.ndarray, labels: np.ndarray) -> tuple[Path, np.ndarray]:
+    """An MNIST model with two outputs: ``aux`` [N, 10] (a reversed-class head, wrong on purpose) first, then
+    ``scores`` [N, 10] (nearest-centroid logits on 0..1 pixels). Returns (path, the scores head's weights)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = images.reshape(len(images), -1).astype(np.float64) / 255.0
+    cents = np.stack([x[labels == k].mean(axis=0) for k in range(10)])
+    w = cents.T.astype(np.float32)  # [784, 10]
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(w[:, ::-1].copy(), "W_aux"),
+             numpy_helper.from_array(np.array([0, -1], np.int64), "shape")]
+    nodes = [helper.make_node("Reshape", ["pixels", "shape"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "W_aux"], ["aux"]),
+             helper.make_node("MatMul", ["flat", "W"], ["scores"])]
+    inp = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 1, 28, 28])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 10]) for n in ("aux", "scores")]
+    return _save(nodes, [inp], outs, inits, path), w
+
+
 def _invoke(args: list[str]):
     result = CliRunner().invoke(main, ["evaluate", *[str(a) for a in args]], catch_exceptions=False)
     return result, result.output + (result.stderr if result.stderr_bytes is not None else "")
@@ -225,6 +243,26 @@ def test_foreign_nhwc_fixed_batch_softmax(tmp_path, mnist_sample):
     assert {r["batch"] for r in doc["latency"]} == {3} and all(r["p50_ms"] > 0 for r in doc["latency"])
     for f in ("eval.md", "latency.png", "confusion.png", "confusion.csv"):
         assert (out_dir / f).is_file()
+
+
+def test_several_outputs_need_output_flag(tmp_path, mnist_sample):
+    """Two outputs: an exit-2 error listing both with their shapes; --output picks the right head."""
+    tr_x, tr_y = mnist_sample.train_images.numpy(), mnist_sample.train_labels.numpy()
+    te_x, te_y = mnist_sample.test_images.numpy(), mnist_sample.test_labels.numpy()
+    path, w = two_head_classifier(tmp_path / "two.onnx", tr_x, tr_y)
+    args = [path, "--dataset", "mnist", "--sample", "--mean", "0", "--std", "1", "--no-latency", "--threads", "2"]
+    res, out = _invoke(args)
+    assert res.exit_code == 2, out
+    assert "'aux' ['N', 10]" in out or "'aux' ['?', 10]" in out
+    assert "'scores'" in out and "--output" in out
+    res, out = _invoke([*args, "--output", "nope"])
+    assert res.exit_code == 2 and "no output 'nope'" in out
+    res, out = _invoke([*args, "--output", "scores"])
+    assert res.exit_code == 0, out
+    doc = json.loads((tmp_path / "two_eval" / "eval.json").read_text())
+    expected = float((((te_x.reshape(len(te_x), -1) / 255.0) @ w).argmax(axis=1) == te_y).mean())
+    assert expected > 0.5 and doc["model"]["output"] == "scores"
+    assert doc["accuracy"][0]["accuracy"] == pytest.approx(expected, abs=1e-9)
 
 
 def test_overrides_change_preprocessing(tmp_path, mnist_sample):
