@@ -35,9 +35,15 @@ def _summary_line(path: str, res: dict) -> str:
     s = res["summary"]
     for kind in ("cpu", "cuda"):
         if f"ort_{kind}_b1_p50_ms" in s:
-            parts.append(f"  ORT {kind} batch-1 p50 {s[f'ort_{kind}_b1_p50_ms']:.3f} ms")
+            why = s.get(f"ort_{kind}_b1_unstable")
+            flag = f" — UNSTABLE ({why}): rerun on a quiet machine" if why else ""
+            parts.append(f"  ORT {kind} batch-1 p50 {s[f'ort_{kind}_b1_p50_ms']:.3f} ms{flag}")
     if "ort_max_batch_ips" in s:
-        parts.append(f"  best throughput {s['ort_max_batch_ips']:,.0f} images/s")
+        parts.append(f"  best throughput {s['ort_max_batch_ips']:,.0f} images/s (batch ÷ mean latency)")
+    unstable = [r for r in res["latency"] if r.get("unstable")]
+    if unstable:
+        parts.append(f"  warning: {len(unstable)} of {len(res['latency'])} latency figures are unstable "
+                     f"(p90/p50 or std/mean large; see eval.md); ratios from them are not formed")
     parts += serving_cli.summary_lines(res)
     for n in res["notes"]:
         parts.append(f"  note: {n}")

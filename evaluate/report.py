@@ -9,6 +9,7 @@ import numpy as np
 from convkit.artifacts import PRECISIONS, EvalNames
 from convkit.atomic import save_figure, write_csv, write_text
 from convkit.evaluate import serving
+from convkit.evaluate.latency import UNSTABLE_P90_OVER_P50, UNSTABLE_STD_OVER_MEAN
 
 
 def _mpl():
@@ -120,25 +121,7 @@ def markdown(result: dict) -> str:
             lines += [f"Test images whose predicted class differs from PyTorch ({len(idx)} listed): "
                       f"{', '.join(map(str, idx[:50]))}{' …' if len(idx) > 50 else ''}", ""]
 
-    rows = result["latency"]
-    if rows:
-        lines += ["## Latency", "", "p50/p90/p99 per batch in ms; ratio = ORT p50 ÷ PyTorch p50 at the same batch and "
-                  "device (< 1: ORT faster).", "",
-                  "| precision | provider | backend | batch | first run | p50 | p90 | p99 | mean ± std | min | images/s | "
-                  "PyTorch eager p50 | ratio | PyTorch compile p50 | ratio |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in rows:
-            lines.append(
-                f"| {r['precision']} | {r['provider']} | {r['backend']} | {r['batch']} | {_f(r['first_run_ms'], '.2f')} | "
-                f"{_f(r['p50_ms'], '.3f')} | {_f(r['p90_ms'], '.3f')} | {_f(r['p99_ms'], '.3f')} | "
-                f"{r['mean_ms']:.3f} ± {r['std_ms']:.3f} | {_f(r['min_ms'], '.3f')} | {_f(r['images_per_s'], ',.0f')} | "
-                f"{_f(r.get('pytorch_eager_p50_ms'), '.3f')} | {_f(r.get('ratio_to_pytorch_eager'), '.2f')} | "
-                f"{_f(r.get('pytorch_compile_p50_ms'), '.3f')} | {_f(r.get('ratio_to_pytorch_compile'), '.2f')} |")
-        lines.append("")
-        lines += ["Backends: `ort` = session.run on host arrays (CPU) or IO binding with input and output on the GPU; "
-                  "`ort-e2e` = session.run from host numpy to host numpy, including host↔device copies; "
-                  "`ort-cudagraph` = IO binding replaying a captured CUDA graph (one session per static batch size); "
-                  "`torch-eager` / `torch-compile` = the run's PyTorch module on the same inputs.", ""]
+    lines += latency_lines(result["latency"])
 
     lines += serving.markdown_lines(result)
     meth = result["method"]
@@ -152,6 +135,37 @@ def markdown(result: dict) -> str:
     for k, v in result["providers"]["options"].items():
         lines.append(f"- {k}: `{v}`")
     return "\n".join(lines) + "\n"
+
+
+def _ratio(r: dict, mode: str) -> str:
+    if r.get(f"ratio_to_pytorch_{mode}_note"):
+        return "— (unstable)"
+    return _f(r.get(f"ratio_to_pytorch_{mode}"), ".2f")
+
+
+def latency_lines(rows: list[dict]) -> list[str]:
+    """Return the Latency section of eval.md (empty without rows): one table row per figure, unstable ones flagged."""
+    if not rows:
+        return []
+    lines = ["## Latency", "", "p50/p90/p99 per batch in ms; images/s = batch ÷ mean latency; ratio = ORT p50 ÷ "
+             "PyTorch p50 at the same batch and device (< 1: ORT faster), not formed when either figure is unstable "
+             f"(p90/p50 > {UNSTABLE_P90_OVER_P50:g} or std/mean > {UNSTABLE_STD_OVER_MEAN:g}).", "",
+             "| precision | provider | backend | batch | first run | p50 | p90 | p99 | mean ± std | min | images/s | "
+             "stable | PyTorch eager p50 | ratio | PyTorch compile p50 | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        stable = f"**UNSTABLE** ({r['unstable']})" if r.get("unstable") else "yes"
+        lines.append(
+            f"| {r['precision']} | {r['provider']} | {r['backend']} | {r['batch']} | {_f(r['first_run_ms'], '.2f')} | "
+            f"{_f(r['p50_ms'], '.3f')} | {_f(r['p90_ms'], '.3f')} | {_f(r['p99_ms'], '.3f')} | "
+            f"{r['mean_ms']:.3f} ± {r['std_ms']:.3f} | {_f(r['min_ms'], '.3f')} | {_f(r['images_per_s'], ',.0f')} | "
+            f"{stable} | {_f(r.get('pytorch_eager_p50_ms'), '.3f')} | {_ratio(r, 'eager')} | "
+            f"{_f(r.get('pytorch_compile_p50_ms'), '.3f')} | {_ratio(r, 'compile')} |")
+    lines += ["", "Backends: `ort` = session.run on host arrays (CPU) or IO binding with input and output on the GPU; "
+              "`ort-e2e` = session.run from host numpy to host numpy, including host↔device copies; "
+              "`ort-cudagraph` = IO binding replaying a captured CUDA graph (one session per static batch size); "
+              "`torch-eager` / `torch-compile` = the run's PyTorch module on the same inputs.", ""]
+    return lines
 
 
 def write_markdown(path: Path, result: dict) -> Path:

@@ -344,3 +344,41 @@ def test_unavailable_cuda_is_an_error_not_a_cpu_figure(exported):
     res, out = _invoke([exported["t1-fcn"], "--no-latency"])
     assert res.exit_code == 0, out
     assert "cuda skipped" in out
+
+
+# ---------------------------------------------------------------------------------------------- latency stability
+
+
+def test_unstable_latency_is_flagged_and_not_used_for_ratios():
+    import time
+
+    from convkit.evaluate import latency as lat
+    from convkit.evaluate.cli import _summary_line
+    from convkit.evaluate.report import latency_lines
+
+    calls = iter(range(10_000))
+
+    def jittery():  # every fourth call is 20 ms late: p90 ≫ p50
+        if next(calls) % 4 == 0:
+            time.sleep(0.02)
+
+    timing = lat.Timing(warmup=1, runs=24, min_seconds=0.0)
+    noisy = lat.measure(jittery, 1, timing)
+    figures = {"p50_ms": 1.0, "p90_ms": 1.4, "mean_ms": 1.1, "std_ms": 0.5}  # a hand-made stable figure
+    steady = {**noisy, **figures, "unstable": lat.stability(1.0, 1.4, 1.1, 0.5)}
+    assert lat.stability(1.0, 1.6, 1.1, 0.1) and lat.stability(1.0, 1.1, 1.0, 0.6)  # either threshold flags
+    assert noisy["unstable"] and "p90/p50" in noisy["unstable"]
+    assert steady["unstable"] is None
+    assert noisy["images_per_s_basis"] == "batch ÷ mean latency"
+    base = {"precision": "fp32", "provider": "cpu", "batch": 1}
+    rows = lat.attach_ratios([{**base, "backend": "ort", **noisy}, {**base, "backend": "torch-eager", **steady},
+                              {**base, "batch": 2, "backend": "ort", **steady},
+                              {**base, "batch": 2, "backend": "torch-eager", **steady}])
+    assert rows[0]["ratio_to_pytorch_eager"] is None and "unstable ORT" in rows[0]["ratio_to_pytorch_eager_note"]
+    assert rows[2]["ratio_to_pytorch_eager"] == pytest.approx(1.0)
+    md = "\n".join(latency_lines(rows))
+    assert md.count("**UNSTABLE**") == 1 and "— (unstable)" in md and "batch ÷ mean latency" in md
+    res = {"accuracy": [], "latency": rows, "notes": [], "files": {},
+           "summary": {"ort_cpu_b1_p50_ms": noisy["p50_ms"], "ort_cpu_b1_unstable": noisy["unstable"]}}
+    line = _summary_line("m.onnx", res)
+    assert "UNSTABLE" in line and "1 of 4 latency figures are unstable" in line
