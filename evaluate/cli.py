@@ -28,6 +28,10 @@ def _batch_sizes(text: str | None):
 
 def _summary_line(path: str, res: dict) -> str:
     parts = [f"{path}:"]
+    pre = res.get("preprocessing")
+    if pre:
+        parts.append(f"  preprocessing: {pre['used']}")
+        parts += [f"  WARNING: {w}" for w in pre["warnings"]]
     for a in res["accuracy"]:
         d = a.get("vs_pytorch")
         extra = f" (Δ vs PyTorch {d['delta']['accuracy'] * 100:+.2f} pts, {d['disagreements']} differ)" if d else ""
@@ -59,12 +63,17 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--dataset", default=None, help="Dataset to evaluate on (default: the model's metadata).")
 @click.option("--data-dir", type=click.Path(), default=None, help="Where the dataset is (default: as trained / $CONVKIT_DATA).")
 @click.option("--sample/--no-sample", default=None, help="Use the embedded sample (default: as the run was trained).")
-@click.option("--mean", default=None, help="Per-channel mean, e.g. 0.5,0.5,0.5 (default: metadata).")
-@click.option("--std", default=None, help="Per-channel std (default: metadata).")
+@click.option("--mean", default=None, help="Per-channel mean, e.g. 0.5,0.5,0.5, applied after --input-range (default: "
+              "metadata, else the dataset's catalog mean with --input-range 1, 0 with 255).")
+@click.option("--std", default=None, help="Per-channel std (default: metadata, else the dataset's catalog std with "
+              "--input-range 1, 1 with 255).")
 @click.option("--layout", type=click.Choice(["nchw", "nhwc"], case_sensitive=False), default=None,
-              help="Input layout (default: metadata, else guessed from the input shape).")
+              help="Input layout (default: metadata, else guessed from the input shape: NHWC when only the last "
+                   "dim is 1/3/4, else NCHW).")
 @click.option("--input-range", type=click.Choice(["1", "255"]), default=None,
               help="1: pixels scaled to 0..1 before mean/std; 255: raw 0..255 (default: metadata, else 1).")
+@click.option("--channel-order", type=click.Choice(["rgb", "bgr"], case_sensitive=False), default=None,
+              help="Order of the three colour channels the model expects (default: metadata, else rgb).")
 @click.option("--output", "output_name", default=None,
               help="The graph output holding the class scores (required when the model has several; default: its "
                    "only output).")
@@ -88,13 +97,16 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--device-id", type=int, default=0, show_default=True, help="GPU index.")
 @click.option("--out", type=click.Path(), default=None, help="Output folder for a non-run .onnx (default: <stem>_eval beside it).")
 @serving_cli.cli_options
-def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, std, layout, input_range, output_name,
+def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, std, layout, input_range, channel_order,
+                 output_name,
                  warmup, runs,
                  min_seconds, batch_sizes, threads, precisions, max_accuracy_drop, cudnn_conv_algo_search, cuda_graph,
                  torch_compile, no_latency, device_id, out, **serving_opts):
     """Evaluate ONNX models (files or run directories) under ONNX Runtime: accuracy, confusion, latency.
 
     Writes eval.json, eval.md, latency.png, confusion.png and confusion.csv into the run directory (or --out).
+    Prints the preprocessing used, each value marked metadata / flag / default / guessed; when predictions
+    collapse (one class, or near-chance accuracy) it warns and probes the usual conventions on 300 images.
     Exit codes: 0 fine, 1 an accuracy gate failed, 2 bad usage or input.
     """
     from convkit.evaluate.model_io import parse_floats
@@ -109,7 +121,7 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, s
     opts = EvalOptions(
         data=DataOptions(dataset=dataset, data_dir=data_dir, sample=sample, mean=parse_floats(mean, "--mean"),
                          std=parse_floats(std, "--std"), layout=layout, input_range=input_range,
-                         output=output_name),
+                         output=output_name, channel_order=channel_order),
         providers=ProviderOptions(provider=provider, device_id=device_id, threads=threads,
                                   cudnn_conv_algo_search=cudnn_conv_algo_search),
         timing=TimingOptions(latency=not no_latency, warmup=warmup, runs=runs, min_seconds=min_seconds,

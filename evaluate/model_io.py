@@ -31,6 +31,7 @@ class Overrides:
     layout: str | None = None  # "nchw" | "nhwc"
     input_range: str | None = None  # "1" | "255"
     output: str | None = None  # which graph output holds the class scores (required when there are several)
+    channel_order: str | None = None  # "rgb" | "bgr"
 
 
 @dataclass
@@ -52,7 +53,26 @@ class ModelSpec:
     input_range: str  # "1" or "255"
     precision: str
     metadata: dict = field(default_factory=dict)
-    sources: dict = field(default_factory=dict)  # where dataset/mean/std/layout/range came from
+    # where each preprocessing value came from: "metadata", "flag", "default: …" or "guessed: …"
+    sources: dict = field(default_factory=dict)
+    channel_order: str = "rgb"  # "bgr": the three channels are reversed before mean/std
+
+    @property
+    def has_convkit_metadata(self) -> bool:
+        """Return True when the file carries convkit's metadata (it was exported by convkit)."""
+        return bool(self.metadata.get("experiment") and self.metadata.get("dataset"))
+
+    def defaulted(self) -> list[str]:
+        """Return the preprocessing values that were neither given nor read from metadata (defaults, guesses)."""
+        return [k for k, v in self.sources.items() if v.startswith(("default", "guessed"))]
+
+    def preprocessing_line(self) -> str:
+        """Return one line naming every preprocessing value actually used and where it came from."""
+        def kind(key):
+            return self.sources.get(key, "default")
+        return (f"range 0..{self.input_range} [{kind('input_range')}], mean {list(self.mean)} [{kind('mean')}], "
+                f"std {list(self.std)} [{kind('std')}], layout {self.layout} [{kind('layout')}], "
+                f"channels {self.channel_order} [{kind('channel_order')}]")
 
     @property
     def input_dtype(self):
@@ -63,11 +83,13 @@ class ModelSpec:
         """Return uint8 images [N, C, H, W] converted to the model's input: range, mean/std, layout, dtype."""
         x = images_u8.astype(np.float32)
         if self.input_dtype == np.uint8:
-            out = images_u8
+            out = images_u8[:, ::-1] if self.channel_order == "bgr" and images_u8.shape[1] == 3 else images_u8
         else:
             if self.input_range == "1":
                 x = x / np.float32(255.0)
             c = x.shape[1]
+            if self.channel_order == "bgr" and c == 3:
+                x = x[:, ::-1]
             mean = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
             std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
             if mean.shape[1] not in (1, c) or std.shape[1] not in (1, c):
@@ -84,8 +106,9 @@ class ModelSpec:
                 "output": self.output_name, "layout": self.layout, "fixed_batch": self.fixed_batch,
                 "image_shape_chw": list(self.image_shape), "num_classes": self.num_classes,
                 "dataset": self.dataset, "class_names": self.class_names, "mean": list(self.mean),
-                "std": list(self.std), "input_range": self.input_range, "precision": self.precision,
-                "sources": self.sources,
+                "std": list(self.std), "input_range": self.input_range, "channel_order": self.channel_order,
+                "precision": self.precision, "sources": self.sources,
+                "convkit_metadata": self.has_convkit_metadata, "preprocessing": self.preprocessing_line(),
                 "metadata": {k: v for k, v in self.metadata.items() if k not in ("class_names",)}}
 
 
@@ -228,18 +251,18 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
 
     sources = {}
     dataset = ov.dataset or meta.get("dataset")
-    sources["dataset"] = "override" if ov.dataset else "metadata"
+    sources["dataset"] = "flag" if ov.dataset else "metadata"
     if not dataset:
         raise ConvkitError(f"{path} carries no convkit metadata naming its dataset; pass --dataset (mnist or cifar10)")
     info = get_dataset_info(dataset)
 
     if ov.layout:
         layout = ov.layout.upper()
-        sources["layout"] = "override"
+        sources["layout"] = "flag"
     elif meta.get("input_layout", "").upper() in ("NCHW", "NHWC"):
         layout, sources["layout"] = meta["input_layout"].upper(), "metadata"
     else:
-        layout, sources["layout"] = _guess_layout(in_dims), "guessed from the input shape"
+        layout, sources["layout"] = _guess_layout(in_dims), "guessed: from the input shape"
     if layout not in ("NCHW", "NHWC"):
         raise ConvkitError(f"--layout must be nchw or nhwc, got {ov.layout!r}")
     c, h, w = (in_dims[1], in_dims[2], in_dims[3]) if layout == "NCHW" else (in_dims[3], in_dims[1], in_dims[2])
@@ -256,22 +279,28 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
                            f"{len(class_names)}; pass the matching --dataset")
 
     input_range = ov.input_range or meta.get("input_range") or "1"
-    sources["input_range"] = "override" if ov.input_range else ("metadata" if meta.get("input_range") else "default")
+    sources["input_range"] = ("flag" if ov.input_range else "metadata" if meta.get("input_range") else
+                              "metadata" if meta.get("experiment") else "default: 0..1")
+    channel_order = (ov.channel_order or meta.get("channel_order") or "rgb").lower()
+    sources["channel_order"] = ("flag" if ov.channel_order else "metadata" if meta.get("channel_order") else
+                                "metadata" if meta.get("experiment") else "default: rgb")
+    if channel_order not in ("rgb", "bgr"):
+        raise ConvkitError(f"--channel-order must be rgb or bgr, got {channel_order!r}")
     if input_range not in ("1", "255"):
         what = "--input-range" if ov.input_range else "metadata input_range"
         raise ConvkitError(f"{what} must be 1 or 255, got {input_range!r}")
 
     def _norm(key: str, given, default):
         if given is not None:
-            sources[key] = "override"
+            sources[key] = "flag"
             return tuple(given)
         if meta.get(key):
             sources[key] = "metadata"
             return _floats(meta[key], f"metadata {key}")
         if input_range == "255":
-            sources[key] = "default (raw 0..255 pixels, no normalization)"
+            sources[key] = "default: raw 0..255 pixels, no normalization"
             return (0.0,) if key == "mean" else (1.0,)
-        sources[key] = f"{dataset} catalog default"
+        sources[key] = f"default: {dataset} catalog"
         return tuple(default)
 
     mean = _norm("mean", ov.mean, info.mean)
@@ -283,7 +312,8 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
     return ModelSpec(path=path, input_name=inp.name, output_name=out.name, input_type=input_type, layout=layout,
                      fixed_batch=batch, image_shape=(c, h, w), num_classes=n_classes, dataset=dataset,
                      class_names=class_names, mean=mean, std=std, input_range=input_range,
-                     precision=meta.get("precision") or _precision_from_name(path), metadata=meta, sources=sources)
+                     precision=meta.get("precision") or _precision_from_name(path), metadata=meta, sources=sources,
+                     channel_order=channel_order)
 
 
 def _precision_from_name(path: Path) -> str:

@@ -24,6 +24,7 @@ class DataOptions:
     std: tuple[float, ...] | None = None
     layout: str | None = None
     input_range: str | None = None
+    channel_order: str | None = None  # "rgb" | "bgr"
     output: str | None = None  # the graph output holding the class scores (needed when the model has several)
     eval_batch: int = 256
     max_images: int | None = None  # at most this many test images, evenly spaced (None: all, or as trained)

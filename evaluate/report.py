@@ -93,6 +93,7 @@ def markdown(result: dict) -> str:
     for note in result.get("notes", []):
         lines.append(f"- note: {note}")
     lines.append("")
+    lines += preprocessing_lines(result.get("preprocessing"))
 
     lines += ["## Accuracy", "", "| precision | backend | accuracy | loss | macro F1 | Δacc vs PyTorch (points) | "
               "predictions differing | gate |", "|---|---|---|---|---|---|---|---|"]
@@ -135,6 +136,20 @@ def markdown(result: dict) -> str:
     for k, v in result["providers"]["options"].items():
         lines.append(f"- {k}: `{v}`")
     return "\n".join(lines) + "\n"
+
+
+def preprocessing_lines(pre: dict | None) -> list[str]:
+    """Return eval.md's Preprocessing section: the values used and their sources, warnings, the probe's table."""
+    if not pre:
+        return []
+    lines = ["## Preprocessing", "", f"Used: {pre['used']}", ""]
+    lines += [f"- **WARNING**: {w}" for w in pre["warnings"]]
+    found = pre.get("probe")
+    if found:
+        lines += ["", f"Probe: top-1 accuracy of the usual conventions on {found['images']} test images "
+                  f"(seed {found['seed']}), best first.", "", "| flags | accuracy |", "|---|---|"]
+        lines += [f"| `{c['flags']}` | {c['accuracy']:.3f} |" for c in found["candidates"]]
+    return lines + [""]
 
 
 def _ratio(r: dict, mode: str) -> str:

@@ -14,13 +14,14 @@ import torch
 
 from convkit.artifacts import CHECKPOINT, RunModel, data_settings, load_run_model, run_lock, write_artifact
 from convkit.atomic import ensure_writable_dir
+from convkit.data.catalog import get_dataset_info
 from convkit.data.load import LoadedDataset, load_dataset
 from convkit.devices import reference_device
 from convkit.envinfo import environment, physical_cores
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError
 from convkit.evaluate import accuracy as acc
 from convkit.evaluate import latency as lat
-from convkit.evaluate import report, serving
+from convkit.evaluate import probe, report, serving
 from convkit.evaluate.model_io import ModelSpec, Overrides, inspect_model
 from convkit.evaluate.options import EvalOptions
 from convkit.evaluate.providers import ProviderConfig, make_session, preload_cuda_libraries, select_providers
@@ -83,10 +84,12 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
         sessions = open_sessions(setup)
         accuracy, failures = acc.ort_accuracy(sessions, setup.specs, images, labels, reference,
                                               opts.max_accuracy_drop, opts.data.eval_batch)
+        preprocessing = check_preprocessing(setup, sessions, accuracy, images, labels, opts.data.eval_batch)
         rows = measure_latency(setup, sessions, images, opts) if opts.timing.latency else []
     finally:
         torch.set_num_threads(old_threads)
     result = assemble(setup, opts, reference, accuracy, failures, rows, given_path)
+    result["preprocessing"] = preprocessing
     serving.attach(result, setup, opts, images, labels)  # LoadGen scenarios when asked; the recommendation
     result["files"] = write_outputs(result, setup.target, primary_spec.class_names)
     return result
@@ -106,7 +109,7 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
                                f"{', '.join(target.files)} in {target.out_dir}")
     d = opts.data
     overrides = Overrides(dataset=d.dataset, mean=d.mean, std=d.std, layout=d.layout, input_range=d.input_range,
-                          output=d.output)
+                          output=d.output, channel_order=d.channel_order)
     specs = {}
     for prec, f in files.items():
         spec = inspect_model(f, overrides)
@@ -141,6 +144,15 @@ def check_fresh_exports(specs: dict[str, ModelSpec], checkpoint: Path) -> None:
         if recorded and recorded != current:
             raise ConvkitError(f"{spec.path.name} was exported from another checkpoint than {checkpoint} (the run was "
                                f"retrained since): re-export it with `convkit export {checkpoint.parent}`")
+
+
+def check_preprocessing(setup: Setup, sessions: dict, accuracy: list[dict], images, labels, batch: int) -> dict:
+    """Return the primary model's preprocessing check (see probe.check_preprocessing), on the first provider."""
+    prec, spec = setup.primary
+    key = (prec, setup.providers[0])
+    entry = next(a for a in accuracy if (a["precision"], a["provider"]) == key)
+    info = get_dataset_info(spec.dataset)
+    return probe.check_preprocessing(spec, sessions[key], entry, images, labels, info.mean, info.std, batch)
 
 
 def open_sessions(setup: Setup) -> dict[tuple[str, str], object]:

@@ -152,7 +152,9 @@ def test_exported_run_matches_pytorch(exported, name):
             assert r[k] > 0, (k, r)
         assert r["std_ms"] >= 0 and r["n"] >= 3 and r["p50_ms"] <= r["p99_ms"]
     for r in ort_rows:
-        assert r["pytorch_eager_p50_ms"] > 0 and r["ratio_to_pytorch_eager"] > 0
+        assert r["pytorch_eager_p50_ms"] > 0
+        # a ratio, or (3 timed calls on a busy machine) the reason it was not formed
+        assert (r["ratio_to_pytorch_eager"] or 0) > 0 or "unstable" in r["ratio_to_pytorch_eager_note"]
     assert {"torch-eager"} <= {r["backend"] for r in res["latency"]}
     assert res["summary"]["ort_cpu_b1_p50_ms"] > 0 and res["summary"]["ort_max_batch_ips"] > 0
     assert res["summary"]["ort_acc_delta"] == pytest.approx(0.0)
@@ -276,7 +278,7 @@ def test_overrides_change_preprocessing(tmp_path, mnist_sample):
     assert np.allclose(x, (raw / 255 - 0.5) / 0.25, atol=1e-6)
     spec = inspect_model(path, Overrides(dataset="mnist", input_range="255"))
     assert np.allclose(spec.prepare(mnist_sample.test_images[:2].numpy()), raw)
-    assert spec.sources["dataset"] == "override"
+    assert spec.sources["dataset"] == "flag"
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -382,3 +384,32 @@ def test_unstable_latency_is_flagged_and_not_used_for_ratios():
            "summary": {"ort_cpu_b1_p50_ms": noisy["p50_ms"], "ort_cpu_b1_unstable": noisy["unstable"]}}
     line = _summary_line("m.onnx", res)
     assert "UNSTABLE" in line and "1 of 4 latency figures are unstable" in line
+
+
+# ---------------------------------------------------------------------------------------------- preprocessing
+
+
+def test_wrong_default_preprocessing_warns_and_probe_finds_the_flags(tmp_path, mnist_sample):
+    """A raw 0..255 NHWC model without metadata, evaluated with the defaults (0..1, catalog mean/std): the terminal
+    names every value and its source, warns, detects the collapse and the probe finds the model's convention."""
+    tr_x, tr_y = mnist_sample.train_images.numpy(), mnist_sample.train_labels.numpy()
+    te_x, te_y = mnist_sample.test_images.numpy(), mnist_sample.test_labels.numpy()
+    path, w, b = centroid_classifier(tmp_path / "raw.onnx", tr_x, tr_y, batch=4)
+    res, out = _invoke([path, "--dataset", "mnist", "--sample", "--no-latency", "--threads", "2"])
+    assert res.exit_code == 0, out
+    assert "range 0..1 [default: 0..1]" in out and "layout NHWC [guessed" in out and "[default: mnist catalog]" in out
+    assert "no convkit metadata" in out and "PREDICTIONS COLLAPSED" in out
+    assert "--input-range 255 --mean 0 --std 1 --layout nhwc" in out
+    doc = json.loads((tmp_path / "raw_eval" / "eval.json").read_text())
+    found = doc["preprocessing"]["probe"]
+    expected = float(((te_x.reshape(len(te_x), -1) @ w + b).argmax(axis=1) == te_y).mean())
+    assert doc["accuracy"][0]["accuracy"] < 0.2 < 0.5 < expected
+    assert found["best"]["flags"].startswith("--input-range 255 --mean 0 --std 1")
+    assert found["best"]["accuracy"] > 0.5 and found["images"] == 300
+    assert "PREDICTIONS COLLAPSED" in (tmp_path / "raw_eval" / "eval.md").read_text()
+    # With the probe's flags: no collapse, the independent numpy accuracy, no probe.
+    res, out = _invoke([path, "--dataset", "mnist", "--sample", "--no-latency", "--threads", "2",
+                        *found["best"]["flags"].split()])
+    assert res.exit_code == 0 and "COLLAPSED" not in out and "range 0..255 [flag]" in out
+    doc = json.loads((tmp_path / "raw_eval" / "eval.json").read_text())
+    assert doc["accuracy"][0]["accuracy"] == pytest.approx(expected, abs=1e-9) and doc["preprocessing"]["probe"] is None
