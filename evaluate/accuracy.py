@@ -11,6 +11,8 @@ from convkit.data.loader import normalize
 from convkit.devices import exact_fp32
 from convkit.errors import ConvkitError
 
+CONFUSED_PAIRS = 20  # the most frequent (true, predicted) mistakes listed in eval.json / eval.md
+
 
 def ort_scores(session, spec, images_u8: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Return the model's output rows [N, classes] (float32) for all ``images_u8`` [N, C, H, W].
@@ -71,7 +73,8 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarra
 
 
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
-    """Return top-1 accuracy, loss, per-class precision/recall/F1, the confusion matrix and calibration of ``scores``.
+    """Return top-1 and top-5 accuracy (top-5 None with ≤ 5 classes), loss, per-class precision/recall/F1, the
+    confusion matrix, the most confused (true, predicted) pairs and calibration of ``scores``.
 
     ``scores`` are logits or probabilities (detected with ``is_probabilities``): loss is the cross-entropy of
     the logits, or the NLL of the log-probabilities; ``output_kind`` says which. ``predictions`` is the argmax
@@ -96,11 +99,18 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: 
     recall = np.divide(tp, row, out=np.zeros(k), where=row > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
     norm = np.divide(cm, row[:, None], out=np.zeros((k, k)), where=row[:, None] > 0)
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    worst = np.argsort(-off, axis=None, kind="stable")[:CONFUSED_PAIRS]
+    pairs = [{"true": class_names[i], "predicted": class_names[j], "count": int(off[i, j]),
+              "share_of_true": float(norm[i, j])} for i, j in zip(*np.unravel_index(worst, off.shape)) if off[i, j]]
+    top5 = (np.argsort(-scores, axis=1, kind="stable")[:, :5] == labels[:, None]).any(axis=1)
     per_class = [{"class": class_names[i], "precision": float(precision[i]), "recall": float(recall[i]),
                   "f1": float(f1[i]), "support": int(row[i])} for i in range(k)]
     return {
         "n": int(len(labels)),
         "accuracy": float((preds == labels).mean()) if len(labels) else None,
+        "top5_accuracy": float(top5.mean()) if len(labels) and k > 5 else None,
         "loss": loss,
         "output_kind": "probabilities" if probs else "logits",
         "loss_kind": "NLL of log-probabilities" if probs else "cross-entropy of logits",
@@ -109,6 +119,7 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: 
         "confusion": cm.tolist(),
         "confusion_normalized": np.round(norm, 6).tolist(),
         "calibration": calibration_bins(scores, labels),
+        "confused_pairs": pairs,
         "predictions": preds,
     }
 

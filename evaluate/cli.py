@@ -30,6 +30,11 @@ def _summary_line(path: str, res: dict) -> str:
     parts = [f"{path}:"]
     pre = res.get("preprocessing")
     if pre:
+        if res["dataset"].get("resize"):
+            d = res["dataset"]
+            parts.append(f"  images: {d['source']}; resize shorter side {d['resize']} [{d['resize_source']}], "
+                         f"{d['interpolation']} [{d['interpolation_source']}], center crop "
+                         f"{d['crop'][0]}×{d['crop'][1]} [{d['crop_source']}]")
         parts.append(f"  preprocessing: {pre['used']}")
         parts += [f"  WARNING: {w}" for w in pre["warnings"]]
     for a in res["accuracy"]:
@@ -62,6 +67,18 @@ def _summary_line(path: str, res: dict) -> str:
               help="Execution provider (default: every one that really works here).")
 @click.option("--dataset", default=None, help="Dataset to evaluate on (default: the model's metadata).")
 @click.option("--data-dir", type=click.Path(), default=None, help="Where the dataset is (default: as trained / $CONVKIT_DATA).")
+@click.option("--data", "data_path", type=click.Path(), default=None,
+              help="Evaluate on any labelled images instead: an ImageFolder (one subfolder per class; any size, any "
+                   "format Pillow reads, grayscale or RGB) or a CSV of path,label.")
+@click.option("--classes", "classes_file", type=click.Path(), default=None,
+              help="Text file of class names, one per line, in the model's output order (default: the model's "
+                   "metadata, else the --data folder's class names sorted, as torchvision's ImageFolder).")
+@click.option("--resize", type=click.IntRange(min=1), default=None,
+              help="--data: resize the shorter side to N before the center crop (default: the crop size).")
+@click.option("--crop", type=click.IntRange(min=1), default=None,
+              help="--data: center crop N×N (default: the model's fixed input size; required when it has none).")
+@click.option("--interpolation", type=click.Choice(["bilinear", "bicubic"]), default=None,
+              help="--data: resize interpolation (default: bilinear).")
 @click.option("--sample/--no-sample", default=None, help="Use the embedded sample (default: as the run was trained).")
 @click.option("--mean", default=None, help="Per-channel mean, e.g. 0.5,0.5,0.5, applied after --input-range (default: "
               "metadata, else the dataset's catalog mean with --input-range 1, 0 with 255).")
@@ -97,7 +114,8 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--device-id", type=int, default=0, show_default=True, help="GPU index.")
 @click.option("--out", type=click.Path(), default=None, help="Output folder for a non-run .onnx (default: <stem>_eval beside it).")
 @serving_cli.cli_options
-def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, std, layout, input_range, channel_order,
+def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, classes_file, resize, crop, interpolation,
+                 sample, mean, std, layout, input_range, channel_order,
                  output_name,
                  warmup, runs,
                  min_seconds, batch_sizes, threads, precisions, max_accuracy_drop, cudnn_conv_algo_search, cuda_graph,
@@ -119,7 +137,8 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, s
     if out and len(targets) > 1:
         raise ConvkitError("--out needs a single model; evaluate one .onnx at a time or drop --out")
     opts = EvalOptions(
-        data=DataOptions(dataset=dataset, data_dir=data_dir, sample=sample, mean=parse_floats(mean, "--mean"),
+        data=DataOptions(dataset=dataset, data_dir=data_dir, data_path=data_path, classes=classes_file, resize=resize,
+                         crop=crop, interpolation=interpolation, sample=sample, mean=parse_floats(mean, "--mean"),
                          std=parse_floats(std, "--std"), layout=layout, input_range=input_range,
                          output=output_name, channel_order=channel_order),
         providers=ProviderOptions(provider=provider, device_id=device_id, threads=threads,

@@ -92,8 +92,9 @@ def measure(fn: Callable[[], object], batch: int, timing: Timing, sync: Callable
 
 def make_batch(images_u8: np.ndarray, batch: int) -> np.ndarray:
     """Return ``batch`` real test images (cycled when the split has fewer) as uint8 [batch, C, H, W]."""
-    reps = -(-batch // len(images_u8))
-    return np.ascontiguousarray(np.concatenate([images_u8] * reps)[:batch]) if reps > 1 else images_u8[:batch].copy()
+    head = np.asarray(images_u8[:batch])  # a slice, so a lazily decoded folder decodes only these images
+    reps = -(-batch // len(head))
+    return np.ascontiguousarray(np.concatenate([head] * reps)[:batch]) if reps > 1 else head.copy()
 
 
 def ort_host_latency(session, spec, x: np.ndarray, timing: Timing, sync=None) -> dict:

@@ -15,6 +15,7 @@ from onnx import TensorProto
 
 from convkit.artifacts import VARIANT_FILES
 from convkit.data.catalog import get_dataset_info
+from convkit.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from convkit.errors import ConvkitError
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -32,6 +33,9 @@ class Overrides:
     input_range: str | None = None  # "1" | "255"
     output: str | None = None  # which graph output holds the class scores (required when there are several)
     channel_order: str | None = None  # "rgb" | "bgr"
+    class_names: list[str] | None = None  # --classes: the model's output order
+    folder: str | None = None  # --data: the image folder's name (no catalog dataset)
+    folder_classes: list[str] | None = None  # --data: the folder's classes, sorted
 
 
 @dataclass
@@ -149,17 +153,25 @@ def _no_zero_dims(path: Path, kind: str, value_info, dims: list[int | None]) -> 
                            "re-export it with real (or symbolic) sizes")
 
 
-def _class_names(path: Path, meta: dict, ov: Overrides, info) -> list[str]:
-    """Return the class names: the metadata's list when usable (and no --dataset override), else the catalog's."""
-    names = list(info.classes)
+def _class_names(path: Path, meta: dict, ov: Overrides, info, sources: dict) -> list[str]:
+    """Return the class names in the model's output order: --classes, else the metadata's list when usable (and
+    no --dataset override), else the catalog's, else the --data folder's (sorted, as torchvision's ImageFolder)."""
+    if ov.class_names:
+        sources["classes"] = "flag"
+        return list(ov.class_names)
+    names = None
     if meta.get("class_names") and not ov.dataset:
         try:
             listed = json.loads(meta["class_names"])
         except ValueError:
             listed = None
         if isinstance(listed, list):  # anything else (a number, a mapping) is not a list of names: ignore it
-            names = [str(c) for c in listed]
-    if len(names) != info.num_classes:
+            names, sources["classes"] = [str(c) for c in listed], "metadata"
+    if names is None and info is not None:
+        names, sources["classes"] = list(info.classes), f"default: {info.name} catalog"
+    if names is None:
+        names, sources["classes"] = list(ov.folder_classes or []), "guessed: the folder's class names, sorted"
+    if info is not None and len(names) != info.num_classes:
         raise ConvkitError(f"{path}: metadata class_names lists {len(names)} names but {info.name} has "
                            f"{info.num_classes} classes; pass --dataset to use the catalog's names")
     return names
@@ -250,12 +262,7 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
                            f"{TensorProto.DataType.Name(elem)}; only float32/float16/float64/uint8 images are supported")
 
     sources = {}
-    dataset = ov.dataset or meta.get("dataset")
-    sources["dataset"] = "flag" if ov.dataset else "metadata"
-    if not dataset:
-        raise ConvkitError(f"{path} carries no convkit metadata naming its dataset; pass --dataset (mnist or cifar10)")
-    info = get_dataset_info(dataset)
-
+    dataset, info = _dataset(path, meta, ov, sources)
     if ov.layout:
         layout = ov.layout.upper()
         sources["layout"] = "flag"
@@ -266,17 +273,18 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
     if layout not in ("NCHW", "NHWC"):
         raise ConvkitError(f"--layout must be nchw or nhwc, got {ov.layout!r}")
     c, h, w = (in_dims[1], in_dims[2], in_dims[3]) if layout == "NCHW" else (in_dims[3], in_dims[1], in_dims[2])
-    want = info.input_shape
-    for got, exp, what in ((c, want[0], "channels"), (h, want[1], "height"), (w, want[2], "width")):
-        if got is not None and got != exp:
-            raise ConvkitError(f"{path}: input {inp.name!r} {in_dims} ({layout}) has {got} {what}, but {dataset} "
-                               f"images have {exp}; check --layout or --dataset")
-
-    class_names = _class_names(path, meta, ov, info)
+    if info is not None:
+        want = info.input_shape
+        for got, exp, what in ((c, want[0], "channels"), (h, want[1], "height"), (w, want[2], "width")):
+            if got is not None and got != exp:
+                raise ConvkitError(f"{path}: input {inp.name!r} {in_dims} ({layout}) has {got} {what}, but {dataset} "
+                                   f"images have {exp}; check --layout or --dataset")
+    class_names = _class_names(path, meta, ov, info, sources)
     n_classes = out_dims[1]
     if n_classes is not None and n_classes != len(class_names):
         raise ConvkitError(f"{path}: output {out.name!r} has {n_classes} classes but {dataset} has "
-                           f"{len(class_names)}; pass the matching --dataset")
+                           f"{len(class_names)} ({sources['classes']}); pass the matching "
+                           f"{'--classes FILE' if ov.folder else '--dataset'}")
 
     input_range = ov.input_range or meta.get("input_range") or "1"
     sources["input_range"] = ("flag" if ov.input_range else "metadata" if meta.get("input_range") else
@@ -300,11 +308,12 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
         if input_range == "255":
             sources[key] = "default: raw 0..255 pixels, no normalization"
             return (0.0,) if key == "mean" else (1.0,)
-        sources[key] = f"default: {dataset} catalog"
+        sources[key] = f"default: {norm_name}"
         return tuple(default)
 
-    mean = _norm("mean", ov.mean, info.mean)
-    std = _norm("std", ov.std, info.std)
+    default_mean, default_std, norm_name = default_normalization(info, c)
+    mean = _norm("mean", ov.mean, default_mean)
+    std = _norm("std", ov.std, default_std)
     if not all(s > 0 for s in std):  # 0 divides by zero; a negative std only mirrors the pixel values
         what = "--std" if ov.std is not None else "metadata std"
         raise ConvkitError(f"{what} must be positive (and not contain 0), got {list(std)}")
@@ -314,6 +323,29 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
                      class_names=class_names, mean=mean, std=std, input_range=input_range,
                      precision=meta.get("precision") or _precision_from_name(path), metadata=meta, sources=sources,
                      channel_order=channel_order)
+
+
+def default_normalization(info, channels: int | None) -> tuple[tuple, tuple, str]:
+    """Return (mean, std, where from) for 0..1 pixels: the catalog dataset's, else ImageNet's (torchvision's
+    convention) for colour models and 0.5/0.5 for single-channel ones."""
+    if info is not None:
+        return tuple(info.mean), tuple(info.std), f"{info.name} catalog"
+    if channels == 1:
+        return (0.5,), (0.5,), "0.5/0.5 (single channel, no dataset known)"
+    return IMAGENET_MEAN, IMAGENET_STD, "ImageNet (the torchvision convention)"
+
+
+def _dataset(path: Path, meta: dict, ov: Overrides, sources: dict):
+    """Return (dataset name, catalog DatasetInfo or None for an image folder given with --data)."""
+    if ov.folder:
+        sources["dataset"] = "flag"
+        return ov.folder, None
+    dataset = ov.dataset or meta.get("dataset")
+    sources["dataset"] = "flag" if ov.dataset else "metadata"
+    if not dataset:
+        raise ConvkitError(f"{path} carries no convkit metadata naming its dataset; pass --dataset (mnist or cifar10) "
+                           f"or --data FOLDER")
+    return dataset, get_dataset_info(dataset)
 
 
 def _precision_from_name(path: Path) -> str:

@@ -21,6 +21,10 @@ def _mpl():
     return plt
 
 
+# Above this many classes a confusion-matrix PNG is unreadable: eval.md lists the most confused pairs instead.
+MAX_CONFUSION_PNG_CLASSES = 50
+
+
 def write_confusion_csv(path: Path, metrics: dict, class_names: list[str]) -> Path:
     """Atomically write the confusion matrix as CSV (counts, then row-normalized); returns ``path``."""
     rows = []
@@ -95,17 +99,19 @@ def markdown(result: dict) -> str:
     lines.append("")
     lines += preprocessing_lines(result.get("preprocessing"))
 
-    lines += ["## Accuracy", "", "| precision | backend | accuracy | loss | macro F1 | Δacc vs PyTorch (points) | "
-              "predictions differing | gate |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["## Accuracy", "", "| precision | backend | accuracy | top-5 | loss | macro F1 | Δacc vs PyTorch (points) | "
+              "predictions differing | gate |", "|---|---|---|---|---|---|---|---|---|"]
     pt = result.get("pytorch")
     if pt:
-        lines.append(f"| fp32 | PyTorch eager ({pt['device']}) | {_f(pt['accuracy'])} | {_f(pt['loss'])} | "
+        lines.append(f"| fp32 | PyTorch eager ({pt['device']}) | {_f(pt['accuracy'])} | {_f(pt.get('top5_accuracy'))} | "
+                     f"{_f(pt['loss'])} | "
                      f"{_f(pt['macro_f1'])} | | | |")
     for acc in result["accuracy"]:
         vs = acc.get("vs_pytorch")
         gate = acc.get("gate")
         gate_s = "—" if not gate else (f"{'pass' if gate['passed'] else '**FAIL**'} (max drop {gate['max_drop_points']})")
-        lines.append(f"| {acc['precision']} | ORT {acc['provider']} | {_f(acc['accuracy'])} | {_f(acc['loss'])} | "
+        lines.append(f"| {acc['precision']} | ORT {acc['provider']} | {_f(acc['accuracy'])} | "
+                     f"{_f(acc.get('top5_accuracy'))} | {_f(acc['loss'])} | "
                      f"{_f(acc['macro_f1'])} | {_f(vs['delta']['accuracy'] * 100, '+.2f') if vs else '—'} | "
                      f"{vs['disagreements'] if vs else '—'} | {gate_s} |")
     lines.append("")
@@ -117,6 +123,12 @@ def markdown(result: dict) -> str:
         for c in first["per_class"]:
             lines.append(f"| {c['class']} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
         lines.append("")
+        if len(first["per_class"]) > MAX_CONFUSION_PNG_CLASSES and first.get("confused_pairs"):
+            lines += [f"### Most confused pairs ({len(first['per_class'])} classes: no confusion PNG)", "",
+                      "| true | predicted | images | share of true class |", "|---|---|---|---|"]
+            lines += [f"| {p['true']} | {p['predicted']} | {p['count']} | {p['share_of_true']:.3f} |"
+                      for p in first["confused_pairs"]]
+            lines.append("")
         if first.get("vs_pytorch") and first["vs_pytorch"]["disagreements"]:
             idx = first["vs_pytorch"]["disagreement_indices"]
             lines += [f"Test images whose predicted class differs from PyTorch ({len(idx)} listed): "
@@ -208,8 +220,11 @@ def write_figures(out: Path, names: EvalNames, result: dict, class_names: list[s
         title = (f"{model_name(result)} ({acc['precision']}) — ORT "
                  f"{acc['provider']}, acc {acc['accuracy']:.4f} (n={acc['n']})")
         files[f"confusion_csv{suffix}"] = str(write_confusion_csv(out / names.confusion(suffix, "csv"), acc, class_names))
-        files[f"confusion_png{suffix}"] = str(write_confusion_png(out / names.confusion(suffix, "png"), acc,
-                                                                  class_names, title))
+        png = out / names.confusion(suffix, "png")
+        if len(class_names) <= MAX_CONFUSION_PNG_CLASSES:
+            files[f"confusion_png{suffix}"] = str(write_confusion_png(png, acc, class_names, title))
+        elif png.is_file():  # unreadable at this many classes: eval.md lists the most confused pairs instead
+            png.unlink()
     kept = {Path(f).name for f in files.values()}
     for precision in PRECISIONS:
         for ext in ("csv", "png"):
