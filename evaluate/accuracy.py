@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from convkit import gates
 from convkit.calibration import calibration_bins
@@ -23,7 +26,9 @@ def ort_scores(session, spec, images_u8: np.ndarray, batch_size: int = 256) -> n
     n = len(images_u8)
     step = spec.fixed_batch or batch_size
     outs = []
-    for start in range(0, n, step):
+    # a progress bar on a terminal only (logs and CI stay clean); decoding a large --data folder takes a while
+    for start in tqdm(range(0, n, step), desc=f"{spec.path.name} {spec.precision}", unit="batch", leave=False,
+                      disable=not sys.stderr.isatty()):
         chunk = images_u8[start:start + step]
         real = len(chunk)
         if spec.fixed_batch and real < step:

@@ -28,11 +28,14 @@ def _batch_sizes(text: str | None):
 
 def _summary_line(path: str, res: dict) -> str:
     parts = [f"{path}:"]
+    ds = res.get("dataset")
+    if ds:
+        parts.append(f"  data: {ds.get('label', ds['name'])}, {ds['n']} images ({ds['source']})")
     pre = res.get("preprocessing")
     if pre:
         if res["dataset"].get("resize"):
             d = res["dataset"]
-            parts.append(f"  images: {d['source']}; resize shorter side {d['resize']} [{d['resize_source']}], "
+            parts.append(f"  images: resize shorter side {d['resize']} [{d['resize_source']}], "
                          f"{d['interpolation']} [{d['interpolation_source']}], center crop "
                          f"{d['crop'][0]}×{d['crop'][1]} [{d['crop_source']}]")
         parts.append(f"  preprocessing: {pre['used']}")

@@ -87,9 +87,9 @@ def _f(v, spec: str = ".4f") -> str:
 def markdown(result: dict) -> str:
     """Return eval.md: model, accuracy vs PyTorch, per-class metrics, latency with ratios, method and hardware."""
     m = result["model"]
-    lines = [f"# Evaluation of `{Path(m['path']).name}`", ""]
+    lines = [f"# Evaluation of `{Path(m['path']).name}`", ""] + headline_lines(result)
     ds = result["dataset"]
-    lines += [f"- dataset: **{ds['name']}** test split, {ds['n']} images ({ds['source']})",
+    lines += [f"- dataset: **{ds.get('label', ds['name'])}** {ds['split']} split, {ds['n']} images ({ds['source']})",
               f"- input `{m['input']}` ({m['input_type']}, {m['layout']}, batch "
               f"{m['fixed_batch'] or 'dynamic'}), output `{m['output']}`; range 0..{m['input_range']}, "
               f"mean {m['mean']}, std {m['std']} ({', '.join(f'{k}: {v}' for k, v in m['sources'].items())})",
@@ -148,6 +148,44 @@ def markdown(result: dict) -> str:
     for k, v in result["providers"]["options"].items():
         lines.append(f"- {k}: `{v}`")
     return "\n".join(lines) + "\n"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "—"
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def headline_lines(result: dict) -> list[str]:
+    """Return eval.md's opening: the model's identity, then one line per precision and provider (accuracy,
+    batch-1 p50, best images/s, file size, parameters), then links to the figures."""
+    m, ds = result["model"], result["dataset"]
+    meta = m.get("metadata", {})
+    lines = [f"**{meta.get('experiment') or Path(m['path']).name}** on **{ds.get('label', ds['name'])}** "
+             f"({ds['n']} images)", ""]
+    params = result.get("parameters")
+    for prec, v in result.get("variants", {}).items():
+        lines.append(f"- `{Path(v['path']).name}` ({prec}): sha256 `{v.get('sha256', '?')}`")
+    lines.append("")
+    for a in result["accuracy"]:
+        ort = [r for r in result["latency"] if r["backend"] == "ort" and r["precision"] == a["precision"]
+               and r["provider"] == a["provider"]]
+        b1 = next((r for r in ort if r["batch"] == 1), None)
+        ips = max((r for r in ort if r["images_per_s"]), key=lambda r: r["images_per_s"], default=None)
+        var = result.get("variants", {}).get(a["precision"], {})
+        top5 = f" (top-5 {a['top5_accuracy']:.4f})" if a.get("top5_accuracy") is not None else ""
+        lat = (f"batch-1 p50 {b1['p50_ms']:.3f} ms{' (UNSTABLE)' if b1.get('unstable') else ''}" if b1 else
+               "batch-1 p50 —")
+        best = (f"best {ips['images_per_s']:,.0f} images/s (batch {ips['batch']}, mean-based)"
+                f"{' (UNSTABLE)' if ips.get('unstable') else ''}" if ips else "images/s —")
+        lines.append(f"- **{a['precision']} on ORT {a['provider']}**: accuracy {a['accuracy']:.4f}{top5}, {lat}, "
+                     f"{best}, file {_size(var.get('size_bytes'))}, "
+                     f"{f'{params:,} parameters' if params else 'parameters unknown'}")
+    links = [f"[{Path(f).name}]({Path(f).name})" for k, f in sorted(result.get("files", {}).items())
+             if str(f).endswith(".png")]
+    if links:
+        lines += ["", "Figures: " + ", ".join(links)]
+    return lines + [""]
 
 
 def preprocessing_lines(pre: dict | None) -> list[str]:

@@ -14,7 +14,7 @@ import torch
 
 from convkit.artifacts import CHECKPOINT, RunModel, data_settings, load_run_model, run_lock, write_artifact
 from convkit.atomic import ensure_writable_dir
-from convkit.data.catalog import get_dataset_info
+from convkit.data.catalog import display_name, get_dataset_info
 from convkit.devices import reference_device
 from convkit.envinfo import environment, physical_cores
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError
@@ -227,8 +227,12 @@ def assemble(setup: Setup, opts: EvalOptions, reference: dict | None, accuracy: 
         "input": given_path,
         "run_dir": str(setup.target.run_dir) if setup.target.run_dir else None,
         "model": primary.describe(),
-        "variants": {p: s.describe() for p, s in setup.specs.items()},
-        "dataset": {"name": primary.dataset, "split": "test" if not setup.data.reading else "all", "n": labels_n,
+        "variants": {p: {**s.describe(), "sha256": file_sha256(s.path), "size_bytes": s.path.stat().st_size}
+                     for p, s in setup.specs.items()},
+        "parameters": (sum(t.numel() for t in setup.reference.model.parameters())
+                       if setup.reference is not None else None),
+        "dataset": {"name": primary.dataset, "label": display_name(primary.dataset, setup.data.source),
+                    "split": "test" if not setup.data.reading else "whole folder", "n": labels_n,
                     "source": setup.data.source, "checksum": setup.data.checksum, **setup.data.reading},
         "providers": {"used": setup.providers, "options": {k: c.describe() for k, c in setup.configs.items()}},
         "pytorch": _strip(reference) if reference else None,

@@ -413,3 +413,34 @@ def test_wrong_default_preprocessing_warns_and_probe_finds_the_flags(tmp_path, m
     assert res.exit_code == 0 and "COLLAPSED" not in out and "range 0..255 [flag]" in out
     doc = json.loads((tmp_path / "raw_eval" / "eval.json").read_text())
     assert doc["accuracy"][0]["accuracy"] == pytest.approx(expected, abs=1e-9) and doc["preprocessing"]["probe"] is None
+
+
+# ---------------------------------------------------------------------------------------------- eval.md at a glance
+
+
+def test_eval_md_opens_with_identity_and_one_headline_per_precision_and_provider(exported):
+    import hashlib
+
+    from convkit.data.catalog import display_name
+    from convkit.evaluate.run import evaluate_model
+
+    run_dir = exported["t5-custom-conv"]
+    opts = EvalOptions(providers=ProviderOptions(provider="cpu", threads=2),
+                       timing=TimingOptions(warmup=1, runs=3, min_seconds=0.0, batch_sizes=(1, 8)))
+    res = evaluate_model(run_dir, opts)
+    md = (run_dir / "eval.md").read_text().splitlines()
+    head = "\n".join(md[:12])
+    sha = hashlib.sha256((run_dir / "model.onnx").read_bytes()).hexdigest()
+    label = res["dataset"]["label"]
+    assert label.startswith("CIFAR-10") and f"**t5-custom-conv** on **{label}**" in head and sha in head
+    params = sum(p.numel() for p in __import__("torch").load(run_dir / "checkpoint.pt")["model"].values())
+    line = next(x for x in md[:12] if x.startswith("- **fp32 on ORT cpu**"))
+    acc = res["accuracy"][0]
+    assert f"accuracy {acc['accuracy']:.4f}" in line and "batch-1 p50" in line and "images/s" in line
+    assert "MB" in line or "kB" in line
+    assert f"{res['parameters']:,} parameters" in line and 0 < res["parameters"] <= params
+    assert "[confusion.png](confusion.png)" in head and "[latency.png](latency.png)" in head
+    assert res["variants"]["fp32"]["sha256"] == sha
+    assert display_name("cifar10", "ImageFolder tarball cifar10-jpeg.tar.gz") == "CIFAR-10 (JPEG copy)"
+    assert display_name("cifar10", "pickle batches") == "CIFAR-10"
+    assert label == display_name("cifar10", res["dataset"]["source"])
