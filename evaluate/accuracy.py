@@ -130,25 +130,34 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: 
 
 
 def compare_backends(ort: dict, ref: dict, max_listed: int = 1000) -> dict:
-    """Return per-metric deltas ORT − reference and the indices of images whose predicted class differs."""
+    """Return per-metric deltas ORT − reference and the indices of images whose predicted class differs.
+
+    A differing image where the reference's top two scores are within gates.TIE_GAP (``ref["tie_mask"]``) is a
+    tie: counted in ``ties``, not in ``disagreements`` (which the gate uses).
+    """
     deltas = {"accuracy": ort["accuracy"] - ref["accuracy"],
               "loss": (ort["loss"] - ref["loss"]) if ort["loss"] is not None and ref["loss"] is not None else None,
               "macro_f1": ort["macro_f1"] - ref["macro_f1"]}
     for key in ("precision", "recall", "f1"):
         deltas[f"per_class_{key}"] = [a[key] - b[key] for a, b in zip(ort["per_class"], ref["per_class"])]
-    differ = np.nonzero(ort["predictions"] != ref["predictions"])[0]
-    return {"delta": deltas, "disagreements": int(len(differ)),
+    flips = ort["predictions"] != ref["predictions"]
+    ties = flips & ref["tie_mask"] if "tie_mask" in ref else np.zeros_like(flips)
+    differ = np.nonzero(flips & ~ties)[0]
+    return {"delta": deltas, "disagreements": int(len(differ)), "ties": int(ties.sum()), "tie_gap": gates.TIE_GAP,
             "disagreement_indices": differ[:max_listed].tolist(),
             "disagreement_indices_truncated": bool(len(differ) > max_listed)}
 
 
 def pytorch_accuracy(reference, images_u8: np.ndarray, labels: np.ndarray, class_names: list[str],
                      device: str = "cpu") -> dict:
-    """Return the classification metrics of the run's eager PyTorch model in fp32 (TF32 off) on ``device``."""
+    """Return the classification metrics of the run's eager PyTorch model in fp32 (TF32 off) on ``device``, and
+    ``tie_mask``: the images whose top two logits are within gates.TIE_GAP (not JSON: dropped with "predictions")."""
     with exact_fp32():
         scores = torch_scores(reference.model, images_u8, reference.mean, reference.std, device)
     reference.model.to("cpu")
-    return {**classification_metrics(scores, labels, class_names), "device": device}
+    top2 = np.sort(scores.astype(np.float64), axis=1)[:, -2:]
+    tie_mask = (top2[:, 1] - top2[:, 0]) < gates.TIE_GAP
+    return {**classification_metrics(scores, labels, class_names), "device": device, "tie_mask": tie_mask}
 
 
 def gate_verdict(precision: str, ort: dict, vs_pytorch: dict, reference: dict, limits: dict) -> dict:

@@ -444,3 +444,15 @@ def test_eval_md_opens_with_identity_and_one_headline_per_precision_and_provider
     assert display_name("cifar10", "ImageFolder tarball cifar10-jpeg.tar.gz") == "CIFAR-10 (JPEG copy)"
     assert display_name("cifar10", "pickle batches") == "CIFAR-10"
     assert label == display_name("cifar10", res["dataset"]["source"])
+
+
+def test_vs_pytorch_comparison_counts_ties_apart():
+    from convkit.evaluate.accuracy import classification_metrics, compare_backends
+
+    labels = np.array([0, 1, 0, 1])
+    ref_scores = np.array([[1.0, 1.0], [0.0, 2.0], [3.0, 0.0], [0.0, 1.0]], np.float32)  # image 0: an exact tie
+    ort_scores = np.array([[1.0, 1.0 + 1e-7], [0.0, 2.0], [3.0, 0.0], [1.0, 0.0]], np.float32)  # 0: tie, 3: flip
+    ref = {**classification_metrics(ref_scores, labels, ["a", "b"]), "tie_mask": np.array([True, False, False, False])}
+    ort = classification_metrics(ort_scores, labels, ["a", "b"])
+    cmp = compare_backends(ort, ref)
+    assert cmp["disagreements"] == 1 and cmp["ties"] == 1 and cmp["disagreement_indices"] == [3]
