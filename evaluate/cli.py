@@ -47,7 +47,8 @@ def _summary_line(path: str, res: dict) -> str:
     s = res["summary"]
     for kind in ("cpu", "cuda"):
         if f"ort_{kind}_b1_p50_ms" in s:
-            why = s.get(f"ort_{kind}_b1_unstable")
+            why = next((r.get("unstable") for r in res["latency"] if r["backend"] == "ort" and r["provider"] == kind
+                        and r["batch"] == 1), None)
             flag = f" — UNSTABLE ({why}): rerun on a quiet machine" if why else ""
             parts.append(f"  ORT {kind} batch-1 p50 {s[f'ort_{kind}_b1_p50_ms']:.3f} ms{flag}")
     if "ort_max_batch_ips" in s:

@@ -208,8 +208,6 @@ def summary_fields(accuracy: list[dict], reference: dict | None, rows: list[dict
         b1 = [r for r in ort if r["provider"] == kind and r["batch"] == 1]
         if b1:
             out[f"ort_{kind}_b1_p50_ms"] = b1[0]["p50_ms"]
-            if b1[0].get("unstable"):
-                out[f"ort_{kind}_b1_unstable"] = b1[0]["unstable"]
     ips = [r["images_per_s"] for r in ort if r["images_per_s"]]
     if ips:
         out["ort_max_batch_ips"] = max(ips)

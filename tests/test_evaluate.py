@@ -381,7 +381,7 @@ def test_unstable_latency_is_flagged_and_not_used_for_ratios():
     md = "\n".join(latency_lines(rows))
     assert md.count("**UNSTABLE**") == 1 and "— (unstable)" in md and "batch ÷ mean latency" in md
     res = {"accuracy": [], "latency": rows, "notes": [], "files": {},
-           "summary": {"ort_cpu_b1_p50_ms": noisy["p50_ms"], "ort_cpu_b1_unstable": noisy["unstable"]}}
+           "summary": {"ort_cpu_b1_p50_ms": noisy["p50_ms"]}}
     line = _summary_line("m.onnx", res)
     assert "UNSTABLE" in line and "1 of 4 latency figures are unstable" in line
 
