@@ -43,7 +43,8 @@ def _summary_line(path: str, res: dict) -> str:
     for a in res["accuracy"]:
         d = a.get("vs_pytorch")
         extra = f" (Δ vs PyTorch {d['delta']['accuracy'] * 100:+.2f} pts, {d['disagreements']} differ)" if d else ""
-        parts.append(f"  {a['precision']} ORT {a['provider']}: acc {a['accuracy']:.4f}{extra}")
+        top5 = f", top-5 {a['top5_accuracy']:.4f}" if a.get("top5_accuracy") is not None else ""
+        parts.append(f"  {a['precision']} ORT {a['provider']}: acc {a['accuracy']:.4f}{top5}{extra}")
     s = res["summary"]
     for kind in ("cpu", "cuda"):
         if f"ort_{kind}_b1_p50_ms" in s:
