@@ -44,7 +44,8 @@ def catalog_data(dataset: str, data_dir, sample: bool, max_images: int | None = 
     return TestData(dataset, data.test_images.numpy(), data.test_labels.numpy(), data.source, data.checksum)
 
 
-def folder_data(name: str, files: LabelledFiles, spec, resize: int | None, crop: int | None, interpolation: str | None) -> TestData:
+def folder_data(name: str, files: LabelledFiles, spec, resize: int | None, crop: int | None,
+                interpolation: str | None) -> TestData:
     """Return the TestData of an image folder for the model ``spec``: labels mapped to its class order (a label it
     does not know is a ConvkitError naming it), images decoded lazily at the model's input size.
 

@@ -263,15 +263,7 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
 
     sources = {}
     dataset, info = _dataset(path, meta, ov, sources)
-    if ov.layout:
-        layout = ov.layout.upper()
-        sources["layout"] = "flag"
-    elif meta.get("input_layout", "").upper() in ("NCHW", "NHWC"):
-        layout, sources["layout"] = meta["input_layout"].upper(), "metadata"
-    else:
-        layout, sources["layout"] = _guess_layout(in_dims), "guessed: from the input shape"
-    if layout not in ("NCHW", "NHWC"):
-        raise ConvkitError(f"--layout must be nchw or nhwc, got {ov.layout!r}")
+    layout = _layout(ov, meta, in_dims, sources)
     c, h, w = (in_dims[1], in_dims[2], in_dims[3]) if layout == "NCHW" else (in_dims[3], in_dims[1], in_dims[2])
     if info is not None:
         want = info.input_shape
@@ -286,17 +278,7 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
                            f"{len(class_names)} ({sources['classes']}); pass the matching "
                            f"{'--classes FILE' if ov.folder else '--dataset'}")
 
-    input_range = ov.input_range or meta.get("input_range") or "1"
-    sources["input_range"] = ("flag" if ov.input_range else "metadata" if meta.get("input_range") else
-                              "metadata" if meta.get("experiment") else "default: 0..1")
-    channel_order = (ov.channel_order or meta.get("channel_order") or "rgb").lower()
-    sources["channel_order"] = ("flag" if ov.channel_order else "metadata" if meta.get("channel_order") else
-                                "metadata" if meta.get("experiment") else "default: rgb")
-    if channel_order not in ("rgb", "bgr"):
-        raise ConvkitError(f"--channel-order must be rgb or bgr, got {channel_order!r}")
-    if input_range not in ("1", "255"):
-        what = "--input-range" if ov.input_range else "metadata input_range"
-        raise ConvkitError(f"{what} must be 1 or 255, got {input_range!r}")
+    input_range, channel_order = _range_and_order(ov, meta, sources)
 
     def _norm(key: str, given, default):
         if given is not None:
@@ -323,6 +305,36 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
                      class_names=class_names, mean=mean, std=std, input_range=input_range,
                      precision=meta.get("precision") or _precision_from_name(path), metadata=meta, sources=sources,
                      channel_order=channel_order)
+
+
+def _layout(ov: Overrides, meta: dict, in_dims: list, sources: dict) -> str:
+    """Return "NCHW" or "NHWC": --layout, else the metadata's, else guessed from the input shape."""
+    if ov.layout:
+        layout, sources["layout"] = ov.layout.upper(), "flag"
+    elif meta.get("input_layout", "").upper() in ("NCHW", "NHWC"):
+        layout, sources["layout"] = meta["input_layout"].upper(), "metadata"
+    else:
+        layout, sources["layout"] = _guess_layout(in_dims), "guessed: from the input shape"
+    if layout not in ("NCHW", "NHWC"):
+        raise ConvkitError(f"--layout must be nchw or nhwc, got {ov.layout!r}")
+    return layout
+
+
+def _range_and_order(ov: Overrides, meta: dict, sources: dict) -> tuple[str, str]:
+    """Return (input range "1"|"255", channel order "rgb"|"bgr"): flag, else metadata (a convkit file's are
+    0..1 and RGB, as trained), else the defaults 0..1 and RGB."""
+    input_range = ov.input_range or meta.get("input_range") or "1"
+    sources["input_range"] = ("flag" if ov.input_range else "metadata" if meta.get("input_range") else
+                              "metadata" if meta.get("experiment") else "default: 0..1")
+    channel_order = (ov.channel_order or meta.get("channel_order") or "rgb").lower()
+    sources["channel_order"] = ("flag" if ov.channel_order else "metadata" if meta.get("channel_order") else
+                                "metadata" if meta.get("experiment") else "default: rgb")
+    if channel_order not in ("rgb", "bgr"):
+        raise ConvkitError(f"--channel-order must be rgb or bgr, got {channel_order!r}")
+    if input_range not in ("1", "255"):
+        what = "--input-range" if ov.input_range else "metadata input_range"
+        raise ConvkitError(f"{what} must be 1 or 255, got {input_range!r}")
+    return input_range, channel_order
 
 
 def default_normalization(info, channels: int | None) -> tuple[tuple, tuple, str]:

@@ -44,8 +44,8 @@ def _fmt(values) -> str:
 
 
 def conventions(spec, dataset_mean, dataset_std) -> list[dict]:
-    """Return the preprocessing conventions to try: the current one, 0..1 with the dataset's mean/std, with 0.5/0.5 and without
-    normalization, raw 0..255; each in RGB and BGR (3 channels) and NCHW and NHWC. Each is {"fields", "flags"}."""
+    """Return the preprocessing conventions to try: the current one, 0..1 with the dataset's mean/std, with
+    0.5/0.5 and without normalization, raw 0..255; each in RGB and BGR (3 channels) and NCHW and NHWC. Each is {"fields", "flags"}."""
     norms = [(spec.input_range, tuple(spec.mean), tuple(spec.std)), ("1", tuple(dataset_mean), tuple(dataset_std)),
              ("1", (0.5,), (0.5,)), ("1", (0.0,), (1.0,)), ("255", (0.0,), (1.0,))]
     norms = list(dict.fromkeys(norms))  # the current preprocessing first, each convention once

@@ -99,11 +99,13 @@ def markdown(result: dict) -> str:
     lines.append("")
     lines += preprocessing_lines(result.get("preprocessing"))
 
-    lines += ["## Accuracy", "", "| precision | backend | accuracy | top-5 | loss | macro F1 | Δacc vs PyTorch (points) | "
+    lines += ["## Accuracy", "", "| precision | backend | accuracy | top-5 | loss | macro F1 | "
+              "Δacc vs PyTorch (points) | "
               "predictions differing | gate |", "|---|---|---|---|---|---|---|---|---|"]
     pt = result.get("pytorch")
     if pt:
-        lines.append(f"| fp32 | PyTorch eager ({pt['device']}) | {_f(pt['accuracy'])} | {_f(pt.get('top5_accuracy'))} | "
+        lines.append(f"| fp32 | PyTorch eager ({pt['device']}) | {_f(pt['accuracy'])} | "
+                     f"{_f(pt.get('top5_accuracy'))} | "
                      f"{_f(pt['loss'])} | "
                      f"{_f(pt['macro_f1'])} | | | |")
     for acc in result["accuracy"]:

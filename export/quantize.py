@@ -144,8 +144,9 @@ def to_int8(model_proto, calib: np.ndarray) -> tuple[object, dict]:
         try:
             upgraded = version_converter.convert_version(model_proto, INT8_OPSET)
         except Exception as exc:
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
             raise ConvkitError(f"int8: cannot convert the fp32 graph to opset {INT8_OPSET} "
-                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+                               f"({type(exc).__name__}: {first})") from None
         settings["opset"] = INT8_OPSET
         onnx.save_model(upgraded, str(src))
         try:
