@@ -85,6 +85,7 @@ class ModelSpec:
 
     def prepare(self, images_u8: np.ndarray) -> np.ndarray:
         """Return uint8 images [N, C, H, W] converted to the model's input: range, mean/std, layout, dtype."""
+        images_u8 = np.asarray(images_u8)  # a lazily decoded --data folder is decoded here
         x = images_u8.astype(np.float32)
         if self.input_dtype == np.uint8:
             out = images_u8[:, ::-1] if self.channel_order == "bgr" and images_u8.shape[1] == 3 else images_u8
