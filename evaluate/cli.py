@@ -85,10 +85,12 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--interpolation", type=click.Choice(["bilinear", "bicubic"]), default=None,
               help="--data: resize interpolation (default: bilinear).")
 @click.option("--sample/--no-sample", default=None, help="Use the embedded sample (default: as the run was trained).")
-@click.option("--mean", default=None, help="Per-channel mean, e.g. 0.5,0.5,0.5, applied after --input-range (default: "
-              "metadata, else the dataset's catalog mean with --input-range 1, 0 with 255).")
-@click.option("--std", default=None, help="Per-channel std (default: metadata, else the dataset's catalog std with "
-              "--input-range 1, 1 with 255).")
+@click.option("--mean", default=None,
+              help="Per-channel mean, e.g. 0.5,0.5,0.5, applied after --input-range (default: metadata, else the "
+                   "dataset's catalog mean — ImageNet's for --data — with --input-range 1, 0 with 255).")
+@click.option("--std", default=None,
+              help="Per-channel std (default: metadata, else the dataset's catalog std — ImageNet's for --data — "
+                   "with --input-range 1, 1 with 255).")
 @click.option("--layout", type=click.Choice(["nchw", "nhwc"], case_sensitive=False), default=None,
               help="Input layout (default: metadata, else guessed from the input shape: NHWC when only the last "
                    "dim is 1/3/4, else NCHW).")
@@ -130,6 +132,7 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
     Writes eval.json, eval.md, latency.png, confusion.png and confusion.csv into the run directory (or --out).
     Prints the preprocessing used, each value marked metadata / flag / default / guessed; when predictions
     collapse (one class, or near-chance accuracy) it warns and probes the usual conventions on 300 images.
+    Latency figures with p90/p50 > 1.5 or std/mean > 0.5 are flagged unstable; images/s is batch ÷ mean latency.
     Exit codes: 0 fine, 1 an accuracy gate failed, 2 bad usage or input.
     """
     from convkit.evaluate.model_io import parse_floats
