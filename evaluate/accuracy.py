@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from convkit import gates
 from convkit.calibration import calibration_bins
 from convkit.data.loader import normalize
 from convkit.devices import exact_fp32
 from convkit.errors import ConvkitError
+
+CONFUSED_PAIRS = 20  # the most frequent (true, predicted) mistakes listed in eval.json / eval.md
 
 
 def ort_scores(session, spec, images_u8: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -21,7 +26,9 @@ def ort_scores(session, spec, images_u8: np.ndarray, batch_size: int = 256) -> n
     n = len(images_u8)
     step = spec.fixed_batch or batch_size
     outs = []
-    for start in range(0, n, step):
+    # a progress bar on a terminal only (logs and CI stay clean); decoding a large --data folder takes a while
+    for start in tqdm(range(0, n, step), desc=f"{spec.path.name} {spec.precision}", unit="batch", leave=False,
+                      disable=not sys.stderr.isatty()):
         chunk = images_u8[start:start + step]
         real = len(chunk)
         if spec.fixed_batch and real < step:
@@ -71,7 +78,8 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarra
 
 
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
-    """Return top-1 accuracy, loss, per-class precision/recall/F1, the confusion matrix and calibration of ``scores``.
+    """Return top-1 and top-5 accuracy (top-5 None with ≤ 5 classes), loss, per-class precision/recall/F1, the
+    confusion matrix, the most confused (true, predicted) pairs and calibration of ``scores``.
 
     ``scores`` are logits or probabilities (detected with ``is_probabilities``): loss is the cross-entropy of
     the logits, or the NLL of the log-probabilities; ``output_kind`` says which. ``predictions`` is the argmax
@@ -96,11 +104,18 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: 
     recall = np.divide(tp, row, out=np.zeros(k), where=row > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
     norm = np.divide(cm, row[:, None], out=np.zeros((k, k)), where=row[:, None] > 0)
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    worst = np.argsort(-off, axis=None, kind="stable")[:CONFUSED_PAIRS]
+    pairs = [{"true": class_names[i], "predicted": class_names[j], "count": int(off[i, j]),
+              "share_of_true": float(norm[i, j])} for i, j in zip(*np.unravel_index(worst, off.shape)) if off[i, j]]
+    top5 = (np.argsort(-scores, axis=1, kind="stable")[:, :5] == labels[:, None]).any(axis=1)
     per_class = [{"class": class_names[i], "precision": float(precision[i]), "recall": float(recall[i]),
                   "f1": float(f1[i]), "support": int(row[i])} for i in range(k)]
     return {
         "n": int(len(labels)),
         "accuracy": float((preds == labels).mean()) if len(labels) else None,
+        "top5_accuracy": float(top5.mean()) if len(labels) and k > 5 else None,
         "loss": loss,
         "output_kind": "probabilities" if probs else "logits",
         "loss_kind": "NLL of log-probabilities" if probs else "cross-entropy of logits",
@@ -109,30 +124,40 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: 
         "confusion": cm.tolist(),
         "confusion_normalized": np.round(norm, 6).tolist(),
         "calibration": calibration_bins(scores, labels),
+        "confused_pairs": pairs,
         "predictions": preds,
     }
 
 
 def compare_backends(ort: dict, ref: dict, max_listed: int = 1000) -> dict:
-    """Return per-metric deltas ORT − reference and the indices of images whose predicted class differs."""
+    """Return per-metric deltas ORT − reference and the indices of images whose predicted class differs.
+
+    A differing image where the reference's top two scores are within gates.TIE_GAP (``ref["tie_mask"]``) is a
+    tie: counted in ``ties``, not in ``disagreements`` (which the gate uses).
+    """
     deltas = {"accuracy": ort["accuracy"] - ref["accuracy"],
               "loss": (ort["loss"] - ref["loss"]) if ort["loss"] is not None and ref["loss"] is not None else None,
               "macro_f1": ort["macro_f1"] - ref["macro_f1"]}
     for key in ("precision", "recall", "f1"):
         deltas[f"per_class_{key}"] = [a[key] - b[key] for a, b in zip(ort["per_class"], ref["per_class"])]
-    differ = np.nonzero(ort["predictions"] != ref["predictions"])[0]
-    return {"delta": deltas, "disagreements": int(len(differ)),
+    flips = ort["predictions"] != ref["predictions"]
+    ties = flips & ref["tie_mask"] if "tie_mask" in ref else np.zeros_like(flips)
+    differ = np.nonzero(flips & ~ties)[0]
+    return {"delta": deltas, "disagreements": int(len(differ)), "ties": int(ties.sum()), "tie_gap": gates.TIE_GAP,
             "disagreement_indices": differ[:max_listed].tolist(),
             "disagreement_indices_truncated": bool(len(differ) > max_listed)}
 
 
 def pytorch_accuracy(reference, images_u8: np.ndarray, labels: np.ndarray, class_names: list[str],
                      device: str = "cpu") -> dict:
-    """Return the classification metrics of the run's eager PyTorch model in fp32 (TF32 off) on ``device``."""
+    """Return the classification metrics of the run's eager PyTorch model in fp32 (TF32 off) on ``device``, and
+    ``tie_mask``: the images whose top two logits are within gates.TIE_GAP (not JSON: dropped with "predictions")."""
     with exact_fp32():
         scores = torch_scores(reference.model, images_u8, reference.mean, reference.std, device)
     reference.model.to("cpu")
-    return {**classification_metrics(scores, labels, class_names), "device": device}
+    top2 = np.sort(scores.astype(np.float64), axis=1)[:, -2:]
+    tie_mask = (top2[:, 1] - top2[:, 0]) < gates.TIE_GAP
+    return {**classification_metrics(scores, labels, class_names), "device": device, "tie_mask": tie_mask}
 
 
 def gate_verdict(precision: str, ort: dict, vs_pytorch: dict, reference: dict, limits: dict) -> dict:

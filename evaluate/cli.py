@@ -28,16 +28,36 @@ def _batch_sizes(text: str | None):
 
 def _summary_line(path: str, res: dict) -> str:
     parts = [f"{path}:"]
+    ds = res.get("dataset")
+    if ds:
+        parts.append(f"  data: {ds.get('label', ds['name'])}, {ds['n']} images ({ds['source']})")
+    pre = res.get("preprocessing")
+    if pre:
+        if res["dataset"].get("resize"):
+            d = res["dataset"]
+            parts.append(f"  images: resize shorter side {d['resize']} [{d['resize_source']}], "
+                         f"{d['interpolation']} [{d['interpolation_source']}], center crop "
+                         f"{d['crop'][0]}×{d['crop'][1]} [{d['crop_source']}]")
+        parts.append(f"  preprocessing: {pre['used']}")
+        parts += [f"  WARNING: {w}" for w in pre["warnings"]]
     for a in res["accuracy"]:
         d = a.get("vs_pytorch")
         extra = f" (Δ vs PyTorch {d['delta']['accuracy'] * 100:+.2f} pts, {d['disagreements']} differ)" if d else ""
-        parts.append(f"  {a['precision']} ORT {a['provider']}: acc {a['accuracy']:.4f}{extra}")
+        top5 = f", top-5 {a['top5_accuracy']:.4f}" if a.get("top5_accuracy") is not None else ""
+        parts.append(f"  {a['precision']} ORT {a['provider']}: acc {a['accuracy']:.4f}{top5}{extra}")
     s = res["summary"]
     for kind in ("cpu", "cuda"):
         if f"ort_{kind}_b1_p50_ms" in s:
-            parts.append(f"  ORT {kind} batch-1 p50 {s[f'ort_{kind}_b1_p50_ms']:.3f} ms")
+            why = next((r.get("unstable") for r in res["latency"] if r["backend"] == "ort" and r["provider"] == kind
+                        and r["batch"] == 1), None)
+            flag = f" — UNSTABLE ({why}): rerun on a quiet machine" if why else ""
+            parts.append(f"  ORT {kind} batch-1 p50 {s[f'ort_{kind}_b1_p50_ms']:.3f} ms{flag}")
     if "ort_max_batch_ips" in s:
-        parts.append(f"  best throughput {s['ort_max_batch_ips']:,.0f} images/s")
+        parts.append(f"  best throughput {s['ort_max_batch_ips']:,.0f} images/s (batch ÷ mean latency)")
+    unstable = [r for r in res["latency"] if r.get("unstable")]
+    if unstable:
+        parts.append(f"  warning: {len(unstable)} of {len(res['latency'])} latency figures are unstable "
+                     f"(p90/p50 or std/mean large; see eval.md); ratios from them are not formed")
     parts += serving_cli.summary_lines(res)
     for n in res["notes"]:
         parts.append(f"  note: {n}")
@@ -52,13 +72,35 @@ def _summary_line(path: str, res: dict) -> str:
               help="Execution provider (default: every one that really works here).")
 @click.option("--dataset", default=None, help="Dataset to evaluate on (default: the model's metadata).")
 @click.option("--data-dir", type=click.Path(), default=None, help="Where the dataset is (default: as trained / $CONVKIT_DATA).")
+@click.option("--data", "data_path", type=click.Path(), default=None,
+              help="Evaluate on any labelled images instead: an ImageFolder (one subfolder per class; any size, any "
+                   "format Pillow reads, grayscale or RGB) or a CSV of path,label.")
+@click.option("--classes", "classes_file", type=click.Path(), default=None,
+              help="Text file of class names, one per line, in the model's output order (default: the model's "
+                   "metadata, else the --data folder's class names sorted, as torchvision's ImageFolder).")
+@click.option("--resize", type=click.IntRange(min=1), default=None,
+              help="--data: resize the shorter side to N before the center crop (default: the crop size).")
+@click.option("--crop", type=click.IntRange(min=1), default=None,
+              help="--data: center crop N×N (default: the model's fixed input size; required when it has none).")
+@click.option("--interpolation", type=click.Choice(["bilinear", "bicubic"]), default=None,
+              help="--data: resize interpolation (default: bilinear).")
 @click.option("--sample/--no-sample", default=None, help="Use the embedded sample (default: as the run was trained).")
-@click.option("--mean", default=None, help="Per-channel mean, e.g. 0.5,0.5,0.5 (default: metadata).")
-@click.option("--std", default=None, help="Per-channel std (default: metadata).")
+@click.option("--mean", default=None,
+              help="Per-channel mean, e.g. 0.5,0.5,0.5, applied after --input-range (default: metadata, else the "
+                   "dataset's catalog mean — ImageNet's for --data — with --input-range 1, 0 with 255).")
+@click.option("--std", default=None,
+              help="Per-channel std (default: metadata, else the dataset's catalog std — ImageNet's for --data — "
+                   "with --input-range 1, 1 with 255).")
 @click.option("--layout", type=click.Choice(["nchw", "nhwc"], case_sensitive=False), default=None,
-              help="Input layout (default: metadata, else guessed from the input shape).")
+              help="Input layout (default: metadata, else guessed from the input shape: NHWC when only the last "
+                   "dim is 1/3/4, else NCHW).")
 @click.option("--input-range", type=click.Choice(["1", "255"]), default=None,
               help="1: pixels scaled to 0..1 before mean/std; 255: raw 0..255 (default: metadata, else 1).")
+@click.option("--channel-order", type=click.Choice(["rgb", "bgr"], case_sensitive=False), default=None,
+              help="Order of the three colour channels the model expects (default: metadata, else rgb).")
+@click.option("--output", "output_name", default=None,
+              help="The graph output holding the class scores (required when the model has several; default: its "
+                   "only output).")
 @click.option("--warmup", type=click.IntRange(min=1), default=10, show_default=True, help="Untimed warm-up calls.")
 @click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Minimum timed calls.")
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
@@ -79,12 +121,18 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--device-id", type=int, default=0, show_default=True, help="GPU index.")
 @click.option("--out", type=click.Path(), default=None, help="Output folder for a non-run .onnx (default: <stem>_eval beside it).")
 @serving_cli.cli_options
-def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, std, layout, input_range, warmup, runs,
+def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, classes_file, resize, crop, interpolation,
+                 sample, mean, std, layout, input_range, channel_order,
+                 output_name,
+                 warmup, runs,
                  min_seconds, batch_sizes, threads, precisions, max_accuracy_drop, cudnn_conv_algo_search, cuda_graph,
                  torch_compile, no_latency, device_id, out, **serving_opts):
     """Evaluate ONNX models (files or run directories) under ONNX Runtime: accuracy, confusion, latency.
 
     Writes eval.json, eval.md, latency.png, confusion.png and confusion.csv into the run directory (or --out).
+    Prints the preprocessing used, each value marked metadata / flag / default / guessed; when predictions
+    collapse (one class, or near-chance accuracy) it warns and probes the usual conventions on 300 images.
+    Latency figures with p90/p50 > 1.5 or std/mean > 0.5 are flagged unstable; images/s is batch ÷ mean latency.
     Exit codes: 0 fine, 1 an accuracy gate failed, 2 bad usage or input.
     """
     from convkit.evaluate.model_io import parse_floats
@@ -97,8 +145,10 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, sample, mean, s
     if out and len(targets) > 1:
         raise ConvkitError("--out needs a single model; evaluate one .onnx at a time or drop --out")
     opts = EvalOptions(
-        data=DataOptions(dataset=dataset, data_dir=data_dir, sample=sample, mean=parse_floats(mean, "--mean"),
-                         std=parse_floats(std, "--std"), layout=layout, input_range=input_range),
+        data=DataOptions(dataset=dataset, data_dir=data_dir, data_path=data_path, classes=classes_file, resize=resize,
+                         crop=crop, interpolation=interpolation, sample=sample, mean=parse_floats(mean, "--mean"),
+                         std=parse_floats(std, "--std"), layout=layout, input_range=input_range,
+                         output=output_name, channel_order=channel_order),
         providers=ProviderOptions(provider=provider, device_id=device_id, threads=threads,
                                   cudnn_conv_algo_search=cudnn_conv_algo_search),
         timing=TimingOptions(latency=not no_latency, warmup=warmup, runs=runs, min_seconds=min_seconds,

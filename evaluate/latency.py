@@ -21,6 +21,22 @@ from convkit.evaluate.model_io import _NP_TYPES
 from convkit.evaluate.options import TimingOptions
 
 CLOCK = "time.perf_counter around each call, after torch.cuda.synchronize() on GPU"
+# A figure is unstable when its tail or its spread is large: p90 more than 1.5× p50 (one call in ten much slower,
+# e.g. a noisy neighbour or frequency scaling), or std more than half the mean. Such a p50 is still reported, flagged;
+# ratios are not formed from it.
+UNSTABLE_P90_OVER_P50 = 1.5
+UNSTABLE_STD_OVER_MEAN = 0.5
+IMAGES_PER_S_BASIS = "batch ÷ mean latency"
+
+
+def stability(p50: float, p90: float, mean: float, std: float) -> str | None:
+    """Return why a latency figure is unstable (p90/p50 or std/mean above the thresholds), or None when stable."""
+    reasons = []
+    if p50 > 0 and p90 / p50 > UNSTABLE_P90_OVER_P50:
+        reasons.append(f"p90/p50 {p90 / p50:.2f} > {UNSTABLE_P90_OVER_P50:g}")
+    if mean > 0 and std / mean > UNSTABLE_STD_OVER_MEAN:
+        reasons.append(f"std/mean {std / mean:.2f} > {UNSTABLE_STD_OVER_MEAN:g}")
+    return "; ".join(reasons) or None
 
 
 @dataclass(frozen=True)
@@ -37,7 +53,8 @@ class Timing:
 
 
 def measure(fn: Callable[[], object], batch: int, timing: Timing, sync: Callable[[], None] | None = None) -> dict:
-    """Return latency statistics in ms (first_run, p50, p90, p99, mean, std, min, max), n and images/s for ``fn``."""
+    """Return latency statistics in ms (first_run, p50, p90, p99, mean, std, min, max), n, images/s (from the
+    mean, see ``images_per_s_basis``) and ``unstable`` (the reason, or None) for ``fn``."""
     sync = sync or (lambda: None)
     t0 = time.perf_counter()
     fn()
@@ -55,25 +72,29 @@ def measure(fn: Callable[[], object], batch: int, timing: Timing, sync: Callable
         times.append(time.perf_counter() - t)
     ms = np.asarray(times) * 1e3
     mean = float(ms.mean())
+    p50, p90, std = float(np.percentile(ms, 50)), float(np.percentile(ms, 90)), float(ms.std())
     return {
         "batch": batch,
         "first_run_ms": first * 1e3,
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p90_ms": float(np.percentile(ms, 90)),
+        "p50_ms": p50,
+        "p90_ms": p90,
         "p99_ms": float(np.percentile(ms, 99)),
         "mean_ms": mean,
-        "std_ms": float(ms.std()),
+        "std_ms": std,
         "min_ms": float(ms.min()),
         "max_ms": float(ms.max()),
         "n": int(len(ms)),
         "images_per_s": batch / (mean / 1e3) if mean > 0 else None,
+        "images_per_s_basis": IMAGES_PER_S_BASIS,
+        "unstable": stability(p50, p90, mean, std),
     }
 
 
 def make_batch(images_u8: np.ndarray, batch: int) -> np.ndarray:
     """Return ``batch`` real test images (cycled when the split has fewer) as uint8 [batch, C, H, W]."""
-    reps = -(-batch // len(images_u8))
-    return np.ascontiguousarray(np.concatenate([images_u8] * reps)[:batch]) if reps > 1 else images_u8[:batch].copy()
+    head = np.asarray(images_u8[:batch])  # a slice, so a lazily decoded folder decodes only these images
+    reps = -(-batch // len(head))
+    return np.ascontiguousarray(np.concatenate([head] * reps)[:batch]) if reps > 1 else head.copy()
 
 
 def ort_host_latency(session, spec, x: np.ndarray, timing: Timing, sync=None) -> dict:
@@ -214,17 +235,26 @@ def torch_rows(reference, providers: list[str], images_u8: np.ndarray, opts: Tim
 def attach_ratios(rows: list[dict]) -> list[dict]:
     """Return ``rows`` with PyTorch p50 and ORT ÷ PyTorch ratios attached to every ORT row, in one pass.
 
-    An ORT row on a GPU provider is compared with PyTorch on CUDA at the same batch size.
+    An ORT row on a GPU provider is compared with PyTorch on CUDA at the same batch size. When either figure is
+    unstable the ratio is not formed: ``ratio_to_pytorch_<mode>`` is None and ``ratio_to_pytorch_<mode>_note``
+    says which figure was unstable.
     """
-    torch_p50 = {(r["provider"], r["batch"], r["backend"][len("torch-"):]): r["p50_ms"]
-                 for r in rows if r["backend"].startswith("torch-")}
+    torch_rows_by_key = {(r["provider"], r["batch"], r["backend"][len("torch-"):]): r
+                         for r in rows if r["backend"].startswith("torch-")}
     for r in rows:
         if r["backend"].startswith("torch-"):
             continue
         device = "cpu" if r["provider"] == "cpu" else "cuda"
         for mode in ("eager", "compile"):
-            p50 = torch_p50.get((device, r["batch"], mode))
-            if p50:
-                r[f"pytorch_{mode}_p50_ms"] = p50
-                r[f"ratio_to_pytorch_{mode}"] = r["p50_ms"] / p50
+            t = torch_rows_by_key.get((device, r["batch"], mode))
+            if not t or not t["p50_ms"]:
+                continue
+            r[f"pytorch_{mode}_p50_ms"] = t["p50_ms"]
+            unstable = [f"{who} ({why})" for who, why in (("ORT", r.get("unstable")), ("PyTorch", t.get("unstable")))
+                        if why]
+            if unstable:
+                r[f"ratio_to_pytorch_{mode}"] = None
+                r[f"ratio_to_pytorch_{mode}_note"] = "not formed: unstable " + ", ".join(unstable)
+            else:
+                r[f"ratio_to_pytorch_{mode}"] = r["p50_ms"] / t["p50_ms"]
     return rows

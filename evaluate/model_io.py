@@ -15,6 +15,7 @@ from onnx import TensorProto
 
 from convkit.artifacts import VARIANT_FILES
 from convkit.data.catalog import get_dataset_info
+from convkit.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from convkit.errors import ConvkitError
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -30,6 +31,11 @@ class Overrides:
     std: tuple[float, ...] | None = None
     layout: str | None = None  # "nchw" | "nhwc"
     input_range: str | None = None  # "1" | "255"
+    output: str | None = None  # which graph output holds the class scores (required when there are several)
+    channel_order: str | None = None  # "rgb" | "bgr"
+    class_names: list[str] | None = None  # --classes: the model's output order
+    folder: str | None = None  # --data: the image folder's name (no catalog dataset)
+    folder_classes: list[str] | None = None  # --data: the folder's classes, sorted
 
 
 @dataclass
@@ -51,7 +57,26 @@ class ModelSpec:
     input_range: str  # "1" or "255"
     precision: str
     metadata: dict = field(default_factory=dict)
-    sources: dict = field(default_factory=dict)  # where dataset/mean/std/layout/range came from
+    # where each preprocessing value came from: "metadata", "flag", "default: …" or "guessed: …"
+    sources: dict = field(default_factory=dict)
+    channel_order: str = "rgb"  # "bgr": the three channels are reversed before mean/std
+
+    @property
+    def has_convkit_metadata(self) -> bool:
+        """Return True when the file carries convkit's metadata (it was exported by convkit)."""
+        return bool(self.metadata.get("experiment") and self.metadata.get("dataset"))
+
+    def defaulted(self) -> list[str]:
+        """Return the preprocessing values that were neither given nor read from metadata (defaults, guesses)."""
+        return [k for k, v in self.sources.items() if v.startswith(("default", "guessed"))]
+
+    def preprocessing_line(self) -> str:
+        """Return one line naming every preprocessing value actually used and where it came from."""
+        def kind(key):
+            return self.sources.get(key, "default")
+        return (f"range 0..{self.input_range} [{kind('input_range')}], mean {list(self.mean)} [{kind('mean')}], "
+                f"std {list(self.std)} [{kind('std')}], layout {self.layout} [{kind('layout')}], "
+                f"channels {self.channel_order} [{kind('channel_order')}]")
 
     @property
     def input_dtype(self):
@@ -60,13 +85,16 @@ class ModelSpec:
 
     def prepare(self, images_u8: np.ndarray) -> np.ndarray:
         """Return uint8 images [N, C, H, W] converted to the model's input: range, mean/std, layout, dtype."""
+        images_u8 = np.asarray(images_u8)  # a lazily decoded --data folder is decoded here
         x = images_u8.astype(np.float32)
         if self.input_dtype == np.uint8:
-            out = images_u8
+            out = images_u8[:, ::-1] if self.channel_order == "bgr" and images_u8.shape[1] == 3 else images_u8
         else:
             if self.input_range == "1":
                 x = x / np.float32(255.0)
             c = x.shape[1]
+            if self.channel_order == "bgr" and c == 3:
+                x = x[:, ::-1]
             mean = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
             std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
             if mean.shape[1] not in (1, c) or std.shape[1] not in (1, c):
@@ -83,8 +111,9 @@ class ModelSpec:
                 "output": self.output_name, "layout": self.layout, "fixed_batch": self.fixed_batch,
                 "image_shape_chw": list(self.image_shape), "num_classes": self.num_classes,
                 "dataset": self.dataset, "class_names": self.class_names, "mean": list(self.mean),
-                "std": list(self.std), "input_range": self.input_range, "precision": self.precision,
-                "sources": self.sources,
+                "std": list(self.std), "input_range": self.input_range, "channel_order": self.channel_order,
+                "precision": self.precision, "sources": self.sources,
+                "convkit_metadata": self.has_convkit_metadata, "preprocessing": self.preprocessing_line(),
                 "metadata": {k: v for k, v in self.metadata.items() if k not in ("class_names",)}}
 
 
@@ -125,17 +154,25 @@ def _no_zero_dims(path: Path, kind: str, value_info, dims: list[int | None]) -> 
                            "re-export it with real (or symbolic) sizes")
 
 
-def _class_names(path: Path, meta: dict, ov: Overrides, info) -> list[str]:
-    """Return the class names: the metadata's list when usable (and no --dataset override), else the catalog's."""
-    names = list(info.classes)
+def _class_names(path: Path, meta: dict, ov: Overrides, info, sources: dict) -> list[str]:
+    """Return the class names in the model's output order: --classes, else the metadata's list when usable (and
+    no --dataset override), else the catalog's, else the --data folder's (sorted, as torchvision's ImageFolder)."""
+    if ov.class_names:
+        sources["classes"] = "flag"
+        return list(ov.class_names)
+    names = None
     if meta.get("class_names") and not ov.dataset:
         try:
             listed = json.loads(meta["class_names"])
         except ValueError:
             listed = None
         if isinstance(listed, list):  # anything else (a number, a mapping) is not a list of names: ignore it
-            names = [str(c) for c in listed]
-    if len(names) != info.num_classes:
+            names, sources["classes"] = [str(c) for c in listed], "metadata"
+    if names is None and info is not None:
+        names, sources["classes"] = list(info.classes), f"default: {info.name} catalog"
+    if names is None:
+        names, sources["classes"] = list(ov.folder_classes or []), "guessed: the folder's class names, sorted"
+    if info is not None and len(names) != info.num_classes:
         raise ConvkitError(f"{path}: metadata class_names lists {len(names)} names but {info.name} has "
                            f"{info.num_classes} classes; pass --dataset to use the catalog's names")
     return names
@@ -164,6 +201,24 @@ def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
     return None if text is None else _floats(text, what)
 
 
+def pick_output(path: Path, outputs, name: str | None):
+    """Return the graph output holding the class scores: the only one, or the one named ``name``.
+
+    Several outputs and no name is a ConvkitError (exit 2) listing them with their shapes: scoring the first one
+    silently could measure an auxiliary head or a feature map.
+    """
+    listing = ", ".join(f"{o.name!r} {['?' if d is None else d for d in _dims(o)]}" for o in outputs)
+    if name is not None:
+        found = [o for o in outputs if o.name == name]
+        if not found:
+            raise ConvkitError(f"{path} has no output {name!r}; its outputs: {listing}")
+        return found[0]
+    if len(outputs) > 1:
+        raise ConvkitError(f"{path} has {len(outputs)} outputs ({listing}); pass --output NAME to say which holds "
+                           f"the class scores")
+    return outputs[0]
+
+
 def _guess_layout(dims: list[int | None]) -> str:
     c_first, c_last = dims[1] in (1, 3, 4), dims[3] in (1, 3, 4)
     if c_last and not c_first:
@@ -174,7 +229,8 @@ def _guess_layout(dims: list[int | None]) -> str:
 def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
     """Return the ModelSpec of the ONNX classifier at ``path``; ConvkitError (exit 2) for anything unusable.
 
-    Checks: valid ONNX; exactly one 4-D (image-like) graph input; first output of rank 2 ([N, classes]);
+    Checks: valid ONNX; exactly one 4-D (image-like) graph input; one output (or the one ``overrides.output``
+    names) of rank 2 ([N, classes]);
     the dataset named by metadata or ``overrides`` exists in the catalog; declared classes and image shape
     agree with the dataset.
     """
@@ -191,7 +247,7 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
         raise ConvkitError(f"{path} has no single image-like input (need exactly one 4-D input; found: {desc})")
     inp = images[0]
     in_dims = _dims(inp)
-    out = model.graph.output[0]
+    out = pick_output(path, model.graph.output, ov.output)
     out_dims = _dims(out)
     if len(out_dims) != 2:
         raise ConvkitError(f"{path}: output {out.name!r} has shape {out_dims}, expected [N, classes] logits or "
@@ -207,55 +263,40 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
                            f"{TensorProto.DataType.Name(elem)}; only float32/float16/float64/uint8 images are supported")
 
     sources = {}
-    dataset = ov.dataset or meta.get("dataset")
-    sources["dataset"] = "override" if ov.dataset else "metadata"
-    if not dataset:
-        raise ConvkitError(f"{path} carries no convkit metadata naming its dataset; pass --dataset (mnist or cifar10)")
-    info = get_dataset_info(dataset)
-
-    if ov.layout:
-        layout = ov.layout.upper()
-        sources["layout"] = "override"
-    elif meta.get("input_layout", "").upper() in ("NCHW", "NHWC"):
-        layout, sources["layout"] = meta["input_layout"].upper(), "metadata"
-    else:
-        layout, sources["layout"] = _guess_layout(in_dims), "guessed from the input shape"
-    if layout not in ("NCHW", "NHWC"):
-        raise ConvkitError(f"--layout must be nchw or nhwc, got {ov.layout!r}")
+    dataset, info = _dataset(path, meta, ov, sources)
+    layout = _layout(ov, meta, in_dims, sources)
     c, h, w = (in_dims[1], in_dims[2], in_dims[3]) if layout == "NCHW" else (in_dims[3], in_dims[1], in_dims[2])
-    want = info.input_shape
-    for got, exp, what in ((c, want[0], "channels"), (h, want[1], "height"), (w, want[2], "width")):
-        if got is not None and got != exp:
-            raise ConvkitError(f"{path}: input {inp.name!r} {in_dims} ({layout}) has {got} {what}, but {dataset} "
-                               f"images have {exp}; check --layout or --dataset")
-
-    class_names = _class_names(path, meta, ov, info)
+    if info is not None:
+        want = info.input_shape
+        for got, exp, what in ((c, want[0], "channels"), (h, want[1], "height"), (w, want[2], "width")):
+            if got is not None and got != exp:
+                raise ConvkitError(f"{path}: input {inp.name!r} {in_dims} ({layout}) has {got} {what}, but {dataset} "
+                                   f"images have {exp}; check --layout or --dataset")
+    class_names = _class_names(path, meta, ov, info, sources)
     n_classes = out_dims[1]
     if n_classes is not None and n_classes != len(class_names):
         raise ConvkitError(f"{path}: output {out.name!r} has {n_classes} classes but {dataset} has "
-                           f"{len(class_names)}; pass the matching --dataset")
+                           f"{len(class_names)} ({sources['classes']}); pass the matching "
+                           f"{'--classes FILE' if ov.folder else '--dataset'}")
 
-    input_range = ov.input_range or meta.get("input_range") or "1"
-    sources["input_range"] = "override" if ov.input_range else ("metadata" if meta.get("input_range") else "default")
-    if input_range not in ("1", "255"):
-        what = "--input-range" if ov.input_range else "metadata input_range"
-        raise ConvkitError(f"{what} must be 1 or 255, got {input_range!r}")
+    input_range, channel_order = _range_and_order(ov, meta, sources)
 
     def _norm(key: str, given, default):
         if given is not None:
-            sources[key] = "override"
+            sources[key] = "flag"
             return tuple(given)
         if meta.get(key):
             sources[key] = "metadata"
             return _floats(meta[key], f"metadata {key}")
         if input_range == "255":
-            sources[key] = "default (raw 0..255 pixels, no normalization)"
+            sources[key] = "default: raw 0..255 pixels, no normalization"
             return (0.0,) if key == "mean" else (1.0,)
-        sources[key] = f"{dataset} catalog default"
+        sources[key] = f"default: {norm_name}"
         return tuple(default)
 
-    mean = _norm("mean", ov.mean, info.mean)
-    std = _norm("std", ov.std, info.std)
+    default_mean, default_std, norm_name = default_normalization(info, c)
+    mean = _norm("mean", ov.mean, default_mean)
+    std = _norm("std", ov.std, default_std)
     if not all(s > 0 for s in std):  # 0 divides by zero; a negative std only mirrors the pixel values
         what = "--std" if ov.std is not None else "metadata std"
         raise ConvkitError(f"{what} must be positive (and not contain 0), got {list(std)}")
@@ -263,7 +304,61 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
     return ModelSpec(path=path, input_name=inp.name, output_name=out.name, input_type=input_type, layout=layout,
                      fixed_batch=batch, image_shape=(c, h, w), num_classes=n_classes, dataset=dataset,
                      class_names=class_names, mean=mean, std=std, input_range=input_range,
-                     precision=meta.get("precision") or _precision_from_name(path), metadata=meta, sources=sources)
+                     precision=meta.get("precision") or _precision_from_name(path), metadata=meta, sources=sources,
+                     channel_order=channel_order)
+
+
+def _layout(ov: Overrides, meta: dict, in_dims: list, sources: dict) -> str:
+    """Return "NCHW" or "NHWC": --layout, else the metadata's, else guessed from the input shape."""
+    if ov.layout:
+        layout, sources["layout"] = ov.layout.upper(), "flag"
+    elif meta.get("input_layout", "").upper() in ("NCHW", "NHWC"):
+        layout, sources["layout"] = meta["input_layout"].upper(), "metadata"
+    else:
+        layout, sources["layout"] = _guess_layout(in_dims), "guessed: from the input shape"
+    if layout not in ("NCHW", "NHWC"):
+        raise ConvkitError(f"--layout must be nchw or nhwc, got {ov.layout!r}")
+    return layout
+
+
+def _range_and_order(ov: Overrides, meta: dict, sources: dict) -> tuple[str, str]:
+    """Return (input range "1"|"255", channel order "rgb"|"bgr"): flag, else metadata (a convkit file's are
+    0..1 and RGB, as trained), else the defaults 0..1 and RGB."""
+    input_range = ov.input_range or meta.get("input_range") or "1"
+    sources["input_range"] = ("flag" if ov.input_range else "metadata" if meta.get("input_range") else
+                              "metadata" if meta.get("experiment") else "default: 0..1")
+    channel_order = (ov.channel_order or meta.get("channel_order") or "rgb").lower()
+    sources["channel_order"] = ("flag" if ov.channel_order else "metadata" if meta.get("channel_order") else
+                                "metadata" if meta.get("experiment") else "default: rgb")
+    if channel_order not in ("rgb", "bgr"):
+        raise ConvkitError(f"--channel-order must be rgb or bgr, got {channel_order!r}")
+    if input_range not in ("1", "255"):
+        what = "--input-range" if ov.input_range else "metadata input_range"
+        raise ConvkitError(f"{what} must be 1 or 255, got {input_range!r}")
+    return input_range, channel_order
+
+
+def default_normalization(info, channels: int | None) -> tuple[tuple, tuple, str]:
+    """Return (mean, std, where from) for 0..1 pixels: the catalog dataset's, else ImageNet's (torchvision's
+    convention) for colour models and 0.5/0.5 for single-channel ones."""
+    if info is not None:
+        return tuple(info.mean), tuple(info.std), f"{info.name} catalog"
+    if channels == 1:
+        return (0.5,), (0.5,), "0.5/0.5 (single channel, no dataset known)"
+    return IMAGENET_MEAN, IMAGENET_STD, "ImageNet (the torchvision convention)"
+
+
+def _dataset(path: Path, meta: dict, ov: Overrides, sources: dict):
+    """Return (dataset name, catalog DatasetInfo or None for an image folder given with --data)."""
+    if ov.folder:
+        sources["dataset"] = "flag"
+        return ov.folder, None
+    dataset = ov.dataset or meta.get("dataset")
+    sources["dataset"] = "flag" if ov.dataset else "metadata"
+    if not dataset:
+        raise ConvkitError(f"{path} carries no convkit metadata naming its dataset; pass --dataset (mnist or cifar10) "
+                           f"or --data FOLDER")
+    return dataset, get_dataset_info(dataset)
 
 
 def _precision_from_name(path: Path) -> str:

@@ -19,11 +19,18 @@ class DataOptions:
 
     dataset: str | None = None
     data_dir: str | None = None
+    data_path: str | None = None  # --data: an ImageFolder or a path,label CSV (instead of a catalog dataset)
+    classes: str | None = None  # --classes FILE: class names in the model's output order
+    resize: int | None = None  # --data: shorter side resized to this (None = the crop size)
+    crop: int | None = None  # --data: center crop (None = the model's fixed input size)
+    interpolation: str | None = None  # --data: bilinear | bicubic (None = bilinear)
     sample: bool | None = None  # None = as the run was trained (run dirs), else False
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     layout: str | None = None
     input_range: str | None = None
+    channel_order: str | None = None  # "rgb" | "bgr"
+    output: str | None = None  # the graph output holding the class scores (needed when the model has several)
     eval_batch: int = 256
     max_images: int | None = None  # at most this many test images, evenly spaced (None: all, or as trained)
 

@@ -9,6 +9,7 @@ import numpy as np
 from convkit.artifacts import PRECISIONS, EvalNames
 from convkit.atomic import save_figure, write_csv, write_text
 from convkit.evaluate import serving
+from convkit.evaluate.latency import UNSTABLE_P90_OVER_P50, UNSTABLE_STD_OVER_MEAN
 
 
 def _mpl():
@@ -18,6 +19,10 @@ def _mpl():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+# Above this many classes a confusion-matrix PNG is unreadable: eval.md lists the most confused pairs instead.
+MAX_CONFUSION_PNG_CLASSES = 50
 
 
 def write_confusion_csv(path: Path, metrics: dict, class_names: list[str]) -> Path:
@@ -82,9 +87,9 @@ def _f(v, spec: str = ".4f") -> str:
 def markdown(result: dict) -> str:
     """Return eval.md: model, accuracy vs PyTorch, per-class metrics, latency with ratios, method and hardware."""
     m = result["model"]
-    lines = [f"# Evaluation of `{Path(m['path']).name}`", ""]
+    lines = [f"# Evaluation of `{Path(m['path']).name}`", ""] + headline_lines(result)
     ds = result["dataset"]
-    lines += [f"- dataset: **{ds['name']}** test split, {ds['n']} images ({ds['source']})",
+    lines += [f"- dataset: **{ds.get('label', ds['name'])}** {ds['split']} split, {ds['n']} images ({ds['source']})",
               f"- input `{m['input']}` ({m['input_type']}, {m['layout']}, batch "
               f"{m['fixed_batch'] or 'dynamic'}), output `{m['output']}`; range 0..{m['input_range']}, "
               f"mean {m['mean']}, std {m['std']} ({', '.join(f'{k}: {v}' for k, v in m['sources'].items())})",
@@ -92,18 +97,23 @@ def markdown(result: dict) -> str:
     for note in result.get("notes", []):
         lines.append(f"- note: {note}")
     lines.append("")
+    lines += preprocessing_lines(result.get("preprocessing"))
 
-    lines += ["## Accuracy", "", "| precision | backend | accuracy | loss | macro F1 | Δacc vs PyTorch (points) | "
-              "predictions differing | gate |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["## Accuracy", "", "| precision | backend | accuracy | top-5 | loss | macro F1 | "
+              "Δacc vs PyTorch (points) | "
+              "predictions differing | gate |", "|---|---|---|---|---|---|---|---|---|"]
     pt = result.get("pytorch")
     if pt:
-        lines.append(f"| fp32 | PyTorch eager ({pt['device']}) | {_f(pt['accuracy'])} | {_f(pt['loss'])} | "
+        lines.append(f"| fp32 | PyTorch eager ({pt['device']}) | {_f(pt['accuracy'])} | "
+                     f"{_f(pt.get('top5_accuracy'))} | "
+                     f"{_f(pt['loss'])} | "
                      f"{_f(pt['macro_f1'])} | | | |")
     for acc in result["accuracy"]:
         vs = acc.get("vs_pytorch")
         gate = acc.get("gate")
         gate_s = "—" if not gate else (f"{'pass' if gate['passed'] else '**FAIL**'} (max drop {gate['max_drop_points']})")
-        lines.append(f"| {acc['precision']} | ORT {acc['provider']} | {_f(acc['accuracy'])} | {_f(acc['loss'])} | "
+        lines.append(f"| {acc['precision']} | ORT {acc['provider']} | {_f(acc['accuracy'])} | "
+                     f"{_f(acc.get('top5_accuracy'))} | {_f(acc['loss'])} | "
                      f"{_f(acc['macro_f1'])} | {_f(vs['delta']['accuracy'] * 100, '+.2f') if vs else '—'} | "
                      f"{vs['disagreements'] if vs else '—'} | {gate_s} |")
     lines.append("")
@@ -115,30 +125,18 @@ def markdown(result: dict) -> str:
         for c in first["per_class"]:
             lines.append(f"| {c['class']} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
         lines.append("")
+        if len(first["per_class"]) > MAX_CONFUSION_PNG_CLASSES and first.get("confused_pairs"):
+            lines += [f"### Most confused pairs ({len(first['per_class'])} classes: no confusion PNG)", "",
+                      "| true | predicted | images | share of true class |", "|---|---|---|---|"]
+            lines += [f"| {p['true']} | {p['predicted']} | {p['count']} | {p['share_of_true']:.3f} |"
+                      for p in first["confused_pairs"]]
+            lines.append("")
         if first.get("vs_pytorch") and first["vs_pytorch"]["disagreements"]:
             idx = first["vs_pytorch"]["disagreement_indices"]
             lines += [f"Test images whose predicted class differs from PyTorch ({len(idx)} listed): "
                       f"{', '.join(map(str, idx[:50]))}{' …' if len(idx) > 50 else ''}", ""]
 
-    rows = result["latency"]
-    if rows:
-        lines += ["## Latency", "", "p50/p90/p99 per batch in ms; ratio = ORT p50 ÷ PyTorch p50 at the same batch and "
-                  "device (< 1: ORT faster).", "",
-                  "| precision | provider | backend | batch | first run | p50 | p90 | p99 | mean ± std | min | images/s | "
-                  "PyTorch eager p50 | ratio | PyTorch compile p50 | ratio |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in rows:
-            lines.append(
-                f"| {r['precision']} | {r['provider']} | {r['backend']} | {r['batch']} | {_f(r['first_run_ms'], '.2f')} | "
-                f"{_f(r['p50_ms'], '.3f')} | {_f(r['p90_ms'], '.3f')} | {_f(r['p99_ms'], '.3f')} | "
-                f"{r['mean_ms']:.3f} ± {r['std_ms']:.3f} | {_f(r['min_ms'], '.3f')} | {_f(r['images_per_s'], ',.0f')} | "
-                f"{_f(r.get('pytorch_eager_p50_ms'), '.3f')} | {_f(r.get('ratio_to_pytorch_eager'), '.2f')} | "
-                f"{_f(r.get('pytorch_compile_p50_ms'), '.3f')} | {_f(r.get('ratio_to_pytorch_compile'), '.2f')} |")
-        lines.append("")
-        lines += ["Backends: `ort` = session.run on host arrays (CPU) or IO binding with input and output on the GPU; "
-                  "`ort-e2e` = session.run from host numpy to host numpy, including host↔device copies; "
-                  "`ort-cudagraph` = IO binding replaying a captured CUDA graph (one session per static batch size); "
-                  "`torch-eager` / `torch-compile` = the run's PyTorch module on the same inputs.", ""]
+    lines += latency_lines(result["latency"])
 
     lines += serving.markdown_lines(result)
     meth = result["method"]
@@ -152,6 +150,89 @@ def markdown(result: dict) -> str:
     for k, v in result["providers"]["options"].items():
         lines.append(f"- {k}: `{v}`")
     return "\n".join(lines) + "\n"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "—"
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def headline_lines(result: dict) -> list[str]:
+    """Return eval.md's opening: the model's identity, then one line per precision and provider (accuracy,
+    batch-1 p50, best images/s, file size, parameters), then links to the figures."""
+    m, ds = result["model"], result["dataset"]
+    meta = m.get("metadata", {})
+    lines = [f"**{meta.get('experiment') or Path(m['path']).name}** on **{ds.get('label', ds['name'])}** "
+             f"({ds['n']} images)", ""]
+    params = result.get("parameters")
+    for prec, v in result.get("variants", {}).items():
+        lines.append(f"- `{Path(v['path']).name}` ({prec}): sha256 `{v.get('sha256', '?')}`")
+    lines.append("")
+    for a in result["accuracy"]:
+        ort = [r for r in result["latency"] if r["backend"] == "ort" and r["precision"] == a["precision"]
+               and r["provider"] == a["provider"]]
+        b1 = next((r for r in ort if r["batch"] == 1), None)
+        ips = max((r for r in ort if r["images_per_s"]), key=lambda r: r["images_per_s"], default=None)
+        var = result.get("variants", {}).get(a["precision"], {})
+        top5 = f" (top-5 {a['top5_accuracy']:.4f})" if a.get("top5_accuracy") is not None else ""
+        lat = (f"batch-1 p50 {b1['p50_ms']:.3f} ms{' (UNSTABLE)' if b1.get('unstable') else ''}" if b1 else
+               "batch-1 p50 —")
+        best = (f"best {ips['images_per_s']:,.0f} images/s (batch {ips['batch']}, mean-based)"
+                f"{' (UNSTABLE)' if ips.get('unstable') else ''}" if ips else "images/s —")
+        lines.append(f"- **{a['precision']} on ORT {a['provider']}**: accuracy {a['accuracy']:.4f}{top5}, {lat}, "
+                     f"{best}, file {_size(var.get('size_bytes'))}, "
+                     f"{f'{params:,} parameters' if params else 'parameters unknown'}")
+    links = [f"[{Path(f).name}]({Path(f).name})" for k, f in sorted(result.get("files", {}).items())
+             if str(f).endswith(".png")]
+    if links:
+        lines += ["", "Figures: " + ", ".join(links)]
+    return lines + [""]
+
+
+def preprocessing_lines(pre: dict | None) -> list[str]:
+    """Return eval.md's Preprocessing section: the values used and their sources, warnings, the probe's table."""
+    if not pre:
+        return []
+    lines = ["## Preprocessing", "", f"Used: {pre['used']}", ""]
+    lines += [f"- **WARNING**: {w}" for w in pre["warnings"]]
+    found = pre.get("probe")
+    if found:
+        lines += ["", f"Probe: top-1 accuracy of the usual conventions on {found['images']} test images "
+                  f"(seed {found['seed']}), best first.", "", "| flags | accuracy |", "|---|---|"]
+        lines += [f"| `{c['flags']}` | {c['accuracy']:.3f} |" for c in found["candidates"]]
+    return lines + [""]
+
+
+def _ratio(r: dict, mode: str) -> str:
+    if r.get(f"ratio_to_pytorch_{mode}_note"):
+        return "— (unstable)"
+    return _f(r.get(f"ratio_to_pytorch_{mode}"), ".2f")
+
+
+def latency_lines(rows: list[dict]) -> list[str]:
+    """Return the Latency section of eval.md (empty without rows): one table row per figure, unstable ones flagged."""
+    if not rows:
+        return []
+    lines = ["## Latency", "", "p50/p90/p99 per batch in ms; images/s = batch ÷ mean latency; ratio = ORT p50 ÷ "
+             "PyTorch p50 at the same batch and device (< 1: ORT faster), not formed when either figure is unstable "
+             f"(p90/p50 > {UNSTABLE_P90_OVER_P50:g} or std/mean > {UNSTABLE_STD_OVER_MEAN:g}).", "",
+             "| precision | provider | backend | batch | first run | p50 | p90 | p99 | mean ± std | min | images/s | "
+             "stable | PyTorch eager p50 | ratio | PyTorch compile p50 | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        stable = f"**UNSTABLE** ({r['unstable']})" if r.get("unstable") else "yes"
+        lines.append(
+            f"| {r['precision']} | {r['provider']} | {r['backend']} | {r['batch']} | {_f(r['first_run_ms'], '.2f')} | "
+            f"{_f(r['p50_ms'], '.3f')} | {_f(r['p90_ms'], '.3f')} | {_f(r['p99_ms'], '.3f')} | "
+            f"{r['mean_ms']:.3f} ± {r['std_ms']:.3f} | {_f(r['min_ms'], '.3f')} | {_f(r['images_per_s'], ',.0f')} | "
+            f"{stable} | {_f(r.get('pytorch_eager_p50_ms'), '.3f')} | {_ratio(r, 'eager')} | "
+            f"{_f(r.get('pytorch_compile_p50_ms'), '.3f')} | {_ratio(r, 'compile')} |")
+    lines += ["", "Backends: `ort` = session.run on host arrays (CPU) or IO binding with input and output on the GPU; "
+              "`ort-e2e` = session.run from host numpy to host numpy, including host↔device copies; "
+              "`ort-cudagraph` = IO binding replaying a captured CUDA graph (one session per static batch size); "
+              "`torch-eager` / `torch-compile` = the run's PyTorch module on the same inputs.", ""]
+    return lines
 
 
 def write_markdown(path: Path, result: dict) -> Path:
@@ -179,8 +260,11 @@ def write_figures(out: Path, names: EvalNames, result: dict, class_names: list[s
         title = (f"{model_name(result)} ({acc['precision']}) — ORT "
                  f"{acc['provider']}, acc {acc['accuracy']:.4f} (n={acc['n']})")
         files[f"confusion_csv{suffix}"] = str(write_confusion_csv(out / names.confusion(suffix, "csv"), acc, class_names))
-        files[f"confusion_png{suffix}"] = str(write_confusion_png(out / names.confusion(suffix, "png"), acc,
-                                                                  class_names, title))
+        png = out / names.confusion(suffix, "png")
+        if len(class_names) <= MAX_CONFUSION_PNG_CLASSES:
+            files[f"confusion_png{suffix}"] = str(write_confusion_png(png, acc, class_names, title))
+        elif png.is_file():  # unreadable at this many classes: eval.md lists the most confused pairs instead
+            png.unlink()
     kept = {Path(f).name for f in files.values()}
     for precision in PRECISIONS:
         for ext in ("csv", "png"):

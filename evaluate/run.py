@@ -14,14 +14,15 @@ import torch
 
 from convkit.artifacts import CHECKPOINT, RunModel, data_settings, load_run_model, run_lock, write_artifact
 from convkit.atomic import ensure_writable_dir
-from convkit.data.load import LoadedDataset, load_dataset
+from convkit.data.catalog import display_name, get_dataset_info
 from convkit.devices import reference_device
 from convkit.envinfo import environment, physical_cores
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError
 from convkit.evaluate import accuracy as acc
 from convkit.evaluate import latency as lat
-from convkit.evaluate import report, serving
-from convkit.evaluate.model_io import ModelSpec, Overrides, inspect_model
+from convkit.evaluate import probe, report, serving
+from convkit.evaluate.images import TestData, catalog_data, folder_data, list_labelled, read_classes
+from convkit.evaluate.model_io import ModelSpec, Overrides, default_normalization, inspect_model
 from convkit.evaluate.options import EvalOptions
 from convkit.evaluate.providers import ProviderConfig, make_session, preload_cuda_libraries, select_providers
 from convkit.evaluate.target import Target, resolve_target
@@ -44,7 +45,7 @@ class Setup:
     target: Target
     specs: dict[str, ModelSpec]  # precision → spec, the first is the primary
     reference: RunModel | None
-    data: LoadedDataset
+    data: TestData
     providers: list[str]
     configs: dict[str, ProviderConfig]
     threads: int
@@ -72,7 +73,7 @@ def evaluate_model(path: Path | str, options: EvalOptions | None = None) -> dict
 
 def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
     setup = prepare(target, opts)
-    images, labels = setup.data.test_images.numpy(), setup.data.test_labels.numpy()
+    images, labels = setup.data.images, setup.data.labels
     old_threads = torch.get_num_threads()
     torch.set_num_threads(setup.threads)
     try:
@@ -83,10 +84,12 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
         sessions = open_sessions(setup)
         accuracy, failures = acc.ort_accuracy(sessions, setup.specs, images, labels, reference,
                                               opts.max_accuracy_drop, opts.data.eval_batch)
+        preprocessing = check_preprocessing(setup, sessions, accuracy, images, labels, opts.data.eval_batch)
         rows = measure_latency(setup, sessions, images, opts) if opts.timing.latency else []
     finally:
         torch.set_num_threads(old_threads)
     result = assemble(setup, opts, reference, accuracy, failures, rows, given_path)
+    result["preprocessing"] = preprocessing
     serving.attach(result, setup, opts, images, labels)  # LoadGen scenarios when asked; the recommendation
     result["files"] = write_outputs(result, setup.target, primary_spec.class_names)
     return result
@@ -105,7 +108,12 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
             raise ConvkitError(f"--precision {','.join(opts.precisions)} matches none of "
                                f"{', '.join(target.files)} in {target.out_dir}")
     d = opts.data
-    overrides = Overrides(dataset=d.dataset, mean=d.mean, std=d.std, layout=d.layout, input_range=d.input_range)
+    folder = list_labelled(d.data_path) if d.data_path else None
+    overrides = Overrides(dataset=d.dataset, mean=d.mean, std=d.std, layout=d.layout, input_range=d.input_range,
+                          output=d.output, channel_order=d.channel_order,
+                          class_names=read_classes(d.classes) if d.classes else None,
+                          folder=Path(d.data_path).name if folder else None,
+                          folder_classes=folder.classes if folder else None)
     specs = {}
     for prec, f in files.items():
         spec = inspect_model(f, overrides)
@@ -121,7 +129,8 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
         max_images = max_images or trained_max
     if reference is not None and reference.config.get("dataset") != primary.dataset:
         notes.append(f"the checkpoint was trained on {reference.config.get('dataset')}, evaluated on {primary.dataset}")
-    data = load_dataset(primary.dataset, data_dir, sample=bool(sample), max_images=max_images)
+    data = (folder_data(Path(d.data_path).name, folder, primary, d.resize, d.crop, d.interpolation) if folder else
+            catalog_data(primary.dataset, data_dir, bool(sample), max_images))
     providers, provider_notes = select_providers(opts.providers.provider, opts.providers.device_id)
     threads = int(opts.providers.threads or physical_cores())
     p = opts.providers
@@ -140,6 +149,16 @@ def check_fresh_exports(specs: dict[str, ModelSpec], checkpoint: Path) -> None:
         if recorded and recorded != current:
             raise ConvkitError(f"{spec.path.name} was exported from another checkpoint than {checkpoint} (the run was "
                                f"retrained since): re-export it with `convkit export {checkpoint.parent}`")
+
+
+def check_preprocessing(setup: Setup, sessions: dict, accuracy: list[dict], images, labels, batch: int) -> dict:
+    """Return the primary model's preprocessing check (see probe.check_preprocessing), on the first provider."""
+    prec, spec = setup.primary
+    key = (prec, setup.providers[0])
+    entry = next(a for a in accuracy if (a["precision"], a["provider"]) == key)
+    info = None if setup.data.reading else get_dataset_info(spec.dataset)
+    mean, std, _ = default_normalization(info, spec.image_shape[0])
+    return probe.check_preprocessing(spec, sessions[key], entry, images, labels, mean, std, batch)
 
 
 def open_sessions(setup: Setup) -> dict[tuple[str, str], object]:
@@ -200,15 +219,19 @@ def assemble(setup: Setup, opts: EvalOptions, reference: dict | None, accuracy: 
     """Return the eval.json document (without ``files``) from what was measured."""
     primary_prec, primary = setup.primary
     gpu_used = any(k != "cpu" for k in setup.providers)
-    labels_n = int(len(setup.data.test_labels))
+    labels_n = int(len(setup.data.labels))
     return {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "input": given_path,
         "run_dir": str(setup.target.run_dir) if setup.target.run_dir else None,
         "model": primary.describe(),
-        "variants": {p: s.describe() for p, s in setup.specs.items()},
-        "dataset": {"name": primary.dataset, "split": "test", "n": labels_n, "source": setup.data.source,
-                    "checksum": setup.data.checksum},
+        "variants": {p: {**s.describe(), "sha256": file_sha256(s.path), "size_bytes": s.path.stat().st_size}
+                     for p, s in setup.specs.items()},
+        "parameters": (sum(t.numel() for t in setup.reference.model.parameters())
+                       if setup.reference is not None else None),
+        "dataset": {"name": primary.dataset, "label": display_name(primary.dataset, setup.data.source),
+                    "split": "test" if not setup.data.reading else "whole folder", "n": labels_n,
+                    "source": setup.data.source, "checksum": setup.data.checksum, **setup.data.reading},
         "providers": {"used": setup.providers, "options": {k: c.describe() for k, c in setup.configs.items()}},
         "pytorch": _strip(reference) if reference else None,
         "accuracy": [_strip(a) for a in accuracy],
@@ -277,7 +300,7 @@ def _gpu_info() -> dict:
 
 
 def _strip(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k != "predictions"}
+    return {k: v for k, v in metrics.items() if k not in ("predictions", "tie_mask")}
 
 
 def write_outputs(result: dict, target: Target, class_names: list[str]) -> dict:

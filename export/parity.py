@@ -51,23 +51,39 @@ class Compared:
     images: int
     max_abs_diff: float
     max_rel_diff: float
-    argmax_agreement: float
+    argmax_agreement: float  # share of images with PyTorch's top-1 class, ties not counted as disagreements
     accuracy: float
+    ties: int = 0  # images whose top-1 class differs only where PyTorch's top-two logits are within gates.TIE_GAP
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
+def tie_mask(ref: np.ndarray, gap: float = gates.TIE_GAP) -> np.ndarray:
+    """Return a bool per row of ``ref`` logits [N, classes]: True where the top two are less than ``gap`` apart."""
+    if ref.shape[1] < 2:
+        return np.zeros(len(ref), dtype=bool)
+    top2 = np.sort(ref.astype(np.float64), axis=1)[:, -2:]
+    return (top2[:, 1] - top2[:, 0]) < gap
+
+
 def compare(out: np.ndarray, ref: np.ndarray, labels: np.ndarray) -> Compared:
-    """Compare ``out`` with ``ref`` logits [N, classes]; rel diff is |Δ| over the image's largest |ref logit|."""
+    """Compare ``out`` with ``ref`` logits [N, classes]; rel diff is |Δ| over the image's largest |ref logit|.
+
+    An image whose top-1 class differs where PyTorch's own top two logits are within gates.TIE_GAP is a tie
+    (either answer is PyTorch's, up to rounding): counted in ``ties``, not as a disagreement.
+    """
     diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
     scale = np.maximum(np.abs(ref).max(axis=1, keepdims=True), 1e-6)
+    flips = out.argmax(1) != ref.argmax(1)
+    ties = flips & tie_mask(ref)
     return Compared(
         images=int(len(out)),
         max_abs_diff=float(diff.max()) if diff.size else 0.0,
         max_rel_diff=float((diff / scale).max()) if diff.size else 0.0,
-        argmax_agreement=float((out.argmax(1) == ref.argmax(1)).mean()),
+        argmax_agreement=float(1.0 - (flips & ~ties).mean()) if len(out) else 1.0,
         accuracy=float((out.argmax(1) == labels).mean()),
+        ties=int(ties.sum()),
     )
 
 
@@ -92,6 +108,8 @@ def run_parity(model_bytes: bytes, x: np.ndarray, ref: np.ndarray, labels: np.nd
         "max_abs_diff": max(b["max_abs_diff"] for b in worst),
         "max_rel_diff": max(b["max_rel_diff"] for b in worst),
         "argmax_agreement": min(b["argmax_agreement"] for b in worst),
+        "ties": max(b["ties"] for b in worst),
+        "tie_gap": gates.TIE_GAP,
         "accuracy": batches[str(max(batch_sizes))]["accuracy"],
         "batches": batches,
     }
@@ -106,7 +124,7 @@ def fp32_gate(report: dict, atol: float, max_disagreement_points: float) -> dict
     if not verdict["passed"]:
         reasons.append(f"{verdict['disagreement_points']:.2f} points of images change their top-1 class "
                        f"(max {max_disagreement_points:g})")
-    return {"pass": not reasons, "atol": atol, **verdict, "reasons": reasons}
+    return {"pass": not reasons, "atol": atol, **verdict, "ties": report.get("ties", 0), "reasons": reasons}
 
 
 def variant_gate(precision: str, report: dict, reference_accuracy: float, max_drop_points: float,

@@ -41,7 +41,7 @@ from convkit.devices import reference_device
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError
 from convkit.export.onnx_export import MAX_BATCH, OPSET, TRACE_BATCH, check_onnx, export_onnx
 from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, torch_logits, variant_gate
-from convkit.export.quantize import CALIB_METHOD, calibration_images, to_fp16, to_int8
+from convkit.export.quantize import CALIB_METHOD, INT8_OPSET, calibration_images, to_fp16, to_int8
 from convkit.onnx_meta import build_metadata, file_sha256, set_metadata
 from convkit.suite import get_experiment
 
@@ -157,7 +157,8 @@ def metadata_for(inputs: Inputs, pytorch_acc: float, precision: str) -> dict:
     """Return the ONNX metadata of one exported file (see convkit.onnx_meta)."""
     exp, mcfg = inputs.experiment, inputs.run.default_cfg
     return build_metadata(experiment=exp.name, model=exp.model, dataset=exp.dataset, class_names=mcfg.classes,
-                          mean=mcfg.mean, std=mcfg.std, pytorch_test_acc=pytorch_acc, opset=OPSET,
+                          mean=mcfg.mean, std=mcfg.std, pytorch_test_acc=pytorch_acc,
+                          opset=INT8_OPSET if precision == "int8" else OPSET,
                           precision=precision, checkpoint_sha256=inputs.sha256)
 
 

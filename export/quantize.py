@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from onnx import version_converter
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -21,6 +22,10 @@ from convkit.export.onnx_export import INPUT_NAME
 
 CALIB_METHOD = "MinMax"
 CALIB_BATCH = 64
+# int8 files are emitted at opset 21: DequantizeLinear's per-channel form (axis) is current there (19 and 21 only
+# added types), so independent runtimes such as onnx.reference run the file; ONNX Runtime 1.30/1.31 run and quantize
+# opset 21 (they support up to 23). The fp32 file keeps the exporter's opset.
+INT8_OPSET = 21
 
 
 def to_fp16(model_proto):
@@ -94,6 +99,20 @@ def _quiet():
         root.setLevel(level)
 
 
+def prune_opset_imports(model_proto):
+    """Drop the opset domains no node of the graph (or its functions) uses; returns the proto (changed in place).
+
+    quant_pre_process saves through ONNX Runtime, which declares every domain it knows (com.microsoft, ai.onnx.ml,
+    ...); a consumer that does not know them refuses the file although nothing uses them.
+    """
+    used = {n.domain or "" for n in model_proto.graph.node}
+    used |= {n.domain or "" for f in model_proto.functions for n in f.node} | {f.domain for f in model_proto.functions}
+    keep = [o for o in model_proto.opset_import if (o.domain or "") in used or o.domain in ("", "ai.onnx")]
+    del model_proto.opset_import[:]
+    model_proto.opset_import.extend(keep)
+    return model_proto
+
+
 def calibration_images(train_images_u8, k: int, seed: int):
     """Return (indices, uint8 images): ``k`` training images drawn without replacement by a seeded permutation."""
 
@@ -111,7 +130,8 @@ def to_int8(model_proto, calib: np.ndarray) -> tuple[object, dict]:
     with U8S8 against 0.88 ms and 205 ms with S8S8 (fp32: 0.67 ms and 99 ms).
 
     The graph is first run through ``quant_pre_process`` (shape inference + ORT basic optimizations such as
-    Conv+BatchNorm fusion); when that fails the raw graph is quantized and the settings say so.
+    Conv+BatchNorm fusion); when that fails the raw graph is quantized and the settings say so. The graph is
+    converted to INT8_OPSET first, and the result declares only the opset domains it uses.
     """
 
     class Reader(_ArrayReader, CalibrationDataReader):
@@ -121,7 +141,14 @@ def to_int8(model_proto, calib: np.ndarray) -> tuple[object, dict]:
                 "calibrate_method": CALIB_METHOD, "calibration_images": int(len(calib)), "calibration_batch": CALIB_BATCH}
     with tempfile.TemporaryDirectory(prefix="convkit-int8-") as tmp:
         src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
-        onnx.save_model(model_proto, str(src))
+        try:
+            upgraded = version_converter.convert_version(model_proto, INT8_OPSET)
+        except Exception as exc:
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+            raise ConvkitError(f"int8: cannot convert the fp32 graph to opset {INT8_OPSET} "
+                               f"({type(exc).__name__}: {first})") from None
+        settings["opset"] = INT8_OPSET
+        onnx.save_model(upgraded, str(src))
         try:
             with _quiet():
                 quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
@@ -136,4 +163,4 @@ def to_int8(model_proto, calib: np.ndarray) -> tuple[object, dict]:
                                 calibrate_method=CalibrationMethod.MinMax, use_external_data_format=False)
         except Exception as exc:
             raise ConvkitError(f"int8 quantization failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-        return onnx.load(str(dst)), settings
+        return prune_opset_imports(onnx.load(str(dst))), settings

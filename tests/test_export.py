@@ -276,3 +276,63 @@ def test_export_summary_fields_and_export_all(tmp_path):
     assert fields["export_parity_max_abs"] <= 1e-4
     result = export_all(tmp_path / "seed", n_images=16)
     assert result["exit_code"] == 0 and list(result["results"]) == [str(run_dir)]
+
+
+def test_exact_ties_are_not_disagreements(tmp_path):
+    # PyTorch's top two logits are equal up to rounding: ORT picking the other one is a tie, not a flip.
+    from onnx import TensorProto, helper
+
+    from convkit import gates
+    from convkit.export.onnx_export import INPUT_NAME, OUTPUT_NAME
+    from convkit.export.parity import fp32_gate, run_parity
+
+    graph = helper.make_graph([helper.make_node("Identity", [INPUT_NAME], [OUTPUT_NAME])], "g",
+                              [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["n", 3])],
+                              [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["n", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    eps = gates.TIE_GAP / 20
+    ort_out = np.tile(np.array([[1.0, 1.0 + eps, 0.0]], np.float32), (40, 1))
+    ort_out[:10] = [3.0, 1.0, 0.0]  # agreeing images
+    ref = ort_out.copy()
+    ref[10:] = [1.0 + eps, 1.0, 0.0]  # PyTorch: class 0 by a hair; ORT: class 1 by a hair
+    labels = np.zeros(40, np.int64)
+    report = run_parity(model.SerializeToString(), ort_out, ref, labels, batch_sizes=(7, 40))
+    gate = fp32_gate(report, gates.FP32_ATOL, gates.MAX_DISAGREEMENT["fp32"])
+    assert report["ties"] == 30 and report["argmax_agreement"] == 1.0
+    assert gate["pass"] and gate["ties"] == 30
+    # A real flip (gap well above TIE_GAP) still fails the gate.
+    ref[10:] = [1.0 + 1e-3, 1.0, 0.0]
+    report = run_parity(model.SerializeToString(), ort_out, ref, labels, batch_sizes=(7, 40))
+    assert report["ties"] == 0 and report["argmax_agreement"] == 0.25
+    assert not fp32_gate(report, 1e-2, gates.MAX_DISAGREEMENT["fp32"])["pass"]
+
+
+@pytest.mark.parametrize("experiment", ["t1-fcn", "t5-custom-conv"])
+def test_reference_evaluator_runs_every_precision(sample_runs, variant_reports, experiment):
+    """onnx.reference (an independent ONNX implementation) runs the production fp32, fp16 and int8 files and agrees
+    with ONNX Runtime; the files declare only the opset domains they use (int8 at an opset ≥ 19)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx.reference import ReferenceEvaluator
+
+    from convkit.data.load import load_dataset
+    from convkit.data.loader import normalize
+
+    run_dir = sample_runs[experiment]
+    data = load_dataset("mnist" if experiment == "t1-fcn" else "cifar10", sample=True)
+    meta = read_metadata(run_dir / "model.onnx")
+    x = normalize(data.test_images[:8], json.loads(meta["mean"]), json.loads(meta["std"])).numpy()
+    for name, atol in (("model.onnx", 1e-4), ("model.fp16.onnx", 2e-2), ("model.int8.onnx", 1e-3)):
+        proto = onnx.load(str(run_dir / name))
+        used = {n.domain or "" for n in proto.graph.node}
+        declared = {o.domain for o in proto.opset_import}
+        assert declared <= used | {"", "ai.onnx"}, f"{name} declares unused domains {declared - used}"
+        if name == "model.int8.onnx":
+            assert next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 19
+        (ref,) = ReferenceEvaluator(proto).run(None, {"input": x})
+        sess = ort.InferenceSession(str(run_dir / name), providers=["CPUExecutionProvider"])
+        (got,) = sess.run(None, {"input": x})
+        assert ref.shape == got.shape == (8, 10)
+        # int8: rounding of a requantized activation can differ by one step; compare in logit units
+        np.testing.assert_allclose(ref, got, atol=atol * max(1.0, float(np.abs(got).max())), rtol=0)

@@ -300,3 +300,19 @@ def test_max_images_caps_matching_experiments_and_spreads_over_classes():
     assert len(set(data.train_labels.tolist())) == 10  # evenly spaced through the split: every class kept
     with pytest.raises(ConvkitError):
         resolve_config("t1-fcn", device="cpu", max_images=0)
+
+
+def test_config_records_the_augmentation_training_used(tmp_path):
+    # The fast recipe says crop 4 + flip, but MNIST trains with a 2-pixel crop and no flip: record what ran.
+    mnist = resolve_config("t1-fcn", epochs=1, device="cpu", sample=True, out=tmp_path, compile=False)
+    assert mnist.recipe.crop_pad == 4 and mnist.recipe.flip
+    assert mnist.to_dict()["augmentation"] == {"crop_pad": 2, "flip": False}
+    train_experiment(mnist, quiet=True)
+    for name in ("config.json", "metrics.json"):  # both files say what training did, beside the recipe's values
+        doc = json.loads((Path(mnist.run_dir) / name).read_text())
+        assert doc["config"]["augmentation"] == {"crop_pad": 2, "flip": False}, name
+        assert doc["config"]["recipe"]["crop_pad"] == 4
+    cifar = resolve_config("t5-custom-conv", device="cpu", sample=True, out=tmp_path)
+    assert cifar.to_dict()["augmentation"] == {"crop_pad": cifar.recipe.crop_pad, "flip": cifar.recipe.flip}
+    seed = resolve_config("t1-fcn", recipe="seed", device="cpu", sample=True, out=tmp_path)
+    assert seed.to_dict()["augmentation"] == {"crop_pad": 0, "flip": False}

@@ -41,7 +41,9 @@ class TrainConfig:
     max_images: int | None = None  # at most this many images per split (evenly spaced), e.g. for a quick demo
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Return the config as a JSON-able dict; ``augmentation`` is what training applied (the recipe's crop and
+        flip adjusted per dataset), next to the recipe's own values."""
+        return {**asdict(self), "augmentation": {"crop_pad": self.crop_pad, "flip": self.flip}}
 
     @property
     def crop_pad(self) -> int:

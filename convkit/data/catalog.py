@@ -46,3 +46,12 @@ def get_dataset_info(name: str) -> DatasetInfo:
         return DATASETS[name]
     except KeyError:
         raise ConvkitError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}") from None
+
+
+def display_name(dataset: str, source: str | None) -> str:
+    """Return how reports name a dataset read from ``source``: "CIFAR-10 (JPEG copy)" for a JPEG re-encoding of
+    CIFAR-10 (its accuracies differ from the original's by up to about a point), else the dataset's name."""
+    src = (source or "").lower()
+    if dataset == "cifar10" and ("jpeg" in src or "jpg" in src):
+        return "CIFAR-10 (JPEG copy)"
+    return {"cifar10": "CIFAR-10", "mnist": "MNIST"}.get(dataset, dataset)

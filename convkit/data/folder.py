@@ -1,0 +1,148 @@
+"""Any labelled image folder: an ImageFolder tree (one subfolder per class) or a CSV of ``path,label``, decoded
+on demand in the torchvision/timm evaluation convention (shorter side resized, center crop), in parallel threads.
+
+``FolderImages`` behaves like a uint8 array [N, C, H, W] that is never held whole: indexing it (a slice or an
+index array) decodes just those images, so memory is bounded by the batch a caller asks for, not by N.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from convkit.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+# ImageNet's statistics: the torchvision/timm default for a model whose dataset convkit does not know.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class LabelledFiles:
+    """The images of a folder or CSV: paths, label names (as written), the folder's classes (sorted), provenance."""
+
+    paths: list[Path]
+    labels: list[str]
+    classes: list[str]
+    source: str
+    checksum: str  # sha256 of the sorted (relative path, label) list: which files, not their bytes
+
+
+def _checksum(root: Path, paths: list[Path], labels: list[str]) -> str:
+    h = hashlib.sha256()
+    for p, lab in zip(paths, labels):
+        h.update(f"{os.path.relpath(p, root)}\t{lab}\n".encode())
+    return h.hexdigest()
+
+
+def list_labelled(path: Path | str) -> LabelledFiles:
+    """Return the LabelledFiles of an ImageFolder directory or a ``path,label`` CSV (header optional, paths relative
+    to the CSV's folder); DataError (exit 2) when it is missing, empty or names a file that does not exist."""
+    path = Path(path)
+    if path.is_dir():
+        classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+        pairs = [(f, c) for c in classes for f in sorted((path / c).rglob("*"))
+                 if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
+        kind = "ImageFolder"
+    elif path.is_file() and path.suffix.lower() == ".csv":
+        with path.open(newline="") as fh:
+            rows = [r for r in csv.reader(fh) if r and any(v.strip() for v in r)]
+        if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
+            rows = rows[1:]
+        bad = [r for r in rows if len(r) < 2]
+        if bad:
+            raise DataError(f"{path}: every row must be path,label; got {bad[0]!r}")
+        pairs = [((path.parent / r[0].strip()), r[1].strip()) for r in rows]
+        missing = [p for p, _ in pairs if not p.is_file()]
+        if missing:
+            raise DataError(f"{path}: {len(missing)} listed images do not exist, e.g. {missing[0]}")
+        classes = sorted({lab for _, lab in pairs})
+        kind = "CSV"
+    else:
+        raise DataError(f"--data {path}: not found; pass an ImageFolder (one subfolder per class) or a path,label CSV")
+    if not pairs:
+        raise DataError(f"--data {path}: no images found (ImageFolder: <class>/<image>; extensions "
+                        f"{', '.join(IMAGE_EXTENSIONS)})")
+    paths, labels = [p for p, _ in pairs], [lab for _, lab in pairs]
+    root = path if path.is_dir() else path.parent
+    return LabelledFiles(paths, labels, classes, f"{kind} {path} ({len(paths)} images, {len(classes)} classes)",
+                         _checksum(root, paths, labels))
+
+
+def load_image(path: Path, channels: int, size: tuple[int, int], resize: int | None,
+               interpolation: str = "bilinear") -> np.ndarray:
+    """Return one image as uint8 [C, H, W]: converted to ``channels`` (1 = L, 3 = RGB), its shorter side resized
+    to ``resize`` (None: no resize), then center-cropped to ``size`` (H, W) as torchvision's CenterCrop does
+    (zero-padded when smaller)."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            if resize:
+                w, h = im.size
+                short = min(w, h)
+                # torchvision Resize(int): the shorter side becomes `resize`, the other keeps the aspect (truncated)
+                nw, nh = (resize, int(resize * h / w)) if w == short else (int(resize * w / h), resize)
+                if (nw, nh) != (w, h):
+                    im = im.resize((nw, nh), INTERPOLATIONS[interpolation])
+            arr = np.asarray(im, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DataError(f"cannot decode {path}: {type(exc).__name__}: {exc}") from None
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return center_crop(arr, size).transpose(2, 0, 1)
+
+
+def center_crop(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Return the center ``size`` (H, W) of an HWC array, torchvision's way (top = round((h - H) / 2)), zero-padded
+    first when the image is smaller."""
+    th, tw = size
+    h, w = arr.shape[:2]
+    if h < th or w < tw:
+        ph, pw = max(th - h, 0), max(tw - w, 0)
+        arr = np.pad(arr, ((ph // 2, (ph + 1) // 2), (pw // 2, (pw + 1) // 2), (0, 0)))
+        h, w = arr.shape[:2]
+    top, left = int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+    return arr[top:top + th, left:left + tw]
+
+
+class FolderImages:
+    """The images of a folder as a lazily decoded uint8 array [N, C, H, W]: ``x[a:b]`` or ``x[indices]`` decodes
+    those images with a thread pool and returns a numpy array; nothing is cached."""
+
+    def __init__(self, paths: list[Path], channels: int, size: tuple[int, int], resize: int | None,
+                 interpolation: str = "bilinear", workers: int | None = None):
+        self.paths, self.channels, self.size = list(paths), channels, tuple(size)
+        self.resize, self.interpolation = resize, interpolation
+        self.workers = workers or min(8, os.cpu_count() or 1)
+        self.shape = (len(self.paths), channels, *self.size)
+        self.dtype = np.dtype(np.uint8)
+        self.max_decoded = 0  # the most images one indexing call decoded (what memory is bounded by)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key) -> np.ndarray:
+        idx = range(len(self.paths))[key] if isinstance(key, slice) else np.asarray(key).reshape(-1).tolist()
+        self.max_decoded = max(self.max_decoded, len(idx))
+        out = np.empty((len(idx), self.channels, *self.size), dtype=np.uint8)
+
+        def one(j_i):
+            j, i = j_i
+            out[j] = load_image(self.paths[i], self.channels, self.size, self.resize, self.interpolation)
+
+        with ThreadPoolExecutor(self.workers) as pool:
+            list(pool.map(one, enumerate(idx)))
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self[:]
+        return arr if dtype is None else arr.astype(dtype)

@@ -1,0 +1,83 @@
+"""Which test images an evaluation runs on: a catalog dataset's test split (held in memory, as trained), or any
+labelled image folder / CSV given with ``--data`` (decoded lazily in bounded batches, resized and center-cropped
+in the torchvision/timm evaluation convention)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from convkit.data.folder import INTERPOLATIONS, FolderImages, LabelledFiles, list_labelled
+from convkit.data.load import load_dataset
+from convkit.errors import ConvkitError
+
+
+@dataclass
+class TestData:
+    """Test images (uint8 [N, C, H, W], an array or a FolderImages), int64 labels, provenance, how they were read."""
+
+    name: str
+    images: object
+    labels: np.ndarray
+    source: str
+    checksum: str
+    reading: dict = field(default_factory=dict)  # --data: resize/crop/interpolation and where each came from
+
+
+def read_classes(path: str | Path) -> list[str]:
+    """Return the class names of a --classes file, one per line in the model's output order (blank lines skipped)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConvkitError(f"--classes {p}: not found; give a text file with one class name per line, in the model's "
+                           f"output order")
+    names = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    if len(set(names)) != len(names) or not names:
+        raise ConvkitError(f"--classes {p}: needs one distinct class name per line")
+    return names
+
+
+def catalog_data(dataset: str, data_dir, sample: bool, max_images: int | None = None) -> TestData:
+    """Return the test split of catalog ``dataset`` (in memory, uint8; at most ``max_images`` per split)."""
+    data = load_dataset(dataset, data_dir, sample=sample, max_images=max_images)
+    return TestData(dataset, data.test_images.numpy(), data.test_labels.numpy(), data.source, data.checksum)
+
+
+def folder_data(name: str, files: LabelledFiles, spec, resize: int | None, crop: int | None,
+                interpolation: str | None) -> TestData:
+    """Return the TestData of an image folder for the model ``spec``: labels mapped to its class order (a label it
+    does not know is a ConvkitError naming it), images decoded lazily at the model's input size.
+
+    The crop is the model's fixed H×W (``--crop`` must agree), else ``--crop``; ``--resize`` (shorter side)
+    defaults to the crop size, i.e. the whole image scaled, its longer side center-cropped.
+    """
+    index = {name: i for i, name in enumerate(spec.class_names)}
+    unknown = sorted(set(files.labels) - set(index))
+    if unknown:
+        raise ConvkitError(f"--data has label(s) the model does not know: {', '.join(map(repr, unknown[:10]))}"
+                           f"{' …' if len(unknown) > 10 else ''}; its classes ({spec.sources.get('classes')}): "
+                           f"{', '.join(spec.class_names[:20])}{' …' if len(spec.class_names) > 20 else ''}; "
+                           f"pass --classes FILE with the model's class names in output order")
+    _, h, w = spec.image_shape
+    reading = {}
+    if h and w:
+        if crop and (crop, crop) != (h, w):
+            raise ConvkitError(f"--crop {crop} does not fit the model's fixed input {h}×{w}; drop --crop or pass {h}")
+        size, reading["crop_source"] = (h, w), "flag" if crop else "guessed: the model's fixed input size"
+    elif crop:
+        size, reading["crop_source"] = (crop, crop), "flag"
+    else:
+        raise ConvkitError(f"{spec.path.name} has no fixed input height/width; pass --crop N (and --resize N)")
+    resize_to = resize or min(size)
+    reading.update(resize=resize_to, resize_source="flag" if resize else "default: the crop size",
+                   crop=list(size), interpolation=interpolation or "bilinear",
+                   interpolation_source="flag" if interpolation else "default: bilinear")
+    if reading["interpolation"] not in INTERPOLATIONS:
+        raise ConvkitError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}")
+    channels = spec.image_shape[0] or 3
+    images = FolderImages(files.paths, channels, size, resize_to, reading["interpolation"])
+    labels = np.asarray([index[lab] for lab in files.labels], dtype=np.int64)
+    return TestData(name, images, labels, files.source, files.checksum, reading)
+
+
