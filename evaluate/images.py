@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convkit.data.folder import INTERPOLATIONS, FolderImages, LabelledFiles, list_labelled
+from convkit.data.folder import INTERPOLATIONS, FolderImages, LabelledFiles
 from convkit.data.load import load_dataset
 from convkit.errors import ConvkitError
 
