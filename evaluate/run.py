@@ -15,13 +15,14 @@ import torch
 from convkit.artifacts import CHECKPOINT, RunModel, data_settings, load_run_model, run_lock, write_artifact
 from convkit.atomic import ensure_writable_dir
 from convkit.data.catalog import display_name, get_dataset_info
+from convkit.data.folder import list_labelled
 from convkit.devices import reference_device
 from convkit.envinfo import environment, physical_cores
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError
 from convkit.evaluate import accuracy as acc
 from convkit.evaluate import latency as lat
 from convkit.evaluate import probe, report, serving
-from convkit.evaluate.images import TestData, catalog_data, folder_data, list_labelled, read_classes
+from convkit.evaluate.images import TestData, catalog_data, folder_data, read_classes
 from convkit.evaluate.model_io import ModelSpec, Overrides, default_normalization, inspect_model
 from convkit.evaluate.options import EvalOptions
 from convkit.evaluate.providers import ProviderConfig, make_session, preload_cuda_libraries, select_providers
