@@ -26,3 +26,15 @@ class TrainingDiverged(ConvkitError):
 
     def __init__(self, message: str):
         super().__init__(message, EXIT_DIVERGED)
+
+
+def failure_of(exc: BaseException) -> ConvkitError:
+    """Return ``exc`` when it is a ConvkitError, else a ConvkitError (exit 1) saying `Type: first line`.
+
+    For loops over several items (experiments, exports, evaluations): an unexpected failure of one, such as
+    an out-of-memory or a runtime error on a GPU, is recorded and the others go on.
+    """
+    if isinstance(exc, ConvkitError):
+        return exc
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return ConvkitError(f"{type(exc).__name__}: {first}", EXIT_GATE_FAILED)

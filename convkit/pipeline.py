@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from convkit.artifacts import FAILURE, holds_run, write_artifact
-from convkit.errors import ConvkitError
+from convkit.errors import ConvkitError, failure_of
 from convkit.evaluate import evaluate_model, gate_error, quick_options
 from convkit.export import export_run
 from convkit.report.build import build_report
@@ -63,10 +63,7 @@ def check_existing(plan: SuitePlan, configs: list) -> None:
 
 def describe_failure(exc: BaseException) -> str:
     """Return one line for a failure: a ConvkitError's message, else `Type: first line` of the exception."""
-    if isinstance(exc, ConvkitError):
-        return exc.message
-    first = (str(exc).strip().splitlines() or [""])[0][:300]
-    return f"{type(exc).__name__}: {first}"
+    return failure_of(exc).message
 
 
 def run_experiment(plan: SuitePlan, name: str, device: str | None = None) -> dict:

@@ -10,7 +10,7 @@ import sys
 import click
 
 from convkit import gates
-from convkit.errors import ConvkitError
+from convkit.errors import ConvkitError, failure_of
 from convkit.evaluate import serving_cli
 
 
@@ -163,8 +163,10 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
             res = evaluate_model(path, opts)
             click.echo(_summary_line(path, res))
             err = gate_error(res)
-        except ConvkitError as exc:
-            err = exc
+        except Exception as exc:  # alone, an unexpected error is a bug for the CLI group to report
+            if len(targets) == 1 and not isinstance(exc, ConvkitError):
+                raise
+            err = failure_of(exc)
         if err is not None:
             prefix = f"{path}: " if len(targets) > 1 else ""
             click.echo(f"error: {prefix}{err.message}", err=True)

@@ -10,7 +10,7 @@ import sys
 import click
 
 from convkit import gates
-from convkit.errors import ConvkitError
+from convkit.errors import ConvkitError, failure_of
 
 
 def _describe(res: dict) -> str:
@@ -68,7 +68,10 @@ def export_cmd(run_dirs, all_dirs, checkpoint, experiment, precisions, atol, max
     for name, job in jobs:
         try:
             click.echo(_describe(job()))
-        except ConvkitError as exc:
+        except Exception as exc:  # one failed export never stops the others; alone, a bug goes to the CLI group
+            if len(jobs) == 1 and not isinstance(exc, ConvkitError):
+                raise
+            exc = failure_of(exc)
             prefix = f"{name}: " if len(jobs) > 1 and not exc.message.startswith(name) else ""
             click.echo(f"error: {prefix}{exc.message}", err=True)
             worst = max(worst, exc.exit_code)

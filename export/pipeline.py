@@ -38,7 +38,7 @@ from convkit.atomic import atomic_path, ensure_writable_dir
 from convkit.data.load import LoadedDataset, load_dataset
 from convkit.data.loader import normalize
 from convkit.devices import reference_device
-from convkit.errors import EXIT_GATE_FAILED, ConvkitError
+from convkit.errors import EXIT_GATE_FAILED, ConvkitError, failure_of
 from convkit.export.onnx_export import MAX_BATCH, OPSET, TRACE_BATCH, check_onnx, export_onnx
 from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, torch_logits, variant_gate
 from convkit.export.quantize import CALIB_METHOD, INT8_OPSET, calibration_images, to_fp16, to_int8
@@ -306,7 +306,8 @@ def export_all(suite_dir, on_result=None, settings: ExportSettings | None = None
     for run in find_runs(suite_dir):
         try:
             res = export_run(run, settings)
-        except ConvkitError as exc:
+        except Exception as exc:  # one failed run (a bad checkpoint, an out-of-memory) never stops the others
+            exc = failure_of(exc)
             res = {"error": exc.message, "exit_code": exc.exit_code}
             worst = max(worst, exc.exit_code)
         results[str(run)] = res

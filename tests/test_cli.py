@@ -141,3 +141,34 @@ def test_help_does_not_import_torch():
     assert p.stdout.strip().splitlines()[-1] == "False False"
     for name in ("train", "train-all", "export", "evaluate", "summarize", "list"):
         assert name in p.stdout
+
+
+def test_export_and_evaluate_of_several_go_on_past_an_unexpected_error(tmp_path, monkeypatch):
+    """An out-of-memory or runtime error of one item (not a ConvkitError) is reported as `Type: first line` and
+    the other items still run; the command exits non-zero at the end."""
+    import convkit.evaluate.run as eval_run
+    import convkit.export.pipeline as export_pipeline
+
+    calls = []
+
+    def flaky_export(run, settings):
+        calls.append(Path(run).name)
+        if Path(run).name == "a":
+            raise RuntimeError("CUDA error: out of memory\ndetails")
+        return {"experiment": Path(run).name, "out_dir": str(run), "precisions": {"fp32": {"parity": {
+            "max_abs_diff": 0.0, "argmax_agreement": 1.0}}}}
+
+    monkeypatch.setattr(export_pipeline, "export_run", flaky_export)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert r.exit_code == 1 and calls == ["a", "b"], r.output
+    assert "RuntimeError: CUDA error: out of memory" in r.output and "b: fp32 max|Δ|" in r.output
+
+    def flaky_eval(path, opts):
+        raise RuntimeError("ORT: CUDNN failure 4")
+
+    monkeypatch.setattr(eval_run, "evaluate_model", flaky_eval)
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert r.exit_code == 1 and r.output.count("RuntimeError: ORT: CUDNN failure 4") == 2, r.output
+    assert "Traceback" not in r.output
