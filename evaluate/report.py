@@ -245,6 +245,12 @@ def model_name(result: dict) -> str:
     return result["model"].get("metadata", {}).get("experiment") or Path(result["model"]["path"]).name
 
 
+def n_images(result: dict, acc: dict) -> str:
+    """Return "<n> <dataset label> test images", the label saying e.g. that CIFAR-10 is its JPEG copy."""
+    label = result.get("dataset", {}).get("label") or result.get("dataset", {}).get("name", "")
+    return f"{acc['n']:,} {label} test images"
+
+
 def write_figures(out: Path, names: EvalNames, result: dict, class_names: list[str]) -> dict:
     """Write one confusion CSV/PNG per precision (from its first provider) and the latency PNG into ``out``.
 
@@ -258,7 +264,7 @@ def write_figures(out: Path, names: EvalNames, result: dict, class_names: list[s
         suffix = "" if not done else f".{acc['precision']}"
         done.append(acc["precision"])
         title = (f"{model_name(result)} ({acc['precision']}) — ORT "
-                 f"{acc['provider']}, acc {acc['accuracy']:.4f} (n={acc['n']})")
+                 f"{acc['provider']}, acc {acc['accuracy']:.4f} on {n_images(result, acc)}")
         files[f"confusion_csv{suffix}"] = str(write_confusion_csv(out / names.confusion(suffix, "csv"), acc, class_names))
         png = out / names.confusion(suffix, "png")
         if len(class_names) <= MAX_CONFUSION_PNG_CLASSES:
