@@ -4,10 +4,15 @@ Modules, one job each:
 
 * ``options`` — every knob of an evaluation (data / providers / timing / gates), ``quick_options`` for train-all.
 * ``target`` — what to evaluate (a run's variants, one variant, a foreign file) and where outputs go.
+* ``images`` — which test images: a catalog dataset's test split, or any labelled folder / CSV (``--data``).
 * ``providers`` — which ONNX Runtime execution providers really work here; session construction.
 * ``model_io`` — read an ONNX file's interface and metadata, resolve dataset/normalization, adapt inputs.
 * ``accuracy`` — run a test split through ORT or PyTorch, classification metrics and the accuracy gate.
+* ``probe`` — is the preprocessing right? Warnings on defaulted values, and a probe of the usual conventions
+  when predictions collapse.
 * ``latency`` — timing loops and one runner per backend (ORT CPU, ORT CUDA, PyTorch), ratios attached in one pass.
+* ``sut``, ``scenarios``, ``serving``, ``serving_cli`` — MLPerf LoadGen scenarios (``--scenario``) against a
+  queue-fed ONNX Runtime server; ``recommend`` — the deployment recommendation.
 * ``report`` — eval.md, the latency plot and the confusion-matrix PNG/CSV.
 * ``run`` — ``evaluate_model(...)`` ties the above together and writes the outputs.
 * ``cli`` — the ``convkit evaluate`` click command.
