@@ -247,7 +247,8 @@ def run_lock(folder: Path, command: str) -> Iterator[None]:
     try:
         yield
     finally:
-        if _holder(lock) and _holder(lock)[0] == os.getpid():
+        holder = _holder(lock)
+        if holder and holder[0] == os.getpid():  # never remove a lock another process took over
             lock.unlink(missing_ok=True)
 
 
