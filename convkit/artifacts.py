@@ -13,6 +13,7 @@ metrics.json      convkit.metrics/1   train                       export, summar
 model*.onnx       ONNX metadata keys  export                      evaluate (see convkit.onnx_meta)
 export.json       convkit.export/1    export                      summary, report
 eval.json/.md     convkit.eval/1      evaluate                    summary, report
+reference_logits.pt convkit.reference/1 export, evaluate         export, evaluate (PyTorch fp32 logits, cached)
 failure.json      convkit.failure/1   train-all (pipeline)        summary
 confusion*.png/csv, latency.png       evaluate                    report
 ================  ==================  ==========================  ======================================
@@ -50,6 +51,7 @@ EXPORT_JSON = "export.json"
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 EVAL_PREFIX = "eval"  # eval.json / eval.md for a run; eval.<precision>.* when one variant file is evaluated
 LOADGEN_DIR = "loadgen"  # evaluate --scenario: LoadGen's logs, one <precision>-<provider>-<scenario>/ folder each
+REFERENCE = "reference_logits.pt"  # the PyTorch model's fp32 test-split logits, reused by export and evaluate
 FAILURE = "failure.json"  # train-all: why this experiment failed, and in which stage; removed on success
 SUMMARY_MD = "summary.md"
 SUMMARY_JSON = "summary.json"
@@ -67,6 +69,7 @@ SCHEMAS = {
     "eval": "convkit.eval/1",
     "summary": "convkit.summary/1",
     "failure": "convkit.failure/1",
+    "reference": "convkit.reference/1",
 }
 
 
@@ -260,7 +263,7 @@ def holds_run(folder: Path) -> bool:
 def downstream_files(folder: Path) -> list[Path]:
     """Return the files of ``folder`` derived from its checkpoint (exports, evaluations, a failure record)."""
     folder = Path(folder)
-    names = {EXPORT_JSON, FAILURE, *VARIANT_FILES.values(), *(rejected_name(p) for p in PRECISIONS)}
+    names = {EXPORT_JSON, FAILURE, REFERENCE, *VARIANT_FILES.values(), *(rejected_name(p) for p in PRECISIONS)}
     out = [folder / n for n in sorted(names) if (folder / n).is_file()]
     for pattern in (f"{EVAL_PREFIX}.*", "confusion*", "latency*.png"):
         out += sorted(p for p in folder.glob(pattern) if p.is_file())
@@ -297,6 +300,37 @@ def promote_run_folder(tmp: Path, folder: Path) -> Path:
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+# ---- reference logits ------------------------------------------------------------------------------------------
+def load_reference_logits(run_dir: Path, checkpoint_sha256: str, data_checksum: str, n: int):
+    """Return the first ``n`` rows of the cached fp32 PyTorch logits of ``run_dir`` (a float32 numpy array), or
+    None when there is no cache for this checkpoint and this data, or it holds fewer rows."""
+    path = Path(run_dir) / REFERENCE
+    if not path.is_file():
+        return None
+    try:
+        doc = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a damaged cache is recomputed, never fatal
+        return None
+    if (not isinstance(doc, dict) or doc.get("schema") != SCHEMAS["reference"]
+            or doc.get("checkpoint_sha256") != checkpoint_sha256 or doc.get("data_checksum") != data_checksum
+            or len(doc.get("logits", ())) < n):
+        return None
+    return doc["logits"][:n].numpy()
+
+
+def save_reference_logits(run_dir: Path, logits, checkpoint_sha256: str, data_checksum: str, device: str) -> None:
+    """Cache the fp32 PyTorch logits of the test split (rows in the split's order) for this checkpoint and data,
+    unless a cache of at least as many rows is already there; a failed write only costs a recomputation."""
+    if load_reference_logits(run_dir, checkpoint_sha256, data_checksum, len(logits)) is not None:
+        return
+    doc = {"schema": SCHEMAS["reference"], "checkpoint_sha256": checkpoint_sha256, "data_checksum": data_checksum,
+           "device": device, "precision": "fp32, TF32 off", "logits": torch.as_tensor(logits, dtype=torch.float32)}
+    try:
+        save_torch(Path(run_dir) / REFERENCE, doc)
+    except ConvkitError:
+        pass
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------------------

@@ -148,13 +148,17 @@ def compare_backends(ort: dict, ref: dict, max_listed: int = 1000) -> dict:
             "disagreement_indices_truncated": bool(len(differ) > max_listed)}
 
 
-def pytorch_accuracy(reference, images_u8: np.ndarray, labels: np.ndarray, class_names: list[str],
-                     device: str = "cpu") -> dict:
-    """Return the classification metrics of the run's eager PyTorch model in fp32 (TF32 off) on ``device``, and
-    ``tie_mask``: the images whose top two logits are within gates.TIE_GAP (not JSON: dropped with "predictions")."""
+def reference_logits(reference, images_u8, device: str = "cpu") -> np.ndarray:
+    """Return the run's eager PyTorch model's logits in fp32 (TF32 off) on ``device``, the model back on the CPU."""
     with exact_fp32():
         scores = torch_scores(reference.model, images_u8, reference.mean, reference.std, device)
     reference.model.to("cpu")
+    return scores
+
+
+def pytorch_accuracy(scores: np.ndarray, labels: np.ndarray, class_names: list[str], device: str = "cpu") -> dict:
+    """Return the classification metrics of the PyTorch reference ``scores`` (computed on ``device``), and
+    ``tie_mask``: the images whose top two logits are within gates.TIE_GAP (not JSON: dropped with "predictions")."""
     top2 = np.sort(scores.astype(np.float64), axis=1)[:, -2:]
     tie_mask = (top2[:, 1] - top2[:, 0]) < gates.TIE_GAP
     return {**classification_metrics(scores, labels, class_names), "device": device, "tie_mask": tie_mask}

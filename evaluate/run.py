@@ -12,7 +12,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convkit.artifacts import CHECKPOINT, RunModel, data_settings, load_run_model, run_lock, write_artifact
+from convkit.artifacts import (
+    CHECKPOINT,
+    RunModel,
+    data_settings,
+    load_reference_logits,
+    load_run_model,
+    run_lock,
+    save_reference_logits,
+    write_artifact,
+)
 from convkit.atomic import ensure_writable_dir
 from convkit.data.catalog import display_name, get_dataset_info
 from convkit.data.folder import list_labelled
@@ -79,9 +88,7 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
     torch.set_num_threads(setup.threads)
     try:
         primary_spec = setup.primary[1]
-        ref_device = reference_device(opts.providers.reference_device)
-        reference = (acc.pytorch_accuracy(setup.reference, images, labels, primary_spec.class_names, ref_device)
-                     if setup.reference is not None else None)
+        reference = pytorch_reference(setup, images, labels, reference_device(opts.providers.reference_device))
         sessions = open_sessions(setup)
         accuracy, failures = acc.ort_accuracy(sessions, setup.specs, images, labels, reference,
                                               opts.max_accuracy_drop, opts.data.eval_batch)
@@ -94,6 +101,22 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
     serving.attach(result, setup, opts, images, labels)  # LoadGen scenarios when asked; the recommendation
     result["files"] = write_outputs(result, setup.target, primary_spec.class_names)
     return result
+
+
+def pytorch_reference(setup: Setup, images, labels: np.ndarray, device: str) -> dict | None:
+    """Return the PyTorch reference's metrics on the test images, None without a checkpoint.
+
+    Its fp32 logits are cached in the run folder per checkpoint and data (convkit.artifacts), so evaluating a
+    run again, or export after evaluate, does not recompute them.
+    """
+    if setup.reference is None:
+        return None
+    run_dir, sha = setup.reference.checkpoint.parent, file_sha256(setup.reference.checkpoint)
+    scores = load_reference_logits(run_dir, sha, setup.data.checksum, len(labels))
+    if scores is None:
+        scores = acc.reference_logits(setup.reference, images, device)
+        save_reference_logits(run_dir, scores, sha, setup.data.checksum, device)
+    return acc.pytorch_accuracy(scores, labels, setup.primary[1].class_names, device)
 
 
 def prepare(target: Target, opts: EvalOptions) -> Setup:

@@ -28,10 +28,12 @@ from convkit.artifacts import (
     data_settings,
     ensure_same_experiment,
     find_runs,
+    load_reference_logits,
     load_run_model,
     read_artifact,
     rejected_name,
     run_lock,
+    save_reference_logits,
     write_artifact,
 )
 from convkit.atomic import atomic_path, ensure_writable_dir
@@ -134,7 +136,7 @@ def _export(checkpoint: Path, experiment: str | None, out_dir, settings: ExportS
     proto = export_onnx(inputs.run.model, tuple(inputs.run.default_cfg.input_shape))
     export_s = time.perf_counter() - t_exp
     settings.device = reference_device(settings.device)
-    ref = torch_logits(inputs.run.model, inputs.x, device=settings.device)
+    ref = reference_for(inputs, settings.device)
     report = base_report(inputs, ref, export_s)
     set_metadata(proto, metadata_for(inputs, report["pytorch_test_acc"], "fp32"))
     check_onnx(proto)
@@ -151,6 +153,17 @@ def _export(checkpoint: Path, experiment: str | None, out_dir, settings: ExportS
         raise ConvkitError(f"{inputs.experiment.name}: export gate failed: {'; '.join(reasons)} "
                            f"(report in {inputs.out_dir / EXPORT_JSON})", EXIT_GATE_FAILED)
     return report
+
+
+def reference_for(inputs: Inputs, device: str) -> np.ndarray:
+    """Return the PyTorch fp32 logits of the parity images: from the run's cache (convkit.artifacts) when it holds
+    them for this checkpoint and data, else computed on ``device`` and cached."""
+    run_dir, n = inputs.run.checkpoint.parent, len(inputs.x)
+    ref = load_reference_logits(run_dir, inputs.sha256, inputs.data.checksum, n)
+    if ref is None:
+        ref = torch_logits(inputs.run.model, inputs.x, device=device)
+        save_reference_logits(run_dir, ref, inputs.sha256, inputs.data.checksum, device)
+    return ref
 
 
 def metadata_for(inputs: Inputs, pytorch_acc: float, precision: str) -> dict:

@@ -75,9 +75,11 @@ def load_dataset(name: str, data_dir: Path | str | None = None, sample: bool = F
         raise _permission_denied(exc) from None
     if len(splits["train_images"]) == 0 or len(splits["test_images"]) == 0:
         raise DataError(f"{src.describe()} has an empty split; check the dataset")
-    if max_images:
+    checksum = src.checksum
+    if max_images:  # a subset is other data: its checksum says so (resume, reference caches and reports compare it)
         splits = {k: _spread(v, max_images) for k, v in splits.items()}
-    return LoadedDataset(name=name, source=src.describe(), checksum=src.checksum, **splits)
+        checksum = f"{src.checksum}:first-{max_images}-spread"
+    return LoadedDataset(name=name, source=src.describe(), checksum=checksum, **splits)
 
 
 def _spread(t: torch.Tensor, n: int) -> torch.Tensor:
