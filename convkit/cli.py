@@ -63,6 +63,9 @@ class LazyGroup(click.Group):
         kwargs.pop("standalone_mode", None)
         try:
             return super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare `convkit`: the help, as click shows it
+            click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+            sys.exit(0)
         except click.UsageError as exc:
             where = f"`{exc.ctx.command_path} --help`" if exc.ctx else "`convkit --help`"
             click.echo(f"error: {exc.format_message()} (see {where})", err=True)

@@ -172,3 +172,9 @@ def test_export_and_evaluate_of_several_go_on_past_an_unexpected_error(tmp_path,
     r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "a"), str(tmp_path / "b")])
     assert r.exit_code == 1 and r.output.count("RuntimeError: ORT: CUDNN failure 4") == 2, r.output
     assert "Traceback" not in r.output
+
+
+def test_bare_convkit_prints_the_help():
+    r = CliRunner().invoke(main, [])
+    assert r.exit_code == 0 and r.output.startswith("Usage:") and "error" not in r.output
+    assert "train-all" in r.output and "report" in r.output
