@@ -57,7 +57,7 @@ def _summary_line(path: str, res: dict) -> str:
     unstable = [r for r in res["latency"] if r.get("unstable")]
     if unstable:
         parts.append(f"  warning: {len(unstable)} of {len(res['latency'])} latency figures are unstable "
-                     f"(p90/p50 or std/mean large; see eval.md); ratios from them are not formed")
+                     f"(p90/p50 or std/mean large; see the report below); ratios from them are not formed")
     parts += serving_cli.summary_lines(res)
     for n in res["notes"]:
         parts.append(f"  note: {n}")
