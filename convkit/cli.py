@@ -19,7 +19,7 @@ import traceback
 import click
 
 from convkit import __version__
-from convkit.errors import EXIT_BUG, EXIT_INTERRUPTED, ConvkitError
+from convkit.errors import EXIT_BUG, EXIT_INTERRUPTED, ConvkitError, failure_of
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -92,8 +92,7 @@ class LazyGroup(click.Group):
             raise
         except Exception as exc:  # a bug: one line for the user, the traceback in a log file
             log = write_bug_log(exc)
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
-            click.echo(f"error: {type(exc).__name__}: {first} — this is a bug in convkit: please report it with "
+            click.echo(f"error: {failure_of(exc).message} — this is a bug in convkit: please report it with "
                        f"the log at {log}", err=True)
             sys.exit(EXIT_BUG)
 

@@ -36,7 +36,7 @@ from convkit.data.load import load_dataset
 from convkit.data.loader import DeviceLoader, make_generator
 from convkit.devices import exact_fp32
 from convkit.envinfo import environment
-from convkit.errors import ConvkitError, TrainingDiverged
+from convkit.errors import ConvkitError, TrainingDiverged, failure_of
 from convkit.models import create_model
 from convkit.train.config import TrainConfig
 from convkit.train.loop import GradNormTracker, autocast, evaluate, padded_batches, synchronize, train_epoch
@@ -175,8 +175,7 @@ def compile_or_eager(state: "RunState"):
     try:
         return compiled, warm_up(model, compiled, state.train_loader, state.test_loader, cfg, state.device)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        state.compile_error = f"{type(exc).__name__}: {first}"
+        state.compile_error = failure_of(exc).message
         model.zero_grad(set_to_none=True)
         return model, 0.0
 
