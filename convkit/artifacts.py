@@ -32,6 +32,7 @@ import os
 import shutil
 import socket
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
@@ -40,6 +41,7 @@ import torch
 from convkit.atomic import ensure_writable_dir, save_torch, write_json
 from convkit.errors import ConvkitError
 from convkit.models import create_model
+from convkit.onnx_meta import file_sha256
 
 # ---- names ------------------------------------------------------------------------------------------------------
 CONFIG = "config.json"
@@ -408,6 +410,11 @@ class RunModel:
     model_name: str
     config: dict  # the training config recorded in the checkpoint
     epoch: int | None
+
+    @cached_property
+    def checkpoint_sha256(self) -> str:
+        """Return the checkpoint file's sha256 (hashed once: a ResNet-50 checkpoint is about 280 MB)."""
+        return file_sha256(self.checkpoint)
 
     @property
     def default_cfg(self):

@@ -111,7 +111,7 @@ def pytorch_reference(setup: Setup, images, labels: np.ndarray, device: str) -> 
     """
     if setup.reference is None:
         return None
-    run_dir, sha = setup.reference.checkpoint.parent, file_sha256(setup.reference.checkpoint)
+    run_dir, sha = setup.reference.checkpoint.parent, setup.reference.checkpoint_sha256
     scores = load_reference_logits(run_dir, sha, setup.data.checksum, len(labels))
     if scores is None:
         scores = acc.reference_logits(setup.reference, images, device)
@@ -145,7 +145,7 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
     primary = next(iter(specs.values()))
     reference = load_run_model(target.run_dir) if target.run_dir is not None else None
     if reference is not None:
-        check_fresh_exports(specs, reference.checkpoint)
+        check_fresh_exports(specs, reference)
     notes: list[str] = []
     data_dir, sample, max_images = d.data_dir, d.sample, d.max_images
     if reference is not None and data_dir is None and sample is None:  # the data it was trained on
@@ -165,12 +165,12 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
     return Setup(target, specs, reference, data, providers, configs, threads, notes + provider_notes)
 
 
-def check_fresh_exports(specs: dict[str, ModelSpec], checkpoint: Path) -> None:
-    """Raise ConvkitError (exit 2) when an ONNX file records another checkpoint's sha256 than ``checkpoint``'s."""
-    current = file_sha256(checkpoint)
+def check_fresh_exports(specs: dict[str, ModelSpec], reference: RunModel) -> None:
+    """Raise ConvkitError (exit 2) when an ONNX file records another checkpoint's sha256 than the run's."""
+    checkpoint = reference.checkpoint
     for spec in specs.values():
         recorded = spec.metadata.get("checkpoint_sha256")
-        if recorded and recorded != current:
+        if recorded and recorded != reference.checkpoint_sha256:
             raise ConvkitError(f"{spec.path.name} was exported from another checkpoint than {checkpoint} (the run was "
                                f"retrained since): re-export it with `convkit export {checkpoint.parent}`")
 

@@ -44,7 +44,7 @@ from convkit.errors import EXIT_GATE_FAILED, ConvkitError, failure_of
 from convkit.export.onnx_export import MAX_BATCH, OPSET, TRACE_BATCH, check_onnx, export_onnx
 from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, torch_logits, variant_gate
 from convkit.export.quantize import CALIB_METHOD, INT8_OPSET, calibration_images, to_fp16, to_int8
-from convkit.onnx_meta import build_metadata, file_sha256, set_metadata
+from convkit.onnx_meta import build_metadata, set_metadata
 from convkit.suite import get_experiment
 
 CALIB_SEED = 0
@@ -107,7 +107,7 @@ def load_inputs(checkpoint: Path, experiment: str | None, out_dir, settings: Exp
                         max_images=max_images)
     n = min(int(settings.n_images), len(data.test_images))
     x = normalize(data.test_images[:n], run.mean, run.std)
-    return Inputs(run, exp, out, data, sample, x, data.test_labels[:n].numpy(), metrics, file_sha256(checkpoint))
+    return Inputs(run, exp, out, data, sample, x, data.test_labels[:n].numpy(), metrics, run.checkpoint_sha256)
 
 
 def _missing_experiment(checkpoint: Path) -> str:
