@@ -79,7 +79,7 @@ class ModelSpec:
     def applicable(self) -> list[str]:
         """Return the preprocessing values that apply to this model: no range/mean/std for a uint8 input, no
         channel order for a one-channel one."""
-        keys = ["classes", "layout"]
+        keys = ["classes"] + ([] if self.flat and self.image_shape[0] == 1 else ["layout"])  # 1 channel: same order
         if not self.raw_uint8:
             keys += ["input_range", "mean", "std"]
         if self.image_shape[0] != 1:
