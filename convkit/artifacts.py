@@ -11,7 +11,7 @@ history.csv       (CSV, one row/epoch) train                      report
 grad_norms.csv    (CSV)               train                       report
 metrics.json      convkit.metrics/1   train                       export, summary, report
 model*.onnx       ONNX metadata keys  export                      evaluate (see convkit.onnx_meta)
-export.json       convkit.export/1    export                      summary, report
+export.json       convkit.export/2    export                      summary, report
 eval.json/.md     convkit.eval/1      evaluate                    summary, report
 reference_logits.pt convkit.reference/1 export, evaluate         export, evaluate (PyTorch fp32 logits, cached)
 failure.json      convkit.failure/1   train-all (pipeline)        summary
@@ -40,6 +40,7 @@ import torch
 
 from convkit.atomic import ensure_writable_dir, save_torch, write_json
 from convkit.errors import ConvkitError
+from convkit.gates import PRECISIONS
 from convkit.models import create_model
 from convkit.onnx_meta import file_sha256
 
@@ -50,7 +51,7 @@ HISTORY = "history.csv"
 GRAD_NORMS = "grad_norms.csv"
 METRICS = "metrics.json"
 EXPORT_JSON = "export.json"
-VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}  # keys: PRECISIONS
 EVAL_PREFIX = "eval"  # eval.json / eval.md for a run; eval.<precision>.* when one variant file is evaluated
 LOADGEN_DIR = "loadgen"  # evaluate --scenario: LoadGen's logs, one <precision>-<provider>-<scenario>/ folder each
 REFERENCE = "reference_logits.pt"  # the PyTorch model's fp32 test-split logits, reused by export and evaluate
@@ -60,14 +61,13 @@ SUMMARY_JSON = "summary.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 REPORT_DIR = "report"  # the report's figures (PNG), beside report.md in the suite folder
-PRECISIONS = tuple(VARIANT_FILES)
 
 # ---- schema tags: bump the number when a reader could misread a file of the older layout -----------------------
 SCHEMAS = {
     "config": "convkit.config/1",
     "checkpoint": "convkit.checkpoint/1",
     "metrics": "convkit.metrics/1",
-    "export": "convkit.export/1",
+    "export": "convkit.export/2",
     "eval": "convkit.eval/1",
     "summary": "convkit.summary/1",
     "failure": "convkit.failure/1",
@@ -109,13 +109,32 @@ class EvalNames:
 
 
 # ---- reading and writing tagged JSON -----------------------------------------------------------------------------
-def check_schema(doc: dict, kind: str, path: Path) -> dict:
-    """Return ``doc`` when its schema tag is the one this convkit reads for ``kind``; ConvkitError (exit 2) if not.
+def _export_v1(doc: dict) -> dict:
+    """Return a convkit.export/1 document in the /2 layout: each precision's gate says "passed" (overall), where
+    /1 said "pass" (overall) beside a "passed" that covered the disagreement check only."""
+    for entry in (doc.get("precisions") or {}).values():
+        gate = entry.get("gate") if isinstance(entry, dict) else None
+        if isinstance(gate, dict) and "pass" in gate:
+            gate["passed"] = gate.pop("pass")
+    return {**doc, "schema": SCHEMAS["export"]}
 
-    A document without a tag predates the tags (same layout as version 1) and is accepted.
+
+# older tags still read, each with the function that brings a document of that layout to the current one
+UPGRADES = {"convkit.export/1": _export_v1}
+
+
+def check_schema(doc: dict, kind: str, path: Path) -> dict:
+    """Return ``doc`` (an older layout brought to the current one, see UPGRADES) when its schema tag is one this
+    convkit reads for ``kind``; ConvkitError (exit 2) if not.
+
+    A document without a tag predates the tags (same layout as version 1) and is read as version 1.
     """
     want = SCHEMAS[kind]
     tag = doc.get("schema") if isinstance(doc, dict) else None
+    if tag is None and want.endswith("/2"):
+        tag = want[:-1] + "1"
+    if tag in UPGRADES and tag.rpartition("/")[0] == want.rpartition("/")[0]:
+        return UPGRADES[tag](doc)
     if tag is not None and tag != want:
         raise ConvkitError(f"{path} has schema {tag!r}, this convkit reads {want!r}; "
                            f"re-create it with this version or use the convkit that wrote it")
@@ -149,21 +168,26 @@ def is_run_dir(path: Path) -> bool:
     return (Path(path) / CHECKPOINT).is_file()
 
 
-def find_runs(suite_dir: Path) -> list[Path]:
-    """Return the run directories (folders holding a checkpoint.pt) directly under ``suite_dir``, sorted."""
+# any of these makes a folder a run folder: a run that failed before its first checkpoint still has a config
+RUN_MARKERS = (CONFIG, CHECKPOINT, METRICS, HISTORY, FAILURE)
+
+
+def run_folders(suite_dir: Path, with_checkpoint: bool = False) -> list[Path]:
+    """Return the run folders directly under ``suite_dir``, sorted: every folder holding any run file (RUN_MARKERS,
+    even a failed or partial run), or with ``with_checkpoint`` only those holding a checkpoint.pt.
+
+    ConvkitError (exit 2) when ``suite_dir`` is not a folder or holds no such folder.
+    """
     suite_dir = Path(suite_dir)
     if not suite_dir.is_dir():
         raise ConvkitError(f"suite directory {suite_dir} not found; pass e.g. runs/seed")
-    runs = sorted(p for p in suite_dir.iterdir() if p.is_dir() and is_run_dir(p))
-    if not runs:
-        raise ConvkitError(f"no run directories with a {CHECKPOINT} under {suite_dir}")
-    return runs
-
-
-def find_run_folders(suite_dir: Path) -> list[Path]:
-    """Return every folder under ``suite_dir`` that holds any run file (even a failed or partial run), sorted."""
-    markers = (CONFIG, CHECKPOINT, METRICS, FAILURE)
-    return sorted(p for p in Path(suite_dir).iterdir() if p.is_dir() and any((p / m).is_file() for m in markers))
+    markers = (CHECKPOINT,) if with_checkpoint else RUN_MARKERS
+    found = sorted(p for p in suite_dir.iterdir() if p.is_dir() and any((p / m).is_file() for m in markers))
+    if not found:
+        held = CHECKPOINT if with_checkpoint else f"{CHECKPOINT} or {CONFIG}"
+        raise ConvkitError(f"no run directories under {suite_dir} (none holds a {held}); "
+                           f"pass a folder made by `convkit train-all`")
+    return found
 
 
 def run_dir_of(onnx_path: Path) -> Path | None:

@@ -100,14 +100,3 @@ def save_torch(target: Path, obj: Any) -> Path:
                 raise
             raise OSError(str(exc).strip().splitlines()[-1]) from None
     return Path(target)
-
-
-def save_figure(fig, target: Path, dpi: int = 100) -> Path:
-    """Atomically save a matplotlib figure as PNG (tight layout), then close it; returns ``target``."""
-    import matplotlib.pyplot as plt  # only the figure-writing code pays for pyplot
-
-    fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    plt.close(fig)
-    return Path(target)

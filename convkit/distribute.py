@@ -27,9 +27,9 @@ from typing import Callable
 
 import torch
 
-from convkit.errors import ConvkitError
+from convkit.errors import ConvkitError, failure_of
 from convkit.models import get_model_config
-from convkit.pipeline import SuitePlan, describe_failure, record_failure, run_experiment
+from convkit.pipeline import SuitePlan, record_failure, run_experiment
 from convkit.suite import find_experiment
 from convkit.train import resolve_config
 
@@ -162,7 +162,7 @@ def ray_executor(address: str | None, jobs: int = 1) -> Callable:
                 unpack_run(blob, _run_dir(plan, name).parent)
                 res = {**res, "run_dir": str(_run_dir(plan, name))}
             except Exception as exc:  # the task raised (Ray wraps it: report the cause), or its worker died twice
-                res = _lost(plan, name, describe_failure(getattr(exc, "cause", None) or exc))
+                res = _lost(plan, name, failure_of(getattr(exc, "cause", None) or exc).message)
             echo(f"{name}: {'FAILED in ' + res['failed'] + ': ' + res['error'] if res['failed'] else 'done'}")
             results[name] = res
         return [results[n] for n in names]

@@ -14,9 +14,12 @@ threshold the export did not know about.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from convkit.errors import ConvkitError
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8")  # every precision convkit exports and gates, fp32 first
+VARIANTS = PRECISIONS[1:]  # the precisions converted from the fp32 file
 FP32_ATOL = 1e-4
 MAX_ACC_DROP = {"fp32": 0.1, "fp16": 0.3, "int8": 1.0}
 MAX_DISAGREEMENT = {"fp32": 0.1, "fp16": 1.0, "int8": None}
@@ -55,16 +58,57 @@ def parse_points(text: str | None, option: str, defaults: dict) -> dict:
     return out
 
 
-def drop_verdict(precision: str, accuracy: float, reference: float, limits: dict | None = None) -> dict:
-    """Return {"drop_points", "max_drop_points", "passed"}: ``accuracy`` vs ``reference`` (fractions) in points."""
-    limit = (limits or MAX_ACC_DROP)[precision]
-    drop = (reference - accuracy) * 100
-    return {"drop_points": drop, "max_drop_points": limit, "passed": bool(drop <= limit + 1e-9)}
+@dataclass(frozen=True)
+class Limits:
+    """The thresholds one file is judged against; None: that check is reported, not gated (or not made)."""
+
+    max_drop_points: float | None = None
+    max_disagreement_points: float | None = None
+    atol: float | None = None
+
+    @classmethod
+    def for_precision(cls, precision: str, max_drop: dict | None = None, max_disagreement: dict | None = None,
+                      atol: float | None = None) -> Limits:
+        """Return the limits of ``precision`` from per-precision dicts over the defaults (unknown precision: fp32)."""
+        key = precision if precision in PRECISIONS else "fp32"
+        return cls({**MAX_ACC_DROP, **(max_drop or {})}[key],
+                   {**MAX_DISAGREEMENT, **(max_disagreement or {})}.get(key), atol)
 
 
-def disagreement_verdict(precision: str, agreement: float, limits: dict | None = None) -> dict:
-    """Return {"disagreement_points", "max_disagreement_points", "passed"} for a top-1 agreement fraction."""
-    limit = (limits or MAX_DISAGREEMENT).get(precision)
-    points = (1.0 - agreement) * 100
-    passed = True if limit is None else bool(points <= limit + 1e-9)  # NaN agreement fails (comparison is False)
-    return {"disagreement_points": points, "max_disagreement_points": limit, "passed": passed}
+@dataclass
+class Verdict:
+    """One gate's outcome: ``passed`` (all checks), ``checks`` (the figures in points and their limits, as
+    written to export.json / eval.json) and ``reasons`` (one sentence per failed check)."""
+
+    passed: bool
+    checks: dict = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Return the JSON form: the checks flat, then "passed" and "reasons" (the gate key is "passed")."""
+        return {**self.checks, "passed": self.passed, "reasons": list(self.reasons)}
+
+
+def judge(limits: Limits, *, accuracy: float | None = None, reference_accuracy: float | None = None,
+          agreement: float | None = None, max_abs_diff: float | None = None) -> Verdict:
+    """Return the Verdict of one file against PyTorch: accuracy drop (``accuracy`` vs ``reference_accuracy``,
+    fractions), top-1 ``agreement`` (a fraction, ties not counted against it) and fp32's ``max_abs_diff``;
+    each check is made when its figure is given and gated when its limit is not None. NaN figures fail."""
+    checks, reasons = {}, []
+    if max_abs_diff is not None and limits.atol is not None:
+        checks["atol"] = limits.atol
+        if not max_abs_diff <= limits.atol:  # also fails on NaN
+            reasons.append(f"max |logit diff| {max_abs_diff:.3g} > atol {limits.atol:g}")
+    if accuracy is not None and reference_accuracy is not None:
+        drop = (reference_accuracy - accuracy) * 100
+        checks.update(drop_points=drop, max_drop_points=limits.max_drop_points)
+        if limits.max_drop_points is not None and not drop <= limits.max_drop_points + 1e-9:
+            reasons.append(f"accuracy {accuracy:.4f} is {drop:.2f} points below "
+                           f"PyTorch's {reference_accuracy:.4f} (max {limits.max_drop_points:g})")
+    if agreement is not None:
+        points, limit = (1.0 - agreement) * 100, limits.max_disagreement_points
+        checks.update(disagreement_points=points, max_disagreement_points=limit)
+        if limit is not None and not points <= limit + 1e-9:  # NaN agreement fails (the comparison is False)
+            reasons.append(f"{points:.2f} points of images get another class than "
+                           f"PyTorch gives them (max {limits.max_disagreement_points:g})")
+    return Verdict(not reasons, checks, reasons)

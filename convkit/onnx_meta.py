@@ -13,6 +13,7 @@ import onnx
 import torch
 
 import convkit
+from convkit.gates import PRECISIONS
 
 # Exactly these keys, in this order, are written into every exported file.
 METADATA_KEYS = (
@@ -20,7 +21,6 @@ METADATA_KEYS = (
     "input_range", "pytorch_test_acc", "torch_version", "onnx_version", "opset", "precision", "checkpoint_sha256",
 )
 _JSON_KEYS = ("class_names", "mean", "std")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def build_metadata(*, experiment: str, model: str, dataset: str, class_names, mean, std, pytorch_test_acc: float,

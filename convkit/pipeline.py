@@ -61,11 +61,6 @@ def check_existing(plan: SuitePlan, configs: list) -> None:
         raise ConvkitError(f"{held[0]}{more} already holds a run; pass --resume to continue or --overwrite to replace")
 
 
-def describe_failure(exc: BaseException) -> str:
-    """Return one line for a failure: a ConvkitError's message, else `Type: first line` of the exception."""
-    return failure_of(exc).message
-
-
 def run_experiment(plan: SuitePlan, name: str, device: str | None = None) -> dict:
     """Train, export and evaluate one experiment; returns {"experiment", "run_dir", "failed": stage or None,
     "error"}. Any failure is caught, recorded in the run folder (failure.json) and returned; Ctrl-C propagates.
@@ -89,7 +84,7 @@ def run_experiment(plan: SuitePlan, name: str, device: str | None = None) -> dic
         (run_dir / FAILURE).unlink(missing_ok=True)
         return {"experiment": name, "run_dir": str(run_dir), "failed": None, "error": None}
     except Exception as exc:  # one experiment never takes the others down; KeyboardInterrupt still stops
-        message = describe_failure(exc)
+        message = failure_of(exc).message
         if run_dir.is_dir():
             record_failure(run_dir, name, stage, message)
         return {"experiment": name, "run_dir": str(run_dir), "failed": stage, "error": message}
@@ -124,7 +119,7 @@ def write_report(suite_dir: Path, echo: Callable[[str], None]) -> str | None:
     try:
         return build_report(suite_dir)["md"]
     except Exception as exc:
-        echo(f"report not written: {describe_failure(exc)}")
+        echo(f"report not written: {failure_of(exc).message}")
         return None
 
 

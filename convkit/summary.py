@@ -19,12 +19,11 @@ from convkit.artifacts import (
     SUMMARY_JSON,
     SUMMARY_MD,
     EvalNames,
-    find_run_folders,
     read_artifact,
+    run_folders,
     write_artifact,
 )
 from convkit.atomic import write_text
-from convkit.errors import ConvkitError
 from convkit.suite import TABLE_TITLES, Experiment, find_experiment
 
 # Stage files in the order their columns appear.
@@ -37,7 +36,7 @@ OTHER_TABLE = 99
 def collect(suite_dir: Path) -> list[dict]:
     """Return one row per run folder: {"name", "experiment" (or None), "values", "columns", "failure", "meta"}."""
     rows = []
-    for run in find_run_folders(suite_dir):
+    for run in run_folders(suite_dir):
         values, columns, meta = {}, [], {}
         for name, kind in STAGE_FILES:
             doc = read_artifact(run / name, kind)
@@ -118,11 +117,7 @@ def write_summary(suite_dir: Path, notes: list[str] | None = None) -> dict:
     """Rebuild ``summary.md`` and ``summary.json`` of ``suite_dir`` from its run folders; returns
     {"summary": md path, "json": json path, "results": {run: values or {"error"}}, "failed": [run names]}."""
     suite_dir = Path(suite_dir)
-    if not suite_dir.is_dir():
-        raise ConvkitError(f"suite directory {suite_dir} not found; pass e.g. runs/seed")
-    rows = collect(suite_dir)
-    if not rows:
-        raise ConvkitError(f"no run folders under {suite_dir}; pass a folder made by `convkit train-all`")
+    rows = collect(suite_dir)  # ConvkitError (exit 2) when there is no run folder (convkit.artifacts.run_folders)
     lines = [f"# convkit — suite `{suite_dir.name}`", "", *(notes or []), *header_lines(rows), ""]
     tables: dict[int, list[dict]] = {}
     for row in rows:

@@ -5,15 +5,15 @@ Modules, one job each:
 * ``options`` — every knob of an evaluation (data / providers / timing / gates), ``quick_options`` for train-all.
 * ``target`` — what to evaluate (a run's variants, one variant, a foreign file) and where outputs go.
 * ``images`` — which test images: a catalog dataset's test split, or any labelled folder / CSV (``--data``).
-* ``providers`` — which ONNX Runtime execution providers really work here; session construction.
 * ``model_io`` — read an ONNX file's interface and metadata, resolve dataset/normalization, adapt inputs.
-* ``accuracy`` — run a test split through ORT or PyTorch, classification metrics and the accuracy gate.
-* ``probe`` — is the preprocessing right? Warnings on defaulted values, and a probe of the usual conventions
-  when predictions collapse.
+* ``accuracy`` — run a test split through ORT, classification metrics and the accuracy gate (convkit.gates); the
+  PyTorch reference and the ORT sessions come from the shared core (convkit.reference, convkit.providers).
+* ``preprocessing_probe`` — is the preprocessing right? Warnings on defaulted values, and a probe of the usual
+  conventions when predictions collapse.
 * ``latency`` — timing loops and one runner per backend (ORT CPU, ORT CUDA, PyTorch), ratios attached in one pass.
-* ``sut``, ``scenarios``, ``serving``, ``serving_cli`` — MLPerf LoadGen scenarios (``--scenario``) against a
-  queue-fed ONNX Runtime server; ``recommend`` — the deployment recommendation.
-* ``report`` — eval.md, the latency plot and the confusion-matrix PNG/CSV.
+* ``serving/`` — MLPerf LoadGen scenarios (``--scenario``) against a queue-fed ONNX Runtime server, and the
+  deployment recommendation (``sut``, ``scenarios``, ``section``, ``cli``, ``recommend``).
+* ``markdown`` — eval.md, the latency plot and the confusion-matrix PNG/CSV.
 * ``run`` — ``evaluate_model(...)`` ties the above together and writes the outputs.
 * ``cli`` — the ``convkit evaluate`` click command.
 
@@ -24,8 +24,7 @@ imports no other stage.
 import importlib
 
 # Loaded on first use, so that importing the package (as `convkit --help` does for its cli module) stays cheap.
-_EXPORTS = {"EvalOptions": "options", "quick_options": "options", "SUMMARY_COLUMNS": "run",
-            "evaluate_model": "run", "gate_error": "run"}
+_EXPORTS = {"EvalOptions": "options", "quick_options": "options", "evaluate_model": "run", "gate_error": "run"}
 __all__ = list(_EXPORTS)
 
 

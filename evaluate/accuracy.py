@@ -1,18 +1,16 @@
-"""Run a test split through an ORT session or a PyTorch module, and compute classification metrics."""
+"""Run a test split through an ORT session, compute classification metrics, and gate each file against PyTorch."""
 
 from __future__ import annotations
 
 import sys
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from convkit import gates
 from convkit.calibration import calibration_bins
-from convkit.data.loader import normalize
-from convkit.devices import exact_fp32
 from convkit.errors import ConvkitError
+from convkit.reference import tie_mask
 
 CONFUSED_PAIRS = 20  # the most frequent (true, predicted) mistakes listed in eval.json / eval.md
 
@@ -43,18 +41,6 @@ def ort_scores(session, spec, images_u8: np.ndarray, batch_size: int = 256) -> n
         raise ConvkitError(f"{spec.path}: output has {scores.shape[1]} classes but {spec.dataset} has "
                            f"{len(spec.class_names)}; pass the matching --dataset")
     return scores
-
-
-def torch_scores(model, images_u8: np.ndarray, mean, std, device: str = "cpu", batch_size: int = 512) -> np.ndarray:
-    """Return PyTorch logits [N, classes] (float32) of eager ``model`` for ``images_u8``, normalized as in training."""
-    dev = torch.device(device)
-    model = model.to(dev).eval()
-    outs = []
-    with torch.inference_mode():
-        for start in range(0, len(images_u8), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images_u8[start:start + batch_size])).to(dev)
-            outs.append(model(normalize(x, mean, std)).float().cpu().numpy())
-    return np.concatenate(outs)
 
 
 def is_probabilities(scores: np.ndarray, atol: float = 1e-3) -> bool:
@@ -167,37 +153,19 @@ def degenerate_reason(scores: np.ndarray, labels: np.ndarray, output: str) -> st
     return None
 
 
-def reference_logits(reference, images_u8, device: str = "cpu") -> np.ndarray:
-    """Return the run's eager PyTorch model's logits in fp32 (TF32 off) on ``device``, the model back on the CPU."""
-    with exact_fp32():
-        scores = torch_scores(reference.model, images_u8, reference.mean, reference.std, device)
-    reference.model.to("cpu")
-    return scores
-
-
 def pytorch_accuracy(scores: np.ndarray, labels: np.ndarray, class_names: list[str], device: str = "cpu") -> dict:
     """Return the classification metrics of the PyTorch reference ``scores`` (computed on ``device``), and
     ``tie_mask``: the images whose top two logits are within gates.TIE_GAP (not JSON: dropped with "predictions")."""
-    top2 = np.sort(scores.astype(np.float64), axis=1)[:, -2:]
-    tie_mask = (top2[:, 1] - top2[:, 0]) < gates.TIE_GAP
-    return {**classification_metrics(scores, labels, class_names), "device": device, "tie_mask": tie_mask}
+    return {**classification_metrics(scores, labels, class_names), "device": device, "tie_mask": tie_mask(scores)}
 
 
 def gate_verdict(precision: str, ort: dict, vs_pytorch: dict, reference: dict, limits: dict) -> dict:
-    """Return the accuracy gate of one ORT result against PyTorch: accuracy drop and top-1 disagreement, in points.
-
-    ``passed`` is False when either limit is exceeded; ``reasons`` says which, in words.
-    """
-    drop = gates.drop_verdict(precision, ort["accuracy"], reference["accuracy"], limits)
-    agree = gates.disagreement_verdict(precision, 1.0 - vs_pytorch["disagreements"] / max(ort["n"], 1))
-    reasons = []
-    if not drop["passed"]:
-        reasons.append(f"accuracy {ort['accuracy']:.4f} is {drop['drop_points']:.2f} points below PyTorch's "
-                       f"{reference['accuracy']:.4f} (max {drop['max_drop_points']:g})")
-    if not agree["passed"]:
-        reasons.append(f"{agree['disagreement_points']:.2f} points of images get another class than PyTorch gives "
-                       f"them (max {agree['max_disagreement_points']:g})")
-    return {**drop, **agree, "passed": drop["passed"] and agree["passed"], "reasons": reasons}
+    """Return the accuracy gate of one ORT result against PyTorch as written to eval.json: gates.Verdict's dict
+    (accuracy drop ≤ ``limits[precision]`` points, top-1 disagreement ≤ gates.MAX_DISAGREEMENT, ties apart)."""
+    agreement = 1.0 - vs_pytorch["disagreements"] / max(ort["n"], 1)
+    verdict = gates.judge(gates.Limits.for_precision(precision, limits), accuracy=ort["accuracy"],
+                          reference_accuracy=reference["accuracy"], agreement=agreement)
+    return verdict.to_dict()
 
 
 def ort_accuracy(sessions: dict, specs: dict, images_u8: np.ndarray, labels: np.ndarray, reference: dict | None,
@@ -217,7 +185,7 @@ def ort_accuracy(sessions: dict, specs: dict, images_u8: np.ndarray, labels: np.
                  "degenerate": degenerate_reason(scores, labels, spec.output_name)}
         if reference is not None:
             entry["vs_pytorch"] = compare_backends(metrics, reference)
-            entry["gate"] = gate_verdict(prec if prec in gates.PRECISIONS else "fp32", metrics, entry["vs_pytorch"],
+            entry["gate"] = gate_verdict(prec, metrics, entry["vs_pytorch"],
                                          reference, limits)
             failures += [f"{prec} on {kind}: {r}" for r in entry["gate"]["reasons"]]
         entries.append(entry)

@@ -11,7 +11,7 @@ import click
 
 from convkit import gates
 from convkit.errors import ConvkitError, failure_of
-from convkit.evaluate import serving_cli
+from convkit.evaluate.serving import cli as serving_cli
 
 
 def _batch_sizes(text: str | None):

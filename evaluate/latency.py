@@ -17,7 +17,7 @@ import torch
 
 from convkit.compilation import compile_model
 from convkit.data.loader import normalize
-from convkit.evaluate.model_io import _NP_TYPES
+from convkit.evaluate.model_io import NP_TYPES
 from convkit.evaluate.options import TimingOptions
 
 CLOCK = "time.perf_counter around each call, after torch.cuda.synchronize() on GPU"
@@ -122,7 +122,7 @@ def ort_device_latency(session, spec, x: np.ndarray, timing: Timing, device_id: 
     y_dev = torch.empty((len(x), len(spec.class_names)), dtype=_torch_dtype(out_meta.type), device=dev)
     io = session.io_binding()
     io.bind_input(spec.input_name, "cuda", device_id, x.dtype, tuple(x_dev.shape), x_dev.data_ptr())
-    io.bind_output(spec.output_name, "cuda", device_id, _NP_TYPES.get(out_meta.type, np.float32), tuple(y_dev.shape),
+    io.bind_output(spec.output_name, "cuda", device_id, NP_TYPES.get(out_meta.type, np.float32), tuple(y_dev.shape),
                    y_dev.data_ptr())
     for o in session.get_outputs():
         if o.name != spec.output_name:

@@ -18,9 +18,10 @@ from convkit.data.catalog import get_dataset_info
 from convkit.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from convkit.errors import ConvkitError
 from convkit.evaluate.preprocessing_config import ConfigPreprocessing
+from convkit.gates import VARIANTS
 
-_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-             "tensor(uint8)": np.uint8}
+NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+            "tensor(uint8)": np.uint8}
 
 
 @dataclass
@@ -106,7 +107,7 @@ class ModelSpec:
     @property
     def input_dtype(self):
         """Return the numpy dtype the model's input wants."""
-        return _NP_TYPES.get(self.input_type, np.float32)
+        return NP_TYPES.get(self.input_type, np.float32)
 
     def prepare(self, images_u8: np.ndarray) -> np.ndarray:
         """Return uint8 images [N, C, H, W] converted to the model's input: range, mean/std, layout, dtype."""
@@ -495,7 +496,7 @@ def _dataset(path: Path, meta: dict, ov: Overrides, sources: dict):
 
 def _precision_from_name(path: Path) -> str:
     name = Path(path).name
-    for p in ("fp16", "int8"):
+    for p in VARIANTS:
         if f".{p}." in name or name.endswith(f"_{p}.onnx"):
             return p
     return "fp32"

@@ -12,16 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convkit.artifacts import (
-    CHECKPOINT,
-    RunModel,
-    data_settings,
-    load_reference_logits,
-    load_run_model,
-    run_lock,
-    save_reference_logits,
-    write_artifact,
-)
+from convkit.artifacts import CHECKPOINT, RunModel, data_settings, load_run_model, run_lock, write_artifact
 from convkit.atomic import ensure_writable_dir
 from convkit.data.catalog import display_name, get_dataset_info
 from convkit.data.folder import list_labelled
@@ -30,14 +21,16 @@ from convkit.envinfo import environment, physical_cores
 from convkit.errors import EXIT_GATE_FAILED, EXIT_UNVERIFIED, ConvkitError
 from convkit.evaluate import accuracy as acc
 from convkit.evaluate import latency as lat
-from convkit.evaluate import probe, report, serving
+from convkit.evaluate import markdown, preprocessing_probe
 from convkit.evaluate.images import ReadingOptions, TestData, catalog_data, folder_data, read_classes
 from convkit.evaluate.model_io import ModelSpec, Overrides, default_normalization, inspect_model
 from convkit.evaluate.options import EvalOptions
 from convkit.evaluate.preprocessing_config import find_config, read_config, write_sidecar
-from convkit.evaluate.providers import ProviderConfig, make_session, preload_cuda_libraries, select_providers
+from convkit.evaluate.serving import section as serving_section
 from convkit.evaluate.target import Target, resolve_target
 from convkit.onnx_meta import file_sha256
+from convkit.providers import ProviderConfig, make_session, preload_cuda_libraries, select_providers
+from convkit.reference import reference_logits
 
 # The columns this stage adds to the suite summary: (title, key of eval.json's "summary", format).
 SUMMARY_COLUMNS = (
@@ -107,7 +100,7 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
     if opts.data.save_preprocessing:
         sidecar = write_sidecar(primary_spec.path, primary_spec, setup.data.reading)
         setup.notes.append(f"preprocessing written to {sidecar.name}: the next evaluation of this file needs no flags")
-    serving.attach(result, setup, opts, images, labels)  # LoadGen scenarios when asked; the recommendation
+    serving_section.attach(result, setup, opts, images, labels)  # LoadGen scenarios when asked; the recommendation
     result["files"] = write_outputs(result, setup.target, primary_spec.class_names)
     return result
 
@@ -115,16 +108,12 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
 def pytorch_reference(setup: Setup, images, labels: np.ndarray, device: str) -> dict | None:
     """Return the PyTorch reference's metrics on the test images, None without a checkpoint.
 
-    Its fp32 logits are cached in the run folder per checkpoint and data (convkit.artifacts), so evaluating a
-    run again, or export after evaluate, does not recompute them.
+    Its fp32 logits come from convkit.reference: cached in the run folder per checkpoint and data, so train-all's
+    evaluation after its export, evaluating again, or export after evaluate, does not recompute them.
     """
     if setup.reference is None:
         return None
-    run_dir, sha = setup.reference.checkpoint.parent, setup.reference.checkpoint_sha256
-    scores = load_reference_logits(run_dir, sha, setup.data.checksum, len(labels))
-    if scores is None:
-        scores = acc.reference_logits(setup.reference, images, device)
-        save_reference_logits(run_dir, scores, sha, setup.data.checksum, device)
+    scores = reference_logits(setup.reference, images, setup.data.checksum, device)
     return acc.pytorch_accuracy(scores, labels, setup.primary[1].class_names, device)
 
 
@@ -198,13 +187,13 @@ def check_fresh_exports(specs: dict[str, ModelSpec], reference: RunModel) -> Non
 
 
 def check_preprocessing(setup: Setup, sessions: dict, accuracy: list[dict], images, labels, batch: int) -> dict:
-    """Return the primary model's preprocessing check (see probe.check_preprocessing), on the first provider."""
+    """Return the primary model's preprocessing check (preprocessing_probe.check_preprocessing), first provider."""
     prec, spec = setup.primary
     key = (prec, setup.providers[0])
     entry = next(a for a in accuracy if (a["precision"], a["provider"]) == key)
     info = None if setup.data.reading else get_dataset_info(spec.dataset)
     mean, std, _ = default_normalization(info, spec.image_shape[0])
-    return probe.check_preprocessing(spec, sessions[key], entry, images, labels, mean, std, batch)
+    return preprocessing_probe.check_preprocessing(spec, sessions[key], entry, images, labels, mean, std, batch)
 
 
 def open_sessions(setup: Setup) -> dict[tuple[str, str], object]:
@@ -356,11 +345,11 @@ def write_outputs(result: dict, target: Target, class_names: list[str]) -> dict:
     """
     out = ensure_writable_dir(target.out_dir)
     names = target.names
-    files = report.write_figures(out, names, result, class_names)
+    files = markdown.write_figures(out, names, result, class_names)
     files["eval_md"] = str(out / names.md)
     files["eval_json"] = str(out / names.json)
     result["files"] = files
-    report.write_markdown(out / names.md, result)
+    markdown.write_markdown(out / names.md, result)
     write_artifact(out / names.json, "eval", result)
     return files
 

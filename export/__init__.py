@@ -9,8 +9,7 @@ through ``convkit.artifacts`` and writes ONNX metadata through ``convkit.onnx_me
 import importlib
 
 # Loaded on first use, so that importing the package (as `convkit --help` does for its cli module) stays cheap.
-_EXPORTS = {name: "pipeline" for name in ("ExportSettings", "export_all", "export_checkpoint", "export_run",
-                                          "SUMMARY_COLUMNS")}
+_EXPORTS = {name: "pipeline" for name in ("ExportSettings", "export_all", "export_checkpoint", "export_run")}
 __all__ = list(_EXPORTS)
 
 

@@ -16,7 +16,7 @@ from convkit.errors import ConvkitError, failure_of
 def _describe(res: dict) -> str:
     fp32 = res["precisions"]["fp32"]["parity"]
     parts = [f"{res['experiment']}: fp32 max|Δ| {fp32['max_abs_diff']:.2e}, agreement {fp32['argmax_agreement']:.2%}"]
-    for precision in ("fp16", "int8"):
+    for precision in gates.VARIANTS:
         entry = res["precisions"].get(precision)
         if entry and "parity" in entry:
             parts.append(f"{precision} agreement {entry['parity']['argmax_agreement']:.2%}, "
@@ -47,14 +47,14 @@ def _describe(res: dict) -> str:
 def export_cmd(run_dirs, all_dirs, checkpoint, experiment, precisions, atol, max_accuracy_drop, max_disagreement,
                n_images, calib_images, data_dir):
     """Export trained RUN_DIRS to ONNX behind a PyTorch-parity gate; exits 1 if a gate failed, 2 on bad input."""
-    from convkit.artifacts import find_runs
+    from convkit.artifacts import run_folders
     from convkit.export.pipeline import ExportSettings, export_checkpoint, export_run
 
     if experiment and not checkpoint:
         raise ConvkitError("--experiment goes with --checkpoint; a run directory records its experiment")
     targets: list[str] = list(run_dirs)
     for suite_dir in all_dirs:
-        targets += [str(p) for p in find_runs(suite_dir)]
+        targets += [str(p) for p in run_folders(suite_dir, with_checkpoint=True)]
     if not targets and not checkpoint:
         raise ConvkitError("nothing to export: pass RUN_DIR..., --all SUITE_DIR or --checkpoint PATH")
     settings = ExportSettings(

@@ -27,13 +27,11 @@ from convkit.artifacts import (
     RunModel,
     data_settings,
     ensure_same_experiment,
-    find_runs,
-    load_reference_logits,
     load_run_model,
     read_artifact,
     rejected_name,
+    run_folders,
     run_lock,
-    save_reference_logits,
     write_artifact,
 )
 from convkit.atomic import atomic_path, ensure_writable_dir
@@ -42,9 +40,10 @@ from convkit.data.loader import normalize
 from convkit.devices import reference_device
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError, failure_of
 from convkit.export.onnx_export import MAX_BATCH, OPSET, TRACE_BATCH, check_onnx, export_onnx
-from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, torch_logits, variant_gate
+from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, variant_gate
 from convkit.export.quantize import CALIB_METHOD, INT8_OPSET, calibration_images, to_fp16, to_int8
 from convkit.onnx_meta import build_metadata, set_metadata
+from convkit.reference import reference_logits
 from convkit.suite import get_experiment
 
 CALIB_SEED = 0
@@ -68,7 +67,7 @@ class ExportSettings:
     def check(self) -> "ExportSettings":
         """Return self after validating every value; ConvkitError (exit 2) naming the bad option."""
         for p in self.precisions:
-            if p not in ("fp16", "int8"):
+            if p not in gates.VARIANTS:
                 raise ConvkitError(f"unknown precision {p!r}; use fp16 or int8 (fp32 is always exported)")
         self.precisions = tuple(dict.fromkeys(self.precisions))
         for name, value in (("n-images", self.n_images), ("calib-images", self.calib_images), ("atol", self.atol)):
@@ -149,21 +148,18 @@ def _export(checkpoint: Path, experiment: str | None, out_dir, settings: ExportS
     report["total_time_s"] = time.perf_counter() - t0
     write_artifact(inputs.out_dir / EXPORT_JSON, "export", report)
     if report["failed"]:
-        reasons = [r for p in report["failed"] for r in report["precisions"][p]["gate"]["reasons"]]
+        reasons = [f"{p}: {r}" for p in report["failed"] for r in report["precisions"][p]["gate"]["reasons"]]
         raise ConvkitError(f"{inputs.experiment.name}: export gate failed: {'; '.join(reasons)} "
                            f"(report in {inputs.out_dir / EXPORT_JSON})", EXIT_GATE_FAILED)
     return report
 
 
 def reference_for(inputs: Inputs, device: str) -> np.ndarray:
-    """Return the PyTorch fp32 logits of the parity images: from the run's cache (convkit.artifacts) when it holds
-    them for this checkpoint and data, else computed on ``device`` and cached."""
-    run_dir, n = inputs.run.checkpoint.parent, len(inputs.x)
-    ref = load_reference_logits(run_dir, inputs.sha256, inputs.data.checksum, n)
-    if ref is None:
-        ref = torch_logits(inputs.run.model, inputs.x, device=device)
-        save_reference_logits(run_dir, ref, inputs.sha256, inputs.data.checksum, device)
-    return ref
+    """Return the PyTorch fp32 logits of the parity images. They come from the logits of the whole test split,
+    read from the run's cache or computed on ``device`` and cached (convkit.reference), so train-all's
+    evaluation of this checkpoint on this data reuses them."""
+    logits = reference_logits(inputs.run, inputs.data.test_images, inputs.data.checksum, device)
+    return logits[:len(inputs.x)]
 
 
 def metadata_for(inputs: Inputs, pytorch_acc: float, precision: str) -> dict:
@@ -214,7 +210,7 @@ def gate_fp32(report: dict, proto, inputs: Inputs, ref: np.ndarray, settings: Ex
     parity = run_parity(fp32_bytes, inputs.x.numpy(), ref, inputs.labels, reference_device=settings.device)
     gate = fp32_gate(parity, settings.atol, settings.max_disagreement["fp32"])
     report["precisions"]["fp32"] = {"file": None, "size_bytes": len(fp32_bytes), "parity": parity, "gate": gate}
-    if gate["pass"]:
+    if gate["passed"]:
         return inputs.out_dir / VARIANT_FILES["fp32"], proto
     report["failed"].append("fp32")
     return inputs.out_dir / rejected_name("fp32"), proto
@@ -228,7 +224,7 @@ def gate_variant(report: dict, precision: str, proto, inputs: Inputs, ref: np.nd
     entry: dict = {"gate_settings": limits}
     report["precisions"][precision] = entry
     fp32 = report["precisions"]["fp32"]
-    if not fp32["gate"]["pass"]:
+    if not fp32["gate"]["passed"]:
         entry["skipped"] = "fp32 export failed its parity gate"
         return None
     variant = convert(precision, proto, inputs, settings.calib_images, entry)
@@ -241,7 +237,7 @@ def gate_variant(report: dict, precision: str, proto, inputs: Inputs, ref: np.nd
     entry.update({"size_bytes": len(vbytes), "fp32_size_bytes": fp32["size_bytes"],
                   "size_ratio": len(vbytes) / fp32["size_bytes"], "parity": vpar, "gate": vgate,
                   "fp32_onnx_accuracy": fp32["parity"]["accuracy"]})
-    if vgate["pass"]:
+    if vgate["passed"]:
         return inputs.out_dir / VARIANT_FILES[precision], variant
     report["failed"].append(precision)
     return inputs.out_dir / rejected_name(precision), variant
@@ -288,7 +284,7 @@ def summary_fields(report: dict) -> dict:
     fp32 = report["precisions"]["fp32"]
     out = {"onnx": fp32["file"], "export_parity_max_abs": fp32["parity"]["max_abs_diff"],
            "export_agreement": fp32["parity"]["argmax_agreement"], "export_gate": report["gate"]}
-    for precision in ("fp16", "int8"):
+    for precision in gates.VARIANTS:
         entry = report["precisions"].get(precision)
         if entry and "parity" in entry:
             out[f"onnx_{precision}"] = entry["file"]
@@ -316,7 +312,7 @@ def export_all(suite_dir, on_result=None, settings: ExportSettings | None = None
     """
     settings = settings or ExportSettings(**kwargs)
     results, worst = {}, 0
-    for run in find_runs(suite_dir):
+    for run in run_folders(suite_dir, with_checkpoint=True):
         try:
             res = export_run(run, settings)
         except Exception as exc:  # one failed run (a bad checkpoint, an out-of-memory) never stops the others

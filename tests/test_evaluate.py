@@ -337,9 +337,9 @@ def test_bad_inputs_exit_2(tmp_path, exported, monkeypatch):
 
 def test_unavailable_cuda_is_an_error_not_a_cpu_figure(exported):
     """Asked explicitly for CUDA where it cannot load: exit 2 naming why; by default it is skipped with a note."""
-    from convkit.evaluate.providers import probe
+    from convkit.providers import provider_error
 
-    if probe("cuda") is None:
+    if provider_error("cuda") is None:
         pytest.skip("CUDA works here")
     res, out = _invoke([exported["t1-fcn"], "--provider", "cuda", "--no-latency"])
     assert res.exit_code == 2 and "CUDAExecutionProvider" in out and "not found" in out, out
@@ -356,7 +356,7 @@ def test_unstable_latency_is_flagged_and_not_used_for_ratios():
 
     from convkit.evaluate import latency as lat
     from convkit.evaluate.cli import _summary_line
-    from convkit.evaluate.report import latency_lines
+    from convkit.evaluate.markdown import latency_lines
 
     calls = iter(range(10_000))
 

@@ -131,7 +131,7 @@ def test_fp16_and_int8_variants(sample_runs, variant_reports, experiment):
     assert p16.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert p16.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in p16.graph.initializer)
-    assert fp16["gate"]["pass"] and fp16["parity"]["argmax_agreement"] >= 0.99
+    assert fp16["gate"]["passed"] and fp16["parity"]["argmax_agreement"] >= 0.99
     assert 0.45 < fp16["size_ratio"] < 0.6
 
     # int8: QDQ with per-channel weight scales, calibrated as recorded, about 4x smaller
@@ -172,7 +172,7 @@ def test_fp32_gate_failure_is_not_written_as_model_onnx(tmp_path):
     assert info.value.exit_code == 1 and "atol" in info.value.message
     assert not (run_dir / "model.onnx").exists() and (run_dir / "model.rejected.onnx").is_file()
     report = json.loads((run_dir / "export.json").read_text())
-    assert report["failed"] == ["fp32"] and not report["precisions"]["fp32"]["gate"]["pass"]
+    assert report["failed"] == ["fp32"] and not report["precisions"]["fp32"]["gate"]["passed"]
     assert report["removed_stale_files"] == ["model.onnx"]
 
 
@@ -270,7 +270,7 @@ def test_export_summary_fields_and_export_all(tmp_path):
     run_dir = make_fake_run(tmp_path / "seed", "t1-fcn")
     export_run(run_dir, n_images=16)
     doc = json.loads((run_dir / "export.json").read_text())
-    assert doc["schema"] == "convkit.export/1"
+    assert doc["schema"] == "convkit.export/2"
     fields = doc["summary"]
     assert fields["export_gate"] == "pass" and Path(fields["onnx"]) == run_dir / "model.onnx"
     assert fields["export_parity_max_abs"] <= 1e-4
@@ -300,12 +300,12 @@ def test_exact_ties_are_not_disagreements(tmp_path):
     report = run_parity(model.SerializeToString(), ort_out, ref, labels, batch_sizes=(7, 40))
     gate = fp32_gate(report, gates.FP32_ATOL, gates.MAX_DISAGREEMENT["fp32"])
     assert report["ties"] == 30 and report["argmax_agreement"] == 1.0
-    assert gate["pass"] and gate["ties"] == 30
+    assert gate["passed"] and gate["ties"] == 30
     # A real flip (gap well above TIE_GAP) still fails the gate.
     ref[10:] = [1.0 + 1e-3, 1.0, 0.0]
     report = run_parity(model.SerializeToString(), ort_out, ref, labels, batch_sizes=(7, 40))
     assert report["ties"] == 0 and report["argmax_agreement"] == 0.25
-    assert not fp32_gate(report, 1e-2, gates.MAX_DISAGREEMENT["fp32"])["pass"]
+    assert not fp32_gate(report, 1e-2, gates.MAX_DISAGREEMENT["fp32"])["passed"]
 
 
 @pytest.mark.parametrize("experiment", ["t1-fcn", "t5-custom-conv"])
@@ -336,3 +336,21 @@ def test_reference_evaluator_runs_every_precision(sample_runs, variant_reports, 
         assert ref.shape == got.shape == (8, 10)
         # int8: rounding of a requantized activation can differ by one step; compare in logit units
         np.testing.assert_allclose(ref, got, atol=atol * max(1.0, float(np.abs(got).max())), rtol=0)
+
+
+def test_export_json_of_the_older_layout_is_read_with_one_gate_key(tmp_path):
+    # convkit.export/1 said "pass" for a precision's overall gate and "passed" for its disagreement check alone
+    from convkit.artifacts import read_artifact
+    from convkit.atomic import write_json
+
+    old = {"schema": "convkit.export/1", "gate": "fail", "failed": ["int8"],
+           "precisions": {"fp32": {"gate": {"pass": True, "passed": True}},
+                          "int8": {"gate": {"pass": False, "passed": True, "drop_points": 3.0}}}}
+    write_json(tmp_path / "export.json", old)
+    doc = read_artifact(tmp_path / "export.json", "export")
+    assert doc["schema"] == "convkit.export/2" and doc["gate"] == "fail"
+    gates_read = {p: e["gate"] for p, e in doc["precisions"].items()}
+    assert gates_read == {"fp32": {"passed": True}, "int8": {"passed": False, "drop_points": 3.0}}
+    write_json(tmp_path / "export.json", {**old, "schema": "convkit.export/9"})
+    with pytest.raises(ConvkitError, match="convkit.export/9"):
+        read_artifact(tmp_path / "export.json", "export")

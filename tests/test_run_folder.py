@@ -191,36 +191,34 @@ def test_a_finite_blow_up_is_flagged(tmp_path):
 
 
 def test_reference_logits_are_computed_once_per_checkpoint_and_data(trained, monkeypatch):
-    """evaluate caches the PyTorch fp32 logits in the run folder; evaluating again and exporting again reuse
-    them; a subset of the data (--max-images) is other data and is computed afresh."""
-    import convkit.evaluate.accuracy as accuracy
-    import convkit.export.pipeline as pipeline
+    """In train-all's order (export, then evaluate) the PyTorch fp32 logits are computed once: export caches the
+    whole test split in the run folder and evaluate reads it; evaluating again and exporting again reuse them; a
+    subset of the data (--max-images) is other data and is computed afresh."""
+    import convkit.reference as reference
     from convkit.artifacts import REFERENCE
 
+    real, calls = reference.torch_logits, []
+    monkeypatch.setattr(reference, "torch_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
     r, _ = _cli("export", trained, "--n-images", "64")
     assert r.exit_code == 0, r.output
-    r, _ = _cli("evaluate", trained, "--no-latency", "--provider", "cpu")
-    assert r.exit_code == 0, r.output
-    assert (trained / REFERENCE).is_file()
-    first = json.loads((trained / "eval.json").read_text())["pytorch"]["accuracy"]
+    assert (trained / REFERENCE).is_file() and calls == [1]
 
     def no_pytorch(*a, **k):
         raise AssertionError("the PyTorch reference was recomputed")
 
-    monkeypatch.setattr(accuracy, "reference_logits", no_pytorch)
-    monkeypatch.setattr(pipeline, "torch_logits", no_pytorch)
+    monkeypatch.setattr(reference, "torch_logits", no_pytorch)
+    r, _ = _cli("evaluate", trained, "--no-latency", "--provider", "cpu")
+    assert r.exit_code == 0, r.output
+    first = json.loads((trained / "eval.json").read_text())["pytorch"]["accuracy"]
     r, _ = _cli("evaluate", trained, "--no-latency", "--provider", "cpu")
     assert r.exit_code == 0, r.output
     assert json.loads((trained / "eval.json").read_text())["pytorch"]["accuracy"] == first
     r, _ = _cli("export", trained, "--n-images", "64")
     assert r.exit_code == 0, r.output
-    monkeypatch.undo()
-    calls = []
-    real = accuracy.reference_logits
-    monkeypatch.setattr(accuracy, "reference_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(reference, "torch_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
     from convkit.evaluate.options import DataOptions, EvalOptions, ProviderOptions, TimingOptions
     from convkit.evaluate.run import evaluate_model
 
     evaluate_model(trained, EvalOptions(data=DataOptions(max_images=100), providers=ProviderOptions(provider="cpu"),
                                         timing=TimingOptions(latency=False)))
-    assert calls == [1]
+    assert calls == [1, 1]

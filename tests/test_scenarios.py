@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from convkit.errors import ConvkitError
-from convkit.evaluate import scenarios as sc
-from convkit.evaluate.recommend import recommend
-from convkit.evaluate.serving import compare_single_stream
-from convkit.evaluate.sut import QueueSUT, SutConfig, run_batch
+from convkit.evaluate.serving import scenarios as sc
+from convkit.evaluate.serving.recommend import recommend
+from convkit.evaluate.serving.section import compare_single_stream
+from convkit.evaluate.serving.sut import QueueSUT, SutConfig, run_batch
 
 try:
     import mlperf_loadgen  # noqa: F401
@@ -123,7 +123,7 @@ def test_parse_scenarios_and_missing_loadgen(monkeypatch):
 def test_evaluation_modules_import_neither_train_nor_export_nor_loadgen():
     import subprocess
 
-    code = ("import sys, convkit.evaluate.serving, convkit.evaluate.serving_cli, convkit.evaluate.cli; "
+    code = ("import sys, convkit.evaluate.serving.section, convkit.evaluate.serving.cli, convkit.evaluate.cli; "
             "bad = [m for m in sys.modules if m.startswith(('convkit.train', 'convkit.export', 'mlperf_loadgen'))]; "
             "print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
@@ -220,7 +220,7 @@ def test_accuracy_mode_equals_the_accuracy_pass(small_run, tmp_path):
     from convkit.data.load import load_dataset
     from convkit.evaluate.accuracy import classification_metrics, ort_scores
     from convkit.evaluate.model_io import inspect_model
-    from convkit.evaluate.serving import session_factory
+    from convkit.evaluate.serving.section import session_factory
 
     spec = inspect_model(small_run / "model.onnx")
     data = load_dataset(spec.dataset, sample=True)

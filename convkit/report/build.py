@@ -12,10 +12,11 @@ from convkit import artifacts as A
 from convkit.atomic import write_text
 from convkit.errors import ConvkitError
 from convkit.models import create_model, get_model_config
+from convkit.plotting import plot_style
 from convkit.report import figures as F
-from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, load_run, run_folders
+from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, load_run
 from convkit.report.doc import to_html, to_markdown
-from convkit.report.probe import first_conv_view, fixed_test_image, stage_maps
+from convkit.report.internals import first_conv_view, fixed_test_image, stage_maps
 from convkit.report.receptive_field import receptive_fields
 from convkit.report.stats import fmt, pct, pts, run_stats
 from convkit.suite import SUITES, TABLE_TITLES, Experiment
@@ -296,14 +297,14 @@ def build_report(suite_dir: Path | str) -> dict:
     "runs", "seconds"}. Raises ConvkitError when the folder holds no run."""
     t0 = time.perf_counter()
     suite_dir = Path(suite_dir)
-    runs = [load_run(p) for p in run_folders(suite_dir)]
+    runs = [load_run(p) for p in A.run_folders(suite_dir)]
     out = suite_dir / A.REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     suite = _suite_of(runs)
     by_name = {r.name: r for r in runs}
     exps = SUITES.get(suite, []) if suite else []
     ctx: dict = {}
-    with F.report_style():
+    with plot_style():
         figs = {r.name: run_figures(r, out, ctx) for r in runs}
         stats = {r.name: run_stats(r) for r in runs}
         blocks = _intro(suite_dir, runs, suite) + suite_blocks(runs, stats, out, suite_dir)

@@ -128,19 +128,6 @@ def _read(path: Path, kind: str, problems: list[str]) -> dict | None:
         return None
 
 
-def run_folders(suite_dir: Path) -> list[Path]:
-    """Return the folders under ``suite_dir`` holding any run file, checkpoint or not (a run that failed before
-    its first checkpoint still has a config), sorted; ConvkitError (exit 2) when there is none."""
-    suite_dir = Path(suite_dir)
-    if not suite_dir.is_dir():
-        raise ConvkitError(f"suite directory {suite_dir} not found; pass e.g. runs/seed")
-    markers = (A.CHECKPOINT, A.CONFIG, A.METRICS, A.HISTORY)
-    found = sorted(p for p in suite_dir.iterdir() if p.is_dir() and any((p / m).is_file() for m in markers))
-    if not found:
-        raise ConvkitError(f"no run directories under {suite_dir} (none holds a {A.CHECKPOINT} or {A.CONFIG})")
-    return found
-
-
 def load_run(path: Path) -> RunData:
     """Return the RunData of run folder ``path``; unreadable files are recorded in ``problems``, never raised."""
     path = Path(path)

@@ -1,58 +1,23 @@
-"""The report's figures: one style, 100 dpi PNGs, deterministic bytes.
+"""The report's figures, in convkit.plotting's style and written by its one save (atomic, byte-stable).
 
-Figures are built on matplotlib's object API (Figure + Agg canvas, no pyplot state), so nothing depends on
-a display or on figures left open elsewhere. PNGs are written without the "Software" tag and with a fixed
-SVG hash salt: the same numbers give the same bytes.
+Per-run figures (about five per run) set their margins by hand: matplotlib's constrained layout was a quarter
+of the report's time. The few suite-wide figures pass ``layout="constrained"`` to ``new_figure``.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-DPI = 100
-STYLE = {
-    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
-    "legend.fontsize": 8, "figure.titlesize": 12, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-    "axes.spines.right": False, "figure.dpi": DPI, "savefig.dpi": DPI, "svg.hashsalt": "convkit-report",
-    "image.interpolation": "nearest",
-}
+from convkit.plotting import new_figure, save
+
 PRECISION_STYLE = {"fp32": ("o", "tab:blue"), "fp16": ("s", "tab:orange"), "int8": ("^", "tab:green")}
 MAX_TICK_LABELS = 30
 LINESTYLES = ("-", "--", "-.", ":")
-
-
-@contextmanager
-def report_style():
-    """Context in which every figure of the report is built (the shared rcParams)."""
-    with matplotlib.rc_context(STYLE):
-        yield
-
-
-def new_figure(w: float, h: float, layout: str | None = None) -> Figure:
-    """Return an Agg-backed Figure of ``w``×``h`` inches.
-
-    Per-run figures (about five per run) set their margins by hand: matplotlib's constrained layout was a
-    quarter of the report's time. The few suite-wide figures pass ``layout="constrained"``.
-    """
-    fig = Figure(figsize=(w, h), layout=layout)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` as a PNG without a Software tag (byte-stable) and return ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, metadata={"Software": None})
-    fig.clear()
-    return path
 
 
 def _series(history: list[dict], key: str) -> tuple[list[float], list[float]]:

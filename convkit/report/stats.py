@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from convkit.gates import PRECISIONS
 from convkit.report.collect import NOT_MEASURED, RunData, dig, number
 
 
@@ -29,7 +30,7 @@ def run_stats(run: RunData) -> dict:
         "provider": provider, "ort_acc": ort_acc, "ort_delta_pts": delta * 100 if delta is not None else None,
         "ece": number(dig(fp32, "calibration", "ece")),
     }
-    for prec in ("fp32", "fp16", "int8"):
+    for prec in PRECISIONS:
         entry = run.eval_entry(prec, provider) if provider else None
         if prec != "fp32":
             s[f"{prec}_acc"] = number(dig(entry, "accuracy"))

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from convkit.atomic import save_figure
-from convkit.evaluate.providers import ProviderConfig, make_session
-from convkit.evaluate.recommend import DEFAULT_LATENCY_BOUND_MS, recommend
-from convkit.evaluate.scenarios import ScenarioOptions, Served, run_scenarios
-from convkit.evaluate.sut import SutConfig
+from convkit.evaluate.serving.recommend import DEFAULT_LATENCY_BOUND_MS, recommend
+from convkit.evaluate.serving.scenarios import ScenarioOptions, Served, run_scenarios
+from convkit.evaluate.serving.sut import SutConfig
+from convkit.providers import ProviderConfig, make_session
 
 # SingleStream's p90 (LoadGen, queue SUT) and convkit's closed-loop batch-1 p90 (latency.py) measure nearly
 # the same thing; beyond this ratio one of them is not measuring what it claims (or the machine was busy).
@@ -96,12 +95,10 @@ def write_server_png(path: Path, row: dict, bound_ms: float) -> Path | None:
     steps = sorted((s for s in row.get("bisection") or [] if s.get("p99_ms") is not None), key=lambda s: s["target_qps"])
     if not steps:
         return None
-    import matplotlib  # matplotlib loads only when a figure is drawn: evaluate without scenarios never needs it
+    from convkit import plotting  # matplotlib loads when a figure is drawn: evaluate without scenarios never needs it
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = plotting.new_figure(7, 4.5)
+    ax = fig.add_subplot()
     q = [s["target_qps"] for s in steps]
     ax.plot(q, [s["p99_ms"] for s in steps], "o-", label="p99")
     ax.plot(q, [s["p50_ms"] for s in steps], "s--", label="p50")
@@ -115,7 +112,8 @@ def write_server_png(path: Path, row: dict, bound_ms: float) -> Path | None:
     ax.set_title(f"{row['precision']} {row['provider']}: Server latency vs QPS ({note})", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    return save_figure(fig, Path(path), dpi=100)
+    fig.tight_layout()
+    return plotting.save(fig, Path(path))
 
 
 def _f(v, spec: str = ".3f") -> str:

@@ -1,4 +1,4 @@
-"""ONNX Runtime execution providers: which ones really work here, and how sessions are built for each.
+"""ONNX Runtime execution providers and the one session factory (make_session) that export and evaluate share.
 
 ONNX Runtime silently falls back to the CPU provider when the CUDA (or TensorRT) provider cannot load its
 libraries. Every session built here is checked with ``session.get_providers()``; a fallback becomes a
@@ -175,7 +175,7 @@ def make_session(model, cfg: ProviderConfig, cuda_graph: bool = False):
     return sess
 
 
-def _probe_model() -> bytes:
+def _tiny_model() -> bytes:
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
@@ -186,14 +186,14 @@ def _probe_model() -> bytes:
 
 
 @functools.lru_cache(maxsize=None)
-def probe(kind: str, device_id: int = 0) -> str | None:
+def provider_error(kind: str, device_id: int = 0) -> str | None:
     """Return None when provider ``kind`` really runs here, else one line saying why it does not."""
     if kind == "cpu":
         return None
 
-    ort.set_default_logger_severity(4)  # the probe reports failures itself
+    ort.set_default_logger_severity(4)  # provider_error reports failures itself
     try:
-        make_session(_probe_model(), ProviderConfig(kind, device_id=device_id))
+        make_session(_tiny_model(), ProviderConfig(kind, device_id=device_id))
     except ConvkitError as exc:
         return exc.message
     finally:
@@ -210,7 +210,7 @@ def select_providers(requested: str | None, device_id: int = 0) -> tuple[list[st
     if requested in (None, "auto", "all"):
         kinds, notes = ["cpu"], []
         for kind in GPU_KINDS:
-            why = probe(kind, device_id)
+            why = provider_error(kind, device_id)
             if why is None:
                 kinds.append(kind)
             else:
@@ -220,7 +220,7 @@ def select_providers(requested: str | None, device_id: int = 0) -> tuple[list[st
     for kind in [k.strip().lower() for k in requested.split(",") if k.strip()]:
         if kind not in PROVIDERS:
             raise ConvkitError(f"unknown provider {kind!r}; use cpu, cuda, tensorrt or all")
-        why = probe(kind, device_id)
+        why = provider_error(kind, device_id)
         if why is not None:
             raise ProviderUnavailable(f"--provider {kind} requested but {why}")
         kinds.append(kind)

@@ -13,7 +13,7 @@ Offline results are left out: Offline has no latency bound, so it cannot show a 
 
 from __future__ import annotations
 
-from convkit.gates import MAX_ACC_DROP
+from convkit.gates import MAX_ACC_DROP, Limits, judge
 
 # MLPerf Inference's Server latency bound for ResNet-50 (image classification; mlperf.conf
 # `resnet50.Server.target_latency = 15`): the MLPerf benchmark closest to the classifiers of convkit's suites.
@@ -39,9 +39,9 @@ def accuracy_verdicts(result: dict, max_drop: dict | None = None) -> dict:
                                  "max_drop_points": g["max_drop_points"], "passed": bool(g["passed"]),
                                  "against": "PyTorch", "reasons": g.get("reasons") or []}
         elif kind in fp32 and a.get("accuracy") is not None:
-            drop = (fp32[kind] - a["accuracy"]) * 100
-            out[(prec, kind)] = {"accuracy": a["accuracy"], "drop_points": drop, "max_drop_points": limit,
-                                 "passed": drop <= limit + 1e-9, "against": "fp32 ONNX"}
+            verdict = judge(Limits(limit), accuracy=a["accuracy"], reference_accuracy=fp32[kind])
+            out[(prec, kind)] = {"accuracy": a["accuracy"], **verdict.checks, "passed": verdict.passed,
+                                 "against": "fp32 ONNX"}
     return out
 
 

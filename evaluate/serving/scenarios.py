@@ -28,8 +28,8 @@ import numpy as np
 from convkit.artifacts import LOADGEN_DIR
 from convkit.errors import ConvkitError
 from convkit.evaluate.accuracy import classification_metrics
-from convkit.evaluate.recommend import DEFAULT_LATENCY_BOUND_MS
-from convkit.evaluate.sut import QueueSUT, SutConfig, one_line, uses_io_binding
+from convkit.evaluate.serving.recommend import DEFAULT_LATENCY_BOUND_MS
+from convkit.evaluate.serving.sut import QueueSUT, SutConfig, one_line, uses_io_binding
 
 SCENARIOS = {"single-stream": "SingleStream", "multi-stream": "MultiStream", "server": "Server", "offline": "Offline"}
 MLPERF_MODEL = "resnet50"

@@ -6,20 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from convkit.artifacts import PRECISIONS, EvalNames
-from convkit.atomic import save_figure, write_csv, write_text
-from convkit.evaluate import serving
+from convkit.artifacts import EvalNames
+from convkit.atomic import write_csv, write_text
 from convkit.evaluate.latency import UNSTABLE_P90_OVER_P50, UNSTABLE_STD_OVER_MEAN
-
-
-def _mpl():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
+from convkit.evaluate.serving import section as serving_section
+from convkit.gates import PRECISIONS
 
 # Above this many classes a confusion-matrix PNG is unreadable: eval.md lists the most confused pairs instead.
 MAX_CONFUSION_PNG_CLASSES = 50
@@ -36,12 +27,14 @@ def write_confusion_csv(path: Path, metrics: dict, class_names: list[str]) -> Pa
 
 def write_confusion_png(path: Path, metrics: dict, class_names: list[str], title: str) -> Path:
     """Atomically write a row-normalized confusion heatmap with counts and class names on both axes."""
-    plt = _mpl()
+    from convkit import plotting  # matplotlib loads when a figure is drawn
+
     cm = np.asarray(metrics["confusion"])
     norm = np.asarray(metrics["confusion_normalized"])
     k = len(class_names)
     size = max(5.0, 0.55 * k + 2.5)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = plotting.new_figure(size + 1, size)
+    ax = fig.add_subplot()
     im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(k), labels=class_names, rotation=45, ha="right")
     ax.set_yticks(range(k), labels=class_names)
@@ -54,18 +47,21 @@ def write_confusion_png(path: Path, metrics: dict, class_names: list[str], title
                 ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", fontsize=7,
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
-    return save_figure(fig, Path(path), dpi=110)
+    fig.tight_layout()
+    return plotting.save(fig, Path(path), dpi=110)
 
 
 def write_latency_png(path: Path, rows: list[dict], title: str) -> Path | None:
     """Atomically write p50 latency vs batch size (log-log), one line per precision/provider/backend; None if no rows."""
     if not rows:
         return None
-    plt = _mpl()
+    from convkit import plotting  # matplotlib loads when a figure is drawn
+
     series: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
         series.setdefault(f"{r['precision']} {r['provider']} {r['backend']}", []).append((r["batch"], r["p50_ms"]))
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = plotting.new_figure(8, 5)
+    ax = fig.add_subplot()
     for label, pts in sorted(series.items()):
         pts.sort()
         ls = "--" if "torch" in label else "-"
@@ -77,7 +73,8 @@ def write_latency_png(path: Path, rows: list[dict], title: str) -> Path | None:
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    return save_figure(fig, Path(path), dpi=110)
+    fig.tight_layout()
+    return plotting.save(fig, Path(path), dpi=110)
 
 
 def _f(v, spec: str = ".4f") -> str:
@@ -98,10 +95,20 @@ def markdown(result: dict) -> str:
         lines.append(f"- note: {note}")
     lines.append("")
     lines += preprocessing_lines(result.get("preprocessing"))
+    lines += accuracy_lines(result)
+    if result["accuracy"]:
+        lines += per_class_lines(result["accuracy"][0])
+    lines += latency_lines(result["latency"])
+    lines += serving_section.markdown_lines(result)
+    lines += method_lines(result)
+    return "\n".join(lines) + "\n"
 
-    lines += ["## Accuracy", "", "| precision | backend | accuracy | top-5 | loss | macro F1 | "
-              "Δacc vs PyTorch (points) | "
-              "predictions differing | gate |", "|---|---|---|---|---|---|---|---|---|"]
+
+def accuracy_lines(result: dict) -> list[str]:
+    """Return eval.md's accuracy table: PyTorch's row, then one row per ORT file and provider with its gate."""
+    lines = ["## Accuracy", "", "| precision | backend | accuracy | top-5 | loss | macro F1 | "
+             "Δacc vs PyTorch (points) | "
+             "predictions differing | gate |", "|---|---|---|---|---|---|---|---|---|"]
     pt = result.get("pytorch")
     if pt:
         lines.append(f"| fp32 | PyTorch eager ({pt['device']}) | {_f(pt['accuracy'])} | "
@@ -111,45 +118,47 @@ def markdown(result: dict) -> str:
     for acc in result["accuracy"]:
         vs = acc.get("vs_pytorch")
         gate = acc.get("gate")
-        gate_s = "—" if not gate else (f"{'pass' if gate['passed'] else '**FAIL**'} (max drop {gate['max_drop_points']})")
+        gate_s = "—" if not gate else (f"{'pass' if gate['passed'] else '**FAIL**'} "
+                                       f"(max drop {gate['max_drop_points']})")
         lines.append(f"| {acc['precision']} | ORT {acc['provider']} | {_f(acc['accuracy'])} | "
                      f"{_f(acc.get('top5_accuracy'))} | {_f(acc['loss'])} | "
                      f"{_f(acc['macro_f1'])} | {_f(vs['delta']['accuracy'] * 100, '+.2f') if vs else '—'} | "
                      f"{vs['disagreements'] if vs else '—'} | {gate_s} |")
     lines.append("")
-    first = result["accuracy"][0] if result["accuracy"] else None
-    if first:
-        lines += [f"Loss: {first['loss_kind']} (model outputs {first['output_kind']}).", "",
-                  f"### Per class ({first['precision']}, ORT {first['provider']})", "",
-                  "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-        for c in first["per_class"]:
-            lines.append(f"| {c['class']} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
+    return lines
+
+
+def per_class_lines(first: dict) -> list[str]:
+    """Return eval.md's per-class table of the first accuracy entry, its most confused pairs when there are too
+    many classes for a confusion PNG, and the images whose class differs from PyTorch's."""
+    lines = [f"Loss: {first['loss_kind']} (model outputs {first['output_kind']}).", "",
+             f"### Per class ({first['precision']}, ORT {first['provider']})", "",
+             "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for c in first["per_class"]:
+        lines.append(f"| {c['class']} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
+    lines.append("")
+    if len(first["per_class"]) > MAX_CONFUSION_PNG_CLASSES and first.get("confused_pairs"):
+        lines += [f"### Most confused pairs ({len(first['per_class'])} classes: no confusion PNG)", "",
+                  "| true | predicted | images | share of true class |", "|---|---|---|---|"]
+        lines += [f"| {p['true']} | {p['predicted']} | {p['count']} | {p['share_of_true']:.3f} |"
+                  for p in first["confused_pairs"]]
         lines.append("")
-        if len(first["per_class"]) > MAX_CONFUSION_PNG_CLASSES and first.get("confused_pairs"):
-            lines += [f"### Most confused pairs ({len(first['per_class'])} classes: no confusion PNG)", "",
-                      "| true | predicted | images | share of true class |", "|---|---|---|---|"]
-            lines += [f"| {p['true']} | {p['predicted']} | {p['count']} | {p['share_of_true']:.3f} |"
-                      for p in first["confused_pairs"]]
-            lines.append("")
-        if first.get("vs_pytorch") and first["vs_pytorch"]["disagreements"]:
-            idx = first["vs_pytorch"]["disagreement_indices"]
-            lines += [f"Test images whose predicted class differs from PyTorch ({len(idx)} listed): "
-                      f"{', '.join(map(str, idx[:50]))}{' …' if len(idx) > 50 else ''}", ""]
+    if first.get("vs_pytorch") and first["vs_pytorch"]["disagreements"]:
+        idx = first["vs_pytorch"]["disagreement_indices"]
+        lines += [f"Test images whose predicted class differs from PyTorch ({len(idx)} listed): "
+                  f"{', '.join(map(str, idx[:50]))}{' …' if len(idx) > 50 else ''}", ""]
+    return lines
 
-    lines += latency_lines(result["latency"])
 
-    lines += serving.markdown_lines(result)
-    meth = result["method"]
-    lines += ["## Method", ""]
-    for k, v in meth.items():
-        lines.append(f"- {k}: {v}")
+def method_lines(result: dict) -> list[str]:
+    """Return eval.md's Method, Hardware and software, and Provider options sections."""
+    lines = ["## Method", ""]
+    lines += [f"- {k}: {v}" for k, v in result["method"].items()]
     lines += ["", "## Hardware and software", ""]
-    for k, v in result["hardware"].items():
-        lines.append(f"- {k}: {v}")
+    lines += [f"- {k}: {v}" for k, v in result["hardware"].items()]
     lines += ["", "## Provider options", ""]
-    for k, v in result["providers"]["options"].items():
-        lines.append(f"- {k}: `{v}`")
-    return "\n".join(lines) + "\n"
+    lines += [f"- {k}: `{v}`" for k, v in result["providers"]["options"].items()]
+    return lines
 
 
 def _size(n: int | None) -> str:

@@ -2,7 +2,7 @@
 sessions, each drained by its own worker thread that batches dynamically.
 
 ``QueueSUT`` knows nothing about LoadGen: ``issue`` takes (response id, sample index) pairs and every finished
-sample is handed to a ``complete`` callback with its output row. ``evaluate/scenarios.py`` connects it to
+sample is handed to a ``complete`` callback with its output row. ``evaluate/serving/scenarios.py`` connects it to
 LoadGen (whose ``issue_query`` callback must return at once, hence the queue). Kept apart so the batching,
 threading and failure logic is testable without LoadGen installed.
 

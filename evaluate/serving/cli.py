@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from convkit.evaluate.recommend import DEFAULT_LATENCY_BOUND_MS
+from convkit.evaluate.serving.recommend import DEFAULT_LATENCY_BOUND_MS
 
 
 def cli_options(command):
@@ -56,8 +56,8 @@ def options_from_cli(scenario, quick, latency_bound_ms, max_batch, batch_timeout
     """Return the ScenarioOptions of the CLI values (ConvkitError for an unknown scenario); intra-op threads per
     worker = ``threads`` (default: physical cores) // workers, at least 1."""
     from convkit.envinfo import physical_cores
-    from convkit.evaluate.scenarios import ScenarioOptions, parse_scenarios, require_loadgen
-    from convkit.evaluate.sut import SutConfig
+    from convkit.evaluate.serving.scenarios import ScenarioOptions, parse_scenarios, require_loadgen
+    from convkit.evaluate.serving.sut import SutConfig
 
     names = parse_scenarios(scenario)
     if names:

@@ -1,0 +1,55 @@
+"""The PyTorch reference every ONNX file is judged against: the run's eager fp32 logits, cached per run folder
+(convkit.artifacts' reference_logits.pt), and the images where its top two logits tie.
+
+Export computes the logits of the whole test split once and caches them, so train-all's evaluation of the same
+checkpoint on the same data reads them instead of running PyTorch again.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from convkit import gates
+from convkit.artifacts import load_reference_logits, save_reference_logits
+from convkit.data.loader import normalize
+from convkit.devices import exact_fp32
+
+BATCH = 256  # images per PyTorch forward pass
+
+
+def tie_mask(ref: np.ndarray, gap: float = gates.TIE_GAP) -> np.ndarray:
+    """Return a bool per row of ``ref`` logits [N, classes]: True where the top two are less than ``gap`` apart
+    (never with fewer than two classes)."""
+    if ref.ndim != 2 or ref.shape[1] < 2:
+        return np.zeros(len(ref), dtype=bool)
+    top2 = np.sort(ref.astype(np.float64), axis=1)[:, -2:]
+    return (top2[:, 1] - top2[:, 0]) < gap
+
+
+def torch_logits(model, images_u8, mean, std, device: str = "cpu") -> np.ndarray:
+    """Return the eager ``model``'s fp32 logits [N, classes] (TF32 off) on ``device`` for uint8 ``images_u8``
+    [N, C, H, W] (numpy or torch), normalized as in training, in batches of BATCH; the model ends on the CPU."""
+    dev = torch.device(device)
+    images = torch.as_tensor(np.ascontiguousarray(images_u8) if isinstance(images_u8, np.ndarray) else images_u8)
+    model.to(dev).eval()
+    try:
+        with torch.inference_mode(), exact_fp32():
+            out = [model(normalize(images[i:i + BATCH].to(dev), mean, std)).float().cpu()
+                   for i in range(0, len(images), BATCH)]
+    finally:
+        model.to("cpu")
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def reference_logits(run, images_u8, data_checksum: str, device: str = "cpu") -> np.ndarray:
+    """Return the fp32 PyTorch logits of ``run`` (a convkit.artifacts.RunModel) for ``images_u8``, the test split
+    (or its first rows) of the data whose checksum is ``data_checksum``: read from the run folder's cache when it
+    holds them for this checkpoint and data, else computed on ``device`` and cached."""
+    run_dir, sha = run.checkpoint.parent, run.checkpoint_sha256
+    cached = load_reference_logits(run_dir, sha, data_checksum, len(images_u8))
+    if cached is not None:
+        return cached
+    logits = torch_logits(run.model, images_u8, run.mean, run.std, device)
+    save_reference_logits(run_dir, logits, sha, data_checksum, device)
+    return logits

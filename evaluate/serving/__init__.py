@@ -1,0 +1,12 @@
+"""Serving under MLPerf LoadGen (``convkit evaluate --scenario``), one module per job:
+
+* ``sut`` — the system under test: a queue of samples in front of ONNX Runtime sessions, batched by workers.
+* ``scenarios`` — LoadGen settings and log parsing for SingleStream, MultiStream, Server and Offline; the Server
+  search for the highest QPS within the latency bound.
+* ``cli`` — the serving options of ``convkit evaluate`` (one decorator) and their terminal lines.
+* ``section`` — the serving section of eval.json / eval.md: every precision × provider, the SingleStream
+  cross-check, the latency-vs-QPS figure; ``attach`` is the entry point ``evaluate_model`` calls.
+* ``recommend`` — the deployment recommendation from everything measured.
+
+LoadGen is imported lazily: convkit evaluates without it until a scenario is asked for.
+"""
