@@ -24,8 +24,10 @@ venv:
 	  echo $$want > $(VENV)/.lock-sha256; \
 	else echo "reusing $(VENV) (lock $${want:0:12})"; fi
 
+# An editable install of this checkout: the tests and `convkit` run the files here (setup.cfg's package_dir maps
+# train/, export/ and evaluate/ onto convkit.train, convkit.export and convkit.evaluate).
 install: venv
-	@$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation --force-reinstall . 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation --force-reinstall -e . 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@$(VENV)/bin/convkit --version
 
 demo: install
