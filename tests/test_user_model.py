@@ -155,6 +155,16 @@ def test_folder_data_contract_is_recorded_for_evaluate(tmp_path, user_pkg, cifar
     assert ev["gate"]["passed"] is True
 
 
+def test_torchscript_exporter_when_asked_still_runs_the_gate(tmp_path, user_pkg):
+    out = tmp_path / "ts"
+    code, text = _cli("export", "--model", "my_pkg.nets:build", "--weights", user_pkg["weights"], "--dataset",
+                      "cifar10", "--sample", "--out", out, "--exporter", "torchscript", "--n-images", "200")
+    assert code == 0, text
+    doc = json.loads((out / "export.json").read_text())
+    assert "TorchScript" in doc["exporter"] and doc["precisions"]["fp32"]["gate"]["pass"]
+    assert doc["precisions"]["fp32"]["parity"]["max_abs_diff"] < 1e-4
+
+
 def test_a_model_whose_outputs_change_fails_the_gate(tmp_path, user_pkg):
     out = tmp_path / "noisy"
     code, text = _cli("export", "--model", "my_pkg.nets:build", "--model-kwargs", '{"always_dropout": true}',
