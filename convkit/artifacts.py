@@ -39,6 +39,7 @@ from typing import Iterator
 import torch
 
 from convkit.atomic import ensure_writable_dir, save_torch, write_json
+from convkit.data.loader import normalize
 from convkit.errors import ConvkitError
 from convkit.gates import PRECISIONS
 from convkit.models import create_model
@@ -54,6 +55,7 @@ EXPORT_JSON = "export.json"
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}  # keys: PRECISIONS
 EVAL_PREFIX = "eval"  # eval.json / eval.md for a run; eval.<precision>.* when one variant file is evaluated
 LOADGEN_DIR = "loadgen"  # evaluate --scenario: LoadGen's logs, one <precision>-<provider>-<scenario>/ folder each
+MODEL_SOURCE = "model_source.json"  # a user model's source + data contract: its export folder's "checkpoint"
 REFERENCE = "reference_logits.pt"  # the PyTorch model's fp32 test-split logits, reused by export and evaluate
 FAILURE = "failure.json"  # train-all: why this experiment failed, and in which stage; removed on success
 SUMMARY_MD = "summary.md"
@@ -72,6 +74,7 @@ SCHEMAS = {
     "summary": "convkit.summary/1",
     "failure": "convkit.failure/1",
     "reference": "convkit.reference/1",
+    "model_source": "convkit.model_source/1",
 }
 
 
@@ -164,27 +167,28 @@ def read_artifact(path: Path, kind: str) -> dict | None:
 
 # ---- run folders -------------------------------------------------------------------------------------------------
 def is_run_dir(path: Path) -> bool:
-    """Return True when ``path`` is a folder holding a checkpoint."""
-    return (Path(path) / CHECKPOINT).is_file()
+    """Return True when ``path`` is a folder holding a checkpoint, or a user model's model_source.json."""
+    return (Path(path) / CHECKPOINT).is_file() or (Path(path) / MODEL_SOURCE).is_file()
 
 
 # any of these makes a folder a run folder: a run that failed before its first checkpoint still has a config
-RUN_MARKERS = (CONFIG, CHECKPOINT, METRICS, HISTORY, FAILURE)
+RUN_MARKERS = (CONFIG, CHECKPOINT, METRICS, HISTORY, FAILURE, MODEL_SOURCE)
 
 
 def run_folders(suite_dir: Path, with_checkpoint: bool = False) -> list[Path]:
     """Return the run folders directly under ``suite_dir``, sorted: every folder holding any run file (RUN_MARKERS,
-    even a failed or partial run), or with ``with_checkpoint`` only those holding a checkpoint.pt.
+    even a failed or partial run), or with ``with_checkpoint`` only those holding a checkpoint.pt or a user
+    model's model_source.json (what export starts from).
 
     ConvkitError (exit 2) when ``suite_dir`` is not a folder or holds no such folder.
     """
     suite_dir = Path(suite_dir)
     if not suite_dir.is_dir():
         raise ConvkitError(f"suite directory {suite_dir} not found; pass e.g. runs/seed")
-    markers = (CHECKPOINT,) if with_checkpoint else RUN_MARKERS
+    markers = (CHECKPOINT, MODEL_SOURCE) if with_checkpoint else RUN_MARKERS
     found = sorted(p for p in suite_dir.iterdir() if p.is_dir() and any((p / m).is_file() for m in markers))
     if not found:
-        held = CHECKPOINT if with_checkpoint else f"{CHECKPOINT} or {CONFIG}"
+        held = f"{CHECKPOINT} or {MODEL_SOURCE}" if with_checkpoint else f"{CHECKPOINT}, {CONFIG} or {MODEL_SOURCE}"
         raise ConvkitError(f"no run directories under {suite_dir} (none holds a {held}); "
                            f"pass a folder made by `convkit train-all`")
     return found
@@ -434,6 +438,7 @@ class RunModel:
     model_name: str
     config: dict  # the training config recorded in the checkpoint
     epoch: int | None
+    contract: object = None  # a user model's convkit.user_model.DataContract (its preprocessing); None for a run
 
     @cached_property
     def checkpoint_sha256(self) -> str:
@@ -446,11 +451,18 @@ class RunModel:
 
     @property
     def mean(self) -> tuple[float, ...]:
-        return tuple(self.model.default_cfg.mean)
+        return tuple(self.contract.mean if self.contract is not None else self.model.default_cfg.mean)
 
     @property
     def std(self) -> tuple[float, ...]:
-        return tuple(self.model.default_cfg.std)
+        return tuple(self.contract.std if self.contract is not None else self.model.default_cfg.std)
+
+    def model_input(self, images_u8: torch.Tensor) -> torch.Tensor:
+        """Return the float32 NCHW input of the model for uint8 NCHW images: a user model's contract (range,
+        channel order, mean/std), else the training loader's normalization."""
+        if self.contract is not None:
+            return self.contract.prepare(images_u8)
+        return normalize(images_u8, self.mean, self.std)
 
 
 def load_run_model(source: Path, model_name: str | None = None) -> RunModel:
@@ -459,6 +471,10 @@ def load_run_model(source: Path, model_name: str | None = None) -> RunModel:
     ``model_name`` overrides the registered architecture recorded in the checkpoint's config.
     """
     source = Path(source)
+    if source.is_dir() and (source / MODEL_SOURCE).is_file() and not (source / CHECKPOINT).is_file():
+        from convkit.user_model import load_user_run  # user_model imports this module: imported when needed
+
+        return load_user_run(source)
     path = source / CHECKPOINT if source.is_dir() else source
     ckpt = load_checkpoint(path)
     cfg = ckpt["config"] if isinstance(ckpt["config"], dict) else {}

@@ -12,7 +12,6 @@ import torch
 
 from convkit import gates
 from convkit.artifacts import load_reference_logits, save_reference_logits
-from convkit.data.loader import normalize
 from convkit.devices import exact_fp32
 
 BATCH = 256  # images per PyTorch forward pass
@@ -27,16 +26,17 @@ def tie_mask(ref: np.ndarray, gap: float = gates.TIE_GAP) -> np.ndarray:
     return (top2[:, 1] - top2[:, 0]) < gap
 
 
-def torch_logits(model, images_u8, mean, std, device: str = "cpu") -> np.ndarray:
-    """Return the eager ``model``'s fp32 logits [N, classes] (TF32 off) on ``device`` for uint8 ``images_u8``
-    [N, C, H, W] (numpy or torch), normalized as in training, in batches of BATCH; the model ends on the CPU."""
+def torch_logits(model, images, prepare=None, device: str = "cpu") -> np.ndarray:
+    """Return the eager ``model``'s fp32 logits [N, classes] (TF32 off) on ``device`` for ``images`` [N, C, H, W]
+    (numpy or torch), each batch of BATCH turned into the model's input by ``prepare`` (None: ``images`` already
+    are); the model ends on the CPU."""
     dev = torch.device(device)
-    images = torch.as_tensor(np.ascontiguousarray(images_u8) if isinstance(images_u8, np.ndarray) else images_u8)
+    images = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
+    prepare = prepare or (lambda x: x)
     model.to(dev).eval()
     try:
         with torch.inference_mode(), exact_fp32():
-            out = [model(normalize(images[i:i + BATCH].to(dev), mean, std)).float().cpu()
-                   for i in range(0, len(images), BATCH)]
+            out = [model(prepare(images[i:i + BATCH].to(dev))).float().cpu() for i in range(0, len(images), BATCH)]
     finally:
         model.to("cpu")
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
@@ -50,6 +50,6 @@ def reference_logits(run, images_u8, data_checksum: str, device: str = "cpu") ->
     cached = load_reference_logits(run_dir, sha, data_checksum, len(images_u8))
     if cached is not None:
         return cached
-    logits = torch_logits(run.model, images_u8, run.mean, run.std, device)
+    logits = torch_logits(run.model, images_u8, run.model_input, device)
     save_reference_logits(run_dir, logits, sha, data_checksum, device)
     return logits
