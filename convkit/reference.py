@@ -28,18 +28,23 @@ def tie_mask(ref: np.ndarray, gap: float = gates.TIE_GAP) -> np.ndarray:
 
 def torch_logits(model, images, prepare=None, device: str = "cpu") -> np.ndarray:
     """Return the eager ``model``'s fp32 logits [N, classes] (TF32 off) on ``device`` for ``images`` [N, C, H, W]
-    (numpy or torch), each batch of BATCH turned into the model's input by ``prepare`` (None: ``images`` already
-    are); the model ends on the CPU."""
+    (a tensor, an array or a folder's lazy images), each batch of BATCH turned into the model's input by
+    ``prepare`` (None: ``images`` already are); the model ends on the CPU."""
     dev = torch.device(device)
-    images = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
     prepare = prepare or (lambda x: x)
     model.to(dev).eval()
     try:
         with torch.inference_mode(), exact_fp32():
-            out = [model(prepare(images[i:i + BATCH].to(dev))).float().cpu() for i in range(0, len(images), BATCH)]
+            out = [model(prepare(_batch(images, i).to(dev))).float().cpu() for i in range(0, len(images), BATCH)]
     finally:
         model.to("cpu")
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def _batch(images, start: int) -> torch.Tensor:
+    """Return images[start:start + BATCH] as a tensor (``images``: a tensor, an array, or a folder's lazy images)."""
+    chunk = images[start:start + BATCH]
+    return chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(chunk))
 
 
 def reference_logits(run, images_u8, data_checksum: str, device: str = "cpu") -> np.ndarray:
