@@ -26,6 +26,15 @@ def _batch_sizes(text: str | None):
     return sizes
 
 
+def corruption_options(names: str | None, severities: str | None, seed: int = 0):
+    """Return the robustness.CorruptionOptions of the --corruptions / --severities flags, None without them."""
+    from convkit.evaluate.robustness import CorruptionOptions, parse_names
+    from convkit.robustness import parse_severities
+
+    parsed = parse_names(names)
+    return None if parsed is None else CorruptionOptions(parsed, parse_severities(severities), seed)
+
+
 def _summary_line(path: str, res: dict) -> str:
     parts = [f"{path}:"]
     ds = res.get("dataset")
@@ -58,6 +67,9 @@ def _summary_line(path: str, res: dict) -> str:
     if unstable:
         parts.append(f"  warning: {len(unstable)} of {len(res['latency'])} latency figures are unstable "
                      f"(p90/p50 or std/mean large; see the report below); ratios from them are not formed")
+    for key, v in ((res.get("robustness") or {}).get("summary", {}).get("variants") or {}).items():
+        parts.append(f"  corrupted {key}: mean top-1 {v['mean_corrupted_accuracy']:.4f} (clean "
+                     f"{v['clean_accuracy']:.4f}), worst {v['worst_corruption']}")
     parts += serving_cli.summary_lines(res)
     for n in res["notes"]:
         parts.append(f"  note: {n}")
@@ -120,19 +132,27 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--no-latency", is_flag=True, help="Accuracy only.")
 @click.option("--device-id", type=int, default=0, show_default=True, help="GPU index.")
 @click.option("--out", type=click.Path(), default=None, help="Output folder for a non-run .onnx (default: <stem>_eval beside it).")
+@click.option("--corruptions", default=None,
+              help="Also evaluate corrupted copies of the test split: all, or a comma list (e.g. gaussian_noise,"
+                   "contrast); CIFAR-10-C / ImageNet-C parameters, MNIST-C's subset for one channel.")
+@click.option("--severities", default="1-5", show_default=True, help="Corruption severities: 1-5, 3 or 1,3,5.")
+@click.option("--corruption-seed", type=int, default=0, show_default=True,
+              help="Seed of the corrupted copies (each corruption and severity draws from its own generator).")
 @serving_cli.cli_options
 def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, classes_file, resize, crop, interpolation,
                  sample, mean, std, layout, input_range, channel_order,
                  output_name,
                  warmup, runs,
                  min_seconds, batch_sizes, threads, precisions, max_accuracy_drop, cudnn_conv_algo_search, cuda_graph,
-                 torch_compile, no_latency, device_id, out, **serving_opts):
+                 torch_compile, no_latency, device_id, out, corruptions, severities, corruption_seed, **serving_opts):
     """Evaluate ONNX models (files or run directories) under ONNX Runtime: accuracy, confusion, latency.
 
     Writes eval.json, eval.md, latency.png, confusion.png and confusion.csv into the run directory (or --out).
     Prints the preprocessing used, each value marked metadata / flag / default / guessed; when predictions
     collapse (one class, or near-chance accuracy) it warns and probes the usual conventions on 300 images.
     Latency figures with p90/p50 > 1.5 or std/mean > 0.5 are flagged unstable; images/s is batch ÷ mean latency.
+    --corruptions adds top-1, ECE and the change vs clean data per corruption and severity for every variant
+    and provider (and PyTorch), cached under $CONVKIT_CACHE/tensors/corrupted.
     Exit codes: 0 fine, 1 an accuracy gate failed, 2 bad usage or input.
     """
     from convkit.evaluate.model_io import parse_floats
@@ -156,6 +176,7 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
         precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else None,
         max_accuracy_drop=gates.parse_points(max_accuracy_drop, "--max-accuracy-drop", gates.MAX_ACC_DROP),
         out=out, serving=serving_cli.options_from_cli(**serving_opts, threads=threads),
+        corruptions=corruption_options(corruptions, severities, corruption_seed),
     )
     worst = 0
     for path in targets:  # one bad model never stops the others: report it, go on, exit with the worst code
