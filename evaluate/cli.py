@@ -26,15 +26,6 @@ def _batch_sizes(text: str | None):
     return sizes
 
 
-def corruption_options(names: str | None, severities: str | None, seed: int = 0):
-    """Return the robustness.CorruptionOptions of the --corruptions / --severities flags, None without them."""
-    from convkit.evaluate.robustness import CorruptionOptions, parse_names
-    from convkit.robustness import parse_severities
-
-    parsed = parse_names(names)
-    return None if parsed is None else CorruptionOptions(parsed, parse_severities(severities), seed)
-
-
 def _summary_line(path: str, res: dict) -> str:
     parts = [f"{path}:"]
     ds = res.get("dataset")
@@ -155,6 +146,7 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
     and provider (and PyTorch), cached under $CONVKIT_CACHE/tensors/corrupted.
     Exit codes: 0 fine, 1 an accuracy gate failed, 2 bad usage or input.
     """
+    from convkit.evaluate import robustness
     from convkit.evaluate.model_io import parse_floats
     from convkit.evaluate.options import DataOptions, EvalOptions, ProviderOptions, TimingOptions
     from convkit.evaluate.run import evaluate_model, gate_error
@@ -176,7 +168,7 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
         precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else None,
         max_accuracy_drop=gates.parse_points(max_accuracy_drop, "--max-accuracy-drop", gates.MAX_ACC_DROP),
         out=out, serving=serving_cli.options_from_cli(**serving_opts, threads=threads),
-        corruptions=corruption_options(corruptions, severities, corruption_seed),
+        corruptions=robustness.options_from_cli(corruptions, severities, corruption_seed),
     )
     worst = 0
     for path in targets:  # one bad model never stops the others: report it, go on, exit with the worst code

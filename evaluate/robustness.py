@@ -89,6 +89,12 @@ def parse_names(text: str | None) -> tuple[str, ...] | None:
     return ("all",) if "all" in names else names
 
 
+def options_from_cli(names: str | None, severities: str | None, seed: int = 0) -> CorruptionOptions | None:
+    """Return the CorruptionOptions of the --corruptions / --severities flags, None without --corruptions."""
+    parsed = parse_names(names)
+    return None if parsed is None else CorruptionOptions(parsed, robustness.parse_severities(severities), seed)
+
+
 def _key(backend: str, precision: str, provider: str) -> str:
     return f"{backend}/{precision}/{provider}"
 

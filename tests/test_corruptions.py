@@ -247,9 +247,9 @@ def test_cache_is_keyed_by_checksum_corruption_severity_seed(rgb, tmp_path, monk
     assert not cached
     again, cached = C.corrupted_split(rgb, "sum-a", "gaussian_noise", 2, 0)
     assert cached and np.array_equal(first, again)
-    files = {C.cache_file(C.cache_key(*k)) for k in [("sum-a", "gaussian_noise", 2, 0), ("sum-b", "gaussian_noise", 2, 0),
-                                                      ("sum-a", "shot_noise", 2, 0), ("sum-a", "gaussian_noise", 3, 0),
-                                                      ("sum-a", "gaussian_noise", 2, 1)]}
+    keys = [("sum-a", "gaussian_noise", 2, 0), ("sum-b", "gaussian_noise", 2, 0), ("sum-a", "shot_noise", 2, 0),
+            ("sum-a", "gaussian_noise", 3, 0), ("sum-a", "gaussian_noise", 2, 1)]
+    files = {C.cache_file(C.cache_key(*k)) for k in keys}
     assert len(files) == 5 and all(Path(f).is_relative_to(tmp_path) for f in files)
     assert not C.corrupted_split(rgb, "sum-b", "gaussian_noise", 2, 0)[1]  # other data: generated, not reused
     path = C.cache_file(C.cache_key("sum-a", "gaussian_noise", 2, 0))
@@ -338,3 +338,42 @@ def test_bad_corruption_flags_exit_2(tmp_path):
         res = CliRunner().invoke(main, ["evaluate", str(path), "--dataset", "mnist", "--sample", "--layout", "nhwc",
                                         "--no-latency", *flags])
         assert res.exit_code == 2 and words in res.output, res.output
+
+
+# ---------------------------------------------------------------------------------------------- report section
+
+
+def _planted_run(name: str, clean: float, errors: dict, int8: dict | None = None) -> object:
+    from convkit.report.collect import RunData
+    from convkit.suite import get_experiment
+
+    key = "ort/fp32/cpu"
+    rows = [{"corruption": c, "severity": s, "backend": "ort", "precision": "fp32", "provider": "cpu",
+             "accuracy": 1.0 - e} for c, sev in errors.items() for s, e in sev.items()]
+    variants = {key: {"clean_accuracy": clean, "mean_ece": 0.1}}
+    doc = {"robustness": {"n": 100, "data_checksum": "same", "rows": rows,
+                          "summary": {"variants": variants, "int8_minus_fp32": {"cpu": int8} if int8 else {}}}}
+    exp = get_experiment(name)
+    return exp, RunData(name, Path(name), exp, {}, exp.model, None, [], [], None, doc)
+
+
+def test_report_section_computes_mce_against_the_suite_baseline(tmp_path):
+    from convkit.report import robustness as RR
+
+    base = _planted_run("t1-fcn", 0.9, {"noise": {1: 0.2, 3: 0.4}, "blur": {1: 0.3, 3: 0.5}})
+    cnn = _planted_run("t1-simple-cnn", 0.95, {"noise": {1: 0.1, 3: 0.3}, "blur": {1: 0.1, 3: 0.2}},
+                       int8={"clean": -0.001, "corrupted": -0.02})
+    runs = {"t1-fcn": base[1], "t1-simple-cnn": cnn[1]}
+    blocks = RR.section("Table 1", [base, cnn], runs, tmp_path, lambda p: p.name)
+    table = next(b for b in blocks if b[0] == "table")
+    by_row = {r[0]: r for r in table[2]}
+    # mCE of the CNN: mean(0.4 / 0.6, 0.3 / 0.8); relative: mean((0.4 − 2·0.05) / (0.6 − 2·0.1), (0.3 − 0.1) / 0.6)
+    assert by_row["Simple CNN"][4] == f"{np.mean([0.4 / 0.6, 0.3 / 0.8]) * 100:.1f} %"
+    assert by_row["Simple CNN"][5] == f"{np.mean([0.3 / 0.4, 0.2 / 0.6]) * 100:.1f} %"
+    assert by_row["FCN"][4] == "100.0 %" and by_row["Simple CNN"][3] == "noise"
+    assert by_row["Simple CNN"][6] == "-0.10" and by_row["Simple CNN"][7] == "-2.00"
+    text = " ".join(next(b for b in blocks if b[0] == "ul")[1])
+    assert "Lowest mCE" in text and "Simple CNN" in text and "int8 costs more under shift for 1 of 1" in text
+    assert any(b[0] == "img" for b in blocks) and (tmp_path / "robustness-table-1.png").is_file()
+    alone = RR.section("Table 1", [cnn], {"t1-simple-cnn": cnn[1]}, tmp_path, lambda p: p.name)
+    assert "not measured" in next(b for b in alone if b[0] == "table")[2][0][4]
