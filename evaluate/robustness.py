@@ -57,26 +57,33 @@ class RobustnessResult:
     seconds_per_corruption: dict[str, float] = field(default_factory=dict)  # make (or read) + evaluate, all severities
     cached: list[str] = field(default_factory=list)  # "<corruption>/<severity>" read from the cache
     left_out: dict[str, str] = field(default_factory=lambda: dict(C.LEFT_OUT))
+    skipped: dict[str, str] = field(default_factory=dict)  # asked for but not applicable to these images
 
     def to_dict(self) -> dict:
         """Return the JSON form (eval.json's "robustness"), with the per-variant summary."""
         return {**asdict(self), "summary": summarize(self)}
 
 
-def resolve_names(names: tuple[str, ...], channels: int) -> list[str]:
-    """Return the corruptions to run for images with ``channels`` channels; ConvkitError (exit 2) for a name that
-    does not exist, is left out (saying why) or does not apply to that many channels."""
+def resolve_names(names: tuple[str, ...], channels: int) -> tuple[list[str], dict[str, str]]:
+    """Return (the corruptions to run on images with ``channels`` channels, {asked-for name: why it is skipped}).
+
+    ConvkitError (exit 2) for an unknown name, a left-out one (saying why), or when none of the names applies.
+    """
     usable = C.available(channels)
     if tuple(names) == ("all",):
-        return usable
+        return usable, {}
     for name in names:
         if name in C.LEFT_OUT:
             raise ConvkitError(f"--corruptions: {name} is not generated ({C.LEFT_OUT[name]}); choose from "
-                               f"{', '.join(usable)}")
-        if name not in usable:
-            raise ConvkitError(f"--corruptions: {name!r} is not a corruption for {channels}-channel images; choose "
-                               f"from {', '.join(usable)} or all")
-    return list(dict.fromkeys(names))
+                               f"{', '.join(C.CORRUPTIONS)}")
+        if name not in C.CORRUPTIONS:
+            raise ConvkitError(f"--corruptions: unknown corruption {name!r}; choose from {', '.join(C.CORRUPTIONS)} "
+                               "or all")
+    run = [n for n in dict.fromkeys(names) if n in usable]
+    if not run:
+        raise ConvkitError(f"--corruptions: none of {', '.join(names)} applies to {channels}-channel images; "
+                           f"choose from {', '.join(usable)} or all")
+    return run, {n: f"not defined for {channels}-channel images" for n in names if n not in usable}
 
 
 def parse_names(text: str | None) -> tuple[str, ...] | None:
@@ -114,9 +121,9 @@ def measure(sessions: dict, specs: dict, reference, images: np.ndarray, labels: 
 
     ``clean`` maps "<backend>/<precision>/<provider>" to that variant's clean top-1 (the deltas' base).
     """
-    names = resolve_names(options.names, images.shape[1])
+    names, skipped = resolve_names(options.names, images.shape[1])
     res = RobustnessResult(C.parameter_set(images.shape[-1], images.shape[1]), options.seed, names,
-                           list(options.severities), len(labels), checksum, clean)
+                           list(options.severities), len(labels), checksum, clean, skipped=skipped)
     for name in names:
         t0 = time.perf_counter()
         for sev in options.severities:
@@ -192,6 +199,8 @@ def markdown_lines(doc: dict | None) -> list[str]:
     for provider, g in doc["summary"]["int8_minus_fp32"].items():
         lines += ["", (f"int8 − fp32 top-1 on {provider}: {g['clean'] * 100:+.2f} points clean, "
                        f"{g['corrupted'] * 100:+.2f} points on corrupted data (mean over corruptions and severities).")]
+    if doc.get("skipped"):
+        lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in doc["skipped"].items()) + "."]
     if doc.get("left_out"):
         lines += ["", "Not generated: " + "; ".join(f"{k} ({v})" for k, v in doc["left_out"].items()) + "."]
     return lines + [""]

@@ -312,13 +312,13 @@ def test_ort_on_corrupted_splits_equals_plain_onnxruntime(tmp_path):
     path, _ = _linear_nhwc(tmp_path / "m.onnx", data.train_images.numpy(), data.train_labels.numpy())
     args = ["evaluate", str(path), "--dataset", "mnist", "--sample", "--layout", "nhwc", "--input-range", "255",
             "--mean", "0", "--std", "1", "--no-latency", "--threads", "2",
-            "--corruptions", "contrast,rotate", "--severities", "2,5"]
+            "--corruptions", "contrast,rotate,fog", "--severities", "2,5"]
     res = CliRunner().invoke(main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "m_eval" / "eval.json").read_text())["robustness"]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     clean = float((sess.run(None, {"img": te_x.transpose(0, 2, 3, 1).astype(np.float32)})[0].argmax(1) == te_y).mean())
-    assert len(doc["rows"]) == 4 and doc["corruptions"] == ["contrast", "rotate"]
+    assert len(doc["rows"]) == 4 and doc["corruptions"] == ["contrast", "rotate"] and list(doc["skipped"]) == ["fog"]
     for row in doc["rows"]:
         imgs = C.corrupt(te_x, row["corruption"], row["severity"], 0)
         z = sess.run(None, {"img": imgs.transpose(0, 2, 3, 1).astype(np.float32)})[0]
@@ -332,7 +332,8 @@ def test_ort_on_corrupted_splits_equals_plain_onnxruntime(tmp_path):
 
 def test_bad_corruption_flags_exit_2(tmp_path):
     for flags, words in ((["--corruptions", "frost"], "frost is not generated"),
-                         (["--corruptions", "fog"], "not a corruption for 1-channel"),
+                         (["--corruptions", "fog,pixelate"], "applies to 1-channel"),
+                         (["--corruptions", "nope"], "unknown corruption 'nope'"),
                          (["--corruptions", "all", "--severities", "0-9"], "--severities")):
         path, _ = _linear_nhwc(tmp_path / "m.onnx", np.zeros((20, 1, 28, 28), np.uint8), np.arange(20) % 10)
         res = CliRunner().invoke(main, ["evaluate", str(path), "--dataset", "mnist", "--sample", "--layout", "nhwc",

@@ -160,12 +160,16 @@ def section(title: str, rows: list[tuple[Experiment, RunData | None]], runs: dic
                       pts(m.int8_gap["corrupted"] * 100) if m.int8_gap else NOT_MEASURED,
                       f"{m.mean_ece:.3f}" if m.mean_ece is not None else NOT_MEASURED])
     n = sorted({m.n for m in models if m.n})
+    noise = R.noise_points(min(n)) if n else None
+    noise_note = (f" At {min(n)} images a top-1 figure is uncertain by up to ±{noise:.1f} points (95 %), so smaller "
+                  "differences between rows, or between int8 and fp32 gaps, are within sampling noise." if noise else "")
     base_note = (f"mCE and relative mCE against `{base_name}` (the suite's baseline for {rows[0][0].dataset})"
                  if base else f"mCE: {NOT_MEASURED} (the baseline `{base_name}` has no corruption results here)")
     blocks = [("h3", "Corruption robustness"),
               ("p", f"ONNX Runtime fp32 top-1 on corrupted copies of the test split ({', '.join(map(str, n))} images "
                     f"each; `convkit evaluate --corruptions`); {base_note}. CE_c = Σ_s E(model) / Σ_s E(baseline), "
-                    "relative CE subtracts each model's clean error; mCE averages over corruptions."),
+                    "relative CE subtracts each model's clean error (left out for a corruption the baseline does not "
+                    "lose accuracy under); mCE averages over corruptions." + noise_note),
               ("table", ["row", "clean top-1", "corrupted top-1 (mean)", "worst corruption", "mCE", "relative mCE",
                          "int8 − fp32 clean (pts)", "int8 − fp32 corrupted (pts)", "ECE corrupted (mean)"], table)]
     path = severity_plot(models, f"{title}: top-1 vs corruption severity", out / f"robustness-{_slug(title)}.png")
