@@ -373,6 +373,9 @@ def test_report_section_computes_mce_against_the_suite_baseline(tmp_path):
     assert by_row["Simple CNN"][5] == f"{np.mean([0.3 / 0.4, 0.2 / 0.6]) * 100:.1f} %"
     assert by_row["FCN"][4] == "100.0 %" and by_row["Simple CNN"][3] == "noise"
     assert by_row["Simple CNN"][6] == "-0.10" and by_row["Simple CNN"][7] == "-2.00"
+    ce_table = [b for b in blocks if b[0] == "table"][1]
+    assert ce_table[1] == ["row", "noise", "blur"]
+    assert ce_table[2][1] == ["Simple CNN", f"{0.4 / 0.6 * 100:.0f} %", f"{0.3 / 0.8 * 100:.0f} %"]
     text = " ".join(next(b for b in blocks if b[0] == "ul")[1])
     assert "Lowest mCE" in text and "Simple CNN" in text and "int8 costs more under shift for 1 of 1" in text
     assert any(b[0] == "img" for b in blocks) and (tmp_path / "robustness-table-1.png").is_file()

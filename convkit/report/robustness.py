@@ -172,6 +172,12 @@ def section(title: str, rows: list[tuple[Experiment, RunData | None]], runs: dic
                     "lose accuracy under); mCE averages over corruptions." + noise_note),
               ("table", ["row", "clean top-1", "corrupted top-1 (mean)", "worst corruption", "mCE", "relative mCE",
                          "int8 − fp32 clean (pts)", "int8 − fp32 corrupted (pts)", "ECE corrupted (mean)"], table)]
+    if any(scores.values()):
+        corruptions = list(dict.fromkeys(c for s in scores.values() if s for c in s.ce))
+        ce_rows = [[m.label, *[f"{scores[m.label].ce[c] * 100:.0f} %" if scores[m.label] and c in scores[m.label].ce
+                               else NOT_MEASURED for c in corruptions]] for m in models]
+        blocks += [("p", f"Corruption error CE_c per corruption (% of `{base_name}`'s error, summed over the "
+                         "severities):"), ("table", ["row", *corruptions], ce_rows)]
     path = severity_plot(models, f"{title}: top-1 vs corruption severity", out / f"robustness-{_slug(title)}.png")
     if path is not None:
         blocks.append(("img", rel(path), f"Top-1 vs corruption severity, {title}"))
