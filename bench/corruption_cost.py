@@ -25,7 +25,8 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None, help="Real data folder (default: the embedded sample).")
     ap.add_argument("--images", type=int, default=500, help="Test images per dataset to corrupt.")
     args = ap.parse_args()
-    print("| dataset | corruption | ms / image (median of severities 1, 3, 5) | whole 10,000-image split × 5 severities |")
+    print("| dataset | corruption | ms / image (median of severities 1, 3, 5) "
+          "| whole 10,000-image split × 5 severities |")
     print("|---|---|---:|---:|")
     for name in ("mnist", "cifar10"):
         data = load_dataset(name, args.data_dir, sample=args.data_dir is None, max_images=args.images)

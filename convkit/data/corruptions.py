@@ -98,7 +98,10 @@ def gaussian_filter(x: np.ndarray, sigma: float) -> np.ndarray:
 
 def correlate_reflect101(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Return ``x`` (H×W×C) correlated per channel with a square odd ``kernel``, borders as cv2's REFLECT_101."""
-    while kernel.shape[0] > 1 and not (kernel[0].any() or kernel[-1].any() or kernel[:, 0].any() or kernel[:, -1].any()):
+    def ring_is_zero(k: np.ndarray) -> bool:
+        return not (k[0].any() or k[-1].any() or k[:, 0].any() or k[:, -1].any())
+
+    while kernel.shape[0] > 1 and ring_is_zero(kernel):
         kernel = kernel[1:-1, 1:-1]  # zero rings add nothing; the published 17×17 grid is mostly zeros
     r = kernel.shape[0] // 2
     pad = np.pad(x, ((r, r), (r, r), (0, 0)), mode="reflect")

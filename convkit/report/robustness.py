@@ -161,8 +161,9 @@ def section(title: str, rows: list[tuple[Experiment, RunData | None]], runs: dic
                       f"{m.mean_ece:.3f}" if m.mean_ece is not None else NOT_MEASURED])
     n = sorted({m.n for m in models if m.n})
     noise = R.noise_points(min(n)) if n else None
-    noise_note = (f" At {min(n)} images a top-1 figure is uncertain by up to ±{noise:.1f} points (95 %), so smaller "
-                  "differences between rows, or between int8 and fp32 gaps, are within sampling noise." if noise else "")
+    noise_note = "" if not noise else (
+        f" At {min(n)} images a top-1 figure is uncertain by up to ±{noise:.1f} points (95 %), so smaller "
+        "differences between rows, or between int8 and fp32 gaps, are within sampling noise.")
     base_note = (f"mCE and relative mCE against `{base_name}` (the suite's baseline for {rows[0][0].dataset})"
                  if base else f"mCE: {NOT_MEASURED} (the baseline `{base_name}` has no corruption results here)")
     blocks = [("h3", "Corruption robustness"),
