@@ -40,6 +40,7 @@ class CorruptionRow:
     accuracy: float
     ece: float | None
     delta_vs_clean: float | None  # accuracy − the same variant's clean accuracy
+    degenerate: str | None = None  # accuracy.degenerate_reason: NaN/Inf, identical outputs, one class for all
 
 
 @dataclass
@@ -111,7 +112,8 @@ def _row(corruption, severity, key: str, scores: np.ndarray, labels: np.ndarray,
     top1 = float((scores.argmax(axis=1) == labels).mean())
     base = clean.get(key)
     return CorruptionRow(corruption, severity, backend, precision, provider, top1,
-                         calibration_bins(scores, labels)["ece"], None if base is None else top1 - base)
+                         calibration_bins(scores, labels)["ece"], None if base is None else top1 - base,
+                         acc.degenerate_reason(scores, labels, "scores"))
 
 
 def measure(sessions: dict, specs: dict, reference, images: np.ndarray, labels: np.ndarray, checksum: str,
