@@ -150,18 +150,25 @@ def section(title: str, rows: list[tuple[Experiment, RunData | None]], runs: dic
         return []
     base_name, base = baseline_of(rows[0][0].dataset, runs)
     scores = {m.label: scores_against(m, base) for m in models}
+    n = sorted({m.n for m in models if m.n})
+    noise = R.noise_points(min(n)) if n else None
+    # relative CE divides by the baseline's loss under corruption: when that loss is within sampling noise the
+    # ratio is noise too, and is not printed as a figure
+    weak = base is not None and noise is not None and base.clean is not None and any(
+        _mean(list(sev.values())) - (1.0 - base.clean) < noise / 100 for sev in base.errors.values())
     table = []
     for m in models:
         s = scores[m.label]
+        relative = f"{s.relative_mce * 100:.1f} %" if s and s.relative_mce is not None else NOT_MEASURED
         table.append([m.label, pct(m.clean), pct(_mean_corrupted(m)), _worst(m) or NOT_MEASURED,
                       f"{s.mce * 100:.1f} %" if s and s.mce is not None else NOT_MEASURED,
-                      f"{s.relative_mce * 100:.1f} %" if s and s.relative_mce is not None else NOT_MEASURED,
+                      "within noise" if weak and s and s.relative_mce is not None else relative,
                       pts(m.int8_gap["clean"] * 100) if m.int8_gap else NOT_MEASURED,
                       pts(m.int8_gap["corrupted"] * 100) if m.int8_gap else NOT_MEASURED,
                       f"{m.mean_ece:.3f}" if m.mean_ece is not None else NOT_MEASURED])
-    n = sorted({m.n for m in models if m.n})
-    noise = R.noise_points(min(n)) if n else None
-    noise_note = "" if not noise else (
+    weak_note = (f" Relative mCE reads \"within noise\" where `{base_name}` loses less top-1 under a corruption "
+                 "than the sampling noise." if weak else "")
+    noise_note = weak_note if not noise else weak_note + (
         f" At {min(n)} images a top-1 figure is uncertain by up to ±{noise:.1f} points (95 %), so smaller "
         "differences between rows, or between int8 and fp32 gaps, are within sampling noise.")
     base_note = (f"mCE and relative mCE against `{base_name}` (the suite's baseline for {rows[0][0].dataset})"
