@@ -12,6 +12,7 @@ import click
 from convkit import gates
 from convkit.errors import ConvkitError, failure_of
 from convkit.evaluate import serving_cli
+from convkit.evaluate.options import MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS, MAX_WARMUP
 
 
 def _batch_sizes(text: str | None):
@@ -23,6 +24,9 @@ def _batch_sizes(text: str | None):
         raise ConvkitError(f"--batch-sizes must be comma-separated integers, got {text!r}") from None
     if not sizes or any(s <= 0 for s in sizes):
         raise ConvkitError(f"--batch-sizes must be positive integers, got {text!r}")
+    if max(sizes) > MAX_BATCH_SIZE:
+        raise ConvkitError(f"--batch-sizes {max(sizes)} is more than {MAX_BATCH_SIZE:,} images per call; "
+                           f"pass batch sizes of at most {MAX_BATCH_SIZE}")
     return sizes
 
 
@@ -78,10 +82,12 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--classes", "classes_file", type=click.Path(), default=None,
               help="Text file of class names, one per line, in the model's output order (default: the model's "
                    "metadata, else the --data folder's class names sorted, as torchvision's ImageFolder).")
-@click.option("--resize", type=click.IntRange(min=1), default=None,
-              help="--data: resize the shorter side to N before the center crop (default: the crop size).")
-@click.option("--crop", type=click.IntRange(min=1), default=None,
-              help="--data: center crop N×N (default: the model's fixed input size; required when it has none).")
+@click.option("--resize", type=click.IntRange(1, MAX_IMAGE_SIDE), default=None,
+              help=f"--data: resize the shorter side to N (at most {MAX_IMAGE_SIDE}) before the center crop "
+                   "(default: the crop size).")
+@click.option("--crop", type=click.IntRange(1, MAX_IMAGE_SIDE), default=None,
+              help=f"--data: center crop N×N, N at most {MAX_IMAGE_SIDE} (default: the model's fixed input size; "
+                   "required when it has none).")
 @click.option("--interpolation", type=click.Choice(["bilinear", "bicubic"]), default=None,
               help="--data: resize interpolation (default: bilinear).")
 @click.option("--sample/--no-sample", default=None, help="Use the embedded sample (default: as the run was trained).")
@@ -101,12 +107,16 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--output", "output_name", default=None,
               help="The graph output holding the class scores (required when the model has several; default: its "
                    "only output).")
-@click.option("--warmup", type=click.IntRange(min=1), default=10, show_default=True, help="Untimed warm-up calls.")
-@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Minimum timed calls.")
-@click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--warmup", type=click.IntRange(1, MAX_WARMUP), default=10, show_default=True,
+              help="Untimed warm-up calls.")
+@click.option("--runs", type=click.IntRange(1, MAX_RUNS), default=50, show_default=True,
+              help=f"Timed calls, at least (more while --min-seconds has not passed, up to {MAX_RUNS:,}).")
+@click.option("--min-seconds", type=click.FloatRange(0, 3600), default=1.0, show_default=True,
               help="Minimum timed duration per figure.")
-@click.option("--batch-sizes", default=None, help="Comma list (default: 1,8,64,256 on CPU; 1,8,64,256,1024 on GPU).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU intra-op threads (default: physical cores).")
+@click.option("--batch-sizes", default=None,
+              help=f"Comma list, each at most {MAX_BATCH_SIZE} (default: 1,8,64,256 on CPU; 1,8,64,256,1024 on GPU).")
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
+              help="CPU intra-op threads (default: physical cores).")
 @click.option("--precision", "precisions", default=None, help="Only these variants, e.g. fp32,int8 (default: all found).")
 @click.option("--max-accuracy-drop", default=None,
               help="Gate, in percentage points below PyTorch: 0.1 (fp32) or fp32=0.1,fp16=0.3,int8=1 (defaults: "

@@ -17,6 +17,7 @@ from convkit.artifacts import VARIANT_FILES
 from convkit.data.catalog import get_dataset_info
 from convkit.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from convkit.errors import ConvkitError
+from convkit.onnx_meta import capped_metadata
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
              "tensor(uint8)": np.uint8}
@@ -238,7 +239,7 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
     ov = overrides or Overrides()
     path = Path(path)
     model = load_onnx(path)
-    meta = {p.key: p.value for p in model.metadata_props}
+    meta = capped_metadata(model.metadata_props)
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     images = [i for i in inputs if len(i.type.tensor_type.shape.dim) == 4]

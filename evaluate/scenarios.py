@@ -17,6 +17,7 @@ and reads its logs (``mlperf_log_summary.txt`` / ``mlperf_log_detail.txt``) back
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -37,6 +38,10 @@ QUICK_MIN_DURATION_MS = 2000
 QUICK_MIN_QUERIES = 64
 PERF_SAMPLE_COUNT = 1024  # mlperf.conf resnet50 performance_sample_count_override
 INSTALL_HINT = "pip install mlcommons-loadgen"
+MLPERF_MIN_DURATION_S = 600  # mlperf.conf's min_duration for every scenario of a full run
+# LoadGen generates a Server run's whole query schedule (target QPS × duration) before it starts; measured with
+# mlcommons-loadgen 6.0: 300-480 bytes per query (RSS of Server runs at 1e3, 2e5 and 4e5 QPS for 1 s). Rounded up.
+LOADGEN_BYTES_PER_QUERY = 512
 
 
 @dataclass
@@ -50,6 +55,31 @@ class ScenarioOptions:
     bisect_steps: int = 7
     accuracy: bool = True  # also run LoadGen's accuracy mode once
     sut: SutConfig = field(default_factory=SutConfig)
+
+
+def available_memory() -> int:
+    """Return the bytes of memory available to new allocations (MemAvailable, else free pages)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_server_qps(qps: float, quick: bool, available: int | None = None) -> None:
+    """Raise ConvkitError (exit 2) when a Server run at ``qps`` would pre-generate more queries than half the
+    available memory holds (``available`` bytes; default: the machine's now)."""
+    duration_s = QUICK_MIN_DURATION_MS / 1000 if quick else MLPERF_MIN_DURATION_S
+    available = available_memory() if available is None else available
+    max_qps = max(1, int(available // 2 // LOADGEN_BYTES_PER_QUERY / duration_s))
+    if qps > max_qps:
+        need_gib = qps * duration_s * LOADGEN_BYTES_PER_QUERY / 2**30
+        raise ConvkitError(f"--server-qps {qps:g}: LoadGen would pre-generate {qps * duration_s:,.0f} queries "
+                           f"(about {need_gib:,.1f} GiB) for a {duration_s:g} s run, more than this machine's "
+                           f"memory allows; pass --server-qps {max_qps} or less")
 
 
 def parse_scenarios(values) -> tuple[str, ...]:

@@ -24,6 +24,10 @@ INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resamp
 # ImageNet's statistics: the torchvision/timm default for a model whose dataset convkit does not know.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Bounds of one image, checked from its header before decoding and again before resizing: a 200000×1 PNG is
+# 72 KB on disk and few pixels for Pillow's bomb check, but resizing its short side to 224 makes 45 G pixels.
+MAX_SIDE = 16384  # pixels, each side, decoded or resized
+MAX_PIXELS = 64 * 2**20  # pixels, decoded or resized (Pillow itself warns at 89 M and refuses at 179 M)
 
 
 @dataclass
@@ -85,20 +89,51 @@ def load_image(path: Path, channels: int, size: tuple[int, int], resize: int | N
     (zero-padded when smaller)."""
     try:
         with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
+            check_size(path, im.size, "is")
+            im = to_8bit(path, im).convert("L" if channels == 1 else "RGB")
             if resize:
                 w, h = im.size
                 short = min(w, h)
                 # torchvision Resize(int): the shorter side becomes `resize`, the other keeps the aspect (truncated)
                 nw, nh = (resize, int(resize * h / w)) if w == short else (int(resize * w / h), resize)
                 if (nw, nh) != (w, h):
+                    check_size(path, (nw, nh), f"would be, resized to a shorter side of {resize},")
                     im = im.resize((nw, nh), INTERPOLATIONS[interpolation])
             arr = np.asarray(im, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError) as exc:
+    except Image.DecompressionBombError:
+        raise DataError(f"{path}: more pixels than Pillow decodes safely (a decompression bomb?); "
+                        "shrink the image or leave it out") from None
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(f"cannot decode {path}: {type(exc).__name__}: {exc}") from None
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return center_crop(arr, size).transpose(2, 0, 1)
+
+
+def check_size(path: Path, size: tuple[int, int], verb: str) -> None:
+    """Raise DataError naming ``path`` when an image of ``size`` (W, H) exceeds MAX_SIDE or MAX_PIXELS."""
+    w, h = size
+    if max(w, h) > MAX_SIDE or w * h > MAX_PIXELS:
+        raise DataError(f"{path} {verb} {w}×{h} pixels, more than convkit decodes (each side at most {MAX_SIDE}, "
+                        f"{MAX_PIXELS // 2**20} M pixels in all); shrink or crop it, or leave it out")
+
+
+def to_8bit(path: Path, im: Image.Image) -> Image.Image:
+    """Return ``im`` with 8-bit channels: 16-bit grayscale scaled (÷ 257, rounded), float pixels in 0..1 scaled
+    (× 255, rounded); DataError naming ``path`` for float pixels outside 0..1 or 32-bit integer pixels, whose
+    range convkit cannot know (Pillow's own conversion clips them to white or to 0/1)."""
+    if im.mode.startswith("I;16"):
+        arr = np.asarray(im).astype(np.float64) / 257.0
+    elif im.mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+            raise DataError(f"{path} has floating-point pixels outside 0..1; save it as 8-bit (or scale it to 0..1)")
+        arr = arr * 255.0
+    elif im.mode == "I":
+        raise DataError(f"{path} has 32-bit integer pixels of unknown range; save it as an 8- or 16-bit image")
+    else:
+        return im
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
 
 
 def center_crop(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:

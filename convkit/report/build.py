@@ -25,6 +25,9 @@ RF_TABLES = {3: ["kernel-eq"], 4: [], 7: []}  # tables whose section carries rec
 
 
 def _classes(run: RunData) -> list[str]:
+    named = dig(run.eval_entry("fp32"), "confusion_classes")  # the matrix's own rows (eval.json since round 3)
+    if isinstance(named, list) and named:
+        return [str(c) for c in named]
     try:
         return list(get_model_config(run.model_name).classes)
     except (ConvkitError, TypeError):  # a model not registered here (or none recorded): eval.json's names
