@@ -127,7 +127,8 @@ def markdown(result: dict) -> str:
                   f"### Per class ({first['precision']}, ORT {first['provider']})", "",
                   "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         for c in first["per_class"]:
-            lines.append(f"| {md_text(c['class'])} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
+            lines.append(f"| {md_text(c['class'])} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | "
+                         f"{c['support']} |")
         lines.append("")
         if len(first["per_class"]) > MAX_CONFUSION_PNG_CLASSES and first.get("confused_pairs"):
             lines += [f"### Most confused pairs ({len(first['per_class'])} classes: no confusion PNG)", "",
@@ -167,7 +168,8 @@ def headline_lines(result: dict) -> list[str]:
     batch-1 p50, best images/s, file size, parameters), then links to the figures."""
     m, ds = result["model"], result["dataset"]
     meta = m.get("metadata", {})
-    lines = [f"**{md_text(meta.get('experiment') or Path(m['path']).name)}** on **{md_text(ds.get('label', ds['name']))}** "
+    lines = [f"**{md_text(meta.get('experiment') or Path(m['path']).name)}** on "
+             f"**{md_text(ds.get('label', ds['name']))}** "
              f"({ds['n']} images)", ""]
     params = result.get("parameters")
     for prec, v in result.get("variants", {}).items():
