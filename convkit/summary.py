@@ -57,9 +57,14 @@ def collect(suite_dir: Path) -> list[dict]:
 def _cell(value, spec: str) -> str:
     if value is None:
         return "—"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):  # a hand-edited or foreign file
+    if isinstance(value, str) and spec == "s":
+        return md_text(value, 40)
+    try:  # a value or format from a hand-edited file may not fit: say so rather than stop the summary
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(value)
+        return format(value, spec)
+    except (TypeError, ValueError):
         return f"unreadable ({md_text(value, 40)})"
-    return format(value, spec)
 
 
 def _table_lines(rows: list[dict]) -> list[str]:

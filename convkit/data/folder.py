@@ -56,19 +56,9 @@ def list_labelled(path: Path | str) -> LabelledFiles:
         classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
         pairs = [(f, c) for c in classes for f in sorted((path / c).rglob("*"))
                  if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
-        kind = "ImageFolder"
+        kind, duplicates = "ImageFolder", 0
     elif path.is_file() and path.suffix.lower() == ".csv":
-        with path.open(newline="") as fh:
-            rows = [r for r in csv.reader(fh) if r and any(v.strip() for v in r)]
-        if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
-            rows = rows[1:]
-        bad = [r for r in rows if len(r) < 2]
-        if bad:
-            raise DataError(f"{path}: every row must be path,label; got {bad[0]!r}")
-        pairs = [((path.parent / r[0].strip()), r[1].strip()) for r in rows]
-        missing = [p for p, _ in pairs if not p.is_file()]
-        if missing:
-            raise DataError(f"{path}: {len(missing)} listed images do not exist, e.g. {missing[0]}")
+        pairs, duplicates = _csv_pairs(path)
         classes = sorted({lab for _, lab in pairs})
         kind = "CSV"
     else:
@@ -78,8 +68,40 @@ def list_labelled(path: Path | str) -> LabelledFiles:
                         f"{', '.join(IMAGE_EXTENSIONS)})")
     paths, labels = [p for p, _ in pairs], [lab for _, lab in pairs]
     root = path if path.is_dir() else path.parent
-    return LabelledFiles(paths, labels, classes, f"{kind} {path} ({len(paths)} images, {len(classes)} classes)",
+    dropped = f", {duplicates} duplicate row{'s' * (duplicates > 1)} read once" if duplicates else ""
+    return LabelledFiles(paths, labels, classes,
+                         f"{kind} {path} ({len(paths)} images, {len(classes)} classes{dropped})",
                          _checksum(root, paths, labels))
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """Return the text of ``path`` read as UTF-8 (a byte-order mark skipped); DataError naming ``what`` and the file
+    when it is not UTF-8."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
+def _csv_pairs(path: Path) -> tuple[list[tuple[Path, str]], int]:
+    """Return the (image path, label) pairs of a path,label CSV and how many duplicate rows were dropped;
+    DataError for a malformed row, a missing image or one image listed with two labels."""
+    rows = [r for r in csv.reader(read_text_file(path, "--data").splitlines()) if r and any(v.strip() for v in r)]
+    if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
+        rows = rows[1:]
+    bad = [r for r in rows if len(r) < 2]
+    if bad:
+        raise DataError(f"{path}: every row must be path,label; got {bad[0]!r}")
+    labels: dict[Path, str] = {}
+    for r in rows:
+        image, label = Path(os.path.normpath(path.parent / r[0].strip())), r[1].strip()
+        if labels.setdefault(image, label) != label:
+            raise DataError(f"{path}: {image} is listed with two labels ({labels[image]!r} and {label!r}); "
+                            "keep one row per image")
+    missing = [p for p in labels if not p.is_file()]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} listed images do not exist, e.g. {missing[0]}")
+    return list(labels.items()), len(rows) - len(labels)
 
 
 def load_image(path: Path, channels: int, size: tuple[int, int], resize: int | None,
