@@ -9,7 +9,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from convkit import artifacts as A
-from convkit.atomic import write_text
+from convkit.atomic import ensure_writable_dir, write_text
 from convkit.errors import ConvkitError
 from convkit.models import create_model, get_model_config
 from convkit.report import figures as F
@@ -300,8 +300,7 @@ def build_report(suite_dir: Path | str) -> dict:
     t0 = time.perf_counter()
     suite_dir = Path(suite_dir)
     runs = [load_run(p) for p in run_folders(suite_dir)]
-    out = suite_dir / A.REPORT_DIR
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_writable_dir(suite_dir / A.REPORT_DIR)
     suite = _suite_of(runs)
     by_name = {r.name: r for r in runs}
     exps = SUITES.get(suite, []) if suite else []
