@@ -35,6 +35,7 @@ from convkit.models import get_model_config
 from convkit.pipeline import SuitePlan, describe_failure, record_failure, run_experiment
 from convkit.suite import find_experiment
 from convkit.train import resolve_config
+from convkit.train.config import check_device
 
 
 def parse_devices(text: str | None) -> list[str]:
@@ -42,11 +43,13 @@ def parse_devices(text: str | None) -> list[str]:
     if not text:
         return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     devices = [d.strip() for d in text.split(",") if d.strip()]
+    if not devices:
+        raise ConvkitError(f"--devices {text!r} lists no device; use e.g. cuda:0,cuda:1 or cpu")
     for d in devices:
         try:
-            torch.device(d)
-        except RuntimeError:
-            raise ConvkitError(f"--devices: {d!r} is not a device; use e.g. cuda:0,cuda:1 or cpu") from None
+            check_device(d)  # as `train --device` does: a malformed or unusable device is refused here
+        except ConvkitError as exc:
+            raise ConvkitError(f"--devices: {exc.message}") from None
     return devices
 
 

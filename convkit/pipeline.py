@@ -122,6 +122,8 @@ def train_all(plan: SuitePlan, echo: Callable[[str], None] = print, executor: Ca
     results = (executor or run_sequentially)(plan, [e.name for e in exps], echo)
     failed = [r["experiment"] for r in results if r["failed"]]
     suite_dir = Path(configs[0].run_dir).parent
+    if not any(Path(c.run_dir).is_dir() for c in configs):  # every experiment failed before its first epoch
+        return {"summary": None, "results": {}, "failed": failed, "report": None}
     result = write_summary(suite_dir, notes=[f"Wall time of this train-all: {time.perf_counter() - t0:.1f} s."])
     return {**result, "failed": failed, "report": write_report(suite_dir, echo)}
 

@@ -130,8 +130,8 @@ def load_onnx(path: Path):
         raise ConvkitError(f"{path} is not a readable ONNX model (truncated or not ONNX: {type(exc).__name__})") from None
     if model.ir_version <= 0 or not model.opset_import or len(model.graph.node) == 0 or len(model.graph.output) == 0:
         raise ConvkitError(f"{path} is not an ONNX model (no graph, opset or outputs; truncated or not ONNX)")
-    try:
-        onnx.checker.check_model(model)
+    try:  # by path: external data resolves beside the model file (onnx refuses locations that leave its folder)
+        onnx.checker.check_model(str(path))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ConvkitError(f"{path} is not a valid ONNX model (truncated or corrupt): {first}") from None
