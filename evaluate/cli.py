@@ -10,7 +10,7 @@ import sys
 import click
 
 from convkit import gates
-from convkit.errors import ConvkitError, failure_of
+from convkit.errors import EXIT_GATE_FAILED, ConvkitError, failure_of
 from convkit.evaluate import serving_cli
 from convkit.evaluate.options import MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS, MAX_WARMUP
 
@@ -143,7 +143,8 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
     Prints the preprocessing used, each value marked metadata / flag / default / guessed; when predictions
     collapse (one class, or near-chance accuracy) it warns and probes the usual conventions on 300 images.
     Latency figures with p90/p50 > 1.5 or std/mean > 0.5 are flagged unstable; images/s is batch ÷ mean latency.
-    Exit codes: 0 fine, 1 an accuracy gate failed, 2 bad usage or input.
+    Exit codes: 0 fine, 1 an accuracy gate failed or one of several models failed (the others were evaluated),
+    2 bad usage or input.
     """
     from convkit.evaluate.model_io import parse_floats
     from convkit.evaluate.options import DataOptions, EvalOptions, ProviderOptions, TimingOptions
@@ -180,6 +181,7 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
         if err is not None:
             prefix = f"{path}: " if len(targets) > 1 else ""
             click.echo(f"error: {prefix}{err.message}", err=True)
-            worst = max(worst, err.exit_code)
+            # alone, its own code; one of several failing is exit 1 (README: the others were still evaluated)
+            worst = max(worst, err.exit_code if len(targets) == 1 else EXIT_GATE_FAILED)
     if worst:
         sys.exit(worst)
