@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,15 +59,23 @@ class ScenarioOptions:
 
 
 def available_memory() -> int:
-    """Return the bytes of memory available to new allocations (MemAvailable, else free pages)."""
+    """Return the bytes this process may still allocate: the machine's MemAvailable (else its free pages), at most
+    the address-space limit (ulimit -v) and the container's memory limit (cgroup v2 memory.max)."""
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     try:
         with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
+            free = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, ValueError, IndexError, StopIteration):
         pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    limits = [free]
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        limits.append(soft)
+    try:
+        limits.append(int(Path("/sys/fs/cgroup/memory.max").read_text().strip()))
+    except (OSError, ValueError):  # "max" or no cgroup v2: no container limit
+        pass
+    return min(limits)
 
 
 def check_server_qps(qps: float, quick: bool, available: int | None = None) -> None:

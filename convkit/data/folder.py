@@ -122,9 +122,9 @@ def load_image(path: Path, channels: int, size: tuple[int, int], resize: int | N
                     check_size(path, (nw, nh), f"would be, resized to a shorter side of {resize},")
                     im = im.resize((nw, nh), INTERPOLATIONS[interpolation])
             arr = np.asarray(im, dtype=np.uint8)
-    except Image.DecompressionBombError:
-        raise DataError(f"{path}: more pixels than Pillow decodes safely (a decompression bomb?); "
-                        "shrink the image or leave it out") from None
+    except Image.DecompressionBombError as exc:  # its header claims more pixels than Pillow opens
+        raise DataError(f"{path}: Pillow refuses to decode it ({str(exc).rstrip('.')}); shrink the image or leave "
+                        "it out") from None
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(f"cannot decode {path}: {type(exc).__name__}: {exc}") from None
     if arr.ndim == 2:
