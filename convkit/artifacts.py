@@ -40,7 +40,7 @@ from typing import Iterator
 
 import torch
 
-from convkit.atomic import ensure_writable_dir, save_torch, write_json
+from convkit.atomic import ensure_writable_dir, save_torch, writable_hint, write_json
 from convkit.errors import ConvkitError
 from convkit.models import create_model
 from convkit.onnx_meta import file_sha256
@@ -250,7 +250,7 @@ def run_lock(folder: Path, command: str) -> Iterator[None]:
             lock.unlink(missing_ok=True)  # stale: its process is gone
             continue
         except OSError as exc:
-            raise ConvkitError(f"cannot lock {folder}: {exc.strerror}; choose a writable --out") from None
+            raise ConvkitError(f"cannot lock {folder}: {exc.strerror}; {writable_hint()}") from None
         with os.fdopen(fd, "w") as fh:
             fh.write(me)
         break

@@ -15,7 +15,7 @@ import torch
 from convkit.errors import ConvkitError
 
 
-def _fix_hint() -> str:
+def writable_hint() -> str:
     """Return how to write elsewhere in the running command: "choose a writable --out" where it has --out, else
     "make that folder writable" (export, summarize and report write into the folders they are given)."""
     import click  # light; the CLI has already imported it
@@ -32,9 +32,9 @@ def ensure_writable_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConvkitError(f"cannot create output directory {path}: {exc.strerror}; {_fix_hint()}") from None
+        raise ConvkitError(f"cannot create output directory {path}: {exc.strerror}; {writable_hint()}") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise ConvkitError(f"output directory {path} is not writable; {_fix_hint()}")
+        raise ConvkitError(f"output directory {path} is not writable; {writable_hint()}")
     return path
 
 
@@ -72,7 +72,7 @@ def write_error(target: Path, exc: BaseException) -> ConvkitError:
     """Return the one-line error for a failed write of ``target`` (the old file, if any, is left as it was)."""
     why = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1][:200] or type(exc).__name__
     return ConvkitError(f"cannot write {target}: {why}; free space on that disk or "
-                        f"{_fix_hint().replace('choose a writable', 'choose another')} (nothing was replaced)")
+                        f"{writable_hint().replace('choose a writable', 'choose another')} (nothing was replaced)")
 
 
 def write_text(target: Path, text: str) -> Path:

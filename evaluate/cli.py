@@ -13,6 +13,7 @@ from convkit import gates
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError, failure_of
 from convkit.evaluate import serving_cli
 from convkit.evaluate.options import MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS, MAX_WARMUP
+from convkit.text import cap
 
 
 def _batch_sizes(text: str | None):
@@ -34,7 +35,7 @@ def _summary_line(path: str, res: dict) -> str:
     parts = [f"{path}:"]
     ds = res.get("dataset")
     if ds:
-        parts.append(f"  data: {ds.get('label', ds['name'])}, {ds['n']} images ({ds['source']})")
+        parts.append(f"  data: {cap(ds.get('label', ds['name']))}, {ds['n']} images ({cap(ds['source'], 400)})")
     pre = res.get("preprocessing")
     if pre:
         if res["dataset"].get("resize"):
@@ -43,7 +44,7 @@ def _summary_line(path: str, res: dict) -> str:
                          f"{d['interpolation']} [{d['interpolation_source']}], center crop "
                          f"{d['crop'][0]}×{d['crop'][1]} [{d['crop_source']}]")
         parts.append(f"  preprocessing: {pre['used']}")
-        parts += [f"  WARNING: {w}" for w in pre["warnings"]]
+        parts += [f"  WARNING: {cap(w, 1000)}" for w in pre["warnings"]]
     for a in res["accuracy"]:
         d = a.get("vs_pytorch")
         extra = f" (Δ vs PyTorch {d['delta']['accuracy'] * 100:+.2f} pts, {d['disagreements']} differ)" if d else ""
@@ -64,7 +65,7 @@ def _summary_line(path: str, res: dict) -> str:
                      f"(p90/p50 or std/mean large; see the report below); ratios from them are not formed")
     parts += serving_cli.summary_lines(res)
     for n in res["notes"]:
-        parts.append(f"  note: {n}")
+        parts.append(f"  note: {cap(n, 1000)}")
     parts.append(f"  → {res['files'].get('eval_md')}")
     return "\n".join(parts)
 
