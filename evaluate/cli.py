@@ -10,7 +10,7 @@ import sys
 import click
 
 from convkit import gates
-from convkit.errors import EXIT_GATE_FAILED, ConvkitError, failure_of
+from convkit.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, ConvkitError, failure_of
 from convkit.evaluate import serving_cli
 from convkit.evaluate.options import MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS, MAX_WARMUP
 from convkit.text import cap
@@ -31,6 +31,18 @@ def _batch_sizes(text: str | None):
     return sizes
 
 
+def _input_shape(text: str | None) -> tuple[int, int, int] | None:
+    if not text:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or any(v <= 0 or v > 65536 for v in shape):
+        raise ConvkitError(f"--input-shape must be three positive integers C,H,W (e.g. 1,28,28), got {text[:40]!r}")
+    return shape
+
+
 def _summary_line(path: str, res: dict) -> str:
     parts = [f"{path}:"]
     ds = res.get("dataset")
@@ -45,7 +57,12 @@ def _summary_line(path: str, res: dict) -> str:
                          f"{d['crop'][0]}×{d['crop'][1]} [{d['crop_source']}]")
         parts.append(f"  preprocessing: {pre['used']}")
         parts += [f"  WARNING: {cap(w, 1000)}" for w in pre["warnings"]]
+        parts += [f"  note: {cap(n, 1000)}" for n in pre.get("notes", [])]
     for a in res["accuracy"]:
+        if a.get("degenerate"):
+            parts.append(f"  {a['precision']} ORT {a['provider']}: OUTPUTS DEGENERATE ({a['degenerate']}): no "
+                         f"accuracy reported")
+            continue
         d = a.get("vs_pytorch")
         extra = f" (Δ vs PyTorch {d['delta']['accuracy'] * 100:+.2f} pts, {d['disagreements']} differ)" if d else ""
         top5 = f", top-5 {a['top5_accuracy']:.4f}" if a.get("top5_accuracy") is not None else ""
@@ -108,6 +125,20 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--output", "output_name", default=None,
               help="The graph output holding the class scores (required when the model has several; default: its "
                    "only output).")
+@click.option("--preprocessing-config", type=click.Path(), default=None,
+              help="Read the preprocessing from this file: a Hugging Face preprocessor_config.json, a timm config.json "
+                   "(pretrained_cfg: mean, std, input_size, crop_pct, interpolation) or a <model>.convkit.json "
+                   "(default: such a file beside the model, in that order: <model>.convkit.json, "
+                   "preprocessor_config.json, config.json). Flags win over it.")
+@click.option("--input-shape", default=None,
+              help="C,H,W of a flattened input [N, C*H*W] (e.g. 1,28,28), flattened in --layout order (default: "
+                   "the --dataset's image shape).")
+@click.option("--accept-defaults", is_flag=True,
+              help="Exit 0 even when the probe finds preprocessing better than the defaulted values (it is still "
+                   "reported).")
+@click.option("--save-preprocessing", is_flag=True,
+              help="Write <model>.convkit.json beside the model with the preprocessing used, so the next evaluation "
+                   "needs no flags.")
 @click.option("--warmup", type=click.IntRange(1, MAX_WARMUP), default=10, show_default=True,
               help="Untimed warm-up calls.")
 @click.option("--runs", type=click.IntRange(1, MAX_RUNS), default=50, show_default=True,
@@ -134,22 +165,25 @@ def _summary_line(path: str, res: dict) -> str:
 @serving_cli.cli_options
 def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, classes_file, resize, crop, interpolation,
                  sample, mean, std, layout, input_range, channel_order,
-                 output_name,
+                 output_name, preprocessing_config, input_shape, accept_defaults, save_preprocessing,
                  warmup, runs,
                  min_seconds, batch_sizes, threads, precisions, max_accuracy_drop, cudnn_conv_algo_search, cuda_graph,
                  torch_compile, no_latency, device_id, out, **serving_opts):
     """Evaluate ONNX models (files or run directories) under ONNX Runtime: accuracy, confusion, latency.
 
     Writes eval.json, eval.md, latency.png, confusion.png and confusion.csv into the run directory (or --out).
-    Prints the preprocessing used, each value marked metadata / flag / default / guessed; when predictions
-    collapse (one class, or near-chance accuracy) it warns and probes the usual conventions on 300 images.
+    Prints the preprocessing used, each value marked flag / config / metadata / default / guessed. Whenever a
+    value was defaulted or guessed it probes the usual conventions on 300 images (exact McNemar test against the
+    preprocessing used) and says loudly, with the flags, when one is better; outputs with NaN/Inf or identical for
+    every image are reported as degenerate, with no accuracy.
     Latency figures with p90/p50 > 1.5 or std/mean > 0.5 are flagged unstable; images/s is batch ÷ mean latency.
     Exit codes: 0 fine, 1 an accuracy gate failed or one of several models failed (the others were evaluated),
-    2 bad usage or input.
+    2 bad usage or input, 4 the numbers cannot be stood behind (better preprocessing found — unless
+    --accept-defaults — or degenerate outputs).
     """
     from convkit.evaluate.model_io import parse_floats
     from convkit.evaluate.options import DataOptions, EvalOptions, ProviderOptions, TimingOptions
-    from convkit.evaluate.run import evaluate_model, gate_error
+    from convkit.evaluate.run import evaluate_model, gate_error, trust_error
 
     targets = list(onnx_paths) + list(paths)  # `--onnx a.onnx b.onnx` (a shell glob): keep the order given
     if not targets:
@@ -160,7 +194,9 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
         data=DataOptions(dataset=dataset, data_dir=data_dir, data_path=data_path, classes=classes_file, resize=resize,
                          crop=crop, interpolation=interpolation, sample=sample, mean=parse_floats(mean, "--mean"),
                          std=parse_floats(std, "--std"), layout=layout, input_range=input_range,
-                         output=output_name, channel_order=channel_order),
+                         output=output_name, channel_order=channel_order, preprocessing_config=preprocessing_config,
+                         input_shape=_input_shape(input_shape), accept_defaults=accept_defaults,
+                         save_preprocessing=save_preprocessing),
         providers=ProviderOptions(provider=provider, device_id=device_id, threads=threads,
                                   cudnn_conv_algo_search=cudnn_conv_algo_search),
         timing=TimingOptions(latency=not no_latency, warmup=warmup, runs=runs, min_seconds=min_seconds,
@@ -174,7 +210,7 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
         try:
             res = evaluate_model(path, opts)
             click.echo(_summary_line(path, res))
-            err = gate_error(res)
+            err = gate_error(res) or trust_error(res, accept_defaults)
         except Exception as exc:  # alone, an unexpected error is a bug for the CLI group to report
             if len(targets) == 1 and not isinstance(exc, ConvkitError):
                 raise
@@ -182,7 +218,9 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
         if err is not None:
             prefix = f"{path}: " if len(targets) > 1 else ""
             click.echo(f"error: {prefix}{err.message}", err=True)
-            # alone, its own code; one of several failing is exit 1 (README: the others were still evaluated)
-            worst = max(worst, err.exit_code if len(targets) == 1 else EXIT_GATE_FAILED)
+            # one of several with bad input is exit 1, as the README says (the others were still evaluated);
+            # a gate (1) or untrustworthy numbers (4) keep their code
+            several_bad = len(targets) > 1 and err.exit_code == EXIT_BAD_INPUT
+            worst = max(worst, EXIT_GATE_FAILED if several_bad else err.exit_code)
     if worst:
         sys.exit(worst)
