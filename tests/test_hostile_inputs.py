@@ -383,3 +383,19 @@ def test_a_single_devices_entry_is_honoured():
     assert single_device(None, 1, "cpu") == "cpu"
     with pytest.raises(ConvkitError, match="contradict"):
         single_device("cpu", 1, "cuda")
+
+
+def test_metadata_is_capped_when_read(tmp_path):
+    """A file with 100 metadata entries, a 300-character key and a 10 MB value reads back as its first 64
+    entries, without the long key, the long value cut to 256 KiB and marked; inspect_model reads the same."""
+    from convkit.evaluate.model_io import Overrides, inspect_model
+    from convkit.onnx_meta import MAX_METADATA_VALUE, TRUNCATED, read_metadata
+
+    meta = {"class_names": "y" * 10_000_000, "k" * 300: "v", **{f"key{i:03d}": str(i) for i in range(100)}}
+    model = tiny_classifier(tmp_path / "m.onnx", 3, metadata=meta)
+    read = read_metadata(model)
+    # the first 64 entries: class_names, the long key (skipped), key000 … key061
+    assert len(read) == 63 and "k" * 300 not in read and "key061" in read and "key062" not in read
+    assert read["class_names"] == "y" * MAX_METADATA_VALUE + TRUNCATED
+    spec = inspect_model(model, Overrides(folder="pics", folder_classes=["a", "b", "c"]))
+    assert spec.metadata == read and spec.sources["classes"] != "metadata"  # a cut list is ignored
