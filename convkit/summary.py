@@ -26,6 +26,7 @@ from convkit.artifacts import (
 from convkit.atomic import write_text
 from convkit.errors import ConvkitError
 from convkit.suite import TABLE_TITLES, Experiment, find_experiment
+from convkit.text import md_code, md_text
 
 # Stage files in the order their columns appear.
 STAGE_FILES = ((METRICS, "metrics"), (EXPORT_JSON, "export"), (EvalNames(EVAL_PREFIX).json, "eval"))
@@ -54,7 +55,16 @@ def collect(suite_dir: Path) -> list[dict]:
 
 
 def _cell(value, spec: str) -> str:
-    return "—" if value is None else format(value, spec)
+    if value is None:
+        return "—"
+    if isinstance(value, str) and spec == "s":
+        return md_text(value, 40)
+    try:  # a value or format from a hand-edited file may not fit: say so rather than stop the summary
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(value)
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return f"unreadable ({md_text(value, 40)})"
 
 
 def _table_lines(rows: list[dict]) -> list[str]:
@@ -65,10 +75,11 @@ def _table_lines(rows: list[dict]) -> list[str]:
              "|" + "---|" * (len(columns) + 2)]
     for row in rows:
         exp: Experiment | None = row["experiment"]
-        head = f"| {exp.row if exp else ''} | {row['name']} |"
+        head = f"| {exp.row if exp else ''} | {md_text(row['name'])} |"
         if row["failure"]:
             f = row["failure"]
-            lines.append(f"{head} FAILED in {f.get('stage')}: {f.get('error')} |" + " |" * max(len(columns) - 1, 0))
+            lines.append(f"{head} FAILED in {md_text(f.get('stage'))}: {md_text(f.get('error'))} |"
+                         + " |" * max(len(columns) - 1, 0))
             continue
         cells = [_with_study(row, key, spec) for _, key, spec in columns]
         lines.append(head + " " + " | ".join(cells) + " |")
@@ -100,14 +111,14 @@ def header_lines(rows: list[dict]) -> list[str]:
     sources = sorted({(r["meta"]["dataset"], r["meta"]["data_source"]) for r in rows if r["meta"].get("data_source")})
     for dataset, source in sources:
         jpeg = dataset == "cifar10" and ("jpeg" in source.lower() or "jpg" in source.lower())
-        lines.append(f"Data: {dataset} from `{source}`" + (
+        lines.append(f"Data: {md_text(dataset)} from {md_code(source)}" + (
             " — **CIFAR-10 (JPEG copy)**: JPEG re-encoded images, accuracy within about a point of the original's."
             if jpeg else "."))
     capped = sorted({(r["name"], (r["meta"].get("config") or {}).get("max_images")) for r in rows
                      if (r["meta"].get("config") or {}).get("max_images")})
     if capped:
         lines.append("**Fewer images** (`--max-images`, for a quick look): " + ", ".join(
-            f"{name} trained and tested on at most {n:,} images per split" for name, n in capped) + ".")
+            f"{md_text(name)} trained and tested on at most {n:,} images per split" for name, n in capped) + ".")
     if any((r["meta"].get("config") or {}).get("sample") for r in rows):
         lines.append("**Embedded sample** (1,000 train / 500 test images per dataset): accuracies are not "
                      "comparable to the study's.")
@@ -123,7 +134,7 @@ def write_summary(suite_dir: Path, notes: list[str] | None = None) -> dict:
     rows = collect(suite_dir)
     if not rows:
         raise ConvkitError(f"no run folders under {suite_dir}; pass a folder made by `convkit train-all`")
-    lines = [f"# convkit — suite `{suite_dir.name}`", "", *(notes or []), *header_lines(rows), ""]
+    lines = [f"# convkit — suite {md_code(suite_dir.name)}", "", *(notes or []), *header_lines(rows), ""]
     tables: dict[int, list[dict]] = {}
     for row in rows:
         tables.setdefault(row["experiment"].table if row["experiment"] else OTHER_TABLE, []).append(row)
