@@ -52,9 +52,11 @@ METRICS = "metrics.json"
 EXPORT_JSON = "export.json"
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 EVAL_PREFIX = "eval"  # eval.json / eval.md for a run; eval.<precision>.* when one variant file is evaluated
+EVAL_DIR = "eval"  # eval/<data-key>/eval.json: an evaluation of the run's model on other data (convkit.provenance)
 LOADGEN_DIR = "loadgen"  # evaluate --scenario: LoadGen's logs, one <precision>-<provider>-<scenario>/ folder each
 REFERENCE = "reference_logits.pt"  # the PyTorch model's fp32 test-split logits, reused by export and evaluate
 FAILURE = "failure.json"  # train-all: why this experiment failed, and in which stage; removed on success
+PLAN = "plan.json"  # train-all: the suite's planned experiments, so the summary can list those never run
 SUMMARY_MD = "summary.md"
 SUMMARY_JSON = "summary.json"
 REPORT_MD = "report.md"
@@ -72,6 +74,7 @@ SCHEMAS = {
     "summary": "convkit.summary/1",
     "failure": "convkit.failure/1",
     "reference": "convkit.reference/1",
+    "plan": "convkit.plan/1",
 }
 
 
@@ -278,6 +281,9 @@ def remove_downstream(folder: Path) -> list[str]:
     for path in downstream_files(folder):
         path.unlink(missing_ok=True)
         removed.append(path.name)
+    if (Path(folder) / EVAL_DIR).is_dir():  # evaluations on other data: derived from the checkpoint too
+        shutil.rmtree(Path(folder) / EVAL_DIR)
+        removed.append(EVAL_DIR + "/")
     return removed
 
 
@@ -337,8 +343,11 @@ def save_reference_logits(run_dir: Path, logits, checkpoint_sha256: str, data_ch
 
 # ---- checkpoints -------------------------------------------------------------------------------------------------
 def save_checkpoint(run_dir: Path, *, model, optimizer, scheduler, epoch: int, config: dict, history: list,
-                    grad_norms: list, environment: dict, data_checksum: str) -> Path:
-    """Atomically write ``run_dir/checkpoint.pt`` for ``epoch`` completed epochs; returns its path."""
+                    grad_norms: list, environment: dict, data_checksum: str, final: dict | None = None) -> Path:
+    """Atomically write ``run_dir/checkpoint.pt`` for ``epoch`` completed epochs; returns its path.
+
+    ``final``: the final model's figures (after the last epoch), which metrics.json repeats and readers verify.
+    """
     state = {
         "schema": SCHEMAS["checkpoint"],
         "model": model.state_dict(),  # the eager module: no torch.compile "_orig_mod." prefixes
@@ -350,6 +359,7 @@ def save_checkpoint(run_dir: Path, *, model, optimizer, scheduler, epoch: int, c
         "grad_norms": grad_norms,
         "environment": environment,
         "data_checksum": data_checksum,
+        "final": final or {},
     }
     return save_torch(Path(run_dir) / CHECKPOINT, state)
 
@@ -410,6 +420,7 @@ class RunModel:
     model_name: str
     config: dict  # the training config recorded in the checkpoint
     epoch: int | None
+    data_checksum: str | None = None  # the checksum of the data it was trained and tested on
 
     @cached_property
     def checkpoint_sha256(self) -> str:
@@ -443,4 +454,5 @@ def load_run_model(source: Path, model_name: str | None = None) -> RunModel:
         raise ConvkitError(f"{path} records no model; pass --experiment NAME")
     model = create_model(name)
     load_weights(model, ckpt["model"], str(path)).eval()
-    return RunModel(checkpoint=path, model=model, model_name=name, config=cfg, epoch=ckpt.get("epoch"))
+    return RunModel(checkpoint=path, model=model, model_name=name, config=cfg, epoch=ckpt.get("epoch"),
+                    data_checksum=ckpt.get("data_checksum"))

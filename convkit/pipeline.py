@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Callable
 
 from convkit.artifacts import FAILURE, holds_run, write_artifact
+from convkit.atomic import ensure_writable_dir
 from convkit.errors import ConvkitError, failure_of
 from convkit.evaluate import evaluate_model, gate_error, quick_options
 from convkit.export import export_run
 from convkit.report.build import build_report
 from convkit.suite import Experiment, get_experiment, select_experiments
-from convkit.summary import write_summary
+from convkit.summary import record_plan, write_summary
 from convkit.train import resolve_config, train_experiment
 
 
@@ -90,14 +91,18 @@ def run_experiment(plan: SuitePlan, name: str, device: str | None = None) -> dic
         return {"experiment": name, "run_dir": str(run_dir), "failed": None, "error": None}
     except Exception as exc:  # one experiment never takes the others down; KeyboardInterrupt still stops
         message = describe_failure(exc)
-        if run_dir.is_dir():
-            record_failure(run_dir, name, stage, message)
+        record_failure(run_dir, name, stage, message)
         return {"experiment": name, "run_dir": str(run_dir), "failed": stage, "error": message}
 
 
 def record_failure(run_dir: Path, name: str, stage: str, message: str) -> None:
-    """Write the run folder's failure record (read by the summary)."""
-    write_artifact(run_dir / FAILURE, "failure", {"experiment": name, "stage": stage, "error": message})
+    """Write the run folder's failure record (read by the summary), creating the folder when the experiment failed
+    before it existed; when even that fails, the suite's summary still lists it (from train-all's outcomes)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_artifact(run_dir / FAILURE, "failure", {"experiment": name, "stage": stage, "error": message})
+    except (OSError, ConvkitError):
+        pass
 
 
 def train_all(plan: SuitePlan, echo: Callable[[str], None] = print, executor: Callable | None = None) -> dict:
@@ -110,11 +115,14 @@ def train_all(plan: SuitePlan, echo: Callable[[str], None] = print, executor: Ca
     exps = select(plan)
     configs = [resolve_config(e.name, **plan.train_kwargs) for e in exps]  # bad options fail before any work
     check_existing(plan, configs)
+    suite_dir = Path(configs[0].run_dir).parent
+    ensure_writable_dir(suite_dir)
+    record_plan(suite_dir, plan.suite, [e.name for e in exps])  # so the summary lists every one, run or not
     t0 = time.perf_counter()
     results = (executor or run_sequentially)(plan, [e.name for e in exps], echo)
     failed = [r["experiment"] for r in results if r["failed"]]
-    suite_dir = Path(configs[0].run_dir).parent
-    result = write_summary(suite_dir, notes=[f"Wall time of this train-all: {time.perf_counter() - t0:.1f} s."])
+    result = write_summary(suite_dir, notes=[f"Wall time of this train-all: {time.perf_counter() - t0:.1f} s."],
+                           outcomes=results)
     return {**result, "failed": failed, "report": write_report(suite_dir, echo)}
 
 

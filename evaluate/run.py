@@ -37,6 +37,7 @@ from convkit.evaluate.options import EvalOptions
 from convkit.evaluate.providers import ProviderConfig, make_session, preload_cuda_libraries, select_providers
 from convkit.evaluate.target import Target, resolve_target
 from convkit.onnx_meta import file_sha256
+from convkit.provenance import eval_dir, eval_record
 
 # The columns this stage adds to the suite summary: (title, key of eval.json's "summary", format).
 SUMMARY_COLUMNS = (
@@ -98,9 +99,20 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
         torch.set_num_threads(old_threads)
     result = assemble(setup, opts, reference, accuracy, failures, rows, given_path)
     result["preprocessing"] = preprocessing
+    result["provenance"] = keyed_by_data(setup)
     serving.attach(result, setup, opts, images, labels)  # LoadGen scenarios when asked; the recommendation
     result["files"] = write_outputs(result, setup.target, primary_spec.class_names)
     return result
+
+
+def keyed_by_data(setup: Setup) -> dict:
+    """Point ``setup.target.out_dir`` at where this evaluation belongs (a run's own eval.json only on the run's own
+    data, else eval/<data-key>/ beside it: convkit.provenance); returns eval.json's provenance record."""
+    ref = setup.reference
+    trained_on = ref.data_checksum if ref is not None else None
+    setup.target.out_dir = eval_dir(setup.target.out_dir, trained_on, setup.data.name, setup.data.checksum)
+    return eval_record({p: s.path for p, s in setup.specs.items()}, ref.checkpoint_sha256 if ref else None,
+                       setup.data.checksum, trained_on == setup.data.checksum)
 
 
 def pytorch_reference(setup: Setup, images, labels: np.ndarray, device: str) -> dict | None:
@@ -112,10 +124,12 @@ def pytorch_reference(setup: Setup, images, labels: np.ndarray, device: str) -> 
     if setup.reference is None:
         return None
     run_dir, sha = setup.reference.checkpoint.parent, setup.reference.checkpoint_sha256
-    scores = load_reference_logits(run_dir, sha, setup.data.checksum, len(labels))
+    own_data = setup.data.checksum == setup.reference.data_checksum  # other data never touches the run's cache
+    scores = load_reference_logits(run_dir, sha, setup.data.checksum, len(labels)) if own_data else None
     if scores is None:
         scores = acc.reference_logits(setup.reference, images, device)
-        save_reference_logits(run_dir, scores, sha, setup.data.checksum, device)
+        if own_data:
+            save_reference_logits(run_dir, scores, sha, setup.data.checksum, device)
     return acc.pytorch_accuracy(scores, labels, setup.primary[1].class_names, device)
 
 
