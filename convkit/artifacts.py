@@ -9,19 +9,20 @@ config.json       convkit.config/1    train                       train (--resum
 checkpoint.pt     convkit.checkpoint/1 train                      train (--resume), export, evaluate, report
 history.csv       (CSV, one row/epoch) train                      report
 grad_norms.csv    (CSV)               train                       report
-metrics.json      convkit.metrics/1   train                       export, summary, report
+metrics.json      convkit.metrics/1   train                       summary, report (checked: convkit.provenance)
 model*.onnx       ONNX metadata keys  export                      evaluate (see convkit.onnx_meta)
 export.json       convkit.export/1    export                      summary, report
-eval.json/.md     convkit.eval/1      evaluate                    summary, report
+eval.json/.md     convkit.eval/1      evaluate (run's own data)   summary, report
+eval/<key>/       convkit.eval/1      evaluate (any other data)   people (keyed by the data: convkit.provenance)
 reference_logits.pt convkit.reference/1 export, evaluate         export, evaluate (PyTorch fp32 logits, cached)
 failure.json      convkit.failure/1   train-all (pipeline)        summary
 confusion*.png/csv, latency.png       evaluate                    report
 ================  ==================  ==========================  ======================================
 
 The suite folder ``runs/<suite>/`` holds ``summary.md`` / ``summary.json`` (convkit.summary/1), rebuilt from
-the files above by ``convkit summarize``, and ``report.md`` / ``report.html`` with their figures in
+the files above (and ``plan.json``, train-all's planned experiments) by ``convkit summarize``, and ``report.md`` / ``report.html`` with their figures in
 ``report/``, written by ``convkit report`` from the same files. No stage imports another: each reads what the others wrote,
-through this module.
+through this module. Which file each one is derived from, and the sha256 that ties them, is convkit.provenance's.
 """
 
 from __future__ import annotations

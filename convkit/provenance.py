@@ -31,7 +31,7 @@ from convkit.onnx_meta import file_sha256
 
 # metrics.json figures that the checkpoint records too (its last history row, or its "final" entry).
 VERIFIED_FROM_HISTORY = ("train_loss", "train_acc", "test_loss", "test_acc")
-VERIFIED_FROM_FINAL = ("test_acc_fp32", "test_loss_fp32")
+VERIFIED_FROM_FINAL = ("test_acc_fp32", "test_loss_fp32", "parameters")
 STALE, EDITED = "stale", "edited"
 
 
@@ -103,6 +103,8 @@ def edited_fields(metrics: dict, record: dict) -> list[str]:
     expected.update({k: record["final"][k] for k in VERIFIED_FROM_FINAL if k in record["final"]})
     if record["history"]:
         expected["epochs"] = len(record["history"])
+        if all("epoch_time_s" in r for r in record["history"]):
+            expected["train_time_s"] = sum(r["epoch_time_s"] for r in record["history"])
     return [f"{k} {metrics.get(k)!r} (checkpoint: {v!r})" for k, v in expected.items()
             if not _same(metrics.get(k), v)]
 

@@ -281,7 +281,7 @@ def run_epochs(state: RunState, compiled, quiet: bool) -> None:
         state.grad_rows += [{"epoch": epoch + 1, "parameter": k, "grad_norm": v}
                             for k, v in tracker.epoch_means().items()]
         if epoch + 1 == cfg.epochs:  # measured before the last checkpoint, which records it for metrics.json's readers
-            state.final = final_fp32_accuracy(state)
+            state.final = {**final_fp32_accuracy(state), "parameters": count_parameters(model)}
         if checkpoint_due(state, epoch + 1):
             save_checkpoint(state.run_dir, model=model, optimizer=state.optimizer, scheduler=state.scheduler,
                             epoch=epoch + 1, config=cfg.to_dict(), history=state.history, grad_norms=state.grad_rows,
