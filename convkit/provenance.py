@@ -80,10 +80,13 @@ def eval_record(model_files: dict[str, Path], checkpoint_sha256: str | None, dat
 def checkpoint_record(path: Path) -> dict | None:
     """Return {"history": [...], "final": {...}} recorded in the checkpoint at ``path`` (memory-mapped: the weights
     are not read), None when it is absent or unreadable."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # absent or damaged: every number derived from it is stale
-        return None
+    ckpt = None
+    for mmap in (True, False):  # mmap needs torch's zip format; an older file is read whole
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            break
+        except Exception:  # absent or damaged: every number derived from it is stale
+            continue
     if not isinstance(ckpt, dict):
         return None
     return {"history": ckpt.get("history") or [], "final": ckpt.get("final") or {}}

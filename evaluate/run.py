@@ -14,6 +14,8 @@ import torch
 
 from convkit.artifacts import (
     CHECKPOINT,
+    EVAL_PREFIX,
+    EvalNames,
     RunModel,
     data_settings,
     load_reference_logits,
@@ -108,9 +110,11 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
 def keyed_by_data(setup: Setup) -> dict:
     """Point ``setup.target.out_dir`` at where this evaluation belongs (a run's own eval.json only on the run's own
     data, else eval/<data-key>/ beside it: convkit.provenance); returns eval.json's provenance record."""
-    ref = setup.reference
+    ref, target = setup.reference, setup.target
     trained_on = ref.data_checksum if ref is not None else None
-    setup.target.out_dir = eval_dir(setup.target.out_dir, trained_on, setup.data.name, setup.data.checksum)
+    target.out_dir = eval_dir(target.out_dir, trained_on, setup.data.name, setup.data.checksum)
+    if target.run_dir is not None and "fp32" not in setup.specs and target.names.prefix == EVAL_PREFIX:
+        target.names = EvalNames(f"{EVAL_PREFIX}.{'-'.join(setup.specs)}")  # eval.json's numbers are fp32's
     return eval_record({p: s.path for p, s in setup.specs.items()}, ref.checkpoint_sha256 if ref else None,
                        setup.data.checksum, trained_on == setup.data.checksum)
 

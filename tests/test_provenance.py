@@ -96,6 +96,11 @@ def test_out_is_honoured_in_every_mode(copy, tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "folder" / "eval.json").read_text())["dataset"]["n"] == 20
     assert _digests(run) == before and not (run / "eval").exists()
+    # a subset of the variants without fp32 is not the run's eval.json (whose figures are fp32's)
+    r, _ = _cli("evaluate", run, "--precision", "int8", "--no-latency", "--provider", "cpu", *LOOSE_INT8)
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / "eval.int8.json").read_text())["summary"]["ort_test_acc"] is not None
+    assert {k: v for k, v in _digests(run).items() if k in before} == before
 
 
 def _foreign_mnist_model(path: Path) -> Path:
