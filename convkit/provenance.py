@@ -68,6 +68,11 @@ def refuse_foreign_model(onnx_path: Path, out_dir: Path) -> None:
                            f"{A.CHECKPOINT}; its evaluation would replace the run's: choose another --out")
 
 
+def keyed_evaluations(run_dir: Path) -> list[Path]:
+    """Return the eval.json files of ``run_dir``'s evaluations on other data (eval/<data-key>/eval.json), sorted."""
+    return sorted(p for p in (Path(run_dir) / A.EVAL_DIR).glob(f"*/{A.EvalNames(A.EVAL_PREFIX).json}") if p.is_file())
+
+
 def eval_record(model_files: dict[str, Path], checkpoint_sha256: str | None, data_checksum: str,
                 canonical: bool) -> dict:
     """Return eval.json's ``provenance``: each model file it measured with its sha256, the reference checkpoint's
@@ -80,16 +85,19 @@ def eval_record(model_files: dict[str, Path], checkpoint_sha256: str | None, dat
 def checkpoint_record(path: Path) -> dict | None:
     """Return {"history": [...], "final": {...}} recorded in the checkpoint at ``path`` (memory-mapped: the weights
     are not read), None when it is absent or unreadable."""
-    ckpt = None
-    for mmap in (True, False):  # mmap needs torch's zip format; an older file is read whole
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-            break
-        except Exception:  # absent or damaged: every number derived from it is stale
-            continue
+    ckpt = _load(path, mmap=True)  # mmap needs torch's zip format; an older file is read whole
+    if ckpt is None:
+        ckpt = _load(path, mmap=False)
     if not isinstance(ckpt, dict):
         return None
     return {"history": ckpt.get("history") or [], "final": ckpt.get("final") or {}}
+
+
+def _load(path: Path, mmap: bool):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception:  # absent or damaged: every number derived from it is stale
+        return None
 
 
 def _same(a, b) -> bool:

@@ -82,6 +82,12 @@ def test_an_evaluation_on_other_data_never_replaces_the_runs_own(copy, tmp_path)
     assert str(keyed[0].parent / "eval.md") in lines[-1]
     own = json.loads((run / "eval.json").read_text())
     assert own["dataset"]["n"] == 500 and own["provenance"]["runs_own_data"] is True
+    # the summary and the report keep the run's own figures, and the report names the other data's apart
+    summary_md, summary, report_md = _report_and_summary(copy)
+    assert summary["results"]["t1-fcn"]["ort_test_acc"] == own["summary"]["ort_test_acc"]
+    other = doc["accuracy"][0]["accuracy"] * 100
+    assert f"`eval/{keyed[0].parent.name}/`: ORT fp32 accuracy {other:.2f} % on ImageFolder {pics}" in report_md
+    assert "(30 images)" in report_md and "test split of MNIST (500 images)" in report_md
 
 
 def test_out_is_honoured_in_every_mode(copy, tmp_path):

@@ -14,7 +14,7 @@ from convkit.data.catalog import display_name
 from convkit.errors import ConvkitError
 from convkit.models import create_model, get_model_config
 from convkit.report import figures as F
-from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, load_run, run_folders
+from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, load_run, other_evaluations, run_folders
 from convkit.report.doc import to_html, to_markdown
 from convkit.report.probe import first_conv_view, fixed_test_image, stage_maps
 from convkit.report.receptive_field import receptive_fields
@@ -113,6 +113,10 @@ def run_blocks(run: RunData, figs: dict, suite_dir: Path) -> list[tuple]:
     if run.provenance and run.provenance.findings:
         b.append(("p", "Held back (shown as STALE / EDITED above, used in no comparison):"))
         b.append(("ul", run.provenance.lines()))
+    others = other_evaluations(run)
+    if others:
+        b.append(("p", "Evaluations on other data than the run's test split (in no table above):"))
+        b.append(("ul", others))
     _image_or_note(b, figs.get("curves"), suite_dir, "Learning curves", f"{NOT_MEASURED} (no {A.HISTORY})")
     _image_or_note(b, figs.get("confusion"), suite_dir, "Confusion matrix", f"{NOT_MEASURED} (not evaluated)")
     if figs.get("pairs"):

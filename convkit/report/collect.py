@@ -13,7 +13,7 @@ from pathlib import Path
 
 from convkit import artifacts as A
 from convkit.errors import ConvkitError
-from convkit.provenance import RunProvenance, check_run
+from convkit.provenance import RunProvenance, check_run, keyed_evaluations
 from convkit.suite import Experiment, all_experiments
 
 NOT_MEASURED = "not measured"
@@ -176,6 +176,26 @@ def load_run(path: Path) -> RunData:
         export=export, eval=evaluation, problems=problems,
         provenance=check_run(path, metrics, export, evaluation),
     )
+
+
+def other_evaluations(run: RunData) -> list[str]:
+    """Return one line per evaluation of the run's model on other data (eval/<data-key>/): its fp32 accuracy and
+    the data it was measured on, or why it is held back; unreadable ones are named."""
+    lines = []
+    for path in keyed_evaluations(run.path):
+        where = path.parent.relative_to(run.path).as_posix()
+        try:
+            doc = A.read_artifact(path, "eval")
+        except ConvkitError as exc:
+            lines.append(f"`{where}/`: unreadable ({exc.message})")
+            continue
+        held = check_run(run.path, None, None, doc).lines()
+        entry = next((e for e in dig(doc, "accuracy") or [] if dig(e, "precision") == "fp32"), None)
+        acc, data = number(dig(entry, "accuracy")), dig(doc, "dataset", "source") or "unknown data"
+        figure = f"ORT fp32 accuracy {acc * 100:.2f} %" if acc is not None and not held else (
+            held[0] if held else f"accuracy {NOT_MEASURED}")
+        lines.append(f"`{where}/`: {figure} on {data} ({dig(doc, 'dataset', 'n')} images)")
+    return lines
 
 
 def confusion_of(run: RunData) -> list[list[int]] | None:
