@@ -27,7 +27,7 @@ import torch
 
 from convkit import artifacts as A
 from convkit.errors import ConvkitError
-from convkit.onnx_meta import file_sha256
+from convkit.onnx_meta import file_sha256, read_metadata
 
 # metrics.json figures that the checkpoint records too (its last history row, or its "final" entry).
 VERIFIED_FROM_HISTORY = ("train_loss", "train_acc", "test_loss", "test_acc")
@@ -57,8 +57,6 @@ def refuse_foreign_model(onnx_path: Path, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     if not A.is_run_dir(out_dir) or A.run_dir_of(onnx_path) == out_dir.resolve():
         return
-    from convkit.onnx_meta import read_metadata  # ONNX parsing only on this path
-
     try:
         recorded = read_metadata(onnx_path).get("checkpoint_sha256")
     except Exception:  # not an ONNX file: the evaluation will say so; it is not this run's model either way
@@ -73,11 +71,11 @@ def keyed_evaluations(run_dir: Path) -> list[Path]:
     return sorted(p for p in (Path(run_dir) / A.EVAL_DIR).glob(f"*/{A.EvalNames(A.EVAL_PREFIX).json}") if p.is_file())
 
 
-def eval_record(model_files: dict[str, Path], checkpoint_sha256: str | None, data_checksum: str,
+def eval_record(model_files: dict[str, tuple[Path, str]], checkpoint_sha256: str | None, data_checksum: str,
                 canonical: bool) -> dict:
-    """Return eval.json's ``provenance``: each model file it measured with its sha256, the reference checkpoint's
-    sha256, the data's checksum and whether it is the run's own data."""
-    return {"derived_from": {p: {"file": Path(f).name, "sha256": file_sha256(f)} for p, f in model_files.items()},
+    """Return eval.json's ``provenance``: each model file it measured (precision → (path, sha256)), the reference
+    checkpoint's sha256, the data's checksum and whether it is the run's own data."""
+    return {"derived_from": {p: {"file": Path(f).name, "sha256": sha} for p, (f, sha) in model_files.items()},
             "checkpoint_sha256": checkpoint_sha256, "data_checksum": data_checksum, "runs_own_data": canonical}
 
 

@@ -101,13 +101,13 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
         torch.set_num_threads(old_threads)
     result = assemble(setup, opts, reference, accuracy, failures, rows, given_path)
     result["preprocessing"] = preprocessing
-    result["provenance"] = keyed_by_data(setup)
+    result["provenance"] = keyed_by_data(setup, {p: v["sha256"] for p, v in result["variants"].items()})
     serving.attach(result, setup, opts, images, labels)  # LoadGen scenarios when asked; the recommendation
     result["files"] = write_outputs(result, setup.target, primary_spec.class_names)
     return result
 
 
-def keyed_by_data(setup: Setup) -> dict:
+def keyed_by_data(setup: Setup, sha256: dict[str, str]) -> dict:
     """Point ``setup.target.out_dir`` at where this evaluation belongs (a run's own eval.json only on the run's own
     data, else eval/<data-key>/ beside it: convkit.provenance); returns eval.json's provenance record."""
     ref, target = setup.reference, setup.target
@@ -115,7 +115,7 @@ def keyed_by_data(setup: Setup) -> dict:
     target.out_dir = eval_dir(target.out_dir, trained_on, setup.data.name, setup.data.checksum)
     if target.run_dir is not None and "fp32" not in setup.specs and target.names.prefix == EVAL_PREFIX:
         target.names = EvalNames(f"{EVAL_PREFIX}.{'-'.join(setup.specs)}")  # eval.json's numbers are fp32's
-    return eval_record({p: s.path for p, s in setup.specs.items()}, ref.checkpoint_sha256 if ref else None,
+    return eval_record({p: (s.path, sha256[p]) for p, s in setup.specs.items()}, ref.checkpoint_sha256 if ref else None,
                        setup.data.checksum, trained_on == setup.data.checksum)
 
 
