@@ -212,3 +212,19 @@ def test_a_failure_before_the_run_folder_exists_is_listed(tmp_path, monkeypatch)
     assert r.exit_code == 0, r.output
     summary = json.loads((suite / "summary.json").read_text())
     assert summary["not_run"] == ["t5-custom-conv"] and "not run" in (suite / "summary.md").read_text()
+
+
+def test_numbers_of_a_replaced_checkpoint_are_all_stale(copy):
+    import torch
+
+    run = copy / "t1-fcn"
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    ckpt["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in ckpt["model"].items()}  # other weights
+    torch.save(ckpt, run / "checkpoint.pt")
+    summary_md, summary, report_md = _report_and_summary(copy)
+    held = " ".join(summary["held_back"]["t1-fcn"])
+    for name in ("metrics.json STALE", "export.json STALE", "eval.json STALE"):
+        assert name in held and name in summary_md and name in report_md
+    assert "checkpoint.pt changed since it was written" in held
+    assert summary["results"]["t1-fcn"] == {}  # no figure of this run is convkit's any more
+    assert "Best row: FCN" not in report_md and "ORT − PyTorch accuracy: not measured" in report_md
