@@ -4,6 +4,7 @@
 EXIT_GATE_FAILED = 1  # a quality gate (parity, accuracy drop) failed
 EXIT_BAD_INPUT = 2  # bad usage, missing or corrupt input, unwritable output
 EXIT_DIVERGED = 3  # training produced a non-finite loss
+EXIT_UNVERIFIED = 4  # evaluate: a number that cannot be stood behind (better preprocessing found; degenerate outputs)
 EXIT_BUG = 70  # an unexpected exception: a bug in convkit (sysexits' EX_SOFTWARE), traceback in a log file
 EXIT_INTERRUPTED = 130  # Ctrl-C
 

@@ -33,7 +33,7 @@ def ort_scores(session, spec, images_u8: np.ndarray, batch_size: int = 256) -> n
         real = len(chunk)
         if spec.fixed_batch and real < step:
             chunk = np.concatenate([chunk, np.repeat(chunk[:1], step - real, axis=0)])
-        y = session.run([spec.output_name], {spec.input_name: spec.prepare(chunk)})[0]
+        y = spec.scores(session.run([spec.output_name], {spec.input_name: spec.prepare(chunk)})[0])
         if y.ndim != 2 or y.shape[0] != len(chunk):
             raise ConvkitError(f"{spec.path}: output {spec.output_name!r} has shape {list(y.shape)} for a batch of "
                                f"{len(chunk)}, expected [N, classes]")
@@ -148,6 +148,25 @@ def compare_backends(ort: dict, ref: dict, max_listed: int = 1000) -> dict:
             "disagreement_indices_truncated": bool(len(differ) > max_listed)}
 
 
+def degenerate_reason(scores: np.ndarray, labels: np.ndarray, output: str) -> str | None:
+    """Return why ``scores`` are not usable class scores — NaN/Inf, identical for every image, every score tied,
+    one class for every image whatever the label — or None."""
+    n = len(scores)
+    if n == 0:
+        return None
+    bad = ~np.isfinite(scores).all(axis=1)
+    if bad.any():
+        return f"output {output!r} holds NaN or Inf for {int(bad.sum())} of {n} images"
+    if n > 1 and np.allclose(scores, scores[:1], rtol=0, atol=1e-7):
+        return f"output {output!r} is identical for every image"
+    if scores.shape[1] > 1 and np.all(np.ptp(scores, axis=1) <= 1e-7):
+        return f"every score of output {output!r} is tied for every image"
+    preds = scores.argmax(1)
+    if n > 1 and len(np.unique(labels)) > 1 and np.all(preds == preds[0]):
+        return f"output {output!r} gives class {int(preds[0])} for every image whatever its label"
+    return None
+
+
 def reference_logits(reference, images_u8, device: str = "cpu") -> np.ndarray:
     """Return the run's eager PyTorch model's logits in fp32 (TF32 off) on ``device``, the model back on the CPU."""
     with exact_fp32():
@@ -192,8 +211,10 @@ def ort_accuracy(sessions: dict, specs: dict, images_u8: np.ndarray, labels: np.
     for (prec, kind), session in sessions.items():
         spec = specs[prec]
         batch = eval_batch if kind == "cpu" else max(eval_batch, 1024)
-        metrics = classification_metrics(ort_scores(session, spec, images_u8, batch), labels, spec.class_names)
-        entry = {"precision": prec, "provider": kind, "path": str(spec.path), **metrics}
+        scores = ort_scores(session, spec, images_u8, batch)
+        metrics = classification_metrics(scores, labels, spec.class_names)
+        entry = {"precision": prec, "provider": kind, "path": str(spec.path), **metrics,
+                 "degenerate": degenerate_reason(scores, labels, spec.output_name)}
         if reference is not None:
             entry["vs_pytorch"] = compare_backends(metrics, reference)
             entry["gate"] = gate_verdict(prec if prec in gates.PRECISIONS else "fp32", metrics, entry["vs_pytorch"],

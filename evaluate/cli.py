@@ -26,6 +26,18 @@ def _batch_sizes(text: str | None):
     return sizes
 
 
+def _input_shape(text: str | None) -> tuple[int, int, int] | None:
+    if not text:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or any(v <= 0 or v > 65536 for v in shape):
+        raise ConvkitError(f"--input-shape must be three positive integers C,H,W (e.g. 1,28,28), got {text[:40]!r}")
+    return shape
+
+
 def _summary_line(path: str, res: dict) -> str:
     parts = [f"{path}:"]
     ds = res.get("dataset")
@@ -40,7 +52,12 @@ def _summary_line(path: str, res: dict) -> str:
                          f"{d['crop'][0]}×{d['crop'][1]} [{d['crop_source']}]")
         parts.append(f"  preprocessing: {pre['used']}")
         parts += [f"  WARNING: {w}" for w in pre["warnings"]]
+        parts += [f"  note: {n}" for n in pre.get("notes", [])]
     for a in res["accuracy"]:
+        if a.get("degenerate"):
+            parts.append(f"  {a['precision']} ORT {a['provider']}: OUTPUTS DEGENERATE ({a['degenerate']}): no "
+                         f"accuracy reported")
+            continue
         d = a.get("vs_pytorch")
         extra = f" (Δ vs PyTorch {d['delta']['accuracy'] * 100:+.2f} pts, {d['disagreements']} differ)" if d else ""
         top5 = f", top-5 {a['top5_accuracy']:.4f}" if a.get("top5_accuracy") is not None else ""
@@ -101,6 +118,20 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--output", "output_name", default=None,
               help="The graph output holding the class scores (required when the model has several; default: its "
                    "only output).")
+@click.option("--preprocessing-config", type=click.Path(), default=None,
+              help="Read the preprocessing from this file: a Hugging Face preprocessor_config.json, a timm config.json "
+                   "(pretrained_cfg: mean, std, input_size, crop_pct, interpolation) or a <model>.convkit.json "
+                   "(default: such a file beside the model, in that order: <model>.convkit.json, "
+                   "preprocessor_config.json, config.json). Flags win over it.")
+@click.option("--input-shape", default=None,
+              help="C,H,W of a flattened input [N, C*H*W] (e.g. 1,28,28), flattened in --layout order (default: "
+                   "the --dataset's image shape).")
+@click.option("--accept-defaults", is_flag=True,
+              help="Exit 0 even when the probe finds preprocessing better than the defaulted values (it is still "
+                   "reported).")
+@click.option("--save-preprocessing", is_flag=True,
+              help="Write <model>.convkit.json beside the model with the preprocessing used, so the next evaluation "
+                   "needs no flags.")
 @click.option("--warmup", type=click.IntRange(min=1), default=10, show_default=True, help="Untimed warm-up calls.")
 @click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Minimum timed calls.")
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
@@ -126,7 +157,7 @@ def _summary_line(path: str, res: dict) -> str:
 @serving_cli.cli_options
 def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, classes_file, resize, crop, interpolation,
                  sample, mean, std, layout, input_range, channel_order,
-                 output_name,
+                 output_name, preprocessing_config, input_shape, accept_defaults, save_preprocessing,
                  warmup, runs,
                  min_seconds, batch_sizes, threads, precisions, max_accuracy_drop, cudnn_conv_algo_search, cuda_graph,
                  torch_compile, no_latency, device_id, out, **serving_opts):
@@ -134,14 +165,17 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
 
     Writes eval.json, eval.md, latency.png, confusion.png and confusion.csv into the run directory (or --out);
     on other data than the run was tested on (--data, another --dataset), into its eval/<data-key>/ folder.
-    Prints the preprocessing used, each value marked metadata / flag / default / guessed; when predictions
-    collapse (one class, or near-chance accuracy) it warns and probes the usual conventions on 300 images.
+    Prints the preprocessing used, each value marked flag / config / metadata / default / guessed. Whenever a
+    value was defaulted or guessed it probes the usual conventions on 300 images (exact McNemar test against the
+    preprocessing used) and says loudly, with the flags, when one is better; outputs with NaN/Inf or identical for
+    every image are reported as degenerate, with no accuracy.
     Latency figures with p90/p50 > 1.5 or std/mean > 0.5 are flagged unstable; images/s is batch ÷ mean latency.
-    Exit codes: 0 fine, 1 an accuracy gate failed, 2 bad usage or input.
+    Exit codes: 0 fine, 1 an accuracy gate failed, 2 bad usage or input, 4 the numbers cannot be stood behind
+    (better preprocessing found — unless --accept-defaults — or degenerate outputs).
     """
     from convkit.evaluate.model_io import parse_floats
     from convkit.evaluate.options import DataOptions, EvalOptions, ProviderOptions, TimingOptions
-    from convkit.evaluate.run import evaluate_model, gate_error
+    from convkit.evaluate.run import evaluate_model, gate_error, trust_error
 
     targets = list(onnx_paths) + list(paths)  # `--onnx a.onnx b.onnx` (a shell glob): keep the order given
     if not targets:
@@ -152,7 +186,9 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
         data=DataOptions(dataset=dataset, data_dir=data_dir, data_path=data_path, classes=classes_file, resize=resize,
                          crop=crop, interpolation=interpolation, sample=sample, mean=parse_floats(mean, "--mean"),
                          std=parse_floats(std, "--std"), layout=layout, input_range=input_range,
-                         output=output_name, channel_order=channel_order),
+                         output=output_name, channel_order=channel_order, preprocessing_config=preprocessing_config,
+                         input_shape=_input_shape(input_shape), accept_defaults=accept_defaults,
+                         save_preprocessing=save_preprocessing),
         providers=ProviderOptions(provider=provider, device_id=device_id, threads=threads,
                                   cudnn_conv_algo_search=cudnn_conv_algo_search),
         timing=TimingOptions(latency=not no_latency, warmup=warmup, runs=runs, min_seconds=min_seconds,
@@ -166,7 +202,7 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
         try:
             res = evaluate_model(path, opts)
             click.echo(_summary_line(path, res))
-            err = gate_error(res)
+            err = gate_error(res) or trust_error(res, accept_defaults)
         except Exception as exc:  # alone, an unexpected error is a bug for the CLI group to report
             if len(targets) == 1 and not isinstance(exc, ConvkitError):
                 raise

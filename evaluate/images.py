@@ -26,6 +26,18 @@ class TestData:
     reading: dict = field(default_factory=dict)  # --data: resize/crop/interpolation and where each came from
 
 
+@dataclass(frozen=True)
+class ReadingOptions:
+    """How --data images are resized and cropped, each value with its source (None: not given)."""
+
+    resize: int | tuple[int, int] | None = None
+    resize_source: str | None = None
+    crop: int | None = None
+    crop_source: str | None = None
+    interpolation: str | None = None
+    interpolation_source: str | None = None
+
+
 def read_classes(path: str | Path) -> list[str]:
     """Return the class names of a --classes file, one per line in the model's output order (blank lines skipped)."""
     p = Path(path)
@@ -44,13 +56,13 @@ def catalog_data(dataset: str, data_dir, sample: bool, max_images: int | None = 
     return TestData(dataset, data.test_images.numpy(), data.test_labels.numpy(), data.source, data.checksum)
 
 
-def folder_data(name: str, files: LabelledFiles, spec, resize: int | None, crop: int | None,
-                interpolation: str | None) -> TestData:
+def folder_data(name: str, files: LabelledFiles, spec, reading_opts: ReadingOptions) -> TestData:
     """Return the TestData of an image folder for the model ``spec``: labels mapped to its class order (a label it
     does not know is a ConvkitError naming it), images decoded lazily at the model's input size.
 
-    The crop is the model's fixed H×W (``--crop`` must agree), else ``--crop``; ``--resize`` (shorter side)
-    defaults to the crop size, i.e. the whole image scaled, its longer side center-cropped.
+    The crop is the model's fixed H×W (``--crop`` must agree), else ``--crop``; ``--resize`` (shorter side, or
+    height × width from a config that resizes without keeping the aspect) defaults to the crop size, i.e. the
+    whole image scaled, its longer side center-cropped. Each value's source is recorded (flag, config, default).
     """
     index = {name: i for i, name in enumerate(spec.class_names)}
     unknown = sorted(set(files.labels) - set(index))
@@ -59,25 +71,26 @@ def folder_data(name: str, files: LabelledFiles, spec, resize: int | None, crop:
                            f"{' …' if len(unknown) > 10 else ''}; its classes ({spec.sources.get('classes')}): "
                            f"{', '.join(spec.class_names[:20])}{' …' if len(spec.class_names) > 20 else ''}; "
                            f"pass --classes FILE with the model's class names in output order")
+    o = reading_opts
     _, h, w = spec.image_shape
     reading = {}
     if h and w:
-        if crop and (crop, crop) != (h, w):
-            raise ConvkitError(f"--crop {crop} does not fit the model's fixed input {h}×{w}; drop --crop or pass {h}")
-        size, reading["crop_source"] = (h, w), "flag" if crop else "guessed: the model's fixed input size"
-    elif crop:
-        size, reading["crop_source"] = (crop, crop), "flag"
+        if o.crop and (o.crop, o.crop) != (h, w):
+            raise ConvkitError(f"--crop {o.crop} ({o.crop_source}) does not fit the model's fixed input {h}×{w}; "
+                               f"drop --crop or pass {h}")
+        size, reading["crop_source"] = (h, w), o.crop_source or "guessed: the model's fixed input size"
+    elif o.crop:
+        size, reading["crop_source"] = (o.crop, o.crop), o.crop_source
     else:
         raise ConvkitError(f"{spec.path.name} has no fixed input height/width; pass --crop N (and --resize N)")
-    resize_to = resize or min(size)
-    reading.update(resize=resize_to, resize_source="flag" if resize else "default: the crop size",
-                   crop=list(size), interpolation=interpolation or "bilinear",
-                   interpolation_source="flag" if interpolation else "default: bilinear")
+    resize_to = o.resize or min(size)
+    reading.update(resize=list(resize_to) if isinstance(resize_to, tuple) else resize_to,
+                   resize_source=o.resize_source or "default: the crop size", crop=list(size),
+                   interpolation=o.interpolation or "bilinear",
+                   interpolation_source=o.interpolation_source or "default: bilinear")
     if reading["interpolation"] not in INTERPOLATIONS:
         raise ConvkitError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}")
     channels = spec.image_shape[0] or 3
     images = FolderImages(files.paths, channels, size, resize_to, reading["interpolation"])
     labels = np.asarray([index[lab] for lab in files.labels], dtype=np.int64)
     return TestData(name, images, labels, files.source, files.checksum, reading)
-
-

@@ -17,6 +17,7 @@ from convkit.artifacts import VARIANT_FILES
 from convkit.data.catalog import get_dataset_info
 from convkit.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from convkit.errors import ConvkitError
+from convkit.evaluate.preprocessing_config import ConfigPreprocessing
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
              "tensor(uint8)": np.uint8}
@@ -36,6 +37,8 @@ class Overrides:
     class_names: list[str] | None = None  # --classes: the model's output order
     folder: str | None = None  # --data: the image folder's name (no catalog dataset)
     folder_classes: list[str] | None = None  # --data: the folder's classes, sorted
+    config: ConfigPreprocessing | None = None  # a preprocessing config file (HF, timm, convkit sidecar)
+    input_shape: tuple[int, int, int] | None = None  # --input-shape C,H,W: how a flattened input unflattens
 
 
 @dataclass
@@ -60,23 +63,45 @@ class ModelSpec:
     # where each preprocessing value came from: "metadata", "flag", "default: …" or "guessed: …"
     sources: dict = field(default_factory=dict)
     channel_order: str = "rgb"  # "bgr": the three channels are reversed before mean/std
+    flat: bool = False  # the input is [N, C*H*W]: images are flattened (in ``layout`` order) before the model
+    output_kind: str = "scores"  # "scores" [N, K]; "squeeze" [N, K, 1, 1]; "zipmap" a sequence of {class: prob}
 
     @property
     def has_convkit_metadata(self) -> bool:
         """Return True when the file carries convkit's metadata (it was exported by convkit)."""
         return bool(self.metadata.get("experiment") and self.metadata.get("dataset"))
 
+    @property
+    def raw_uint8(self) -> bool:
+        """Return True when the model takes uint8 pixels (its preprocessing is inside the graph)."""
+        return self.input_type == "tensor(uint8)"
+
+    def applicable(self) -> list[str]:
+        """Return the preprocessing values that apply to this model: no range/mean/std for a uint8 input, no
+        channel order for a one-channel one."""
+        keys = ["classes"] + ([] if self.flat and self.image_shape[0] == 1 else ["layout"])  # 1 channel: same order
+        if not self.raw_uint8:
+            keys += ["input_range", "mean", "std"]
+        if self.image_shape[0] != 1:
+            keys.append("channel_order")
+        return keys
+
     def defaulted(self) -> list[str]:
-        """Return the preprocessing values that were neither given nor read from metadata (defaults, guesses)."""
-        return [k for k, v in self.sources.items() if v.startswith(("default", "guessed"))]
+        """Return the applicable preprocessing values that were neither given nor read from metadata or a config
+        (defaults, guesses)."""
+        return [k for k in self.applicable() if self.sources.get(k, "default").startswith(("default", "guessed"))]
 
     def preprocessing_line(self) -> str:
         """Return one line naming every preprocessing value actually used and where it came from."""
         def kind(key):
             return self.sources.get(key, "default")
-        return (f"range 0..{self.input_range} [{kind('input_range')}], mean {list(self.mean)} [{kind('mean')}], "
-                f"std {list(self.std)} [{kind('std')}], layout {self.layout} [{kind('layout')}], "
-                f"channels {self.channel_order} [{kind('channel_order')}]")
+        parts = (["raw uint8 fed; range/mean/std do not apply"] if self.raw_uint8 else
+                 [f"range 0..{self.input_range} [{kind('input_range')}]", f"mean {list(self.mean)} [{kind('mean')}]",
+                  f"std {list(self.std)} [{kind('std')}]"])
+        parts.append(f"layout {self.layout}{' flattened' if self.flat else ''} [{kind('layout')}]")
+        if self.image_shape[0] != 1:
+            parts.append(f"channels {self.channel_order} [{kind('channel_order')}]")
+        return ", ".join(parts)
 
     @property
     def input_dtype(self):
@@ -103,7 +128,21 @@ class ModelSpec:
             out = (x - mean) / std
         if self.layout == "NHWC":
             out = out.transpose(0, 2, 3, 1)
+        if self.flat:
+            out = out.reshape(len(out), -1)
         return np.ascontiguousarray(out, dtype=self.input_dtype)
+
+    def scores(self, raw) -> np.ndarray:
+        """Return the class scores [N, K] (float32) of one ``session.run`` output: squeezed from [N, K, 1, 1], or
+        read from a ZipMap's sequence of {class: probability} (classes in key order)."""
+        if self.output_kind == "zipmap":
+            rows = list(raw)
+            keys = sorted(rows[0]) if rows else []
+            return np.asarray([[r[k] for k in keys] for r in rows], dtype=np.float32).reshape(len(rows), len(keys))
+        y = np.asarray(raw)
+        if self.output_kind == "squeeze" and y.ndim == 4:
+            y = y.reshape(y.shape[0], y.shape[1])
+        return y
 
     def describe(self) -> dict:
         """Return a JSON-able description of the model's interface and preprocessing."""
@@ -112,7 +151,8 @@ class ModelSpec:
                 "image_shape_chw": list(self.image_shape), "num_classes": self.num_classes,
                 "dataset": self.dataset, "class_names": self.class_names, "mean": list(self.mean),
                 "std": list(self.std), "input_range": self.input_range, "channel_order": self.channel_order,
-                "precision": self.precision, "sources": self.sources,
+                "precision": self.precision, "sources": self.sources, "flattened_input": self.flat,
+                "output_kind": self.output_kind,
                 "convkit_metadata": self.has_convkit_metadata, "preprocessing": self.preprocessing_line(),
                 "metadata": {k: v for k, v in self.metadata.items() if k not in ("class_names",)}}
 
@@ -169,7 +209,8 @@ def _class_names(path: Path, meta: dict, ov: Overrides, info, sources: dict) -> 
         if isinstance(listed, list):  # anything else (a number, a mapping) is not a list of names: ignore it
             names, sources["classes"] = [str(c) for c in listed], "metadata"
     if names is None and info is not None:
-        names, sources["classes"] = list(info.classes), f"default: {info.name} catalog"
+        names, sources["classes"] = list(info.classes), ("flag: --dataset's catalog classes" if ov.dataset else
+                                                          f"default: {info.name} catalog")
     if names is None:
         names, sources["classes"] = list(ov.folder_classes or []), "guessed: the folder's class names, sorted"
     if info is not None and len(names) != info.num_classes:
@@ -201,135 +242,226 @@ def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
     return None if text is None else _floats(text, what)
 
 
-def pick_output(path: Path, outputs, name: str | None):
-    """Return the graph output holding the class scores: the only one, or the one named ``name``.
+def _is_zipmap(value_info) -> bool:
+    """Return True for skl2onnx's ZipMap output: a sequence of maps {class: probability}."""
+    seq = value_info.type.sequence_type if value_info.type.HasField("sequence_type") else None
+    return seq is not None and seq.elem_type.HasField("map_type")
 
-    Several outputs and no name is a ConvkitError (exit 2) listing them with their shapes: scoring the first one
-    silently could measure an auxiliary head or a feature map.
+
+def _is_label_output(value_info) -> bool:
+    """Return True for an integer tensor (class ids, not scores)."""
+    elem = value_info.type.tensor_type.elem_type if value_info.type.HasField("tensor_type") else None
+    return elem in (TensorProto.INT64, TensorProto.INT32)
+
+
+def _describe_output(o) -> str:
+    if _is_zipmap(o):
+        return f"{o.name!r} ZipMap (sequence of maps)"
+    return f"{o.name!r} {['?' if d is None else d for d in _dims(o)]}"
+
+
+def pick_output(path: Path, outputs, name: str | None):
+    """Return the graph output holding the class scores: the one named ``name``, the only one, or the only
+    score-like one beside integer label outputs (skl2onnx writes a label output and a probability output).
+
+    Several score-like outputs and no name is a ConvkitError (exit 2) listing them with their shapes: scoring the
+    first one silently could measure an auxiliary head or a feature map.
     """
-    listing = ", ".join(f"{o.name!r} {['?' if d is None else d for d in _dims(o)]}" for o in outputs)
+    listing = ", ".join(_describe_output(o) for o in outputs)
     if name is not None:
         found = [o for o in outputs if o.name == name]
         if not found:
             raise ConvkitError(f"{path} has no output {name!r}; its outputs: {listing}")
         return found[0]
+    scores = [o for o in outputs if not _is_label_output(o)]
+    if len(outputs) > 1 and len(scores) == 1:
+        return scores[0]
     if len(outputs) > 1:
         raise ConvkitError(f"{path} has {len(outputs)} outputs ({listing}); pass --output NAME to say which holds "
                            f"the class scores")
     return outputs[0]
 
 
-def _guess_layout(dims: list[int | None]) -> str:
+def output_kind(path: Path, out) -> tuple[str, list[int | None]]:
+    """Return (how to read ``out`` as scores, its declared dims): "scores" [N, K], "squeeze" [N, K, 1, 1] or
+    "zipmap"; ConvkitError (exit 2) for class-id outputs and any other shape."""
+    if _is_zipmap(out):
+        return "zipmap", [None, None]
+    if out.type.HasField("sequence_type") or out.type.HasField("map_type"):
+        raise ConvkitError(f"{path}: output {out.name!r} is a sequence or map, not class scores; re-export it as a "
+                           f"tensor [N, classes]")
+    dims = _dims(out)
+    if _is_label_output(out):
+        raise ConvkitError(f"{path}: output {out.name!r} holds integer class ids {dims}, not scores: accuracy "
+                           f"needs the scores (top-5, loss and calibration do too); pass --output with the "
+                           f"probability/logit output, or re-export the model with one")
+    if len(dims) == 4 and dims[2] in (1, None) and dims[3] in (1, None):
+        return "squeeze", [dims[0], dims[1]]
+    if len(dims) != 2:
+        raise ConvkitError(f"{path}: output {out.name!r} has shape {dims}, expected [N, classes] logits or "
+                           f"probabilities (or [N, classes, 1, 1])")
+    return "scores", dims
+
+
+def _guess_layout(dims: list[int | None]) -> tuple[str, bool]:
+    """Return (layout, whether the shape alone decides it) for 4-D input dims."""
     c_first, c_last = dims[1] in (1, 3, 4), dims[3] in (1, 3, 4)
     if c_last and not c_first:
-        return "NHWC"
-    return "NCHW"
+        return "NHWC", True
+    return "NCHW", c_first and not c_last
+
+
+def _image_input(path: Path, model, ov: Overrides):
+    """Return (the image input, its dims as 4-D, whether it is flattened [N, C*H*W])."""
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    ranked = [i for i in inputs if len(i.type.tensor_type.shape.dim) in (2, 4)]
+    if len(ranked) != 1 or len(inputs) != 1:
+        desc = ", ".join(f"{i.name!r} {_dims(i)}" for i in inputs) or "none"  # repr: names may hold newlines
+        raise ConvkitError(f"{path} has no single image-like input (need exactly one 4-D [N, C, H, W] / [N, H, W, C] "
+                           f"or flattened [N, C*H*W] input; found: {desc})")
+    inp = ranked[0]
+    dims = _dims(inp)
+    if len(dims) == 4:
+        return inp, dims, False
+    return inp, _unflatten(path, inp, dims, ov), True
+
+
+def _unflatten(path: Path, inp, dims: list, ov: Overrides) -> list:
+    """Return 4-D dims for a flattened [N, D] input from --input-shape C,H,W (or the dataset's image shape)."""
+    shape = ov.input_shape
+    if shape is None and ov.dataset:
+        shape = tuple(get_dataset_info(ov.dataset).input_shape)
+    if shape is None:
+        raise ConvkitError(f"{path}: input {inp.name!r} {dims} is flattened; pass --input-shape C,H,W to say how "
+                           f"images unflatten (e.g. 1,28,28)")
+    c, h, w = shape
+    if dims[1] is not None and dims[1] != c * h * w:
+        raise ConvkitError(f"{path}: input {inp.name!r} {dims} takes {dims[1]} values but --input-shape "
+                           f"{c},{h},{w} gives {c * h * w}; pass the shape the model was trained on")
+    layout = (ov.layout or "nchw").upper()
+    return [dims[0], c, h, w] if layout == "NCHW" else [dims[0], h, w, c]
 
 
 def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
     """Return the ModelSpec of the ONNX classifier at ``path``; ConvkitError (exit 2) for anything unusable.
 
-    Checks: valid ONNX; exactly one 4-D (image-like) graph input; one output (or the one ``overrides.output``
-    names) of rank 2 ([N, classes]);
-    the dataset named by metadata or ``overrides`` exists in the catalog; declared classes and image shape
-    agree with the dataset.
+    Checks: valid ONNX; exactly one image input (4-D, or flattened 2-D with --input-shape); one score output (or
+    the one ``overrides.output`` names): [N, classes], [N, classes, 1, 1] or a ZipMap; the dataset named by
+    metadata or ``overrides`` exists in the catalog; declared classes and image shape agree with the dataset.
     """
-
     ov = overrides or Overrides()
     path = Path(path)
     model = load_onnx(path)
     meta = {p.key: p.value for p in model.metadata_props}
-    inits = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
-    images = [i for i in inputs if len(i.type.tensor_type.shape.dim) == 4]
-    if len(images) != 1 or len(inputs) != 1:
-        desc = ", ".join(f"{i.name!r} {_dims(i)}" for i in inputs) or "none"  # repr: names may hold newlines
-        raise ConvkitError(f"{path} has no single image-like input (need exactly one 4-D input; found: {desc})")
-    inp = images[0]
-    in_dims = _dims(inp)
+    inp, in_dims, flat = _image_input(path, model, ov)
     out = pick_output(path, model.graph.output, ov.output)
-    out_dims = _dims(out)
-    if len(out_dims) != 2:
-        raise ConvkitError(f"{path}: output {out.name!r} has shape {out_dims}, expected [N, classes] logits or "
-                           f"probabilities")
+    kind, out_dims = output_kind(path, out)
     _no_zero_dims(path, "input", inp, in_dims)
     _no_zero_dims(path, "output", out, out_dims)
-
-    elem = inp.type.tensor_type.elem_type
-    input_type = {TensorProto.FLOAT: "tensor(float)", TensorProto.FLOAT16: "tensor(float16)",
-                  TensorProto.DOUBLE: "tensor(double)", TensorProto.UINT8: "tensor(uint8)"}.get(elem)
-    if input_type is None:
-        raise ConvkitError(f"{path}: input {inp.name!r} has element type "
-                           f"{TensorProto.DataType.Name(elem)}; only float32/float16/float64/uint8 images are supported")
-
+    input_type = _input_type(path, inp)
     sources = {}
     dataset, info = _dataset(path, meta, ov, sources)
-    layout = _layout(ov, meta, in_dims, sources)
+    layout = _layout(ov, meta, in_dims, sources, flat)
     c, h, w = (in_dims[1], in_dims[2], in_dims[3]) if layout == "NCHW" else (in_dims[3], in_dims[1], in_dims[2])
     if info is not None:
-        want = info.input_shape
-        for got, exp, what in ((c, want[0], "channels"), (h, want[1], "height"), (w, want[2], "width")):
-            if got is not None and got != exp:
-                raise ConvkitError(f"{path}: input {inp.name!r} {in_dims} ({layout}) has {got} {what}, but {dataset} "
-                                   f"images have {exp}; check --layout or --dataset")
+        _check_dataset_shape(path, inp, in_dims, layout, (c, h, w), info)
     class_names = _class_names(path, meta, ov, info, sources)
     n_classes = out_dims[1]
     if n_classes is not None and n_classes != len(class_names):
         raise ConvkitError(f"{path}: output {out.name!r} has {n_classes} classes but {dataset} has "
                            f"{len(class_names)} ({sources['classes']}); pass the matching "
                            f"{'--classes FILE' if ov.folder else '--dataset'}")
-
     input_range, channel_order = _range_and_order(ov, meta, sources)
-
-    def _norm(key: str, given, default):
-        if given is not None:
-            sources[key] = "flag"
-            return tuple(given)
-        if meta.get(key):
-            sources[key] = "metadata"
-            return _floats(meta[key], f"metadata {key}")
-        if input_range == "255":
-            sources[key] = "default: raw 0..255 pixels, no normalization"
-            return (0.0,) if key == "mean" else (1.0,)
-        sources[key] = f"default: {norm_name}"
-        return tuple(default)
-
     default_mean, default_std, norm_name = default_normalization(info, c)
-    mean = _norm("mean", ov.mean, default_mean)
-    std = _norm("std", ov.std, default_std)
+    mean = _norm("mean", ov, meta, input_range, sources, (default_mean, norm_name))
+    std = _norm("std", ov, meta, input_range, sources, (default_std, norm_name))
     if not all(s > 0 for s in std):  # 0 divides by zero; a negative std only mirrors the pixel values
-        what = "--std" if ov.std is not None else "metadata std"
-        raise ConvkitError(f"{what} must be positive (and not contain 0), got {list(std)}")
-    batch = in_dims[0]
+        raise ConvkitError(f"{sources['std'].replace('flag', '--std')} std must be positive (and not contain 0), "
+                           f"got {list(std)}")
     return ModelSpec(path=path, input_name=inp.name, output_name=out.name, input_type=input_type, layout=layout,
-                     fixed_batch=batch, image_shape=(c, h, w), num_classes=n_classes, dataset=dataset,
+                     fixed_batch=in_dims[0], image_shape=(c, h, w), num_classes=n_classes, dataset=dataset,
                      class_names=class_names, mean=mean, std=std, input_range=input_range,
                      precision=meta.get("precision") or _precision_from_name(path), metadata=meta, sources=sources,
-                     channel_order=channel_order)
+                     channel_order=channel_order, flat=flat, output_kind=kind)
 
 
-def _layout(ov: Overrides, meta: dict, in_dims: list, sources: dict) -> str:
-    """Return "NCHW" or "NHWC": --layout, else the metadata's, else guessed from the input shape."""
+def _input_type(path: Path, inp) -> str:
+    elem = inp.type.tensor_type.elem_type
+    input_type = {TensorProto.FLOAT: "tensor(float)", TensorProto.FLOAT16: "tensor(float16)",
+                  TensorProto.DOUBLE: "tensor(double)", TensorProto.UINT8: "tensor(uint8)"}.get(elem)
+    if input_type is None:
+        raise ConvkitError(f"{path}: input {inp.name!r} has element type "
+                           f"{TensorProto.DataType.Name(elem)}; only float32/float16/float64/uint8 images are supported")
+    return input_type
+
+
+def _check_dataset_shape(path: Path, inp, in_dims: list, layout: str, chw: tuple, info) -> None:
+    """Raise ConvkitError when the model's fixed C/H/W differ from the catalog dataset's images."""
+    for got, exp, what in zip(chw, info.input_shape, ("channels", "height", "width")):
+        if got is not None and got != exp:
+            hint = ("; to evaluate it at its own size use --data FOLDER (an ImageFolder of your images) with "
+                    "--resize/--crop" if what != "channels" else "; check --layout or --dataset")
+            raise ConvkitError(f"{path}: input {inp.name!r} {in_dims} ({layout}) has {got} {what}, but {info.name} "
+                               f"images have {exp}{hint}")
+
+
+def _norm(key: str, ov: Overrides, meta: dict, input_range: str, sources: dict, default) -> tuple[float, ...]:
+    """Return mean or std: the flag, else the config file's, else the metadata's, else the default."""
+    given = getattr(ov, key)
+    if given is not None:
+        sources[key] = "flag"
+        return tuple(given)
+    if ov.config is not None and getattr(ov.config, key) is not None:
+        sources[key] = ov.config.source
+        return tuple(getattr(ov.config, key))
+    if meta.get(key):
+        sources[key] = "metadata"
+        return _floats(meta[key], f"metadata {key}")
+    if input_range == "255":
+        sources[key] = "default: raw 0..255 pixels, no normalization"
+        return (0.0,) if key == "mean" else (1.0,)
+    values, name = default
+    sources[key] = f"default: {name}"
+    return tuple(values)
+
+
+def _layout(ov: Overrides, meta: dict, in_dims: list, sources: dict, flat: bool = False) -> str:
+    """Return "NCHW" or "NHWC": --layout, else the config's, else the metadata's, else from the input shape
+    (decided by it when only one position can hold the channels, else guessed)."""
+    cfg = ov.config.layout if ov.config is not None else None
     if ov.layout:
         layout, sources["layout"] = ov.layout.upper(), "flag"
+    elif cfg:
+        layout, sources["layout"] = cfg.upper(), ov.config.source
     elif meta.get("input_layout", "").upper() in ("NCHW", "NHWC"):
         layout, sources["layout"] = meta["input_layout"].upper(), "metadata"
+    elif flat:
+        layout, sources["layout"] = "NCHW", "default: nchw (C, H, W order of the flattened values)"
     else:
-        layout, sources["layout"] = _guess_layout(in_dims), "guessed: from the input shape"
+        layout, decided = _guess_layout(in_dims)
+        sources["layout"] = "input shape" if decided else "guessed: from the input shape"
     if layout not in ("NCHW", "NHWC"):
         raise ConvkitError(f"--layout must be nchw or nhwc, got {ov.layout!r}")
     return layout
 
 
 def _range_and_order(ov: Overrides, meta: dict, sources: dict) -> tuple[str, str]:
-    """Return (input range "1"|"255", channel order "rgb"|"bgr"): flag, else metadata (a convkit file's are
-    0..1 and RGB, as trained), else the defaults 0..1 and RGB."""
-    input_range = ov.input_range or meta.get("input_range") or "1"
-    sources["input_range"] = ("flag" if ov.input_range else "metadata" if meta.get("input_range") else
-                              "metadata" if meta.get("experiment") else "default: 0..1")
-    channel_order = (ov.channel_order or meta.get("channel_order") or "rgb").lower()
-    sources["channel_order"] = ("flag" if ov.channel_order else "metadata" if meta.get("channel_order") else
-                                "metadata" if meta.get("experiment") else "default: rgb")
+    """Return (input range "1"|"255", channel order "rgb"|"bgr"): flag, else the config's, else metadata (a
+    convkit file's are 0..1 and RGB, as trained), else the defaults 0..1 and RGB."""
+    cfg = ov.config
+    values = {}
+    for key, default in (("input_range", "1"), ("channel_order", "rgb")):
+        from_cfg = getattr(cfg, key) if cfg is not None else None
+        if getattr(ov, key):
+            values[key], sources[key] = getattr(ov, key), "flag"
+        elif from_cfg:
+            values[key], sources[key] = from_cfg, cfg.source
+        elif meta.get(key) or meta.get("experiment"):
+            values[key], sources[key] = meta.get(key) or default, "metadata"
+        else:
+            values[key], sources[key] = default, f"default: {'0..1' if key == 'input_range' else default}"
+    input_range, channel_order = values["input_range"], values["channel_order"].lower()
     if channel_order not in ("rgb", "bgr"):
         raise ConvkitError(f"--channel-order must be rgb or bgr, got {channel_order!r}")
     if input_range not in ("1", "255"):

@@ -31,6 +31,10 @@ class DataOptions:
     input_range: str | None = None
     channel_order: str | None = None  # "rgb" | "bgr"
     output: str | None = None  # the graph output holding the class scores (needed when the model has several)
+    preprocessing_config: str | None = None  # HF preprocessor_config.json / timm config.json / <model>.convkit.json
+    input_shape: tuple[int, int, int] | None = None  # C,H,W of a flattened [N, C*H*W] input
+    accept_defaults: bool = False  # a probe that finds better preprocessing does not change the exit code
+    save_preprocessing: bool = False  # write <model>.convkit.json with the preprocessing used
     eval_batch: int = 256
     max_images: int | None = None  # at most this many test images, evenly spaced (None: all, or as trained)
 

@@ -1,23 +1,27 @@
-"""Is the preprocessing right? Warn when values were defaulted on a model without convkit metadata, detect
-collapsed predictions, and then probe the usual conventions on a few hundred images to name the flags that work.
+"""Is the preprocessing right? Whenever a value was defaulted or guessed (not stated by a flag, a config file or
+metadata), probe the usual conventions on a few hundred images and test each against the preprocessing used
+(exact McNemar on the same images); say loudly, with the flags, when one is better beyond noise. Detect collapsed
+predictions and degenerate outputs (NaN, constant) too.
 
-A wrong input range or normalization rarely crashes: the model still answers, mostly with one class. A
-confident wrong accuracy is worse than an error, so a collapse is reported loudly with the flags of the best
-convention found.
+A wrong input range, normalization or channel order rarely crashes: the model still answers, a few points worse
+or with one class. A confident wrong accuracy is worse than an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
+from convkit.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from convkit.evaluate.accuracy import ort_scores
 
 PROBE_IMAGES = 300  # images the probe runs each convention on (spread over the split with a fixed seed)
 COLLAPSE_SHARE = 0.5  # one class taking more than half of the predictions, on labels with no such majority
 CHANCE_FACTOR = 1.5  # accuracy below 1.5 × chance (1 / classes) is "near chance"
 PROBE_SEED = 0
+ALPHA = 0.05  # family-wise error rate of the probe's tests (split over the conventions compared)
 
 
 def collapse_reason(labels: np.ndarray, preds: np.ndarray, class_names: list[str]) -> str | None:
@@ -43,68 +47,154 @@ def _fmt(values) -> str:
     return ",".join(f"{v:g}" for v in values)
 
 
-def conventions(spec, dataset_mean, dataset_std) -> list[dict]:
-    """Return the preprocessing conventions to try: the current one, 0..1 with the dataset's mean/std, with
-    0.5/0.5 and without normalization, raw 0..255; each in RGB and BGR (3 channels) and NCHW and NHWC. Each is {"fields", "flags"}."""
-    norms = [(spec.input_range, tuple(spec.mean), tuple(spec.std)), ("1", tuple(dataset_mean), tuple(dataset_std)),
-             ("1", (0.5,), (0.5,)), ("1", (0.0,), (1.0,)), ("255", (0.0,), (1.0,))]
-    norms = list(dict.fromkeys(norms))  # the current preprocessing first, each convention once
-    orders = ["rgb", "bgr"] if spec.image_shape[0] in (3, None) else [spec.channel_order]
+def _norms(spec, dataset_mean, dataset_std) -> list[tuple[str, tuple, tuple]]:
+    """Return the (input range, mean, std) candidates, the current one first. Defaulted values vary — the range
+    over 0..1 and raw 0..255, mean/std over the dataset's, ImageNet's (colour models), 0.5/0.5 and none — while
+    values stated by a flag, a config file or metadata are kept."""
+    defaulted = set(spec.defaulted())
+    current = (spec.input_range, tuple(spec.mean), tuple(spec.std))
+    ranges = ["1", "255"] if "input_range" in defaulted else [spec.input_range]
+    pairs = [(tuple(spec.mean), tuple(spec.std))]
+    if defaulted & {"mean", "std"}:
+        pairs.append((tuple(dataset_mean), tuple(dataset_std)))
+        if spec.image_shape[0] in (3, None):
+            pairs.append((tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)))
+        pairs += [((0.0,), (1.0,)), ((0.5,), (0.5,))]
+    norms = [current] + [(r, m, s) for r in ranges for m, s in pairs]
+    return list(dict.fromkeys(norms))  # each convention once
+
+
+def probed_values(spec) -> list[str]:
+    """Return which preprocessing dimensions the probe varies: those whose value was defaulted or guessed
+    ("norm" for range/mean/std together, "channel_order", "layout" when the input shape allows both)."""
+    defaulted = set(spec.defaulted())
+    dims = []
+    if defaulted & {"input_range", "mean", "std"}:
+        dims.append("norm")
+    if "channel_order" in defaulted:
+        dims.append("channel_order")
+    if "layout" in defaulted:
+        dims.append("layout")
+    return dims
+
+
+def conventions(spec, dataset_mean, dataset_std, dims: list[str] | None = None) -> list[dict]:
+    """Return the preprocessing conventions to try, the current one first: every combination of the values of
+    ``dims`` (default: all of "norm", "channel_order", "layout" that apply), the others kept as they are. Each
+    is {"fields": ModelSpec fields, "flags": the command-line flags of the probed values}."""
+    dims = ["norm", "channel_order", "layout"] if dims is None else dims
+    keep = (spec.input_range, tuple(spec.mean), tuple(spec.std))
+    norms = _norms(spec, dataset_mean, dataset_std) if "norm" in dims and not spec.raw_uint8 else [keep]
+    three = spec.image_shape[0] in (3, None)
+    orders = list(dict.fromkeys([spec.channel_order, "rgb", "bgr"])) if "channel_order" in dims and three else \
+        [spec.channel_order]
+    layouts = list(dict.fromkeys([spec.layout, "NCHW", "NHWC"])) if "layout" in dims else [spec.layout]
     out = []
-    for layout in dict.fromkeys([spec.layout, "NCHW", "NHWC"]):
-        for order in dict.fromkeys([spec.channel_order, *orders]):
+    for layout in layouts:
+        for order in orders:
             for rng, mean, std in norms:
-                flags = f"--input-range {rng} --mean {_fmt(mean)} --std {_fmt(std)} --layout {layout.lower()}"
+                flags = []
+                if len(norms) > 1:
+                    flags.append(f"--input-range {rng} --mean {_fmt(mean)} --std {_fmt(std)}")
                 if len(orders) > 1:
-                    flags += f" --channel-order {order}"
+                    flags.append(f"--channel-order {order}")
+                if len(layouts) > 1:
+                    flags.append(f"--layout {layout.lower()}")
                 out.append({"fields": {"input_range": rng, "mean": mean, "std": std, "layout": layout,
-                                       "channel_order": order}, "flags": flags})
+                                       "channel_order": order}, "flags": " ".join(flags)})
     return out
 
 
-def probe(session, spec, images, labels: np.ndarray, dataset_mean, dataset_std, batch: int = 256,
-          n: int = PROBE_IMAGES) -> dict:
-    """Return the probe: top-1 accuracy of every convention on ``n`` images spread over the split, best first.
+def mcnemar_better(base: np.ndarray, cand: np.ndarray) -> tuple[int, int, float]:
+    """Return (b, c, p): images only the candidate gets right, images only the base gets right, and the one-sided
+    exact McNemar p-value that the candidate is better, P(X >= b) for X ~ Binomial(b + c, 1/2)."""
+    b = int(np.sum(cand & ~base))
+    c = int(np.sum(base & ~cand))
+    n = b + c
+    if b <= c:
+        return b, c, 1.0
+    return b, c, sum(math.comb(n, k) for k in range(b, n + 1)) / 2 ** n
 
-    A convention the model cannot run (e.g. a layout its fixed shape refuses) is skipped. ``best`` is the first
-    entry (the current preprocessing wins ties, it is tried first).
+
+def probe(session, spec, images, labels: np.ndarray, dataset_mean, dataset_std, batch: int = 256,
+          n: int = PROBE_IMAGES, dims: list[str] | None = None) -> dict:
+    """Return the probe: top-1 accuracy of every convention on ``n`` images spread over the split, best first,
+    each with its exact McNemar test against the current preprocessing (the first convention) on the same images.
+
+    A convention the model cannot run (e.g. a layout its fixed shape refuses) is skipped. ``better`` is the most
+    accurate convention that beats the current one beyond noise: p below ALPHA divided by the number of
+    conventions compared (Bonferroni), else None.
     """
     rng = np.random.default_rng(PROBE_SEED)
     idx = np.sort(rng.choice(len(labels), size=min(n, len(labels)), replace=False))
     x, y = images[idx], np.asarray(labels)[idx]
-    results = []
-    for conv in conventions(spec, dataset_mean, dataset_std):
+    results, base = [], None
+    for conv in conventions(spec, dataset_mean, dataset_std, dims):
         candidate = dataclasses.replace(spec, **conv["fields"])
         try:
-            scores = ort_scores(session, candidate, x, batch)
+            correct = ort_scores(session, candidate, x, batch).argmax(1) == y
         except Exception:  # noqa: BLE001 — ORT refuses shapes of the wrong layout; that convention is just skipped
             continue
-        results.append({"flags": conv["flags"], "accuracy": float((scores.argmax(1) == y).mean())})
+        if base is None:
+            base = correct
+        b, c, p = mcnemar_better(base, correct)
+        results.append({"flags": conv["flags"], "accuracy": float(correct.mean()), "only_this_right": b,
+                        "only_current_right": c, "p_value": p})
+    compared = max(len(results) - 1, 1)
+    threshold = ALPHA / compared
+    current = results[0] if results else None
+    better = [r for r in results[1:] if r["p_value"] < threshold]
     results.sort(key=lambda r: -r["accuracy"])  # stable: the current preprocessing (tried first) wins ties
-    return {"images": int(len(idx)), "seed": PROBE_SEED, "candidates": results, "best": results[0] if results else None}
+    return {"images": int(len(idx)), "seed": PROBE_SEED, "varied": dims, "candidates": results,
+            "best": results[0] if results else None, "current": current, "threshold_p": threshold,
+            "test": f"one-sided exact McNemar test against the current preprocessing, p < {ALPHA:g} / {compared} "
+                    f"(Bonferroni over the conventions compared)",
+            "better": max(better, key=lambda r: r["accuracy"]) if better else None}
 
 
 def check_preprocessing(spec, session, entry: dict, images, labels: np.ndarray, dataset_mean, dataset_std,
                         batch: int = 256) -> dict:
-    """Return {"used", "sources", "warnings", "collapse", "probe"} for the primary model's accuracy ``entry``.
+    """Return {"used", "sources", "defaulted", "verdict", "warnings", "notes", "collapse", "probe"} for the primary
+    model's accuracy ``entry``.
 
-    Warns when a model without convkit metadata had values defaulted or guessed; when its predictions collapse,
-    warns loudly and runs ``probe`` (whose best flags the warning names).
+    Whenever a value was defaulted or guessed, the probe runs; ``verdict`` is "unverified" when a convention beats
+    the preprocessing used beyond noise (``probe.better``), "checked" when none does, "stated" when nothing was
+    defaulted (every value from flags, a config file or metadata). Collapsed predictions are warned about loudly.
     """
-    warnings, result = [], {"used": spec.preprocessing_line(), "sources": dict(spec.sources), "probe": None}
     defaulted = spec.defaulted()
-    if not spec.has_convkit_metadata and defaulted:
-        warnings.append(f"{spec.path.name} has no convkit metadata and {', '.join(defaulted)} "
-                        f"{'was' if len(defaulted) == 1 else 'were'} defaulted or guessed: check them against the "
-                        f"model's training preprocessing and pass the flags")
+    result = {"used": spec.preprocessing_line(), "sources": dict(spec.sources), "defaulted": defaulted,
+              "probe": None, "verdict": "stated", "warnings": [], "notes": []}
     preds = np.asarray(entry["predictions"])
     result["collapse"] = collapse_reason(np.asarray(labels), preds, spec.class_names)
-    if result["collapse"]:
-        found = probe(session, spec, images, labels, dataset_mean, dataset_std, batch)
+    dims = probed_values(spec)
+    if dims or result["collapse"]:
+        found = probe(session, spec, images, labels, dataset_mean, dataset_std, batch, dims=dims or None)
         result["probe"] = found
-        best = found["best"]
-        hint = (f"; probe on {found['images']} images: accuracy {best['accuracy']:.2f} with {best['flags']}"
-                if best else "; no convention the probe tried runs on this model")
-        warnings.append(f"PREDICTIONS COLLAPSED: {result['collapse']}; the preprocessing is probably wrong{hint}")
-    result["warnings"] = warnings
+        result["verdict"] = "unverified" if found["better"] else "checked" if dims else "stated"
+    result["warnings"], result["notes"] = _messages(spec, result)
     return result
+
+
+def _messages(spec, result: dict) -> tuple[list[str], list[str]]:
+    """Return (warnings, notes) in words: what was defaulted, what the probe found, a collapse."""
+    warnings, notes = [], []
+    defaulted, found = result["defaulted"], result["probe"]
+    if defaulted:
+        values = ", ".join(f"{k} ({spec.sources.get(k)})" for k in defaulted)
+        warnings.append(f"{spec.path.name}: {values} {'was' if len(defaulted) == 1 else 'were'} defaulted or "
+                        f"guessed, not stated by a flag, a config file or metadata")
+    if found and found["better"]:
+        b, cur = found["better"], found["current"]
+        warnings.append(f"PREPROCESSING UNVERIFIED: `{b['flags']}` gives {b['accuracy']:.2f}, the preprocessing used "
+                        f"{cur['accuracy']:.2f} on the same {found['images']} images (exact McNemar p = "
+                        f"{b['p_value']:.2g}); rerun with those flags, or pass --accept-defaults to keep these")
+    elif found and defaulted:
+        notes.append(f"the probe of {len(found['candidates'])} conventions on {found['images']} images found none "
+                     f"better than the defaulted values ({found['test']})")
+    if result["collapse"]:
+        best = found["best"] if found else None
+        flags = (best["flags"] or "the preprocessing used") if best else ""
+        hint = (f"; probe on {found['images']} images: accuracy {best['accuracy']:.2f} with {flags}" if best else
+                "; no convention the probe tried runs on this model")
+        warnings.append(f"PREDICTIONS COLLAPSED: {result['collapse']}; the preprocessing is probably wrong{hint}")
+    return warnings, notes

@@ -100,6 +100,19 @@ def _why_not(c: dict, best: dict | None, bound: float, gate: dict | None, object
     return f"{c['name']}: {ratio:.1f}× less throughput than the recommendation (p99 {c['p99_ms']:.3g} ms)"
 
 
+def withheld_reason(result: dict) -> str | None:
+    """Return why no configuration may be recommended — degenerate outputs, or preprocessing the probe could not
+    verify on a model with no PyTorch reference (the accuracy gate then means nothing) — else None."""
+    degenerate = [a for a in result.get("accuracy") or [] if a.get("degenerate")]
+    if degenerate:
+        return f"the outputs are degenerate ({degenerate[0]['degenerate']})"
+    pre = result.get("preprocessing") or {}
+    if result.get("pytorch") is None and pre.get("verdict") == "unverified":
+        return ("the preprocessing is unverified (the probe found better values than the defaulted ones) and there "
+                "is no PyTorch reference to check the accuracy against")
+    return None
+
+
 def recommend(result: dict, latency_bound_ms: float = DEFAULT_LATENCY_BOUND_MS, objective: str = "throughput",
               max_drop: dict | None = None) -> dict:
     """Return the deployment recommendation for the model of ``result`` (an eval.json dict).
@@ -111,6 +124,11 @@ def recommend(result: dict, latency_bound_ms: float = DEFAULT_LATENCY_BOUND_MS, 
     """
     if objective not in ("throughput", "latency"):
         raise ValueError(f"objective must be 'throughput' or 'latency', not {objective!r}")
+    withheld = withheld_reason(result)
+    if withheld:
+        return {"objective": objective, "latency_bound_ms": latency_bound_ms, "met": False, "recommended": None,
+                "runner_up": None, "why_not": [], "withheld": withheld,
+                "text": f"no recommendation: {withheld}", "accuracy_gate": {}}
     gates = accuracy_verdicts(result, max_drop)
     cands = sorted(candidates(result), key=lambda c: _score(c, objective))
 

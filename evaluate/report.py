@@ -169,7 +169,12 @@ def headline_lines(result: dict) -> list[str]:
     for prec, v in result.get("variants", {}).items():
         lines.append(f"- `{Path(v['path']).name}` ({prec}): sha256 `{v.get('sha256', '?')}`")
     lines.append("")
+    lines += _trust_lines(result)
     for a in result["accuracy"]:
+        if a.get("degenerate"):
+            lines.append(f"- **{a['precision']} on ORT {a['provider']}**: OUTPUTS DEGENERATE ({a['degenerate']}): no "
+                         f"accuracy reported")
+            continue
         ort = [r for r in result["latency"] if r["backend"] == "ort" and r["precision"] == a["precision"]
                and r["provider"] == a["provider"]]
         b1 = next((r for r in ort if r["batch"] == 1), None)
@@ -190,17 +195,33 @@ def headline_lines(result: dict) -> list[str]:
     return lines + [""]
 
 
+def _trust_lines(result: dict) -> list[str]:
+    """Return the loud lines that say a headline number cannot be stood behind (unverified preprocessing)."""
+    pre = result.get("preprocessing") or {}
+    found = pre.get("probe") or {}
+    if pre.get("verdict") != "unverified" or not found.get("better"):
+        return []
+    b, cur = found["better"], found["current"]
+    return [f"- **PREPROCESSING UNVERIFIED**: `{b['flags']}` gives {b['accuracy']:.2f}, the preprocessing used "
+            f"{cur['accuracy']:.2f} on the same {found['images']} images (exact McNemar p = {b['p_value']:.2g}); "
+            f"the accuracies below are measured with the defaulted values", ""]
+
+
 def preprocessing_lines(pre: dict | None) -> list[str]:
     """Return eval.md's Preprocessing section: the values used and their sources, warnings, the probe's table."""
     if not pre:
         return []
     lines = ["## Preprocessing", "", f"Used: {pre['used']}", ""]
     lines += [f"- **WARNING**: {w}" for w in pre["warnings"]]
+    lines += [f"- {n}" for n in pre.get("notes", [])]
     found = pre.get("probe")
     if found:
         lines += ["", f"Probe: top-1 accuracy of the usual conventions on {found['images']} test images "
-                  f"(seed {found['seed']}), best first.", "", "| flags | accuracy |", "|---|---|"]
-        lines += [f"| `{c['flags']}` | {c['accuracy']:.3f} |" for c in found["candidates"]]
+                  f"(seed {found['seed']}), best first; {found.get('test', '')}.", "",
+                  "| flags | accuracy | only this right | only the used right | p |", "|---|---|---|---|---|"]
+        lines += [f"| `{c['flags'] or 'as used'}` | {c['accuracy']:.3f} | {c.get('only_this_right', '—')} | "
+                  f"{c.get('only_current_right', '—')} | {c.get('p_value', float('nan')):.2g} |"
+                  for c in found["candidates"]]
     return lines + [""]
 
 

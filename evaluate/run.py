@@ -29,13 +29,14 @@ from convkit.data.catalog import display_name, get_dataset_info
 from convkit.data.folder import list_labelled
 from convkit.devices import reference_device
 from convkit.envinfo import environment, physical_cores
-from convkit.errors import EXIT_GATE_FAILED, ConvkitError
+from convkit.errors import EXIT_GATE_FAILED, EXIT_UNVERIFIED, ConvkitError
 from convkit.evaluate import accuracy as acc
 from convkit.evaluate import latency as lat
 from convkit.evaluate import probe, report, serving
-from convkit.evaluate.images import TestData, catalog_data, folder_data, read_classes
+from convkit.evaluate.images import ReadingOptions, TestData, catalog_data, folder_data, read_classes
 from convkit.evaluate.model_io import ModelSpec, Overrides, default_normalization, inspect_model
 from convkit.evaluate.options import EvalOptions
+from convkit.evaluate.preprocessing_config import find_config, read_config, write_sidecar
 from convkit.evaluate.providers import ProviderConfig, make_session, preload_cuda_libraries, select_providers
 from convkit.evaluate.target import Target, resolve_target
 from convkit.onnx_meta import file_sha256
@@ -49,6 +50,8 @@ SUMMARY_COLUMNS = (
     ("ORT GPU b1 p50 ms", "ort_cuda_b1_p50_ms", ".3f"),
     ("max-batch img/s", "ort_max_batch_ips", ",.0f"),
 )
+# declared only by evaluations whose preprocessing was partly defaulted: "checked" or "unverified" (see probe)
+PREPROCESSING_COLUMN = ("preprocessing", "preprocessing", "s")
 
 
 @dataclass
@@ -102,6 +105,12 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
     result = assemble(setup, opts, reference, accuracy, failures, rows, given_path)
     result["preprocessing"] = preprocessing
     result["provenance"] = keyed_by_data(setup, {p: v["sha256"] for p, v in result["variants"].items()})
+    if preprocessing["verdict"] != "stated":  # a column only where the preprocessing was not all stated
+        result["summary"]["preprocessing"] = preprocessing["verdict"]
+        result["summary_columns"].append(list(PREPROCESSING_COLUMN))
+    if opts.data.save_preprocessing:
+        sidecar = write_sidecar(primary_spec.path, primary_spec, setup.data.reading)
+        setup.notes.append(f"preprocessing written to {sidecar.name}: the next evaluation of this file needs no flags")
     serving.attach(result, setup, opts, images, labels)  # LoadGen scenarios when asked; the recommendation
     result["files"] = write_outputs(result, setup.target, primary_spec.class_names)
     return result
@@ -151,11 +160,14 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
                                f"{', '.join(target.files)} in {target.out_dir}")
     d = opts.data
     folder = list_labelled(d.data_path) if d.data_path else None
+    config_file = find_config(next(iter(files.values())), d.preprocessing_config)
+    config = read_config(config_file) if config_file else None
     overrides = Overrides(dataset=d.dataset, mean=d.mean, std=d.std, layout=d.layout, input_range=d.input_range,
                           output=d.output, channel_order=d.channel_order,
                           class_names=read_classes(d.classes) if d.classes else None,
                           folder=Path(d.data_path).name if folder else None,
-                          folder_classes=folder.classes if folder else None)
+                          folder_classes=folder.classes if folder else None, config=config,
+                          input_shape=d.input_shape)
     specs = {}
     for prec, f in files.items():
         spec = inspect_model(f, overrides)
@@ -171,7 +183,7 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
         max_images = max_images or trained_max
     if reference is not None and reference.config.get("dataset") != primary.dataset:
         notes.append(f"the checkpoint was trained on {reference.config.get('dataset')}, evaluated on {primary.dataset}")
-    data = (folder_data(Path(d.data_path).name, folder, primary, d.resize, d.crop, d.interpolation) if folder else
+    data = (folder_data(Path(d.data_path).name, folder, primary, reading_options(d, config)) if folder else
             catalog_data(primary.dataset, data_dir, bool(sample), max_images))
     providers, provider_notes = select_providers(opts.providers.provider, opts.providers.device_id)
     threads = int(opts.providers.threads or physical_cores())
@@ -181,6 +193,16 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
     if any(k != "cpu" for k in providers):
         provider_notes.append(preload_cuda_libraries())
     return Setup(target, specs, reference, data, providers, configs, threads, notes + provider_notes)
+
+
+def reading_options(d, config) -> ReadingOptions:
+    """Return how --data images are resized and cropped: each flag, else the config file's value, else None."""
+    def pick(flag, key):
+        if flag is not None:
+            return flag, "flag"
+        value = getattr(config, key) if config is not None else None
+        return (value, config.source) if value is not None else (None, None)
+    return ReadingOptions(*pick(d.resize, "resize"), *pick(d.crop, "crop"), *pick(d.interpolation, "interpolation"))
 
 
 def check_fresh_exports(specs: dict[str, ModelSpec], reference: RunModel) -> None:
@@ -241,7 +263,7 @@ def summary_fields(accuracy: list[dict], reference: dict | None, rows: list[dict
     PyTorch, batch-1 p50 per provider and the best throughput of any batch size."""
     out = {}
     main = next((a for a in accuracy if a["precision"] == primary_prec and a["provider"] == first_provider), None)
-    if main:
+    if main and not main.get("degenerate"):
         out["ort_test_acc"] = main["accuracy"]
         if reference is not None:
             out["ort_acc_delta"] = main["accuracy"] - reference["accuracy"]
@@ -359,6 +381,21 @@ def write_outputs(result: dict, target: Target, class_names: list[str]) -> dict:
     report.write_markdown(out / names.md, result)
     write_artifact(out / names.json, "eval", result)
     return files
+
+
+def trust_error(result: dict, accept_defaults: bool) -> ConvkitError | None:
+    """Return a ConvkitError (exit 4) when the numbers of ``result`` cannot be stood behind: degenerate outputs, or
+    a probe that found better preprocessing than the defaulted one (unless ``accept_defaults``); else None."""
+    degenerate = [f"{a['precision']} on {a['provider']}: {a['degenerate']}" for a in result["accuracy"]
+                  if a.get("degenerate")]
+    if degenerate:
+        return ConvkitError("outputs degenerate, no accuracy reported: " + "; ".join(degenerate), EXIT_UNVERIFIED)
+    pre = result.get("preprocessing") or {}
+    if pre.get("verdict") == "unverified" and not accept_defaults:
+        better = pre["probe"]["better"]
+        return ConvkitError(f"preprocessing unverified: `{better['flags']}` gives {better['accuracy']:.2f} on the "
+                            f"probe's images; rerun with those flags, or pass --accept-defaults", EXIT_UNVERIFIED)
+    return None
 
 
 def gate_error(result: dict) -> ConvkitError | None:

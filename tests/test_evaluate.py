@@ -301,7 +301,7 @@ def test_bad_inputs_exit_2(tmp_path, exported, monkeypatch):
     good = (exported["t1-fcn"] / "model.onnx").read_bytes()
     trunc = tmp_path / "truncated.onnx"
     trunc.write_bytes(good[: len(good) // 2])
-    flat = _linear_model(tmp_path / "flat.onnx", ["N", 784], ["N", 10])
+    flat = _linear_model(tmp_path / "flat.onnx", ["N", 700], ["N", 10])
     two_inputs = tmp_path / "two.onnx"
     from onnx import TensorProto, helper
 
@@ -316,7 +316,7 @@ def test_bad_inputs_exit_2(tmp_path, exported, monkeypatch):
         "not onnx": ([text, "--dataset", "mnist"], "not"),
         "truncated": ([trunc], "truncated"),
         "missing file": ([tmp_path / "nope.onnx"], "not found"),
-        "no image input": ([flat, "--dataset", "mnist"], "image-like"),
+        "flattened input of another size": ([flat, "--dataset", "mnist"], "--input-shape"),
         "two image inputs": ([two_inputs, "--dataset", "mnist"], "image-like"),
         "output not [N, classes]": ([spatial, "--dataset", "mnist"], "[N, classes]"),
         "classes differ": ([seven, "--dataset", "mnist"], "7 classes"),
@@ -400,23 +400,28 @@ def test_wrong_default_preprocessing_warns_and_probe_finds_the_flags(tmp_path, m
     te_x, te_y = mnist_sample.test_images.numpy(), mnist_sample.test_labels.numpy()
     path, w, b = centroid_classifier(tmp_path / "raw.onnx", tr_x, tr_y, batch=4)
     res, out = _invoke([path, "--dataset", "mnist", "--sample", "--no-latency", "--threads", "2"])
-    assert res.exit_code == 0, out
-    assert "range 0..1 [default: 0..1]" in out and "layout NHWC [guessed" in out and "[default: mnist catalog]" in out
-    assert "no convkit metadata" in out and "PREDICTIONS COLLAPSED" in out
-    assert "--input-range 255 --mean 0 --std 1 --layout nhwc" in out
+    assert res.exit_code == 4, out  # neither the collapsed accuracy nor the defaults can be stood behind
+    assert "range 0..1 [default: 0..1]" in out and "layout NHWC [input shape]" in out
+    assert "[default: mnist catalog]" in out and "were defaulted or guessed" in out
+    assert "PREDICTIONS COLLAPSED" in out and "PREPROCESSING UNVERIFIED" in out and "OUTPUTS DEGENERATE" in out
+    assert "`--input-range 255 --mean " in out and "fp32 ORT cpu: acc" not in out
     doc = json.loads((tmp_path / "raw_eval" / "eval.json").read_text())
     found = doc["preprocessing"]["probe"]
     expected = float(((te_x.reshape(len(te_x), -1) @ w + b).argmax(axis=1) == te_y).mean())
-    assert doc["accuracy"][0]["accuracy"] < 0.2 < 0.5 < expected
-    assert found["best"]["flags"].startswith("--input-range 255 --mean 0 --std 1")
+    assert doc["accuracy"][0]["accuracy"] < 0.2 < 0.5 < expected and doc["accuracy"][0]["degenerate"]
+    # raw 0..255 wins; 0.5/0.5 or none on 0..255 pixels differ by noise for a centroid classifier
+    assert found["best"]["flags"] == found["better"]["flags"] and found["better"]["flags"].startswith("--input-range 255")
+    assert doc["preprocessing"]["verdict"] == "unverified" and doc["summary"]["preprocessing"] == "unverified"
     assert found["best"]["accuracy"] > 0.5 and found["images"] == 300
     assert "PREDICTIONS COLLAPSED" in (tmp_path / "raw_eval" / "eval.md").read_text()
-    # With the probe's flags: no collapse, the independent numpy accuracy, no probe.
+    # With the model's true flags: no collapse, the independent numpy accuracy, no probe.
     res, out = _invoke([path, "--dataset", "mnist", "--sample", "--no-latency", "--threads", "2",
-                        *found["best"]["flags"].split()])
+                        "--input-range", "255", "--mean", "0", "--std", "1"])
     assert res.exit_code == 0 and "COLLAPSED" not in out and "range 0..255 [flag]" in out
+    assert "WARNING" not in out and "defaulted" not in out  # every value stated: nothing to warn about
     doc = json.loads((tmp_path / "raw_eval" / "eval.json").read_text())
     assert doc["accuracy"][0]["accuracy"] == pytest.approx(expected, abs=1e-9) and doc["preprocessing"]["probe"] is None
+    assert doc["preprocessing"]["verdict"] == "stated" and "preprocessing" not in doc["summary"]
 
 
 # ---------------------------------------------------------------------------------------------- eval.md at a glance

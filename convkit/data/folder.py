@@ -80,7 +80,7 @@ def list_labelled(path: Path | str) -> LabelledFiles:
                          _checksum(root, paths, labels))
 
 
-def load_image(path: Path, channels: int, size: tuple[int, int], resize: int | None,
+def load_image(path: Path, channels: int, size: tuple[int, int], resize: int | tuple[int, int] | None,
                interpolation: str = "bilinear") -> np.ndarray:
     """Return one image as uint8 [C, H, W]: converted to ``channels`` (1 = L, 3 = RGB), its shorter side resized
     to ``resize`` (None: no resize), then center-cropped to ``size`` (H, W) as torchvision's CenterCrop does
@@ -91,8 +91,12 @@ def load_image(path: Path, channels: int, size: tuple[int, int], resize: int | N
             if resize:
                 w, h = im.size
                 short = min(w, h)
-                # torchvision Resize(int): the shorter side becomes `resize`, the other keeps the aspect (truncated)
-                nw, nh = (resize, int(resize * h / w)) if w == short else (int(resize * w / h), resize)
+                # torchvision Resize(int): the shorter side becomes `resize`, the other keeps the aspect (truncated);
+                # Resize((h, w)) (a config's height × width) sets both sides
+                if isinstance(resize, (tuple, list)):
+                    nw, nh = int(resize[1]), int(resize[0])
+                else:
+                    nw, nh = (resize, int(resize * h / w)) if w == short else (int(resize * w / h), resize)
                 if (nw, nh) != (w, h):
                     im = im.resize((nw, nh), INTERPOLATIONS[interpolation])
             arr = np.asarray(im, dtype=np.uint8)
