@@ -40,6 +40,7 @@ from typing import Iterator
 import torch
 
 from convkit.atomic import ensure_writable_dir, save_torch, write_json
+from convkit.data.loader import normalize
 from convkit.errors import ConvkitError
 from convkit.models import create_model
 from convkit.onnx_meta import file_sha256
@@ -55,6 +56,7 @@ VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model
 EVAL_PREFIX = "eval"  # eval.json / eval.md for a run; eval.<precision>.* when one variant file is evaluated
 EVAL_DIR = "eval"  # eval/<data-key>/eval.json: an evaluation of the run's model on other data (convkit.provenance)
 LOADGEN_DIR = "loadgen"  # evaluate --scenario: LoadGen's logs, one <precision>-<provider>-<scenario>/ folder each
+MODEL_SOURCE = "model_source.json"  # a user model's source + data contract: its export folder's "checkpoint"
 REFERENCE = "reference_logits.pt"  # the PyTorch model's fp32 test-split logits, reused by export and evaluate
 FAILURE = "failure.json"  # train-all: why this experiment failed, and in which stage; removed on success
 PLAN = "plan.json"  # train-all: the suite's planned experiments, so the summary can list those never run
@@ -76,6 +78,7 @@ SCHEMAS = {
     "failure": "convkit.failure/1",
     "reference": "convkit.reference/1",
     "plan": "convkit.plan/1",
+    "model_source": "convkit.model_source/1",
 }
 
 
@@ -149,8 +152,8 @@ def read_artifact(path: Path, kind: str) -> dict | None:
 
 # ---- run folders -------------------------------------------------------------------------------------------------
 def is_run_dir(path: Path) -> bool:
-    """Return True when ``path`` is a folder holding a checkpoint."""
-    return (Path(path) / CHECKPOINT).is_file()
+    """Return True when ``path`` is a folder holding a checkpoint, or a user model's model_source.json."""
+    return (Path(path) / CHECKPOINT).is_file() or (Path(path) / MODEL_SOURCE).is_file()
 
 
 def find_runs(suite_dir: Path) -> list[Path]:
@@ -166,7 +169,7 @@ def find_runs(suite_dir: Path) -> list[Path]:
 
 def find_run_folders(suite_dir: Path) -> list[Path]:
     """Return every folder under ``suite_dir`` that holds any run file (even a failed or partial run), sorted."""
-    markers = (CONFIG, CHECKPOINT, METRICS, FAILURE)
+    markers = (CONFIG, CHECKPOINT, METRICS, FAILURE, MODEL_SOURCE)
     return sorted(p for p in Path(suite_dir).iterdir() if p.is_dir() and any((p / m).is_file() for m in markers))
 
 
@@ -422,6 +425,7 @@ class RunModel:
     config: dict  # the training config recorded in the checkpoint
     epoch: int | None
     data_checksum: str | None = None  # the checksum of the data it was trained and tested on
+    contract: object = None  # a user model's convkit.user_model.DataContract (its preprocessing); None for a run
 
     @cached_property
     def checkpoint_sha256(self) -> str:
@@ -434,11 +438,18 @@ class RunModel:
 
     @property
     def mean(self) -> tuple[float, ...]:
-        return tuple(self.model.default_cfg.mean)
+        return tuple(self.contract.mean if self.contract is not None else self.model.default_cfg.mean)
 
     @property
     def std(self) -> tuple[float, ...]:
-        return tuple(self.model.default_cfg.std)
+        return tuple(self.contract.std if self.contract is not None else self.model.default_cfg.std)
+
+    def model_input(self, images_u8: torch.Tensor) -> torch.Tensor:
+        """Return the float32 NCHW input of the model for uint8 NCHW images: a user model's contract (range,
+        channel order, mean/std), else the training loader's normalization."""
+        if self.contract is not None:
+            return self.contract.prepare(images_u8)
+        return normalize(images_u8, self.mean, self.std)
 
 
 def load_run_model(source: Path, model_name: str | None = None) -> RunModel:
@@ -447,6 +458,10 @@ def load_run_model(source: Path, model_name: str | None = None) -> RunModel:
     ``model_name`` overrides the registered architecture recorded in the checkpoint's config.
     """
     source = Path(source)
+    if source.is_dir() and (source / MODEL_SOURCE).is_file() and not (source / CHECKPOINT).is_file():
+        from convkit.user_model import load_user_run  # user_model imports this module: imported when needed
+
+        return load_user_run(source)
     path = source / CHECKPOINT if source.is_dir() else source
     ckpt = load_checkpoint(path)
     cfg = ckpt["config"] if isinstance(ckpt["config"], dict) else {}

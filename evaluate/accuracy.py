@@ -10,7 +10,6 @@ from tqdm import tqdm
 
 from convkit import gates
 from convkit.calibration import calibration_bins
-from convkit.data.loader import normalize
 from convkit.devices import exact_fp32
 from convkit.errors import ConvkitError
 
@@ -45,15 +44,17 @@ def ort_scores(session, spec, images_u8: np.ndarray, batch_size: int = 256) -> n
     return scores
 
 
-def torch_scores(model, images_u8: np.ndarray, mean, std, device: str = "cpu", batch_size: int = 512) -> np.ndarray:
-    """Return PyTorch logits [N, classes] (float32) of eager ``model`` for ``images_u8``, normalized as in training."""
+def torch_scores(model, images_u8: np.ndarray, prepare, device: str = "cpu", batch_size: int = 512) -> np.ndarray:
+    """Return PyTorch logits [N, classes] (float32) of eager ``model`` for ``images_u8``, each batch turned into
+    the model's input by ``prepare`` (uint8 tensor → float tensor: the training normalization, or a user model's
+    contract)."""
     dev = torch.device(device)
     model = model.to(dev).eval()
     outs = []
     with torch.inference_mode():
         for start in range(0, len(images_u8), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images_u8[start:start + batch_size])).to(dev)
-            outs.append(model(normalize(x, mean, std)).float().cpu().numpy())
+            outs.append(model(prepare(x)).float().cpu().numpy())
     return np.concatenate(outs)
 
 
@@ -170,7 +171,7 @@ def degenerate_reason(scores: np.ndarray, labels: np.ndarray, output: str) -> st
 def reference_logits(reference, images_u8, device: str = "cpu") -> np.ndarray:
     """Return the run's eager PyTorch model's logits in fp32 (TF32 off) on ``device``, the model back on the CPU."""
     with exact_fp32():
-        scores = torch_scores(reference.model, images_u8, reference.mean, reference.std, device)
+        scores = torch_scores(reference.model, images_u8, reference.model_input, device)
     reference.model.to("cpu")
     return scores
 

@@ -17,7 +17,7 @@ from convkit.artifacts import VARIANT_FILES
 from convkit.data.catalog import get_dataset_info
 from convkit.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from convkit.errors import ConvkitError
-from convkit.evaluate.preprocessing_config import ConfigPreprocessing
+from convkit.preprocessing_config import ConfigPreprocessing
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
              "tensor(uint8)": np.uint8}
