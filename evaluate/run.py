@@ -13,10 +13,9 @@ import numpy as np
 import torch
 
 from convkit.artifacts import (
-    CHECKPOINT,
     EVAL_PREFIX,
-    EvalNames,
     MODEL_SOURCE,
+    EvalNames,
     RunModel,
     data_settings,
     load_reference_logits,
@@ -38,10 +37,10 @@ from convkit.evaluate import probe, report, serving
 from convkit.evaluate.images import ReadingOptions, TestData, catalog_data, folder_data, read_classes
 from convkit.evaluate.model_io import ModelSpec, Overrides, default_normalization, inspect_model
 from convkit.evaluate.options import EvalOptions
-from convkit.preprocessing_config import find_config, read_config, write_sidecar
 from convkit.evaluate.providers import ProviderConfig, make_session, preload_cuda_libraries, select_providers
 from convkit.evaluate.target import Target, resolve_target
 from convkit.onnx_meta import file_sha256
+from convkit.preprocessing_config import find_config, read_config, write_sidecar
 from convkit.provenance import eval_dir, eval_record
 
 # The columns this stage adds to the suite summary: (title, key of eval.json's "summary", format).
