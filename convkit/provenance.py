@@ -163,6 +163,8 @@ class _Checkpoint:
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / A.CHECKPOINT
+        if not self.path.is_file() and (Path(run_dir) / A.MODEL_SOURCE).is_file():
+            self.path = Path(run_dir) / A.MODEL_SOURCE  # a user model's folder: it stands for the checkpoint
 
     @cached_property
     def sha256(self) -> str | None:
@@ -170,7 +172,7 @@ class _Checkpoint:
 
     @cached_property
     def record(self) -> dict | None:
-        return checkpoint_record(self.path) if self.path.is_file() else None
+        return checkpoint_record(self.path) if self.path.name == A.CHECKPOINT and self.path.is_file() else None
 
 
 def check_run(run_dir: Path, metrics: dict | None, export: dict | None, evaluation: dict | None) -> RunProvenance:

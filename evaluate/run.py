@@ -122,6 +122,8 @@ def keyed_by_data(setup: Setup, sha256: dict[str, str]) -> dict:
     data, else eval/<data-key>/ beside it: convkit.provenance); returns eval.json's provenance record."""
     ref, target = setup.reference, setup.target
     trained_on = ref.data_checksum if ref is not None else None
+    if ref is not None and trained_on is None and not setup.data.reading:  # a user model or an older checkpoint:
+        trained_on = setup.data.checksum  # no data recorded, so its dataset's test split counts as its own
     target.out_dir = eval_dir(target.out_dir, trained_on, setup.data.name, setup.data.checksum)
     if target.run_dir is not None and "fp32" not in setup.specs and target.names.prefix == EVAL_PREFIX:
         target.names = EvalNames(f"{EVAL_PREFIX}.{'-'.join(setup.specs)}")  # eval.json's numbers are fp32's
