@@ -30,8 +30,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickletools
 import shutil
 import socket
+import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -39,7 +41,7 @@ from typing import Iterator
 
 import torch
 
-from convkit.atomic import ensure_writable_dir, save_torch, write_json
+from convkit.atomic import ensure_writable_dir, save_torch, writable_hint, write_json
 from convkit.data.loader import normalize
 from convkit.errors import ConvkitError
 from convkit.models import create_model
@@ -237,6 +239,7 @@ def run_lock(folder: Path, command: str) -> Iterator[None]:
     this raise ConvkitError (exit 2) naming it.
     """
     lock = lock_path(folder)
+    created = _missing_folders(lock.parent)  # removed again if the command leaves them empty (it failed early)
     ensure_writable_dir(lock.parent)
     me = f"{os.getpid()}\n{socket.gethostname()}\n{command}"
     for _ in range(2):
@@ -244,13 +247,17 @@ def run_lock(folder: Path, command: str) -> Iterator[None]:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = _holder(lock)
-            if holder and (holder[1] != socket.gethostname() or _alive(holder[0])):
-                raise ConvkitError(f"{folder} is in use by `{holder[2]}` (pid {holder[0]} on {holder[1]}); wait "
-                                   f"for it to finish, or stop it") from None
+            if holder and holder[1] != socket.gethostname():
+                raise ConvkitError(f"{folder} is locked by `{holder[2]}` (pid {holder[0]} on host {holder[1]}); a "
+                                   f"lock from another host is never taken over automatically: once that process "
+                                   f"has ended, delete {lock}") from None
+            if holder and _alive(holder[0]):
+                raise ConvkitError(f"{folder} is in use by `{holder[2]}` (pid {holder[0]} on {holder[1]}, lock "
+                                   f"{lock}); wait for it to finish, or stop it") from None
             lock.unlink(missing_ok=True)  # stale: its process is gone
             continue
         except OSError as exc:
-            raise ConvkitError(f"cannot lock {folder}: {exc.strerror}; choose a writable --out") from None
+            raise ConvkitError(f"cannot lock {folder}: {exc.strerror}; {writable_hint()}") from None
         with os.fdopen(fd, "w") as fh:
             fh.write(me)
         break
@@ -262,6 +269,21 @@ def run_lock(folder: Path, command: str) -> Iterator[None]:
         holder = _holder(lock)
         if holder and holder[0] == os.getpid():  # never remove a lock another process took over
             lock.unlink(missing_ok=True)
+        for made in created:  # deepest first; a folder holding anything stays
+            try:
+                made.rmdir()
+            except OSError:
+                break
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """Return ``path`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
 
 
 def holds_run(folder: Path) -> bool:
@@ -368,11 +390,38 @@ def save_checkpoint(run_dir: Path, *, model, optimizer, scheduler, epoch: int, c
     return save_torch(Path(run_dir) / CHECKPOINT, state)
 
 
+def _is_plain_pickle(path: Path) -> bool:
+    """Return True when the file is one whole pickle stream (parsed opcode by opcode, never executed)."""
+    try:
+        with open(path, "rb") as fh:
+            for _ in pickletools.genops(fh):
+                pass
+            return fh.read(1) == b""
+    except Exception:  # any parse failure (pickletools raises several types): not a plain pickle
+        return False
+
+
+def _require_zip_checkpoint(path: Path) -> None:
+    """Raise ConvkitError unless ``path`` is in torch.save's zip format, which every convkit checkpoint is: a plain
+    pickle is named as such (and never loaded), anything else is corrupt."""
+    try:
+        if zipfile.is_zipfile(path):
+            return
+    except PermissionError:
+        raise ConvkitError(f"checkpoint {path}: permission denied; make it readable") from None
+    if _is_plain_pickle(path):
+        raise ConvkitError(f"{path} is not a convkit checkpoint: it is a plain pickle, not torch.save's format, and "
+                           f"was not loaded; pass a run's {CHECKPOINT}")
+    raise ConvkitError(f"checkpoint {path} is corrupt (not torch.save's zip format: truncated?); retrain or "
+                       "restore it")
+
+
 def load_checkpoint(path: Path) -> dict:
     """Return the checkpoint dict at ``path``; ConvkitError when it is missing, unreadable or not convkit's."""
     path = Path(path)
     if not path.is_file():
         raise ConvkitError(f"checkpoint {path} not found; train first (`convkit train EXPERIMENT`)")
+    _require_zip_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError:

@@ -83,9 +83,11 @@ def run_experiment(plan: SuitePlan, name: str, device: str | None = None) -> dic
         train_experiment(cfg, resume=plan.resume, quiet=plan.quiet, overwrite=plan.overwrite)
         stage = "export"
         if plan.export:
+            _progress(plan, f"{name}: export")
             export_run(run_dir, precisions=plan.precisions, **plan.export_kwargs)
         stage = "evaluate"
         if plan.export and plan.evaluate:
+            _progress(plan, f"{name}: evaluate")
             _evaluate(plan, run_dir)
         (run_dir / FAILURE).unlink(missing_ok=True)
         return {"experiment": name, "run_dir": str(run_dir), "failed": None, "error": None}
@@ -93,6 +95,12 @@ def run_experiment(plan: SuitePlan, name: str, device: str | None = None) -> dic
         message = describe_failure(exc)
         record_failure(run_dir, name, stage, message)
         return {"experiment": name, "run_dir": str(run_dir), "failed": stage, "error": message}
+
+
+def _progress(plan: SuitePlan, line: str) -> None:
+    """Print one flushed progress line (a stage starting) unless the plan is quiet: logs show where a run is."""
+    if not plan.quiet:
+        print(line, flush=True)
 
 
 def record_failure(run_dir: Path, name: str, stage: str, message: str) -> None:

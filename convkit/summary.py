@@ -28,6 +28,7 @@ from convkit.atomic import write_text
 from convkit.errors import ConvkitError
 from convkit.provenance import check_run
 from convkit.suite import TABLE_TITLES, Experiment, find_experiment
+from convkit.text import md_code, md_inline, md_text
 
 # Stage files in the order their columns appear.
 STAGE_FILES = ((METRICS, "metrics"), (EXPORT_JSON, "export"), (EvalNames(EVAL_PREFIX).json, "eval"))
@@ -85,7 +86,16 @@ def record_plan(suite_dir: Path, suite: str, names: list[str]) -> None:
 
 
 def _cell(value, spec: str) -> str:
-    return "—" if value is None else format(value, spec)
+    if value is None:
+        return "—"
+    if isinstance(value, str) and spec == "s":
+        return md_text(value, 40)
+    try:  # a value or format from a hand-edited file may not fit: say so rather than stop the summary
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(value)
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return f"unreadable ({md_text(value, 40)})"
 
 
 def _table_lines(rows: list[dict]) -> list[str]:
@@ -96,10 +106,11 @@ def _table_lines(rows: list[dict]) -> list[str]:
              "|" + "---|" * (len(columns) + 2)]
     for row in rows:
         exp: Experiment | None = row["experiment"]
-        head = f"| {exp.row if exp else ''} | {row['name']} |"
+        head = f"| {exp.row if exp else ''} | {md_text(row['name'])} |"
         if row["failure"] or row.get("not_run"):
             f = row["failure"] or {}
-            text = f"FAILED in {f.get('stage')}: {f.get('error')}" if row["failure"] else "not run"
+            text = (f"FAILED in {md_text(f.get('stage'))}: {md_text(f.get('error'))}" if row["failure"]
+                    else "not run")
             lines.append(f"{head} {text} |" + " |" * max(len(columns) - 1, 0))
             continue
         cells = [_with_study(row, key, spec) for _, key, spec in columns]
@@ -138,14 +149,14 @@ def header_lines(rows: list[dict]) -> list[str]:
     for dataset, source, n_test in sources:
         jpeg = dataset == "cifar10" and ("jpeg" in source.lower() or "jpg" in source.lower())
         split = f" (test split: {n_test:,} images)" if n_test else ""
-        lines.append(f"Data: {dataset} from `{source}`{split}" + (
+        lines.append(f"Data: {md_text(dataset)} from {md_code(source)}{split}" + (
             " — **CIFAR-10 (JPEG copy)**: JPEG re-encoded images, accuracy within about a point of the original's."
             if jpeg else "."))
     capped = sorted({(r["name"], (r["meta"].get("config") or {}).get("max_images")) for r in rows
                      if (r["meta"].get("config") or {}).get("max_images")})
     if capped:
         lines.append("**Fewer images** (`--max-images`, for a quick look): " + ", ".join(
-            f"{name} trained and tested on at most {n:,} images per split" for name, n in capped) + ".")
+            f"{md_text(name)} trained and tested on at most {n:,} images per split" for name, n in capped) + ".")
     if any((r["meta"].get("config") or {}).get("sample") for r in rows):
         lines.append("**Embedded sample** (1,000 train / 500 test images per dataset): accuracies are not "
                      "comparable to the study's.")
@@ -163,7 +174,7 @@ def write_summary(suite_dir: Path, notes: list[str] | None = None, outcomes: lis
     rows += planned_rows(suite_dir, rows, outcomes)
     if not rows:
         raise ConvkitError(f"no run folders under {suite_dir}; pass a folder made by `convkit train-all`")
-    lines = [f"# convkit — suite `{suite_dir.name}`", "", *(notes or []), *header_lines(rows), ""]
+    lines = [f"# convkit — suite {md_code(suite_dir.name)}", "", *(notes or []), *header_lines(rows), ""]
     tables: dict[int, list[dict]] = {}
     for row in rows:
         tables.setdefault(row["experiment"].table if row["experiment"] else OTHER_TABLE, []).append(row)
@@ -190,4 +201,4 @@ def provenance_lines(rows: list[dict]) -> list[str]:
         return []
     return ["## Held back", "", ("These files' numbers are not shown above: the file they were derived from "
                                  "changed, is gone, or their figures differ from what it records."), "",
-            *(f"- {name}: {line}" for name, line in held), ""]
+            *(f"- {md_text(name)}: {md_inline(line)}" for name, line in held), ""]
