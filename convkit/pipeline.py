@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable
 
 from convkit.artifacts import FAILURE, holds_run, write_artifact
-from convkit.atomic import ensure_writable_dir
 from convkit.errors import ConvkitError, failure_of
 from convkit.evaluate import evaluate_model, gate_error, quick_options
 from convkit.export import export_run
@@ -93,7 +92,8 @@ def run_experiment(plan: SuitePlan, name: str, device: str | None = None) -> dic
         return {"experiment": name, "run_dir": str(run_dir), "failed": None, "error": None}
     except Exception as exc:  # one experiment never takes the others down; KeyboardInterrupt still stops
         message = describe_failure(exc)
-        record_failure(run_dir, name, stage, message)
+        if run_dir.is_dir():  # one that failed before its folder existed is recorded by train_all
+            record_failure(run_dir, name, stage, message)
         return {"experiment": name, "run_dir": str(run_dir), "failed": stage, "error": message}
 
 
@@ -124,11 +124,15 @@ def train_all(plan: SuitePlan, echo: Callable[[str], None] = print, executor: Ca
     configs = [resolve_config(e.name, **plan.train_kwargs) for e in exps]  # bad options fail before any work
     check_existing(plan, configs)
     suite_dir = Path(configs[0].run_dir).parent
-    ensure_writable_dir(suite_dir)
-    record_plan(suite_dir, plan.suite, [e.name for e in exps])  # so the summary lists every one, run or not
     t0 = time.perf_counter()
     results = (executor or run_sequentially)(plan, [e.name for e in exps], echo)
     failed = [r["experiment"] for r in results if r["failed"]]
+    if not any(Path(c.run_dir).is_dir() for c in configs):  # every experiment failed before its first epoch:
+        return {"summary": None, "results": {}, "failed": failed, "report": None}  # no empty suite folder left
+    record_plan(suite_dir, plan.suite, [e.name for e in exps])  # so the summary lists every one, run or not
+    for r in results:  # failed before its run folder existed: a folder for its failure record
+        if r["failed"] and not Path(r["run_dir"]).is_dir():
+            record_failure(Path(r["run_dir"]), r["experiment"], r["failed"], r["error"])
     result = write_summary(suite_dir, notes=[f"Wall time of this train-all: {time.perf_counter() - t0:.1f} s."],
                            outcomes=results)
     return {**result, "failed": failed, "report": write_report(suite_dir, echo)}
