@@ -9,19 +9,20 @@ config.json       convkit.config/1    train                       train (--resum
 checkpoint.pt     convkit.checkpoint/1 train                      train (--resume), export, evaluate, report
 history.csv       (CSV, one row/epoch) train                      report
 grad_norms.csv    (CSV)               train                       report
-metrics.json      convkit.metrics/1   train                       export, summary, report
+metrics.json      convkit.metrics/1   train                       summary, report (checked: convkit.provenance)
 model*.onnx       ONNX metadata keys  export                      evaluate (see convkit.onnx_meta)
 export.json       convkit.export/2    export                      summary, report
-eval.json/.md     convkit.eval/1      evaluate                    summary, report
+eval.json/.md     convkit.eval/1      evaluate (run's own data)   summary, report
+eval/<key>/       convkit.eval/1      evaluate (any other data)   people (keyed by the data: convkit.provenance)
 reference_logits.pt convkit.reference/1 export, evaluate         export, evaluate (PyTorch fp32 logits, cached)
 failure.json      convkit.failure/1   train-all (pipeline)        summary
 confusion*.png/csv, latency.png       evaluate                    report
 ================  ==================  ==========================  ======================================
 
 The suite folder ``runs/<suite>/`` holds ``summary.md`` / ``summary.json`` (convkit.summary/1), rebuilt from
-the files above by ``convkit summarize``, and ``report.md`` / ``report.html`` with their figures in
+the files above (and ``plan.json``, train-all's planned experiments) by ``convkit summarize``, and ``report.md`` / ``report.html`` with their figures in
 ``report/``, written by ``convkit report`` from the same files. No stage imports another: each reads what the others wrote,
-through this module.
+through this module. Which file each one is derived from, and the sha256 that ties them, is convkit.provenance's.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickletools
 import shutil
 import socket
+import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -38,7 +41,7 @@ from typing import Iterator
 
 import torch
 
-from convkit.atomic import ensure_writable_dir, save_torch, write_json
+from convkit.atomic import ensure_writable_dir, save_torch, writable_hint, write_json
 from convkit.data.loader import normalize
 from convkit.errors import ConvkitError
 from convkit.gates import PRECISIONS
@@ -54,10 +57,12 @@ METRICS = "metrics.json"
 EXPORT_JSON = "export.json"
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}  # keys: PRECISIONS
 EVAL_PREFIX = "eval"  # eval.json / eval.md for a run; eval.<precision>.* when one variant file is evaluated
+EVAL_DIR = "eval"  # eval/<data-key>/eval.json: an evaluation of the run's model on other data (convkit.provenance)
 LOADGEN_DIR = "loadgen"  # evaluate --scenario: LoadGen's logs, one <precision>-<provider>-<scenario>/ folder each
 MODEL_SOURCE = "model_source.json"  # a user model's source + data contract: its export folder's "checkpoint"
 REFERENCE = "reference_logits.pt"  # the PyTorch model's fp32 test-split logits, reused by export and evaluate
 FAILURE = "failure.json"  # train-all: why this experiment failed, and in which stage; removed on success
+PLAN = "plan.json"  # train-all: the suite's planned experiments, so the summary can list those never run
 SUMMARY_MD = "summary.md"
 SUMMARY_JSON = "summary.json"
 REPORT_MD = "report.md"
@@ -74,6 +79,7 @@ SCHEMAS = {
     "summary": "convkit.summary/1",
     "failure": "convkit.failure/1",
     "reference": "convkit.reference/1",
+    "plan": "convkit.plan/1",
     "model_source": "convkit.model_source/1",
 }
 
@@ -175,19 +181,19 @@ def is_run_dir(path: Path) -> bool:
 RUN_MARKERS = (CONFIG, CHECKPOINT, METRICS, HISTORY, FAILURE, MODEL_SOURCE)
 
 
-def run_folders(suite_dir: Path, with_checkpoint: bool = False) -> list[Path]:
+def run_folders(suite_dir: Path, with_checkpoint: bool = False, allow_empty: bool = False) -> list[Path]:
     """Return the run folders directly under ``suite_dir``, sorted: every folder holding any run file (RUN_MARKERS,
     even a failed or partial run), or with ``with_checkpoint`` only those holding a checkpoint.pt or a user
     model's model_source.json (what export starts from).
 
-    ConvkitError (exit 2) when ``suite_dir`` is not a folder or holds no such folder.
+    ConvkitError (exit 2) when ``suite_dir`` is not a folder, or holds no such folder and not ``allow_empty``.
     """
     suite_dir = Path(suite_dir)
     if not suite_dir.is_dir():
         raise ConvkitError(f"suite directory {suite_dir} not found; pass e.g. runs/seed")
     markers = (CHECKPOINT, MODEL_SOURCE) if with_checkpoint else RUN_MARKERS
     found = sorted(p for p in suite_dir.iterdir() if p.is_dir() and any((p / m).is_file() for m in markers))
-    if not found:
+    if not found and not allow_empty:
         held = f"{CHECKPOINT} or {MODEL_SOURCE}" if with_checkpoint else f"{CHECKPOINT}, {CONFIG} or {MODEL_SOURCE}"
         raise ConvkitError(f"no run directories under {suite_dir} (none holds a {held}); "
                            f"pass a folder made by `convkit train-all`")
@@ -258,6 +264,7 @@ def run_lock(folder: Path, command: str) -> Iterator[None]:
     this raise ConvkitError (exit 2) naming it.
     """
     lock = lock_path(folder)
+    created = _missing_folders(lock.parent)  # removed again if the command leaves them empty (it failed early)
     ensure_writable_dir(lock.parent)
     me = f"{os.getpid()}\n{socket.gethostname()}\n{command}"
     for _ in range(2):
@@ -265,13 +272,17 @@ def run_lock(folder: Path, command: str) -> Iterator[None]:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = _holder(lock)
-            if holder and (holder[1] != socket.gethostname() or _alive(holder[0])):
-                raise ConvkitError(f"{folder} is in use by `{holder[2]}` (pid {holder[0]} on {holder[1]}); wait "
-                                   f"for it to finish, or stop it") from None
+            if holder and holder[1] != socket.gethostname():
+                raise ConvkitError(f"{folder} is locked by `{holder[2]}` (pid {holder[0]} on host {holder[1]}); a "
+                                   f"lock from another host is never taken over automatically: once that process "
+                                   f"has ended, delete {lock}") from None
+            if holder and _alive(holder[0]):
+                raise ConvkitError(f"{folder} is in use by `{holder[2]}` (pid {holder[0]} on {holder[1]}, lock "
+                                   f"{lock}); wait for it to finish, or stop it") from None
             lock.unlink(missing_ok=True)  # stale: its process is gone
             continue
         except OSError as exc:
-            raise ConvkitError(f"cannot lock {folder}: {exc.strerror}; choose a writable --out") from None
+            raise ConvkitError(f"cannot lock {folder}: {exc.strerror}; {writable_hint()}") from None
         with os.fdopen(fd, "w") as fh:
             fh.write(me)
         break
@@ -283,6 +294,21 @@ def run_lock(folder: Path, command: str) -> Iterator[None]:
         holder = _holder(lock)
         if holder and holder[0] == os.getpid():  # never remove a lock another process took over
             lock.unlink(missing_ok=True)
+        for made in created:  # deepest first; a folder holding anything stays
+            try:
+                made.rmdir()
+            except OSError:
+                break
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """Return ``path`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
 
 
 def holds_run(folder: Path) -> bool:
@@ -306,6 +332,9 @@ def remove_downstream(folder: Path) -> list[str]:
     for path in downstream_files(folder):
         path.unlink(missing_ok=True)
         removed.append(path.name)
+    if (Path(folder) / EVAL_DIR).is_dir():  # evaluations on other data: derived from the checkpoint too
+        shutil.rmtree(Path(folder) / EVAL_DIR)
+        removed.append(EVAL_DIR + "/")
     return removed
 
 
@@ -365,8 +394,11 @@ def save_reference_logits(run_dir: Path, logits, checkpoint_sha256: str, data_ch
 
 # ---- checkpoints -------------------------------------------------------------------------------------------------
 def save_checkpoint(run_dir: Path, *, model, optimizer, scheduler, epoch: int, config: dict, history: list,
-                    grad_norms: list, environment: dict, data_checksum: str) -> Path:
-    """Atomically write ``run_dir/checkpoint.pt`` for ``epoch`` completed epochs; returns its path."""
+                    grad_norms: list, environment: dict, data_checksum: str, final: dict | None = None) -> Path:
+    """Atomically write ``run_dir/checkpoint.pt`` for ``epoch`` completed epochs; returns its path.
+
+    ``final``: the final model's figures (after the last epoch), which metrics.json repeats and readers verify.
+    """
     state = {
         "schema": SCHEMAS["checkpoint"],
         "model": model.state_dict(),  # the eager module: no torch.compile "_orig_mod." prefixes
@@ -378,8 +410,35 @@ def save_checkpoint(run_dir: Path, *, model, optimizer, scheduler, epoch: int, c
         "grad_norms": grad_norms,
         "environment": environment,
         "data_checksum": data_checksum,
+        "final": final or {},
     }
     return save_torch(Path(run_dir) / CHECKPOINT, state)
+
+
+def _is_plain_pickle(path: Path) -> bool:
+    """Return True when the file is one whole pickle stream (parsed opcode by opcode, never executed)."""
+    try:
+        with open(path, "rb") as fh:
+            for _ in pickletools.genops(fh):
+                pass
+            return fh.read(1) == b""
+    except Exception:  # any parse failure (pickletools raises several types): not a plain pickle
+        return False
+
+
+def _require_zip_checkpoint(path: Path) -> None:
+    """Raise ConvkitError unless ``path`` is in torch.save's zip format, which every convkit checkpoint is: a plain
+    pickle is named as such (and never loaded), anything else is corrupt."""
+    try:
+        if zipfile.is_zipfile(path):
+            return
+    except PermissionError:
+        raise ConvkitError(f"checkpoint {path}: permission denied; make it readable") from None
+    if _is_plain_pickle(path):
+        raise ConvkitError(f"{path} is not a convkit checkpoint: it is a plain pickle, not torch.save's format, and "
+                           f"was not loaded; pass a run's {CHECKPOINT}")
+    raise ConvkitError(f"checkpoint {path} is corrupt (not torch.save's zip format: truncated?); retrain or "
+                       "restore it")
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -387,6 +446,7 @@ def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConvkitError(f"checkpoint {path} not found; train first (`convkit train EXPERIMENT`)")
+    _require_zip_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError:
@@ -438,6 +498,7 @@ class RunModel:
     model_name: str
     config: dict  # the training config recorded in the checkpoint
     epoch: int | None
+    data_checksum: str | None = None  # the checksum of the data it was trained and tested on
     contract: object = None  # a user model's convkit.user_model.DataContract (its preprocessing); None for a run
 
     @cached_property
@@ -483,4 +544,5 @@ def load_run_model(source: Path, model_name: str | None = None) -> RunModel:
         raise ConvkitError(f"{path} records no model; pass --experiment NAME")
     model = create_model(name)
     load_weights(model, ckpt["model"], str(path)).eval()
-    return RunModel(checkpoint=path, model=model, model_name=name, config=cfg, epoch=ckpt.get("epoch"))
+    return RunModel(checkpoint=path, model=model, model_name=name, config=cfg, epoch=ckpt.get("epoch"),
+                    data_checksum=ckpt.get("data_checksum"))

@@ -10,6 +10,7 @@ import sys
 import click
 
 from convkit import gates
+from convkit.errors import ConvkitError
 from convkit.train.cli import config_kwargs, training_options
 
 
@@ -48,29 +49,52 @@ def list_cmd(suite):
 @click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
               help="Run the experiments as tasks on a Ray cluster (`--ray` alone: the running cluster, "
                    "or ADDRESS, e.g. ray://head:10001); results come back into --out.")
+@click.option("--corruptions", default=None,
+              help="Also evaluate corrupted copies of each test split (all, or a comma list; see `convkit evaluate "
+                   "--help`); the report gains a robustness section.")
+@click.option("--severities", default="1-5", show_default=True, help="Corruption severities: 1-5, 3 or 1,3,5.")
 @training_options
-def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_drop, devices, jobs, ray_address, recipe,
-                  epochs, batch_size, lr, device, compile_, seed, sample, data_dir, out, resume, overwrite, quiet,
-                  max_images):
+def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_drop, devices, jobs, ray_address,
+                  corruptions, severities, recipe, epochs, batch_size, lr, device, compile_, seed, sample, data_dir,
+                  out, resume, overwrite, quiet, max_images):
     """Train, export and evaluate every experiment of a suite, then write runs/<suite>/summary.md.
 
     Goes on past a failing experiment (recorded in its run folder) and exits 1 at the end if any failed.
     """
+    from convkit.evaluate.robustness import options_from_cli
     from convkit.pipeline import SuitePlan, train_all
 
     drop = gates.parse_points(max_accuracy_drop, "--max-accuracy-drop", gates.MAX_ACC_DROP)
+    device = single_device(devices, jobs, device)
     plan = SuitePlan(suite=suite, only=list(only) or None, export=not no_export, evaluate=not no_evaluate,
                      precisions=tuple(precisions), export_kwargs={"max_acc_drop": drop}, max_accuracy_drop=drop,
                      resume=resume, overwrite=overwrite, quiet=quiet,
+                     corruptions=options_from_cli(corruptions, severities),
                      train_kwargs=config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample,
                                                 data_dir, out, max_images))
     result = train_all(plan, echo=click.echo, executor=choose_executor(ray_address, devices, jobs, device))
-    click.echo(f"summary: {result['summary']}")
+    if result["summary"]:
+        click.echo(f"summary: {result['summary']}")
     if result.get("report"):
         click.echo(f"report: {result['report']}")
     if result["failed"]:
         click.echo(f"error: {len(result['failed'])} experiment(s) failed: {', '.join(result['failed'])}", err=True)
         sys.exit(1)
+
+
+def single_device(devices: str | None, jobs: int, device: str | None) -> str | None:
+    """Return the device to train on in process: ``--devices`` when it names one device (and --jobs is 1), else
+    ``device``; ConvkitError for an unusable device or a --device that contradicts it."""
+    if not devices:
+        return device
+    from convkit.distribute import parse_devices
+
+    slots = parse_devices(devices)  # refuses a malformed or unusable device, as `train --device` does
+    if len(slots) != 1 or jobs != 1:
+        return device
+    if device and device != slots[0]:
+        raise ConvkitError(f"--device {device} and --devices {slots[0]} contradict each other; pass one of them")
+    return slots[0]
 
 
 def choose_executor(ray_address, devices, jobs, device):
@@ -98,4 +122,6 @@ def summarize_cmd(suite_dir):
     from convkit.summary import write_summary
 
     result = write_summary(suite_dir)
-    click.echo(f"summary: {result['summary']} ({len(result['results'])} runs, {len(result['failed'])} failed)")
+    not_run = sum(1 for v in result["status"].values() if v == "not run")
+    click.echo(f"summary: {result['summary']} ({len(result['results'])} runs, {len(result['failed'])} failed"
+               + (f", {not_run} planned but not run" if not_run else "") + ")")

@@ -19,7 +19,7 @@ from convkit.evaluate import evaluate_model, gate_error, quick_options
 from convkit.export import export_run
 from convkit.report.build import build_report
 from convkit.suite import Experiment, get_experiment, select_experiments
-from convkit.summary import write_summary
+from convkit.summary import record_plan, write_summary
 from convkit.train import resolve_config, train_experiment
 
 
@@ -35,6 +35,7 @@ class SuitePlan:
     precisions: tuple[str, ...] = ()  # fp16 / int8 variants beside fp32
     export_kwargs: dict = field(default_factory=dict)  # gates for export_run
     max_accuracy_drop: dict | None = None  # evaluation gate, points per precision
+    corruptions: object = None  # evaluate.robustness.CorruptionOptions: corrupted test splits too; None = skip
     resume: bool = False
     overwrite: bool = False
     quiet: bool = False
@@ -77,22 +78,35 @@ def run_experiment(plan: SuitePlan, name: str, device: str | None = None) -> dic
         train_experiment(cfg, resume=plan.resume, quiet=plan.quiet, overwrite=plan.overwrite)
         stage = "export"
         if plan.export:
+            _progress(plan, f"{name}: export")
             export_run(run_dir, precisions=plan.precisions, **plan.export_kwargs)
         stage = "evaluate"
         if plan.export and plan.evaluate:
+            _progress(plan, f"{name}: evaluate")
             _evaluate(plan, run_dir)
         (run_dir / FAILURE).unlink(missing_ok=True)
         return {"experiment": name, "run_dir": str(run_dir), "failed": None, "error": None}
     except Exception as exc:  # one experiment never takes the others down; KeyboardInterrupt still stops
         message = failure_of(exc).message
-        if run_dir.is_dir():
+        if run_dir.is_dir():  # one that failed before its folder existed is recorded by train_all
             record_failure(run_dir, name, stage, message)
         return {"experiment": name, "run_dir": str(run_dir), "failed": stage, "error": message}
 
 
+def _progress(plan: SuitePlan, line: str) -> None:
+    """Print one flushed progress line (a stage starting) unless the plan is quiet: logs show where a run is."""
+    if not plan.quiet:
+        print(line, flush=True)
+
+
 def record_failure(run_dir: Path, name: str, stage: str, message: str) -> None:
-    """Write the run folder's failure record (read by the summary)."""
-    write_artifact(run_dir / FAILURE, "failure", {"experiment": name, "stage": stage, "error": message})
+    """Write the run folder's failure record (read by the summary), creating the folder when the experiment failed
+    before it existed; when even that fails, the suite's summary still lists it (from train-all's outcomes)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_artifact(run_dir / FAILURE, "failure", {"experiment": name, "stage": stage, "error": message})
+    except (OSError, ConvkitError):
+        pass
 
 
 def train_all(plan: SuitePlan, echo: Callable[[str], None] = print, executor: Callable | None = None) -> dict:
@@ -105,11 +119,18 @@ def train_all(plan: SuitePlan, echo: Callable[[str], None] = print, executor: Ca
     exps = select(plan)
     configs = [resolve_config(e.name, **plan.train_kwargs) for e in exps]  # bad options fail before any work
     check_existing(plan, configs)
+    suite_dir = Path(configs[0].run_dir).parent
     t0 = time.perf_counter()
     results = (executor or run_sequentially)(plan, [e.name for e in exps], echo)
     failed = [r["experiment"] for r in results if r["failed"]]
-    suite_dir = Path(configs[0].run_dir).parent
-    result = write_summary(suite_dir, notes=[f"Wall time of this train-all: {time.perf_counter() - t0:.1f} s."])
+    if not any(Path(c.run_dir).is_dir() for c in configs):  # every experiment failed before its first epoch:
+        return {"summary": None, "results": {}, "failed": failed, "report": None}  # no empty suite folder left
+    record_plan(suite_dir, plan.suite, [e.name for e in exps])  # so the summary lists every one, run or not
+    for r in results:  # failed before its run folder existed: a folder for its failure record
+        if r["failed"] and not Path(r["run_dir"]).is_dir():
+            record_failure(Path(r["run_dir"]), r["experiment"], r["failed"], r["error"])
+    result = write_summary(suite_dir, notes=[f"Wall time of this train-all: {time.perf_counter() - t0:.1f} s."],
+                           outcomes=results)
     return {**result, "failed": failed, "report": write_report(suite_dir, echo)}
 
 
@@ -138,7 +159,7 @@ def run_sequentially(plan: SuitePlan, names: list[str], echo: Callable[[str], No
 
 def _evaluate(plan: SuitePlan, run_dir: Path) -> None:
     """Evaluate the run's exported variants quickly; raises the gate's ConvkitError (exit 1) when it fails."""
-    options = quick_options(("fp32", *plan.precisions))
+    options = quick_options(("fp32", *plan.precisions), plan.corruptions)
     if plan.max_accuracy_drop:
         options.max_accuracy_drop = dict(plan.max_accuracy_drop)
     err = gate_error(evaluate_model(run_dir, options))

@@ -44,7 +44,9 @@ def save(fig: Figure, path: Path, dpi: int = DPI) -> Path:
     """Write ``fig`` as a PNG at ``path`` atomically and byte-stable, release its artists; returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
-    fig.clear()
+    try:
+        with atomic_path(path) as tmp:  # a full disk or read-only folder: one line, the old file kept
+            fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+    finally:
+        fig.clear()
     return path

@@ -47,14 +47,16 @@ def _batch(images, start: int) -> torch.Tensor:
     return chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(chunk))
 
 
-def reference_logits(run, images_u8, data_checksum: str, device: str = "cpu") -> np.ndarray:
+def reference_logits(run, images_u8, data_checksum: str | None, device: str = "cpu") -> np.ndarray:
     """Return the fp32 PyTorch logits of ``run`` (a convkit.artifacts.RunModel) for ``images_u8``, the test split
     (or its first rows) of the data whose checksum is ``data_checksum``: read from the run folder's cache when it
-    holds them for this checkpoint and data, else computed on ``device`` and cached."""
+    holds them for this checkpoint and data, else computed on ``device`` and cached. ``data_checksum`` None:
+    images that are not a test split of a catalogued dataset (corrupted copies), computed and never cached."""
     run_dir, sha = run.checkpoint.parent, run.checkpoint_sha256
-    cached = load_reference_logits(run_dir, sha, data_checksum, len(images_u8))
+    cached = load_reference_logits(run_dir, sha, data_checksum, len(images_u8)) if data_checksum else None
     if cached is not None:
         return cached
     logits = torch_logits(run.model, images_u8, run.model_input, device)
-    save_reference_logits(run_dir, logits, sha, data_checksum, device)
+    if data_checksum:
+        save_reference_logits(run_dir, logits, sha, data_checksum, device)
     return logits

@@ -16,6 +16,7 @@ from convkit.artifacts import (
     EXPORT_JSON,
     FAILURE,
     METRICS,
+    PLAN,
     SUMMARY_JSON,
     SUMMARY_MD,
     EvalNames,
@@ -24,7 +25,10 @@ from convkit.artifacts import (
     write_artifact,
 )
 from convkit.atomic import write_text
+from convkit.errors import ConvkitError
+from convkit.provenance import check_run
 from convkit.suite import TABLE_TITLES, Experiment, find_experiment
+from convkit.text import md_code, md_inline, md_text
 
 # Stage files in the order their columns appear.
 STAGE_FILES = ((METRICS, "metrics"), (EXPORT_JSON, "export"), (EvalNames(EVAL_PREFIX).json, "eval"))
@@ -34,26 +38,64 @@ OTHER_TABLE = 99
 
 
 def collect(suite_dir: Path) -> list[dict]:
-    """Return one row per run folder: {"name", "experiment" (or None), "values", "columns", "failure", "meta"}."""
+    """Return one row per run folder: {"name", "experiment" (or None), "values", "columns", "failure", "meta",
+    "flags" (column key → "stale"/"edited": values held back), "provenance" (one note per held-back file)}."""
     rows = []
-    for run in run_folders(suite_dir):
-        values, columns, meta = {}, [], {}
+    for run in run_folders(suite_dir, allow_empty=True):  # plan.json alone still has rows (planned_rows)
+        docs = {kind: read_artifact(run / name, kind) for name, kind in STAGE_FILES}
+        prov = check_run(run, docs["metrics"], docs["export"], docs["eval"])
+        values, columns, flags = {}, [], {}
         for name, kind in STAGE_FILES:
-            doc = read_artifact(run / name, kind)
+            doc = docs[kind]
             if doc is None:
                 continue
-            values.update(doc.get("summary") or {})
-            columns += [tuple(c) for c in doc.get("summary_columns") or []]
-            if kind == "metrics":
-                meta = {k: doc.get(k) for k in ("dataset", "data_source", "config")}
-        failure = read_artifact(run / FAILURE, "failure")
+            stage_columns = [tuple(c) for c in doc.get("summary_columns") or []]
+            columns += stage_columns
+            if prov.usable(name):  # a number whose source changed or was edited is not convkit's number
+                values.update(doc.get("summary") or {})
+            else:
+                flags.update({key: prov.status(name) for _, key, _ in stage_columns})
+        meta = {k: (docs["metrics"] or {}).get(k) for k in ("dataset", "data_source", "config", "test_images")}
         rows.append({"name": run.name, "experiment": find_experiment(run.name), "values": values,
-                     "columns": columns, "failure": failure, "meta": meta})
+                     "columns": columns, "failure": read_artifact(run / FAILURE, "failure"), "meta": meta,
+                     "flags": flags, "provenance": prov.lines()})
     return rows
 
 
+def planned_rows(suite_dir: Path, rows: list[dict], outcomes: list[dict] | None) -> list[dict]:
+    """Return rows for the planned experiments (plan.json, and this train-all's ``outcomes``) that have no run
+    folder: failed before it existed (with the reason), or not run."""
+    plan = read_artifact(Path(suite_dir) / PLAN, "plan") or {}
+    failed = {o["experiment"]: o for o in outcomes or [] if o.get("failed")}
+    names = list(dict.fromkeys([*(plan.get("experiments") or []), *(o["experiment"] for o in outcomes or [])]))
+    have = {r["name"] for r in rows}
+    out = []
+    for name in (n for n in names if n not in have):
+        o = failed.get(name)
+        failure = {"stage": o["failed"], "error": o["error"]} if o else None
+        out.append({"name": name, "experiment": find_experiment(name), "values": {}, "columns": [],
+                    "failure": failure, "meta": {}, "flags": {}, "provenance": [], "not_run": o is None})
+    return out
+
+
+def record_plan(suite_dir: Path, suite: str, names: list[str]) -> None:
+    """Add ``names`` to the suite folder's plan.json (its planned experiments, for the summary's "not run")."""
+    path = Path(suite_dir) / PLAN
+    old = (read_artifact(path, "plan") or {}).get("experiments") or []
+    write_artifact(path, "plan", {"suite": suite, "experiments": list(dict.fromkeys([*old, *names]))})
+
+
 def _cell(value, spec: str) -> str:
-    return "—" if value is None else format(value, spec)
+    if value is None:
+        return "—"
+    if isinstance(value, str) and spec == "s":
+        return md_text(value, 40)
+    try:  # a value or format from a hand-edited file may not fit: say so rather than stop the summary
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(value)
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return f"unreadable ({md_text(value, 40)})"
 
 
 def _table_lines(rows: list[dict]) -> list[str]:
@@ -64,10 +106,12 @@ def _table_lines(rows: list[dict]) -> list[str]:
              "|" + "---|" * (len(columns) + 2)]
     for row in rows:
         exp: Experiment | None = row["experiment"]
-        head = f"| {exp.row if exp else ''} | {row['name']} |"
-        if row["failure"]:
-            f = row["failure"]
-            lines.append(f"{head} FAILED in {f.get('stage')}: {f.get('error')} |" + " |" * max(len(columns) - 1, 0))
+        head = f"| {exp.row if exp else ''} | {md_text(row['name'])} |"
+        if row["failure"] or row.get("not_run"):
+            f = row["failure"] or {}
+            text = (f"FAILED in {md_text(f.get('stage'))}: {md_text(f.get('error'))}" if row["failure"]
+                    else "not run")
+            lines.append(f"{head} {text} |" + " |" * max(len(columns) - 1, 0))
             continue
         cells = [_with_study(row, key, spec) for _, key, spec in columns]
         lines.append(head + " " + " | ".join(cells) + " |")
@@ -80,6 +124,8 @@ def _title(column: tuple[str, str, str]) -> str:
 
 
 def _with_study(row: dict, key: str, spec: str) -> str:
+    if key in row["flags"]:
+        return f"{row['flags'][key].upper()} (see below)"
     text = _cell(row["values"].get(key), spec)
     seed = row["experiment"].seed if row["experiment"] else None
     if key in STUDY_FIGURES and seed is not None:
@@ -95,40 +141,62 @@ def _with_study(row: dict, key: str, spec: str) -> str:
 def header_lines(rows: list[dict]) -> list[str]:
     """Return the notes under the title: where each dataset came from, whether it was the embedded sample."""
     lines = ["Study's values in parentheses (its GPU, no seeds). `time` = train + per-epoch test wall clock;",
-             "`compile` = torch.compile warm-up, measured apart."]
-    sources = sorted({(r["meta"]["dataset"], r["meta"]["data_source"]) for r in rows if r["meta"].get("data_source")})
-    for dataset, source in sources:
+             "`compile` = torch.compile warm-up, measured apart. Every accuracy (`test acc`: PyTorch, `ORT acc`:",
+             "ONNX Runtime) is on the test split of the run's own data below; evaluations on other data stay in",
+             "`<run>/eval/<data-key>/` and are not shown here."]
+    sources = sorted({(r["meta"]["dataset"], r["meta"]["data_source"], r["meta"].get("test_images") or 0)
+                      for r in rows if r["meta"].get("data_source")})
+    for dataset, source, n_test in sources:
         jpeg = dataset == "cifar10" and ("jpeg" in source.lower() or "jpg" in source.lower())
-        lines.append(f"Data: {dataset} from `{source}`" + (
+        split = f" (test split: {n_test:,} images)" if n_test else ""
+        lines.append(f"Data: {md_text(dataset)} from {md_code(source)}{split}" + (
             " — **CIFAR-10 (JPEG copy)**: JPEG re-encoded images, accuracy within about a point of the original's."
             if jpeg else "."))
     capped = sorted({(r["name"], (r["meta"].get("config") or {}).get("max_images")) for r in rows
                      if (r["meta"].get("config") or {}).get("max_images")})
     if capped:
         lines.append("**Fewer images** (`--max-images`, for a quick look): " + ", ".join(
-            f"{name} trained and tested on at most {n:,} images per split" for name, n in capped) + ".")
+            f"{md_text(name)} trained and tested on at most {n:,} images per split" for name, n in capped) + ".")
     if any((r["meta"].get("config") or {}).get("sample") for r in rows):
         lines.append("**Embedded sample** (1,000 train / 500 test images per dataset): accuracies are not "
                      "comparable to the study's.")
     return lines
 
 
-def write_summary(suite_dir: Path, notes: list[str] | None = None) -> dict:
-    """Rebuild ``summary.md`` and ``summary.json`` of ``suite_dir`` from its run folders; returns
-    {"summary": md path, "json": json path, "results": {run: values or {"error"}}, "failed": [run names]}."""
+def write_summary(suite_dir: Path, notes: list[str] | None = None, outcomes: list[dict] | None = None) -> dict:
+    """Rebuild ``summary.md`` and ``summary.json`` of ``suite_dir`` from its run folders and plan.json (plus a
+    train-all's ``outcomes``: run_experiment results); returns {"summary": md path, "json": json path, "results":
+    {run: values or {"error"}}, "failed": [run names], "status": {experiment: done / failed / not run}}."""
     suite_dir = Path(suite_dir)
-    rows = collect(suite_dir)  # ConvkitError (exit 2) when there is no run folder (convkit.artifacts.run_folders)
-    lines = [f"# convkit — suite `{suite_dir.name}`", "", *(notes or []), *header_lines(rows), ""]
+    rows = collect(suite_dir)  # ConvkitError (exit 2) when suite_dir is not a folder (convkit.artifacts.run_folders)
+    rows += planned_rows(suite_dir, rows, outcomes)
+    if not rows:
+        raise ConvkitError(f"no run folders under {suite_dir}; pass a folder made by `convkit train-all`")
+    lines = [f"# convkit — suite {md_code(suite_dir.name)}", "", *(notes or []), *header_lines(rows), ""]
     tables: dict[int, list[dict]] = {}
     for row in rows:
         tables.setdefault(row["experiment"].table if row["experiment"] else OTHER_TABLE, []).append(row)
     for table, members in sorted(tables.items()):
         members.sort(key=lambda r: (r["experiment"].row if r["experiment"] else 0, r["name"]))
         lines += [f"## {TABLE_TITLES.get(table, 'Other runs')}", "", *_table_lines(members), ""]
+    lines += provenance_lines(rows)
     results = {r["name"]: ({"error": r["failure"].get("error"), "stage": r["failure"].get("stage")}
-                           if r["failure"] else r["values"]) for r in rows}
-    failed = [r["name"] for r in rows if r["failure"]]
+                           if r["failure"] else r["values"]) for r in rows if not r.get("not_run")}
+    status = {r["name"]: "failed" if r["failure"] else "not run" if r.get("not_run") else "done" for r in rows}
+    failed = [n for n, s in status.items() if s == "failed"]
+    held_back = {r["name"]: r["provenance"] for r in rows if r["provenance"]}
     md = write_text(suite_dir / SUMMARY_MD, "\n".join(lines))
-    js = write_artifact(suite_dir / SUMMARY_JSON, "summary", {"suite": suite_dir.name, "failed": failed,
-                                                              "results": results})
-    return {"summary": str(md), "json": str(js), "results": results, "failed": failed}
+    js = write_artifact(suite_dir / SUMMARY_JSON, "summary", {
+        "suite": suite_dir.name, "failed": failed, "not_run": [n for n, s in status.items() if s == "not run"],
+        "status": status, "results": results, "held_back": held_back})
+    return {"summary": str(md), "json": str(js), "results": results, "failed": failed, "status": status}
+
+
+def provenance_lines(rows: list[dict]) -> list[str]:
+    """Return the section listing the numbers held back because their source changed or they were edited."""
+    held = [(r["name"], line) for r in rows for line in r["provenance"]]
+    if not held:
+        return []
+    return ["## Held back", "", ("These files' numbers are not shown above: the file they were derived from "
+                                 "changed, is gone, or their figures differ from what it records."), "",
+            *(f"- {md_text(name)}: {md_inline(line)}" for name, line in held), ""]

@@ -12,6 +12,7 @@ from convkit.calibration import calibration_bins
 from convkit.errors import ConvkitError
 from convkit.reference import tie_mask
 
+MAX_MATRIX_CLASSES = 100  # beyond this many classes a matrix is unreadable (and megabytes of eval.json)
 CONFUSED_PAIRS = 20  # the most frequent (true, predicted) mistakes listed in eval.json / eval.md
 
 
@@ -63,6 +64,21 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarra
     return cm
 
 
+def _readable_matrix(cm: np.ndarray, norm: np.ndarray, present: np.ndarray, class_names: list[str]) -> dict:
+    """Return eval.json's confusion keys: the whole k×k matrix up to MAX_MATRIX_CLASSES classes, else the matrix
+    of the classes present when they are that few, else None (the confused pairs remain); ``confusion_classes``
+    names its rows and columns."""
+    if len(class_names) <= MAX_MATRIX_CLASSES:
+        keep = np.arange(len(class_names))
+    elif len(present) <= MAX_MATRIX_CLASSES:
+        keep = present
+    else:
+        return {"confusion": None, "confusion_normalized": None, "confusion_classes": None}
+    cells = np.ix_(keep, keep)
+    return {"confusion": cm[cells].tolist(), "confusion_normalized": np.round(norm[cells], 6).tolist(),
+            "confusion_classes": [class_names[i] for i in keep]}
+
+
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
     """Return top-1 and top-5 accuracy (top-5 None with ≤ 5 classes), loss, per-class precision/recall/F1, the
     confusion matrix, the most confused (true, predicted) pairs and calibration of ``scores``.
@@ -96,8 +112,11 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: 
     pairs = [{"true": class_names[i], "predicted": class_names[j], "count": int(off[i, j]),
               "share_of_true": float(norm[i, j])} for i, j in zip(*np.unravel_index(worst, off.shape)) if off[i, j]]
     top5 = (np.argsort(-scores, axis=1, kind="stable")[:, :5] == labels[:, None]).any(axis=1)
+    # classes that are true or predicted at least once: a 2000-class model on 50 images has rows for these only
+    present = np.flatnonzero((row > 0) | (col > 0))
     per_class = [{"class": class_names[i], "precision": float(precision[i]), "recall": float(recall[i]),
-                  "f1": float(f1[i]), "support": int(row[i])} for i in range(k)]
+                  "f1": float(f1[i]), "support": int(row[i])} for i in present]
+    matrix = _readable_matrix(cm, norm, present, class_names)
     return {
         "n": int(len(labels)),
         "accuracy": float((preds == labels).mean()) if len(labels) else None,
@@ -105,10 +124,9 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: 
         "loss": loss,
         "output_kind": "probabilities" if probs else "logits",
         "loss_kind": "NLL of log-probabilities" if probs else "cross-entropy of logits",
-        "macro_f1": float(f1.mean()),
+        "macro_f1": float(f1[present].mean()) if len(present) else 0.0,  # over the classes present, as sklearn
         "per_class": per_class,
-        "confusion": cm.tolist(),
-        "confusion_normalized": np.round(norm, 6).tolist(),
+        **matrix,
         "calibration": calibration_bins(scores, labels),
         "confused_pairs": pairs,
         "predictions": preds,
@@ -124,8 +142,10 @@ def compare_backends(ort: dict, ref: dict, max_listed: int = 1000) -> dict:
     deltas = {"accuracy": ort["accuracy"] - ref["accuracy"],
               "loss": (ort["loss"] - ref["loss"]) if ort["loss"] is not None and ref["loss"] is not None else None,
               "macro_f1": ort["macro_f1"] - ref["macro_f1"]}
+    ref_rows = {c["class"]: c for c in ref["per_class"]}  # the classes present may differ between the two
+    absent = {"precision": 0.0, "recall": 0.0, "f1": 0.0}
     for key in ("precision", "recall", "f1"):
-        deltas[f"per_class_{key}"] = [a[key] - b[key] for a, b in zip(ort["per_class"], ref["per_class"])]
+        deltas[f"per_class_{key}"] = [a[key] - ref_rows.get(a["class"], absent)[key] for a in ort["per_class"]]
     flips = ort["predictions"] != ref["predictions"]
     ties = flips & ref["tie_mask"] if "tie_mask" in ref else np.zeros_like(flips)
     differ = np.nonzero(flips & ~ties)[0]

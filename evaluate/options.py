@@ -11,6 +11,13 @@ from convkit import gates
 
 CPU_BATCHES = (1, 8, 64, 256)
 GPU_BATCHES = (1, 8, 64, 256, 1024)
+# Upper bounds of the count and size options: beyond them a run would not fit in memory or in a day, so the CLI
+# refuses the value in one line instead of being killed by the kernel half-way.
+MAX_BATCH_SIZE = 8192  # 8192 CIFAR-10 images are 100 MB of float32 input; 1e8 asked for 73 GiB
+MAX_RUNS = 100_000  # the latency runner stops at this many timed calls (latency.Timing.max_runs)
+MAX_WARMUP = 10_000
+MAX_THREADS = 1024
+MAX_IMAGE_SIDE = 4096  # --resize / --crop, in pixels
 
 
 @dataclass
@@ -81,13 +88,14 @@ class EvalOptions:
     max_accuracy_drop: dict = field(default_factory=lambda: dict(gates.MAX_ACC_DROP))  # points per precision
     out: str | None = None
     serving: object = None  # scenarios.ScenarioOptions: MLPerf LoadGen scenarios; None (or none listed) = skip
+    corruptions: object = None  # robustness.CorruptionOptions: corrupted copies of the test split; None = skip
 
 
-def quick_options(precisions: tuple[str, ...] = ("fp32",)) -> EvalOptions:
+def quick_options(precisions: tuple[str, ...] = ("fp32",), corruptions: object = None) -> EvalOptions:
     """Return the options train-all evaluates with: the given precisions; batch 1 and the largest default batch;
     1 warm-up and 5 timed calls, no minimum duration; no CUDA graphs and no PyTorch latency (PyTorch accuracy
-    is still computed for the gate)."""
+    is still computed for the gate); ``corruptions`` (robustness.CorruptionOptions) as given."""
     timing = TimingOptions(warmup=1, runs=5, min_seconds=0.0, cpu_batches=(1, CPU_BATCHES[-1]),
                            gpu_batches=(1, GPU_BATCHES[-1]), cuda_graph=False, torch_compile=False,
                            pytorch_latency=False)
-    return EvalOptions(timing=timing, precisions=tuple(precisions))
+    return EvalOptions(timing=timing, precisions=tuple(precisions), corruptions=corruptions)

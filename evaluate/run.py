@@ -13,7 +13,9 @@ import numpy as np
 import torch
 
 from convkit.artifacts import (
+    EVAL_PREFIX,
     MODEL_SOURCE,
+    EvalNames,
     RunModel,
     data_settings,
     load_run_model,
@@ -29,7 +31,7 @@ from convkit.envinfo import environment, physical_cores
 from convkit.errors import EXIT_GATE_FAILED, EXIT_UNVERIFIED, ConvkitError
 from convkit.evaluate import accuracy as acc
 from convkit.evaluate import latency as lat
-from convkit.evaluate import markdown, preprocessing_probe
+from convkit.evaluate import markdown, preprocessing_probe, robustness
 from convkit.evaluate.images import ReadingOptions, TestData, catalog_data, folder_data, read_classes
 from convkit.evaluate.model_io import ModelSpec, Overrides, default_normalization, inspect_model
 from convkit.evaluate.options import EvalOptions
@@ -37,6 +39,7 @@ from convkit.evaluate.serving import section as serving_section
 from convkit.evaluate.target import Target, resolve_target
 from convkit.onnx_meta import file_sha256
 from convkit.preprocessing_config import find_config, read_config, write_sidecar
+from convkit.provenance import eval_dir, eval_record
 from convkit.providers import ProviderConfig, make_session, preload_cuda_libraries, select_providers
 from convkit.reference import reference_logits
 
@@ -88,6 +91,7 @@ def evaluate_model(path: Path | str, options: EvalOptions | None = None) -> dict
 def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
     setup = prepare(target, opts)
     images, labels = setup.data.images, setup.data.labels
+    robustness.check_applicable(opts.corruptions, images)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(setup.threads)
     try:
@@ -98,10 +102,14 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
                                               opts.max_accuracy_drop, opts.data.eval_batch)
         preprocessing = check_preprocessing(setup, sessions, accuracy, images, labels, opts.data.eval_batch)
         rows = measure_latency(setup, sessions, images, opts) if opts.timing.latency else []
+        corrupted = measure_corruptions(setup, sessions, accuracy, reference, opts)
     finally:
         torch.set_num_threads(old_threads)
     result = assemble(setup, opts, reference, accuracy, failures, rows, given_path)
     result["preprocessing"] = preprocessing
+    if corrupted is not None:
+        result["robustness"] = corrupted.to_dict()
+    result["provenance"] = keyed_by_data(setup, {p: v["sha256"] for p, v in result["variants"].items()})
     if preprocessing["verdict"] != "stated":  # a column only where the preprocessing was not all stated
         result["summary"]["preprocessing"] = preprocessing["verdict"]
         result["summary_columns"].append(list(PREPROCESSING_COLUMN))
@@ -113,6 +121,20 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
     return result
 
 
+def keyed_by_data(setup: Setup, sha256: dict[str, str]) -> dict:
+    """Point ``setup.target.out_dir`` at where this evaluation belongs (a run's own eval.json only on the run's own
+    data, else eval/<data-key>/ beside it: convkit.provenance); returns eval.json's provenance record."""
+    ref, target = setup.reference, setup.target
+    trained_on = ref.data_checksum if ref is not None else None
+    if ref is not None and trained_on is None and not setup.data.reading:  # a user model or an older checkpoint:
+        trained_on = setup.data.checksum  # no data recorded, so its dataset's test split counts as its own
+    target.out_dir = eval_dir(target.out_dir, trained_on, setup.data.name, setup.data.checksum)
+    if target.run_dir is not None and "fp32" not in setup.specs and target.names.prefix == EVAL_PREFIX:
+        target.names = EvalNames(f"{EVAL_PREFIX}.{'-'.join(setup.specs)}")  # eval.json's numbers are fp32's
+    return eval_record({p: (s.path, sha256[p]) for p, s in setup.specs.items()}, ref.checkpoint_sha256 if ref else None,
+                       setup.data.checksum, trained_on == setup.data.checksum)
+
+
 def pytorch_reference(setup: Setup, images, labels: np.ndarray, device: str) -> dict | None:
     """Return the PyTorch reference's metrics on the test images, None without a checkpoint.
 
@@ -121,8 +143,23 @@ def pytorch_reference(setup: Setup, images, labels: np.ndarray, device: str) -> 
     """
     if setup.reference is None:
         return None
-    scores = reference_logits(setup.reference, images, setup.data.checksum, device)
+    own_data = setup.reference.data_checksum in (None, setup.data.checksum)  # other data never touches the run cache
+    scores = reference_logits(setup.reference, images, setup.data.checksum if own_data else None, device)
     return acc.pytorch_accuracy(scores, labels, setup.primary[1].class_names, device)
+
+
+def measure_corruptions(setup: Setup, sessions: dict, accuracy: list[dict], reference: dict | None,
+                        opts: EvalOptions) -> robustness.RobustnessResult | None:
+    """Return the corrupted-split measurements (``--corruptions``) of every session and the PyTorch reference,
+    None when no corruption was asked for."""
+    if opts.corruptions is None:
+        return None
+    clean = {f"ort/{a['precision']}/{a['provider']}": a["accuracy"] for a in accuracy}
+    if reference is not None:
+        clean[f"pytorch/fp32/{reference['device']}"] = reference["accuracy"]
+    return robustness.measure(sessions, setup.specs, setup.reference if reference is not None else None,
+                              setup.data.images, setup.data.labels, setup.data.checksum, clean, opts.corruptions,
+                              opts.data.eval_batch, reference["device"] if reference is not None else "cpu")
 
 
 def prepare(target: Target, opts: EvalOptions) -> Setup:

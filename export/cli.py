@@ -10,7 +10,7 @@ import sys
 import click
 
 from convkit import gates
-from convkit.errors import ConvkitError, failure_of
+from convkit.errors import EXIT_GATE_FAILED, ConvkitError, failure_of
 
 
 def _describe(res: dict) -> str:
@@ -86,16 +86,20 @@ def user_model_options(f):
 @click.option("--max-disagreement", default=None,
               help="Gate: images whose top-1 class differs from PyTorch's, in percentage points, e.g. "
                    "fp32=0.1,fp16=1 (defaults: fp32 0.1, fp16 1; int8 is reported, not gated).")
-@click.option("--n-images", type=int, default=1000, show_default=True, help="Test images for the parity gate.")
-@click.option("--calib-images", type=int, default=512, show_default=True, help="Training images to calibrate int8 on.")
+@click.option("--n-images", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="Test images for the parity gate.")
+@click.option("--calib-images", type=click.IntRange(1, 10_000), default=512, show_default=True,
+              help="Training images to calibrate int8 on.")
 @click.option("--data-dir", type=click.Path(), envvar="CONVKIT_DATA",
               help="Where datasets are (default: the run's own setting).")
 @user_model_options
 def export_cmd(run_dirs, all_dirs, checkpoint, experiment, precisions, atol, max_accuracy_drop, max_disagreement,
                n_images, calib_images, data_dir, **user):
     """Export trained RUN_DIRS — or your own PyTorch model (--model MODULE:FACTORY, timm:NAME or --program FILE.pt2,
-    with --out and the data it is measured on) — to ONNX behind a PyTorch-parity gate; exits 1 if a gate failed,
-    2 on bad input."""
+    with --out and the data it is measured on) — to ONNX behind a PyTorch-parity gate.
+
+    Exit codes: 1 a gate failed, or one of several runs failed (the others were exported); 2 bad input (one run).
+    """
     from convkit.artifacts import run_folders
     from convkit.export.pipeline import ExportSettings, export_checkpoint, export_run
 
@@ -130,7 +134,8 @@ def export_cmd(run_dirs, all_dirs, checkpoint, experiment, precisions, atol, max
             exc = failure_of(exc)
             prefix = f"{name}: " if len(jobs) > 1 and not exc.message.startswith(name) else ""
             click.echo(f"error: {prefix}{exc.message}", err=True)
-            worst = max(worst, exc.exit_code)
+            # alone, its own code; one of several failing is exit 1 (README: the others still ran)
+            worst = max(worst, exc.exit_code if len(jobs) == 1 else EXIT_GATE_FAILED)
     if len(jobs) > 1 and worst:
         click.echo(f"error: some exports failed (exit {worst})", err=True)
     if worst:

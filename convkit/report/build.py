@@ -9,16 +9,18 @@ from pathlib import Path
 import torch.nn as nn
 
 from convkit import artifacts as A
-from convkit.atomic import write_text
+from convkit.atomic import ensure_writable_dir, write_text
+from convkit.data.catalog import display_name
 from convkit.errors import ConvkitError
 from convkit.models import create_model, get_model_config
 from convkit.plotting import plot_style
 from convkit.report import figures as F
-from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, load_run
+from convkit.report import robustness
+from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, load_run, other_evaluations
 from convkit.report.doc import to_html, to_markdown
 from convkit.report.internals import first_conv_view, fixed_test_image, stage_maps
 from convkit.report.receptive_field import receptive_fields
-from convkit.report.stats import fmt, pct, pts, run_stats
+from convkit.report.stats import fmt, pct, pts, run_stats, shown
 from convkit.suite import SUITES, TABLE_TITLES, Experiment
 
 DEPTH_TABLE = 4
@@ -26,6 +28,9 @@ RF_TABLES = {3: ["kernel-eq"], 4: [], 7: []}  # tables whose section carries rec
 
 
 def _classes(run: RunData) -> list[str]:
+    named = dig(run.eval_entry("fp32"), "confusion_classes")  # the matrix's own rows (eval.json since round 3)
+    if isinstance(named, list) and named:
+        return [str(c) for c in named]
     try:
         return list(get_model_config(run.model_name).classes)
     except (ConvkitError, TypeError):  # a model not registered here (or none recorded): eval.json's names
@@ -110,6 +115,13 @@ def run_blocks(run: RunData, figs: dict, suite_dir: Path) -> list[tuple]:
     b: list[tuple] = [("h3", f"{run.name} — {run.label}")]
     if run.problems:
         b.append(("ul", [f"unreadable: {p}" for p in run.problems]))
+    if run.provenance and run.provenance.findings:
+        b.append(("p", "Held back (shown as STALE / EDITED above, used in no comparison):"))
+        b.append(("ul", run.provenance.lines()))
+    others = other_evaluations(run)
+    if others:
+        b.append(("p", "Evaluations on other data than the run's test split (in no table above):"))
+        b.append(("ul", others))
     _image_or_note(b, figs.get("curves"), suite_dir, "Learning curves", f"{NOT_MEASURED} (no {A.HISTORY})")
     _image_or_note(b, figs.get("confusion"), suite_dir, "Confusion matrix", f"{NOT_MEASURED} (not evaluated)")
     if figs.get("pairs"):
@@ -136,23 +148,49 @@ def study_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
         diff = (s["acc"] - study_acc) * 100 if s.get("acc") is not None and study_acc is not None else None
         absent = "not in the study" if exp.seed is None else None  # the study printed nothing for this row
         out.append([f"{exp.row}. {exp.title}", f"`{exp.name}`" if run else f"`{exp.name}` (no run)",
-                    fmt(s.get("params")), fmt(s.get("epochs")), f"{exp.seed_epochs}", pct(s.get("acc")),
-                    absent or pct(study_acc), absent or pts(diff), pts(s.get("gap_pts")),
-                    fmt(s.get("train_time_s"), ".1f", " s"), absent or fmt(study_time, ".0f", " s")])
-    return ("table", ["row", "experiment", "params", "epochs", "study epochs", "test acc", "study acc",
+                    shown(s, "params", fmt(s.get("params"))), fmt(s.get("epochs")), f"{exp.seed_epochs}",
+                    shown(s, "acc", pct(s.get("acc"))), data_of(run),
+                    absent or pct(study_acc), absent or shown(s, "acc", pts(diff)),
+                    shown(s, "gap_pts", pts(s.get("gap_pts"))),
+                    shown(s, "train_time_s", fmt(s.get("train_time_s"), ".1f", " s")),
+                    absent or fmt(study_time, ".0f", " s")])
+    return ("table", ["row", "experiment", "params", "epochs", "study epochs", "test acc", "on", "study acc",
                       "Δ vs study (pts)", "train−test (pts)", "train time", "study time"], out)
+
+
+def data_of(run: RunData | None) -> str:
+    """Return the data the run's accuracies are measured on: "test split of <dataset> (<N> images)"."""
+    n = dig(run.metrics, "test_images") if run else None
+    dataset = dig(run.metrics, "dataset") or dig(run.config, "dataset") if run else None
+    if not dataset:
+        return NOT_MEASURED
+    label = display_name(dataset, str(dig(run.metrics, "data_source") or ""))
+    return f"test split of {label}" + (f" ({n:,} images)" if isinstance(n, int) else "")
 
 
 def ort_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
     """Return the table block of ONNX Runtime figures (accuracy, deltas, latency, int8, ECE) for one seed table."""
     out = []
     for exp, run, s in rows:
-        out.append([f"{exp.row}. {exp.title}", s.get("provider") or NOT_MEASURED, pct(s.get("ort_acc")),
-                    pts(s.get("ort_delta_pts")), fmt(s.get("lat_fp32_ms"), ".3f", " ms"), pct(s.get("fp16_acc")),
-                    pct(s.get("int8_acc")), pts(-s["int8_cost_pts"] if s.get("int8_cost_pts") is not None else None),
-                    fmt(s.get("int8_speedup"), ".2f", "×"), fmt(s.get("ece"), ".3f")])
-    return ("table", ["row", "provider", "ORT fp32 acc", "ORT − PyTorch (pts)", "fp32 b1 p50", "fp16 acc",
+        cost = -s["int8_cost_pts"] if s.get("int8_cost_pts") is not None else None
+        out.append([f"{exp.row}. {exp.title}", s.get("provider") or NOT_MEASURED, eval_data_of(run),
+                    shown(s, "ort_acc", pct(s.get("ort_acc"))), shown(s, "ort_delta_pts", pts(s.get("ort_delta_pts"))),
+                    shown(s, "lat_fp32_ms", fmt(s.get("lat_fp32_ms"), ".3f", " ms")),
+                    shown(s, "fp16_acc", pct(s.get("fp16_acc"))), shown(s, "int8_acc", pct(s.get("int8_acc"))),
+                    shown(s, "int8_cost_pts", pts(cost)), shown(s, "int8_speedup", fmt(s.get("int8_speedup"), ".2f", "×")),
+                    shown(s, "ece", fmt(s.get("ece"), ".3f"))])
+    return ("table", ["row", "provider", "on", "ORT fp32 acc", "ORT − PyTorch (pts)", "fp32 b1 p50", "fp16 acc",
                       "int8 acc", "int8 − fp32 (pts)", "int8 speed-up", "ECE (fp32)"], out)
+
+
+def eval_data_of(run: RunData | None) -> str:
+    """Return the data eval.json measured: "<split> of <dataset label> (<N> images)"."""
+    ds = dig(run.eval, "dataset") if run else None
+    if not isinstance(ds, dict):
+        return NOT_MEASURED
+    n = ds.get("n")
+    return f"{ds.get('split', 'test')} split of {ds.get('label') or ds.get('name')}" + (
+        f" ({n:,} images)" if isinstance(n, int) else "")
 
 
 def observations(rows: list[tuple[Experiment, RunData | None, dict]]) -> list[str]:
@@ -181,12 +219,15 @@ def observations(rows: list[tuple[Experiment, RunData | None, dict]]) -> list[st
     obs.append(f"ORT − PyTorch accuracy: largest change {max(abs(d) for _, d in deltas):.2f} points over "
                f"{len(deltas)} evaluated row(s)." if deltas else f"ORT − PyTorch accuracy: {NOT_MEASURED}.")
     int8 = [(e, s) for e, _, s in rows if s.get("int8_cost_pts") is not None]
+    held = [e.title for e, _, s in rows if "int8_acc" in s.get("held", {})]
     if int8:
         obs.append("int8 cost (ORT fp32 − int8 accuracy) and batch-1 speed-up: " + "; ".join(
             f"{e.title} {pts(s['int8_cost_pts'])} points, {fmt(s.get('int8_speedup'), '.2f', '×')}"
             for e, s in int8) + ".")
     else:
         obs.append(f"int8 cost and speed-up: {NOT_MEASURED} (no int8 variant evaluated).")
+    if held:
+        obs.append(f"int8 figures held back as stale (their model file changed or is gone): {', '.join(held)}.")
     return obs
 
 
@@ -234,7 +275,8 @@ def rf_blocks(table: int, exps: list[Experiment], out: Path, suite_dir: Path) ->
     return blocks
 
 
-def table_section(table: int, rows: list, figs: dict, out: Path, suite_dir: Path, exps: list) -> list[tuple]:
+def table_section(table: int, rows: list, figs: dict, out: Path, suite_dir: Path, exps: list,
+                  by_name: dict) -> list[tuple]:
     """Return the blocks of one seed table: both tables, observations, overlay, receptive fields, run figures."""
     b: list[tuple] = [("h2", TABLE_TITLES.get(table, f"Table {table}")),
                       ("p", "convkit beside the study (study values from convkit.suite):"), study_table(rows),
@@ -247,6 +289,8 @@ def table_section(table: int, rows: list, figs: dict, out: Path, suite_dir: Path
         b.append(("img", _rel(path, suite_dir), f"Test accuracy per epoch, all rows of table {table}"))
     else:
         b.append(("p", f"Test-accuracy overlay: {NOT_MEASURED} (no {A.HISTORY} in this table)."))
+    b += robustness.section(TABLE_TITLES.get(table, f"table {table}"), [(e, r) for e, r, _ in rows], by_name, out,
+                            lambda p: _rel(p, suite_dir))
     if table in RF_TABLES:
         b += rf_blocks(table, exps, out, suite_dir)
     for _, run, _ in rows:
@@ -298,8 +342,7 @@ def build_report(suite_dir: Path | str) -> dict:
     t0 = time.perf_counter()
     suite_dir = Path(suite_dir)
     runs = [load_run(p) for p in A.run_folders(suite_dir)]
-    out = suite_dir / A.REPORT_DIR
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_writable_dir(suite_dir / A.REPORT_DIR)
     suite = _suite_of(runs)
     by_name = {r.name: r for r in runs}
     exps = SUITES.get(suite, []) if suite else []
@@ -315,7 +358,7 @@ def build_report(suite_dir: Path | str) -> dict:
                            + ", ".join(TABLE_TITLES.get(t, str(t)) for t in tables if t not in ran) + "."))
         for table in ran:
             rows = [(e, by_name.get(e.name), stats.get(e.name, {})) for e in exps if e.table == table]
-            blocks += table_section(table, rows, figs, out, suite_dir, exps)
+            blocks += table_section(table, rows, figs, out, suite_dir, exps, by_name)
     others = [r for r in runs if r.name not in {e.name for e in exps}]
     if others:
         blocks.append(("h2", "Other runs (not rows of this suite)"))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from convkit.artifacts import METRICS
 from convkit.gates import PRECISIONS
-from convkit.report.collect import NOT_MEASURED, RunData, dig, number
+from convkit.report.collect import EVAL_JSON, NOT_MEASURED, RunData, dig, number
 
 
 def run_stats(run: RunData) -> dict:
@@ -14,6 +15,7 @@ def run_stats(run: RunData) -> dict:
     fp16_acc, lat_fp32_ms / lat_fp16_ms / lat_int8_ms (batch 1, p50), int8_speedup, ece.
     """
     acc, train_acc = run.test_acc(), run.train_acc()
+    metrics = run.metrics if run.usable(METRICS) else None
     fp32 = run.eval_entry("fp32")
     provider = dig(fp32, "provider")
     ort_acc = number(dig(fp32, "accuracy"))
@@ -25,8 +27,8 @@ def run_stats(run: RunData) -> dict:
         "acc": acc, "train_acc": train_acc,
         "gap_pts": (train_acc - acc) * 100 if acc is not None and train_acc is not None else None,
         "params": run.parameters(),
-        "epochs": number(dig(run.metrics, "epochs")) or (len(run.history) or None),
-        "train_time_s": number(dig(run.metrics, "train_time_s")),
+        "epochs": number(dig(metrics, "epochs")) or (len(run.history) or None),
+        "train_time_s": number(dig(metrics, "train_time_s")),
         "provider": provider, "ort_acc": ort_acc, "ort_delta_pts": delta * 100 if delta is not None else None,
         "ece": number(dig(fp32, "calibration", "ece")),
     }
@@ -38,7 +40,31 @@ def run_stats(run: RunData) -> dict:
     s["int8_cost_pts"] = (ort_acc - s["int8_acc"]) * 100 if ort_acc is not None and s["int8_acc"] is not None else None
     s["int8_speedup"] = (s["lat_fp32_ms"] / s["lat_int8_ms"]
                          if s["lat_fp32_ms"] and s["lat_int8_ms"] else None)
+    s["held"] = held_back(run)
     return s
+
+
+# The figures each file's numbers feed: held back (shown as STALE / EDITED) when that file is.
+HELD_KEYS = {(METRICS, None): ("acc", "gap_pts", "train_time_s", "params"),
+             (EVAL_JSON, "fp32"): ("ort_acc", "ort_delta_pts", "lat_fp32_ms", "ece", "fp16_acc", "int8_acc",
+                                   "int8_cost_pts", "int8_speedup"),
+             (EVAL_JSON, "fp16"): ("fp16_acc",),
+             (EVAL_JSON, "int8"): ("int8_acc", "int8_cost_pts", "int8_speedup")}
+
+
+def held_back(run: RunData) -> dict[str, str]:
+    """Return {figure key: "stale" / "edited"} for the figures whose file is held back by the chain check."""
+    out: dict[str, str] = {}
+    for (file, precision), keys in HELD_KEYS.items():
+        status = run.held_back(file, precision)
+        if status:
+            out.update({k: status for k in keys if k not in out})
+    return out
+
+
+def shown(s: dict, key: str, text: str) -> str:
+    """Return ``text`` (the formatted figure ``key``), or "STALE" / "EDITED" when its source is held back."""
+    return s["held"][key].upper() if key in s.get("held", {}) else text
 
 
 def pct(v) -> str:
