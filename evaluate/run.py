@@ -346,7 +346,7 @@ def _gpu_info() -> dict:
 
 
 def _strip(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k not in ("predictions", "tie_mask")}
+    return {k: v for k, v in metrics.items() if k not in ("predictions", "tie_mask", "labels")}
 
 
 def write_outputs(result: dict, target: Target, class_names: list[str]) -> dict:
