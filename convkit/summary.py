@@ -25,7 +25,8 @@ from convkit.artifacts import (
 )
 from convkit.atomic import write_text
 from convkit.errors import ConvkitError
-from convkit.suite import TABLE_TITLES, Experiment, find_experiment
+from convkit.suite import TABLE_TITLES, Experiment, find_experiment, split_seeded
+from convkit.uncertainty import Interval, Spread, format_interval, spread, versus_point
 
 # Stage files in the order their columns appear.
 STAGE_FILES = ((METRICS, "metrics"), (EXPORT_JSON, "export"), (EvalNames(EVAL_PREFIX).json, "eval"))
@@ -48,9 +49,34 @@ def collect(suite_dir: Path) -> list[dict]:
             if kind == "metrics":
                 meta = {k: doc.get(k) for k in ("dataset", "data_source", "config")}
         failure = read_artifact(run / FAILURE, "failure")
-        rows.append({"name": run.name, "experiment": find_experiment(run.name), "values": values,
+        rows.append({"name": run.name, "experiment": find_experiment(split_seeded(run.name)[0]), "values": values,
                      "columns": columns, "failure": failure, "meta": meta})
     return rows
+
+
+def pool_seeds(rows: list[dict]) -> list[dict]:
+    """Return ``rows`` with the finished runs of one experiment (several seeds, wherever each was trained) pooled
+    into one row whose ``spreads`` hold each numeric column's Spread over the seeds; failed runs stay apart."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["experiment"] is not None and not row["failure"]:
+            groups.setdefault(row["experiment"].name, []).append(row)
+    out = [r for r in rows if r["experiment"] is None or r["failure"] or len(groups[r["experiment"].name]) == 1]
+    for members in (g for g in groups.values() if len(g) > 1):
+        seeds = [(m["meta"].get("config") or {}).get("seed") for m in members]
+        keys = {k for m in members for k, v in m["values"].items() if isinstance(v, (int, float))}
+        spreads = {k: spread([m["values"].get(k) for m in members]) for k in keys}
+        cis = [m["values"].get("test_acc_ci") for m in members if m["values"].get("test_acc_ci")]
+        name = f"{members[0]['experiment'].name} × {len(members)} seeds ({', '.join(map(str, seeds))})"
+        pooled = {**members[0], "name": name,
+                  "spreads": {k: v for k, v in spreads.items() if v is not None}, "runs": [m["name"] for m in members],
+                  "columns": list(dict.fromkeys(c for m in members for c in m["columns"])),
+                  # the study's single number is compared with the union of the seeds' 95 % intervals
+                  "values": {**members[0]["values"], "test_acc_ci": [min(c[0] for c in cis), max(c[1] for c in cis)]
+                             if len(cis) == len(members) else None}}
+        out.append(pooled)
+    return out
+
 
 
 def _cell(value, spec: str) -> str:
@@ -80,13 +106,31 @@ def _title(column: tuple[str, str, str]) -> str:
     return f"{title} (study)" if key in STUDY_FIGURES else title
 
 
+def _value_cell(row: dict, key: str, spec: str) -> str:
+    """Return a cell: mean ± sd (min–max) over seeds, else the value with its 95 % interval and test verdict."""
+    pooled: Spread | None = (row.get("spreads") or {}).get(key)
+    if pooled is not None and spec not in ("s", ","):
+        return pooled.format(spec) if pooled.low != pooled.high else f"{pooled.mean:{spec}} (all {pooled.n} seeds)"
+    values = row["values"]
+    if values.get(key) is None or spec == "s":
+        return _cell(values.get(key), spec)
+    text = format_interval(values[key], values.get(f"{key}_ci"), spec)
+    if f"{key}_ci" in values and values[f"{key}_ci"] is None:
+        text += " (no interval: too few measurements)"
+    if values.get(f"{key}_p") is not None:
+        text += f" (p = {values[f'{key}_p']:.2g}, {'real' if values[f'{key}_p'] < 0.05 else 'within noise'})"
+    return text
+
+
 def _with_study(row: dict, key: str, spec: str) -> str:
-    text = _cell(row["values"].get(key), spec)
+    text = _value_cell(row, key, spec)
     seed = row["experiment"].seed if row["experiment"] else None
     if key in STUDY_FIGURES and seed is not None:
         attr, fmt = STUDY_FIGURES[key]
         if getattr(seed, attr):
-            text += f" ({getattr(seed, attr):{fmt}})"
+            ci = row["values"].get(f"{key}_ci")
+            verdict = versus_point(Interval(*ci) if ci else None, getattr(seed, attr))
+            text += f" ({getattr(seed, attr):{fmt}}{f': {verdict}' if verdict else ''})"
     if key == "parameters" and seed is not None and seed.params_printed and row["values"].get(key) is not None \
             and seed.params_printed != row["values"][key]:
         text += f" (study printed {seed.params_printed:,})"
@@ -95,8 +139,10 @@ def _with_study(row: dict, key: str, spec: str) -> str:
 
 def header_lines(rows: list[dict]) -> list[str]:
     """Return the notes under the title: where each dataset came from, whether it was the embedded sample."""
-    lines = ["Study's values in parentheses (its GPU, no seeds). `time` = train + per-epoch test wall clock;",
-             "`compile` = torch.compile warm-up, measured apart."]
+    lines = ["Study's values in parentheses (its GPU, no seeds), with convkit's figure above, below or within noise of",
+             "it (the study's value outside or inside convkit's 95 % Wilson interval; over several seeds, the union of",
+             "their intervals). `value [low, high]`: 95 % interval; `mean ± sd (min–max, n seeds)`: a row trained with",
+             "several seeds. `time` = train + per-epoch test wall clock; `compile` = torch.compile warm-up, measured apart."]
     sources = sorted({(r["meta"]["dataset"], r["meta"]["data_source"]) for r in rows if r["meta"].get("data_source")})
     for dataset, source in sources:
         jpeg = dataset == "cifar10" and ("jpeg" in source.lower() or "jpg" in source.lower())
@@ -116,13 +162,18 @@ def header_lines(rows: list[dict]) -> list[str]:
 
 def write_summary(suite_dir: Path, notes: list[str] | None = None) -> dict:
     """Rebuild ``summary.md`` and ``summary.json`` of ``suite_dir`` from its run folders; returns
-    {"summary": md path, "json": json path, "results": {run: values or {"error"}}, "failed": [run names]}."""
+    {"summary": md path, "json": json path, "results": {run: values or {"error"}}, "failed": [run names]}.
+
+    Runs of one experiment with several seeds (``<experiment>-seed<N>``, however and wherever each was trained)
+    make one row of mean ± sd (min–max); summary.json's ``seeds`` holds those spreads per experiment.
+    """
     suite_dir = Path(suite_dir)
     if not suite_dir.is_dir():
         raise ConvkitError(f"suite directory {suite_dir} not found; pass e.g. runs/seed")
-    rows = collect(suite_dir)
-    if not rows:
+    runs = collect(suite_dir)
+    if not runs:
         raise ConvkitError(f"no run folders under {suite_dir}; pass a folder made by `convkit train-all`")
+    rows = pool_seeds(runs)
     lines = [f"# convkit — suite `{suite_dir.name}`", "", *(notes or []), *header_lines(rows), ""]
     tables: dict[int, list[dict]] = {}
     for row in rows:
@@ -131,9 +182,11 @@ def write_summary(suite_dir: Path, notes: list[str] | None = None) -> dict:
         members.sort(key=lambda r: (r["experiment"].row if r["experiment"] else 0, r["name"]))
         lines += [f"## {TABLE_TITLES.get(table, 'Other runs')}", "", *_table_lines(members), ""]
     results = {r["name"]: ({"error": r["failure"].get("error"), "stage": r["failure"].get("stage")}
-                           if r["failure"] else r["values"]) for r in rows}
-    failed = [r["name"] for r in rows if r["failure"]]
+                           if r["failure"] else r["values"]) for r in runs}
+    failed = [r["name"] for r in runs if r["failure"]]
+    seeds = {r["experiment"].name: {"runs": r["runs"], **{k: v.to_dict() for k, v in sorted(r["spreads"].items())}}
+             for r in rows if r.get("spreads")}
     md = write_text(suite_dir / SUMMARY_MD, "\n".join(lines))
     js = write_artifact(suite_dir / SUMMARY_JSON, "summary", {"suite": suite_dir.name, "failed": failed,
-                                                              "results": results})
+                                                              "results": results, "seeds": seeds})
     return {"summary": str(md), "json": str(js), "results": results, "failed": failed}

@@ -191,7 +191,7 @@ def headline_lines(result: dict) -> list[str]:
         var = result.get("variants", {}).get(a["precision"], {})
         top5 = (f" (top-5 {format_interval(a['top5_accuracy'], a.get('top5_accuracy_ci'))})"
                 if a.get("top5_accuracy") is not None else "")
-        lat = (f"batch-1 p50 {format_interval(b1['p50_ms'], b1.get('p50_ci_ms'), '.3f')} ms{' (UNSTABLE)' if b1.get('unstable') else ''}" if b1 else
+        lat = (f"batch-1 p50 {_p50(b1)} ms{' (UNSTABLE)' if b1.get('unstable') else ''}" if b1 else
                "batch-1 p50 —")
         best = (f"best {ips['images_per_s']:,.0f} images/s (batch {ips['batch']}, mean-based)"
                 f"{' (UNSTABLE)' if ips.get('unstable') else ''}" if ips else "images/s —")
@@ -244,6 +244,13 @@ def _ratio(r: dict, mode: str) -> str:
     return format_interval(ratio, r.get(f"ratio_to_pytorch_{mode}_ci"), ".2f") + (f" ({verdict})" if verdict else "")
 
 
+def _p50(row: dict) -> str:
+    """Return the p50 cell with its 95 % interval, or saying there is none (too few timed calls)."""
+    if row.get("p50_ci_ms") is None and row.get("p50_ms") is not None:
+        return f"{row['p50_ms']:.3f} (no interval: {row.get('n')} calls)"
+    return format_interval(row.get("p50_ms"), row.get("p50_ci_ms"), ".3f")
+
+
 def latency_lines(rows: list[dict]) -> list[str]:
     """Return the Latency section of eval.md (empty without rows): one table row per figure, unstable ones flagged."""
     if not rows:
@@ -261,7 +268,7 @@ def latency_lines(rows: list[dict]) -> list[str]:
         stable = f"**UNSTABLE** ({r['unstable']})" if r.get("unstable") else "yes"
         lines.append(
             f"| {r['precision']} | {r['provider']} | {r['backend']} | {r['batch']} | {_f(r['first_run_ms'], '.2f')} | "
-            f"{format_interval(r['p50_ms'], r.get('p50_ci_ms'), '.3f')} | {_f(r['p90_ms'], '.3f')} | {_f(r['p99_ms'], '.3f')} | "
+            f"{_p50(r)} | {_f(r['p90_ms'], '.3f')} | {_f(r['p99_ms'], '.3f')} | "
             f"{r['mean_ms']:.3f} ± {r['std_ms']:.3f} | {_f(r['min_ms'], '.3f')} | {_f(r['images_per_s'], ',.0f')} | "
             f"{stable} | {_f(r.get('pytorch_eager_p50_ms'), '.3f')} | {_ratio(r, 'eager')} | "
             f"{_f(r.get('pytorch_compile_p50_ms'), '.3f')} | {_ratio(r, 'compile')} |")
