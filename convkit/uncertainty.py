@@ -220,3 +220,17 @@ def format_paired(test: dict | None) -> str:
     verdict = "real" if test["distinguishable"] else "within noise"
     return (f"{test['delta'] * 100:+.2f} [{low * 100:+.2f}, {high * 100:+.2f}] pts, p = {test['p_value']:.2g}, "
             f"{verdict}")
+
+
+def rows_differ(a: Spread | None, b: Spread | None, a_interval: Interval | None = None,
+                b_interval: Interval | None = None) -> bool | None:
+    """Return whether two rows' accuracies differ beyond noise: Welch's t-test over their seeds (p < 0.05) when
+    both have two or more seeds, else whether their 95 % intervals are disjoint; None when neither is at hand."""
+    if a is not None and b is not None and a.n > 1 and b.n > 1:
+        if a.sd == 0 and b.sd == 0:
+            return a.mean != b.mean
+        test = stats.ttest_ind_from_stats(a.mean, a.sd, a.n, b.mean, b.sd, b.n, equal_var=False)
+        return bool(test.pvalue < 1 - LEVEL)
+    if a_interval is None or b_interval is None:
+        return None
+    return a_interval.high < b_interval.low or b_interval.high < a_interval.low

@@ -17,8 +17,19 @@ from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, loa
 from convkit.report.doc import to_html, to_markdown
 from convkit.report.probe import first_conv_view, fixed_test_image, stage_maps
 from convkit.report.receptive_field import receptive_fields
-from convkit.report.stats import fmt, pct, pts, run_stats
+from convkit.report.stats import (
+    acc_cell,
+    acc_interval,
+    fmt,
+    paired_cell,
+    pct,
+    pool_stats,
+    pts,
+    run_stats,
+    speedup_cell,
+)
 from convkit.suite import SUITES, TABLE_TITLES, Experiment
+from convkit.uncertainty import rows_differ, versus_point
 
 DEPTH_TABLE = 4
 RF_TABLES = {3: ["kernel-eq"], 4: [], 7: []}  # tables whose section carries receptive fields (+ extra suites)
@@ -134,33 +145,53 @@ def study_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
         study_acc, study_time = _study(exp)
         diff = (s["acc"] - study_acc) * 100 if s.get("acc") is not None and study_acc is not None else None
         absent = "not in the study" if exp.seed is None else None  # the study printed nothing for this row
+        verdict = versus_point(acc_interval(s), study_acc)
         out.append([f"{exp.row}. {exp.title}", f"`{exp.name}`" if run else f"`{exp.name}` (no run)",
-                    fmt(s.get("params")), fmt(s.get("epochs")), f"{exp.seed_epochs}", pct(s.get("acc")),
-                    absent or pct(study_acc), absent or pts(diff), pts(s.get("gap_pts")),
+                    fmt(s.get("params")), fmt(s.get("epochs")), f"{exp.seed_epochs}", acc_cell(s),
+                    absent or pct(study_acc), absent or (pts(diff) + (f" ({verdict})" if verdict else "")),
+                    pts(s.get("gap_pts")),
                     fmt(s.get("train_time_s"), ".1f", " s"), absent or fmt(study_time, ".0f", " s")])
-    return ("table", ["row", "experiment", "params", "epochs", "study epochs", "test acc", "study acc",
-                      "Δ vs study (pts)", "train−test (pts)", "train time", "study time"], out)
+    return ("table", ["row", "experiment", "params", "epochs", "study epochs", "test acc [95 %] or mean ± sd",
+                      "study acc", "Δ vs study (pts; above / below / within noise)", "train−test (pts)", "train time", "study time"], out)
 
 
 def ort_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
     """Return the table block of ONNX Runtime figures (accuracy, deltas, latency, int8, ECE) for one seed table."""
     out = []
     for exp, run, s in rows:
-        out.append([f"{exp.row}. {exp.title}", s.get("provider") or NOT_MEASURED, pct(s.get("ort_acc")),
-                    pts(s.get("ort_delta_pts")), fmt(s.get("lat_fp32_ms"), ".3f", " ms"), pct(s.get("fp16_acc")),
-                    pct(s.get("int8_acc")), pts(-s["int8_cost_pts"] if s.get("int8_cost_pts") is not None else None),
-                    fmt(s.get("int8_speedup"), ".2f", "×"), fmt(s.get("ece"), ".3f")])
-    return ("table", ["row", "provider", "ORT fp32 acc", "ORT − PyTorch (pts)", "fp32 b1 p50", "fp16 acc",
-                      "int8 acc", "int8 − fp32 (pts)", "int8 speed-up", "ECE (fp32)"], out)
+        gate = {True: "pass", False: "**FAIL**"}.get(s.get("gate"), NOT_MEASURED if s.get("seeds") is None else
+                                                      f"per seed ({s['seeds']} seeds)")
+        fp16 = (s["fp16_acc"] - s["ort_acc"]) * 100 if s.get("fp16_acc") is not None and s.get("ort_acc") else None
+        out.append([f"{exp.row}. {exp.title}", s.get("provider") or NOT_MEASURED, acc_cell(s, "ort_acc"),
+                    paired_cell(s.get("ort_delta_test"), s.get("ort_delta_pts")), gate,
+                    fmt(s.get("lat_fp32_ms"), ".3f", " ms"), acc_cell(s, "fp16_acc"),
+                    paired_cell(s.get("fp16_test"), fp16), acc_cell(s, "int8_acc"),
+                    paired_cell(s.get("int8_test"), -s["int8_cost_pts"] if s.get("int8_cost_pts") is not None
+                                else None), speedup_cell(s), fmt(s.get("ece"), ".3f")])
+    return ("table", ["row", "provider", "ORT fp32 acc", "ORT − PyTorch (pts, McNemar)", "gate", "fp32 b1 p50",
+                      "fp16 acc", "fp16 − fp32 (pts, McNemar)", "int8 acc", "int8 − fp32 (pts, McNemar)",
+                      "int8 speed-up [interval]", "ECE (fp32)"], out)
 
 
 def observations(rows: list[tuple[Experiment, RunData | None, dict]]) -> list[str]:
-    """Return sentences computed from the table's numbers: best row, overfitting, ORT change, int8 cost/speed."""
+    """Return sentences computed from the table's numbers: best row, overfitting, ORT change, int8 cost/speed.
+
+    A difference is called real only when its test says so: the best row against the runner-up by Welch's t-test
+    over seeds (or disjoint 95 % intervals with one seed), ORT and int8 deltas by McNemar's exact test.
+    """
     have = [(e, s) for e, r, s in rows if s.get("acc") is not None]
     obs = []
     if have:
-        e, s = max(have, key=lambda es: (es[1]["acc"], -es[0].row))
-        line = f"Best row: {e.title} at {pct(s['acc'])} test accuracy"
+        ranked = sorted(have, key=lambda es: (-es[1]["acc"], es[0].row))
+        e, s = ranked[0]
+        line = f"Best row: {e.title} at {acc_cell(s)} test accuracy"
+        if len(ranked) > 1:
+            e2, s2 = ranked[1]
+            differ = rows_differ((s.get("spread") or {}).get("acc"), (s2.get("spread") or {}).get("acc"),
+                                 acc_interval(s), acc_interval(s2))
+            line += {True: f", ahead of {e2.title} ({pct(s2['acc'])}) beyond noise",
+                     False: f", not distinguishable from {e2.title} ({pct(s2['acc'])}): a tie within noise",
+                     None: f", ahead of {e2.title} ({pct(s2['acc'])}) by an amount of unknown uncertainty"}[differ]
         seeded = [x for x, _, _ in rows if x.seed and x.seed.test_acc is not None]
         if seeded:
             sb = max(seeded, key=lambda x: (x.seed.test_acc, -x.row))
@@ -176,13 +207,17 @@ def observations(rows: list[tuple[Experiment, RunData | None, dict]]) -> list[st
             lo = min(gaps, key=lambda eg: (eg[1], eg[0].row))
             line += f"; smallest {lo[0].title}, {pts(lo[1])} points"
         obs.append(line + ".")
-    deltas = [(e, s["ort_delta_pts"]) for e, _, s in rows if s.get("ort_delta_pts") is not None]
-    obs.append(f"ORT − PyTorch accuracy: largest change {max(abs(d) for _, d in deltas):.2f} points over "
-               f"{len(deltas)} evaluated row(s)." if deltas else f"ORT − PyTorch accuracy: {NOT_MEASURED}.")
+    deltas = [(e, s["ort_delta_pts"], s.get("ort_delta_test")) for e, _, s in rows if s.get("ort_delta_pts") is not None]
+    real = [e.title for e, _, t in deltas if t and t["distinguishable"]]
+    tested = sum(1 for _, _, t in deltas if t)
+    obs.append(f"ORT − PyTorch accuracy: largest change {max(abs(d) for _, d, _ in deltas):.2f} points over "
+               f"{len(deltas)} evaluated row(s); distinguishable from zero (McNemar, p < 0.05) in {len(real)} of "
+               f"{tested} tested{': ' + ', '.join(real) if real else ''}." if deltas
+               else f"ORT − PyTorch accuracy: {NOT_MEASURED}.")
     int8 = [(e, s) for e, _, s in rows if s.get("int8_cost_pts") is not None]
     if int8:
-        obs.append("int8 cost (ORT fp32 − int8 accuracy) and batch-1 speed-up: " + "; ".join(
-            f"{e.title} {pts(s['int8_cost_pts'])} points, {fmt(s.get('int8_speedup'), '.2f', '×')}"
+        obs.append("int8 − fp32 accuracy and batch-1 speed-up: " + "; ".join(
+            f"{e.title} {paired_cell(s.get('int8_test'), -s['int8_cost_pts'])}, {speedup_cell(s)}"
             for e, s in int8) + ".")
     else:
         obs.append(f"int8 cost and speed-up: {NOT_MEASURED} (no int8 variant evaluated).")
