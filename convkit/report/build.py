@@ -26,6 +26,7 @@ from convkit.report.stats import (
     pool_stats,
     pts,
     run_stats,
+    seeds_cell,
     speedup_cell,
 )
 from convkit.suite import SUITES, TABLE_TITLES, Experiment
@@ -149,7 +150,7 @@ def study_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
         out.append([f"{exp.row}. {exp.title}", f"`{exp.name}`" if run else f"`{exp.name}` (no run)",
                     fmt(s.get("params")), fmt(s.get("epochs")), f"{exp.seed_epochs}", acc_cell(s),
                     absent or pct(study_acc), absent or (pts(diff) + (f" ({verdict})" if verdict else "")),
-                    pts(s.get("gap_pts")),
+                    seeds_cell(s, "gap_pts", "+.2f") or pts(s.get("gap_pts")),
                     fmt(s.get("train_time_s"), ".1f", " s"), absent or fmt(study_time, ".0f", " s")])
     return ("table", ["row", "experiment", "params", "epochs", "study epochs", "test acc [95 %] or mean ± sd",
                       "study acc", "Δ vs study (pts; above / below / within noise)", "train−test (pts)", "train time", "study time"], out)
@@ -163,11 +164,13 @@ def ort_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
                                                       f"per seed ({s['seeds']} seeds)")
         fp16 = (s["fp16_acc"] - s["ort_acc"]) * 100 if s.get("fp16_acc") is not None and s.get("ort_acc") else None
         out.append([f"{exp.row}. {exp.title}", s.get("provider") or NOT_MEASURED, acc_cell(s, "ort_acc"),
-                    paired_cell(s.get("ort_delta_test"), s.get("ort_delta_pts")), gate,
-                    fmt(s.get("lat_fp32_ms"), ".3f", " ms"), acc_cell(s, "fp16_acc"),
-                    paired_cell(s.get("fp16_test"), fp16), acc_cell(s, "int8_acc"),
-                    paired_cell(s.get("int8_test"), -s["int8_cost_pts"] if s.get("int8_cost_pts") is not None
-                                else None), speedup_cell(s), fmt(s.get("ece"), ".3f")])
+                    seeds_cell(s, "ort_delta_pts", "+.2f") or paired_cell(s.get("ort_delta_test"), s.get("ort_delta_pts")),
+                    gate, seeds_cell(s, "lat_fp32_ms", ".3f") or fmt(s.get("lat_fp32_ms"), ".3f", " ms"),
+                    acc_cell(s, "fp16_acc"), paired_cell(s.get("fp16_test"), fp16), acc_cell(s, "int8_acc"),
+                    seeds_cell(s, "int8_cost_pts", "+.2f", -1.0) or paired_cell(
+                        s.get("int8_test"), -s["int8_cost_pts"] if s.get("int8_cost_pts") is not None else None),
+                    seeds_cell(s, "int8_speedup", ".2f") or speedup_cell(s),
+                    seeds_cell(s, "ece", ".3f") or fmt(s.get("ece"), ".3f")])
     return ("table", ["row", "provider", "ORT fp32 acc", "ORT − PyTorch (pts, McNemar)", "gate", "fp32 b1 p50",
                       "fp16 acc", "fp16 − fp32 (pts, McNemar)", "int8 acc", "int8 − fp32 (pts, McNemar)",
                       "int8 speed-up [interval]", "ECE (fp32)"], out)
@@ -275,18 +278,32 @@ def table_section(table: int, rows: list, figs: dict, out: Path, suite_dir: Path
                       ("p", "ONNX Runtime (provider of the fp32 evaluation; latency = batch 1, p50):"),
                       ort_table(rows), ("h3", "Observations"), ("ul", observations(rows))]
     curves = [(e.title, r.history, e.seed.test_acc if e.seed else None) for e, r, _ in rows if r and r.history]
+    bands = {e.title: [x.history for x in s["runs"] if x.history] for e, _, s in rows if s.get("runs")}
     if curves:
         path = F.overlay(curves, f"{TABLE_TITLES.get(table, table)}: test accuracy per epoch",
-                         out / f"overlay-table{table}.png")
+                         out / f"overlay-table{table}.png", bands)
         b.append(("img", _rel(path, suite_dir), f"Test accuracy per epoch, all rows of table {table}"))
     else:
         b.append(("p", f"Test-accuracy overlay: {NOT_MEASURED} (no {A.HISTORY} in this table)."))
     if table in RF_TABLES:
         b += rf_blocks(table, exps, out, suite_dir)
-    for _, run, _ in rows:
-        if run is not None:
-            b += run_blocks(run, figs[run.name], suite_dir)
+    for _, run, s in rows:
+        for each in s.get("runs") or ([run] if run is not None else []):
+            b += run_blocks(each, figs[each.name], suite_dir)
     return b
+
+
+def experiment_rows(exps: list[Experiment], runs: list[RunData], stats: dict) -> dict[str, tuple]:
+    """Return {experiment name: (its run or first seed's run, its figures)}: over several seeds (train-all
+    --seeds, trained anywhere) the figures are pooled (report.stats.pool_stats) and ``runs`` lists the seeds."""
+    out: dict[str, tuple] = {}
+    for e in exps:
+        mine = [r for r in runs if r.experiment is not None and r.experiment.name == e.name]
+        if len(mine) > 1:
+            out[e.name] = (mine[0], {**pool_stats([stats[r.name] for r in mine]), "runs": mine})
+        else:
+            out[e.name] = (mine[0], stats[mine[0].name]) if mine else (None, {})
+    return out
 
 
 def suite_blocks(runs: list[RunData], stats: dict, out: Path, suite_dir: Path) -> list[tuple]:
@@ -335,7 +352,6 @@ def build_report(suite_dir: Path | str) -> dict:
     out = suite_dir / A.REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     suite = _suite_of(runs)
-    by_name = {r.name: r for r in runs}
     exps = SUITES.get(suite, []) if suite else []
     ctx: dict = {}
     with F.report_style():
@@ -343,14 +359,15 @@ def build_report(suite_dir: Path | str) -> dict:
         stats = {r.name: run_stats(r) for r in runs}
         blocks = _intro(suite_dir, runs, suite) + suite_blocks(runs, stats, out, suite_dir)
         tables = sorted({e.table for e in exps})
-        ran = [t for t in tables if any(e.table == t and e.name in by_name for e in exps)]
+        per_exp = experiment_rows(exps, runs, stats)
+        ran = [t for t in tables if any(e.table == t and per_exp[e.name][0] is not None for e in exps)]
         if len(ran) < len(tables):
             blocks.append(("p", "Tables of the study without any run folder here (" + NOT_MEASURED + "): "
                            + ", ".join(TABLE_TITLES.get(t, str(t)) for t in tables if t not in ran) + "."))
         for table in ran:
-            rows = [(e, by_name.get(e.name), stats.get(e.name, {})) for e in exps if e.table == table]
+            rows = [(e, *per_exp[e.name]) for e in exps if e.table == table]
             blocks += table_section(table, rows, figs, out, suite_dir, exps)
-    others = [r for r in runs if r.name not in {e.name for e in exps}]
+    others = [r for r in runs if r.experiment is None or r.experiment not in exps]
     if others:
         blocks.append(("h2", "Other runs (not rows of this suite)"))
         for r in others:

@@ -118,3 +118,13 @@ def acc_interval(s: dict) -> Interval | None:
     """Return the row's accuracy interval as an Interval, None when absent."""
     ci = s.get("acc_ci")
     return Interval(ci[0], ci[1]) if ci else None
+
+
+def seeds_cell(s: dict, key: str, spec: str, scale: float = 1.0) -> str | None:
+    """Return "mean ± sd (min–max, n seeds)" of ``key`` (times ``scale``) for a row over seeds, else None."""
+    pooled = (s.get("spread") or {}).get(key)
+    if pooled is None or pooled.n < 2:
+        return None
+    lo, hi = sorted((pooled.low * scale, pooled.high * scale))
+    return (f"{pooled.mean * scale:{spec}} ± {pooled.sd * abs(scale):{spec.lstrip('+')}} "
+            f"({lo:{spec}}–{hi:{spec}}, {pooled.n} seeds)")
