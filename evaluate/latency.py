@@ -98,8 +98,17 @@ def summarize(ms: np.ndarray, batch: int, first_ms: float) -> dict:
         "n": int(len(ms)),
         "images_per_s": batch / (mean / 1e3) if mean > 0 else None,
         "images_per_s_basis": IMAGES_PER_S_BASIS,
-        "unstable": stability(p50, p90, mean, std),
+        "unstable": _with_interval(stability(p50, p90, mean, std), median_interval(ms)),
     }
+
+
+def _with_interval(reason: str | None, interval) -> str | None:
+    """Return an unstable figure's reason with the median's interval, which says how far the p50 can be trusted."""
+    if reason is None:
+        return None
+    if interval is None:
+        return f"{reason}; too few calls for an interval of the p50"
+    return f"{reason}; p50 95 % interval [{interval.low:.3g}, {interval.high:.3g}] ms"
 
 
 def _ci_list(interval) -> list[float] | None:

@@ -85,6 +85,13 @@ def _f(v, spec: str = ".4f") -> str:
     return "—" if v is None else format(v, spec)
 
 
+def _delta_words(test: dict | None) -> str:
+    """Return whether a gate verdict's delta is distinguishable from zero from the delta's McNemar test ("" without one)."""
+    if not test:
+        return ""
+    return ", Δ distinguishable from 0" if test["distinguishable"] else ", Δ not distinguishable from 0"
+
+
 def _acc_cells(metrics: dict) -> str:
     """Return the accuracy, top-5 and ECE cells, each with its 95 % interval."""
     cal = metrics.get("calibration") or {}
@@ -120,7 +127,8 @@ def markdown(result: dict) -> str:
     for acc in result["accuracy"]:
         vs = acc.get("vs_pytorch")
         gate = acc.get("gate")
-        gate_s = "—" if not gate else (f"{'pass' if gate['passed'] else '**FAIL**'} (max drop {gate['max_drop_points']})")
+        gate_s = "—" if not gate else (f"{'pass' if gate['passed'] else '**FAIL**'} (max drop {gate['max_drop_points']}"
+                                       f"{_delta_words((vs or {}).get('paired_test'))})")
         lines.append(f"| {acc['precision']} | ORT {acc['provider']} | {_acc_cells(acc)} | {_f(acc['loss'])} | "
                      f"{_f(acc['macro_f1'])} | {format_paired(vs.get('paired_test')) if vs else '—'} | "
                      f"{format_paired(acc.get('vs_fp32'))} | {vs['disagreements'] if vs else '—'} | {gate_s} |")

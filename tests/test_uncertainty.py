@@ -149,3 +149,29 @@ def test_spread_of_seeds():
     assert s.mean == pytest.approx(0.98) and s.sd == pytest.approx(0.01) and (s.low, s.high) == (0.97, 0.99)
     assert s.format() == "0.9800 ± 0.0100 (0.9700–0.9900, 3 seeds)"
     assert u.spread([0.5]).sd is None and u.spread([]) is None
+
+
+def test_eval_metrics_carry_intervals_and_paired_tests():
+    """classification_metrics / compare_backends / ort_accuracy's fp32 pairing, checked against the formulas."""
+    from convkit.evaluate.accuracy import classification_metrics, compare_backends
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 10, 2000)
+    ref_scores = rng.normal(size=(2000, 10))
+    ref_scores[np.arange(2000), labels] += 2.0
+    ort_scores = ref_scores.copy()
+    flip = rng.choice(2000, 60, replace=False)
+    ort_scores[flip, labels[flip]] -= 10.0  # 60 images the ORT side now gets wrong (some were wrong already)
+    ref = {**classification_metrics(ref_scores, labels, [str(i) for i in range(10)]), "labels": labels}
+    ort = classification_metrics(ort_scores, labels, [str(i) for i in range(10)])
+    hits = int((ref_scores.argmax(1) == labels).sum())
+    assert ref["accuracy_ci"] == pytest.approx(list(wilson_by_formula(hits, 2000)))
+    recall0 = int(((ref_scores.argmax(1) == 0) & (labels == 0)).sum())
+    assert ref["per_class"][0]["recall_ci"] == pytest.approx(list(wilson_by_formula(recall0, int((labels == 0).sum()))))
+    top5 = int((np.argsort(-ref_scores, 1)[:, :5] == labels[:, None]).any(1).sum())
+    assert ref["top5_accuracy_ci"] == pytest.approx(list(wilson_by_formula(top5, 2000)))
+    test = compare_backends(ort, ref)["paired_test"]
+    ref_ok, ort_ok = ref_scores.argmax(1) == labels, ort_scores.argmax(1) == labels
+    b, c = int((ort_ok & ~ref_ok).sum()), int((ref_ok & ~ort_ok).sum())
+    assert (test["only_candidate_right"], test["only_base_right"]) == (b, c) and c > 20
+    assert test["p_value"] == pytest.approx(exact_two_sided(b, c)) and test["distinguishable"]
