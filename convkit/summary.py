@@ -26,7 +26,7 @@ from convkit.artifacts import (
 from convkit.atomic import write_text
 from convkit.errors import ConvkitError
 from convkit.suite import TABLE_TITLES, Experiment, find_experiment, split_seeded
-from convkit.uncertainty import Interval, Spread, format_interval, spread, versus_point
+from convkit.uncertainty import Spread, as_interval, format_interval, spread, versus_point
 
 # Stage files in the order their columns appear.
 STAGE_FILES = ((METRICS, "metrics"), (EXPORT_JSON, "export"), (EvalNames(EVAL_PREFIX).json, "eval"))
@@ -66,13 +66,13 @@ def pool_seeds(rows: list[dict]) -> list[dict]:
         seeds = [(m["meta"].get("config") or {}).get("seed") for m in members]
         keys = {k for m in members for k, v in m["values"].items() if isinstance(v, (int, float))}
         spreads = {k: spread([m["values"].get(k) for m in members]) for k in keys}
-        cis = [m["values"].get("test_acc_ci") for m in members if m["values"].get("test_acc_ci")]
+        cis = [c for c in (as_interval(m["values"].get("test_acc_ci")) for m in members) if c is not None]
         name = f"{members[0]['experiment'].name} × {len(members)} seeds ({', '.join(map(str, seeds))})"
         pooled = {**members[0], "name": name,
                   "spreads": {k: v for k, v in spreads.items() if v is not None}, "runs": [m["name"] for m in members],
                   "columns": list(dict.fromkeys(c for m in members for c in m["columns"])),
                   # the study's single number is compared with the union of the seeds' 95 % intervals
-                  "values": {**members[0]["values"], "test_acc_ci": [min(c[0] for c in cis), max(c[1] for c in cis)]
+                  "values": {**members[0]["values"], "test_acc_ci": [min(c.low for c in cis), max(c.high for c in cis)]
                              if len(cis) == len(members) else None}}
         out.append(pooled)
     return out
@@ -114,10 +114,12 @@ def _value_cell(row: dict, key: str, spec: str) -> str:
     values = row["values"]
     if values.get(key) is None or spec == "s":
         return _cell(values.get(key), spec)
-    text = format_interval(values[key], values.get(f"{key}_ci"), spec)
-    if f"{key}_ci" in values and values[f"{key}_ci"] is None:
+    if not isinstance(values[key], (int, float)):
+        return _cell(values[key], spec)
+    text = format_interval(values[key], as_interval(values.get(f"{key}_ci")), spec)
+    if f"{key}_ci" in values and as_interval(values[f"{key}_ci"]) is None:
         text += " (no interval: too few measurements)"
-    if values.get(f"{key}_p") is not None:
+    if isinstance(values.get(f"{key}_p"), (int, float)):
         text += f" (p = {values[f'{key}_p']:.2g}, {'real' if values[f'{key}_p'] < 0.05 else 'within noise'})"
     return text
 
@@ -128,8 +130,7 @@ def _with_study(row: dict, key: str, spec: str) -> str:
     if key in STUDY_FIGURES and seed is not None:
         attr, fmt = STUDY_FIGURES[key]
         if getattr(seed, attr):
-            ci = row["values"].get(f"{key}_ci")
-            verdict = versus_point(Interval(*ci) if ci else None, getattr(seed, attr))
+            verdict = versus_point(as_interval(row["values"].get(f"{key}_ci")), getattr(seed, attr))
             text += f" ({getattr(seed, attr):{fmt}}{f': {verdict}' if verdict else ''})"
     if key == "parameters" and seed is not None and seed.params_printed and row["values"].get(key) is not None \
             and seed.params_printed != row["values"][key]:

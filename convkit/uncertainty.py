@@ -214,9 +214,11 @@ def format_interval(value: float | None, interval: Interval | list | None, spec:
 
 def format_paired(test: dict | None) -> str:
     """Return a PairedTest's JSON form in words: "+0.12 [−0.05, +0.30] pts, p = 0.31, within noise"."""
-    if not test:
+    interval = as_interval(test.get("delta_ci")) if isinstance(test, dict) else None
+    numbers = isinstance(test, dict) and all(isinstance(test.get(k), (int, float)) for k in ("delta", "p_value"))
+    if interval is None or not numbers:
         return "—"
-    low, high = test["delta_ci"]
+    low, high = interval.low, interval.high
     verdict = "real" if test["distinguishable"] else "within noise"
     return (f"{test['delta'] * 100:+.2f} [{low * 100:+.2f}, {high * 100:+.2f}] pts, p = {test['p_value']:.2g}, "
             f"{verdict}")
@@ -234,3 +236,13 @@ def rows_differ(a: Spread | None, b: Spread | None, a_interval: Interval | None 
     if a_interval is None or b_interval is None:
         return None
     return a_interval.high < b_interval.low or b_interval.high < a_interval.low
+
+
+def as_interval(value, level: float = LEVEL) -> Interval | None:
+    """Return ``value`` read back from JSON ([low, high], two finite numbers, low ≤ high) as an Interval, else
+    None: a damaged or foreign file's interval is left out, never trusted."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        return None
+    return Interval(float(value[0]), float(value[1]), level) if value[0] <= value[1] else None

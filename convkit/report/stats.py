@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from convkit.report.collect import NOT_MEASURED, RunData, dig, number
-from convkit.uncertainty import Interval, format_paired, pair_level, ratio_interval, spread
+from convkit.uncertainty import Interval, as_interval, format_paired, pair_level, ratio_interval, spread
 
 
 def run_stats(run: RunData) -> dict:
@@ -67,14 +67,13 @@ def fmt(v, spec: str = ",.0f", suffix: str = "") -> str:
 
 
 def _pair_interval(row: dict | None) -> Interval | None:
-    ci = dig(row, "p50_ci_pair_ms")
-    return Interval(ci[0], ci[1], pair_level()) if isinstance(ci, list) and len(ci) == 2 else None
+    return as_interval(dig(row, "p50_ci_pair_ms"), pair_level())
 
 
 def speedup_cell(s: dict) -> str:
     """Return the int8 batch-1 speed-up with its interval; "(tie)" when the interval holds 1."""
     ci = s.get("int8_speedup_ci")
-    if s.get("int8_speedup") is None or not ci:
+    if s.get("int8_speedup") is None or as_interval(ci) is None:
         return fmt(s.get("int8_speedup"), ".2f", "×") + (" (no interval)" if s.get("int8_speedup") else "")
     verdict = "faster" if ci[0] > 1 else "slower" if ci[1] < 1 else "tie"
     return f"{s['int8_speedup']:.2f}× [{ci[0]:.2f}, {ci[1]:.2f}] ({verdict})"
@@ -86,8 +85,8 @@ def pool_stats(per_seed: list[dict]) -> dict:
     keys = {k for s in per_seed for k, v in s.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     spreads = {k: spread([s.get(k) for s in per_seed]) for k in keys}
     pooled = {**per_seed[0], **{k: v.mean for k, v in spreads.items() if v is not None}}
-    cis = [s.get("acc_ci") for s in per_seed]
-    pooled["acc_ci"] = [min(c[0] for c in cis), max(c[1] for c in cis)] if all(cis) else None
+    cis = [as_interval(s.get("acc_ci")) for s in per_seed]
+    pooled["acc_ci"] = [min(c.low for c in cis), max(c.high for c in cis)] if all(cis) else None
     for key in ("ort_delta_test", "fp16_test", "int8_test", "gate", "ort_acc_ci", "int8_speedup_ci", "fp16_acc_ci",
                 "int8_acc_ci"):
         # paired tests and intervals belong to one seed each: over seeds the spread speaks
@@ -101,10 +100,10 @@ def acc_cell(s: dict, key: str = "acc") -> str:
     if pooled is not None and pooled.n > 1:
         return (f"{pooled.mean * 100:.2f} ± {pooled.sd * 100:.2f} % ({pooled.low * 100:.2f}–{pooled.high * 100:.2f}, "
                 f"{pooled.n} seeds)")
-    ci = s.get(f"{key}_ci")
-    if s.get(key) is None or not ci:
+    ci = as_interval(s.get(f"{key}_ci"))
+    if s.get(key) is None or ci is None:
         return pct(s.get(key))
-    return f"{s[key] * 100:.2f} % [{ci[0] * 100:.2f}, {ci[1] * 100:.2f}]"
+    return f"{s[key] * 100:.2f} % [{ci.low * 100:.2f}, {ci.high * 100:.2f}]"
 
 
 def paired_cell(test: dict | None, fallback_pts: float | None) -> str:
@@ -116,8 +115,7 @@ def paired_cell(test: dict | None, fallback_pts: float | None) -> str:
 
 def acc_interval(s: dict) -> Interval | None:
     """Return the row's accuracy interval as an Interval, None when absent."""
-    ci = s.get("acc_ci")
-    return Interval(ci[0], ci[1]) if ci else None
+    return as_interval(s.get("acc_ci"))
 
 
 def seeds_cell(s: dict, key: str, spec: str, scale: float = 1.0) -> str | None:
