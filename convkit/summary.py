@@ -64,7 +64,8 @@ def pool_seeds(rows: list[dict]) -> list[dict]:
     out = [r for r in rows if r["experiment"] is None or r["failure"] or len(groups[r["experiment"].name]) == 1]
     for members in (g for g in groups.values() if len(g) > 1):
         seeds = [(m["meta"].get("config") or {}).get("seed") for m in members]
-        keys = {k for m in members for k, v in m["values"].items() if isinstance(v, (int, float))}
+        keys = {k for m in members for k, v in m["values"].items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
         spreads = {k: spread([m["values"].get(k) for m in members]) for k in keys}
         cis = [c for c in (as_interval(m["values"].get("test_acc_ci")) for m in members) if c is not None]
         name = f"{members[0]['experiment'].name} × {len(members)} seeds ({', '.join(map(str, seeds))})"
@@ -76,7 +77,6 @@ def pool_seeds(rows: list[dict]) -> list[dict]:
                              if len(cis) == len(members) else None}}
         out.append(pooled)
     return out
-
 
 
 def _cell(value, spec: str) -> str:
@@ -140,10 +140,11 @@ def _with_study(row: dict, key: str, spec: str) -> str:
 
 def header_lines(rows: list[dict]) -> list[str]:
     """Return the notes under the title: where each dataset came from, whether it was the embedded sample."""
-    lines = ["Study's values in parentheses (its GPU, no seeds), with convkit's figure above, below or within noise of",
-             "it (the study's value outside or inside convkit's 95 % Wilson interval; over several seeds, the union of",
-             "their intervals). `value [low, high]`: 95 % interval; `mean ± sd (min–max, n seeds)`: a row trained with",
-             "several seeds. `time` = train + per-epoch test wall clock; `compile` = torch.compile warm-up, measured apart."]
+    lines = ["Study's values in parentheses (its GPU, no seeds), with convkit's figure above, below or within noise",
+             "of it (the study's value outside or inside convkit's 95 % Wilson interval; over several seeds, the union",
+             "of their intervals). `value [low, high]`: 95 % interval; `mean ± sd (min–max, n seeds)`: a row trained",
+             "with several seeds. `time` = train + per-epoch test wall clock; `compile` = torch.compile warm-up,",
+             "measured apart."]
     sources = sorted({(r["meta"]["dataset"], r["meta"]["data_source"]) for r in rows if r["meta"].get("data_source")})
     for dataset, source in sources:
         jpeg = dataset == "cifar10" and ("jpeg" in source.lower() or "jpg" in source.lower())

@@ -91,7 +91,8 @@ def mcnemar(base_correct, candidate_correct, level: float = LEVEL) -> PairedTest
     p_value = 1.0 if b + c == 0 else float(min(1.0, stats.binomtest(b, b + c, 0.5).pvalue))
     b_adj, c_adj, n_adj = b + 0.5, c + 0.5, n + 2
     centre = (b_adj - c_adj) / n_adj
-    half = stats.norm.ppf(1 - (1 - level) / 2) * math.sqrt(max(b_adj + c_adj - (b_adj - c_adj) ** 2 / n_adj, 0.0)) / n_adj
+    z = stats.norm.ppf(1 - (1 - level) / 2)
+    half = z * math.sqrt(max(b_adj + c_adj - (b_adj - c_adj) ** 2 / n_adj, 0.0)) / n_adj
     interval = Interval(float(max(centre - half, -1.0)), float(min(centre + half, 1.0)), level)
     return PairedTest(b, c, n, p_value, (b - c) / n if n else 0.0, interval)
 

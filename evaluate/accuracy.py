@@ -159,7 +159,8 @@ def compare_backends(ort: dict, ref: dict, max_listed: int = 1000) -> dict:
     labels = ref.get("labels")
     paired = (mcnemar(ref["predictions"] == labels, ort["predictions"] == labels).to_dict()
               if labels is not None else None)
-    return {"delta": deltas, "paired_test": paired, "disagreements": int(len(differ)), "ties": int(ties.sum()), "tie_gap": gates.TIE_GAP,
+    return {"delta": deltas, "paired_test": paired, "disagreements": int(len(differ)),
+            "ties": int(ties.sum()), "tie_gap": gates.TIE_GAP,
             "disagreement_indices": differ[:max_listed].tolist(),
             "disagreement_indices_truncated": bool(len(differ) > max_listed)}
 

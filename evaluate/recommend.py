@@ -190,7 +190,8 @@ def _tie_text(runner: dict | None, separation: dict | None) -> str:
     if separation["verdict"] == "tie":
         return (f"; it TIES with the runner-up: per-image p50 ratio {separation['ratio']:.2f} [{low:.2f}, "
                 f"{high:.2f}] holds 1, so either will do")
-    return f"; better than the runner-up beyond noise (per-image p50 ratio {separation['ratio']:.2f} [{low:.2f}, {high:.2f}])"
+    return (f"; better than the runner-up beyond noise (per-image p50 ratio {separation['ratio']:.2f} "
+            f"[{low:.2f}, {high:.2f}])")
 
 
 def _text(best, runner, cands, bound, objective) -> str:

@@ -86,7 +86,8 @@ def _f(v, spec: str = ".4f") -> str:
 
 
 def _delta_words(test: dict | None) -> str:
-    """Return whether a gate verdict's delta is distinguishable from zero from the delta's McNemar test ("" without one)."""
+    """Return, for a gate verdict, whether its delta is distinguishable from zero by the delta's McNemar test
+    ("" without one)."""
     if not test:
         return ""
     return ", Δ distinguishable from 0" if test["distinguishable"] else ", Δ not distinguishable from 0"

@@ -153,7 +153,8 @@ def study_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
                     seeds_cell(s, "gap_pts", "+.2f") or pts(s.get("gap_pts")),
                     fmt(s.get("train_time_s"), ".1f", " s"), absent or fmt(study_time, ".0f", " s")])
     return ("table", ["row", "experiment", "params", "epochs", "study epochs", "test acc [95 %] or mean ± sd",
-                      "study acc", "Δ vs study (pts; above / below / within noise)", "train−test (pts)", "train time", "study time"], out)
+                      "study acc", "Δ vs study (pts; above / below / within noise)", "train−test (pts)",
+                      "train time", "study time"], out)
 
 
 def ort_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
@@ -164,7 +165,8 @@ def ort_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
                                                       f"per seed ({s['seeds']} seeds)")
         fp16 = (s["fp16_acc"] - s["ort_acc"]) * 100 if s.get("fp16_acc") is not None and s.get("ort_acc") else None
         out.append([f"{exp.row}. {exp.title}", s.get("provider") or NOT_MEASURED, acc_cell(s, "ort_acc"),
-                    seeds_cell(s, "ort_delta_pts", "+.2f") or paired_cell(s.get("ort_delta_test"), s.get("ort_delta_pts")),
+                    seeds_cell(s, "ort_delta_pts", "+.2f")
+                    or paired_cell(s.get("ort_delta_test"), s.get("ort_delta_pts")),
                     gate, seeds_cell(s, "lat_fp32_ms", ".3f") or fmt(s.get("lat_fp32_ms"), ".3f", " ms"),
                     acc_cell(s, "fp16_acc"), paired_cell(s.get("fp16_test"), fp16), acc_cell(s, "int8_acc"),
                     seeds_cell(s, "int8_cost_pts", "+.2f", -1.0) or paired_cell(
@@ -210,9 +212,10 @@ def observations(rows: list[tuple[Experiment, RunData | None, dict]]) -> list[st
             lo = min(gaps, key=lambda eg: (eg[1], eg[0].row))
             line += f"; smallest {lo[0].title}, {pts(lo[1])} points"
         obs.append(line + ".")
-    deltas = [(e, s["ort_delta_pts"], s.get("ort_delta_test")) for e, _, s in rows if s.get("ort_delta_pts") is not None]
-    real = [e.title for e, _, t in deltas if t and t["distinguishable"]]
-    tested = sum(1 for _, _, t in deltas if t)
+    deltas = [(e, s["ort_delta_pts"], s.get("ort_delta_test")) for e, _, s in rows
+              if s.get("ort_delta_pts") is not None]
+    real = [e.title for e, _, t in deltas if isinstance(t, dict) and t.get("distinguishable") is True]
+    tested = sum(1 for _, _, t in deltas if isinstance(t, dict))
     obs.append(f"ORT − PyTorch accuracy: largest change {max(abs(d) for _, d, _ in deltas):.2f} points over "
                f"{len(deltas)} evaluated row(s); distinguishable from zero (McNemar, p < 0.05) in {len(real)} of "
                f"{tested} tested{': ' + ', '.join(real) if real else ''}." if deltas
