@@ -29,8 +29,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickletools
 import shutil
 import socket
+import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -38,7 +40,8 @@ from typing import Iterator
 
 import torch
 
-from convkit.atomic import ensure_writable_dir, save_torch, write_json
+from convkit.atomic import ensure_writable_dir, save_torch, writable_hint, write_json
+from convkit.data.loader import normalize
 from convkit.errors import ConvkitError
 from convkit.models import create_model
 from convkit.onnx_meta import file_sha256
@@ -53,6 +56,7 @@ EXPORT_JSON = "export.json"
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 EVAL_PREFIX = "eval"  # eval.json / eval.md for a run; eval.<precision>.* when one variant file is evaluated
 LOADGEN_DIR = "loadgen"  # evaluate --scenario: LoadGen's logs, one <precision>-<provider>-<scenario>/ folder each
+MODEL_SOURCE = "model_source.json"  # a user model's source + data contract: its export folder's "checkpoint"
 REFERENCE = "reference_logits.pt"  # the PyTorch model's fp32 test-split logits, reused by export and evaluate
 FAILURE = "failure.json"  # train-all: why this experiment failed, and in which stage; removed on success
 SUMMARY_MD = "summary.md"
@@ -72,6 +76,7 @@ SCHEMAS = {
     "summary": "convkit.summary/1",
     "failure": "convkit.failure/1",
     "reference": "convkit.reference/1",
+    "model_source": "convkit.model_source/1",
 }
 
 
@@ -145,8 +150,8 @@ def read_artifact(path: Path, kind: str) -> dict | None:
 
 # ---- run folders -------------------------------------------------------------------------------------------------
 def is_run_dir(path: Path) -> bool:
-    """Return True when ``path`` is a folder holding a checkpoint."""
-    return (Path(path) / CHECKPOINT).is_file()
+    """Return True when ``path`` is a folder holding a checkpoint, or a user model's model_source.json."""
+    return (Path(path) / CHECKPOINT).is_file() or (Path(path) / MODEL_SOURCE).is_file()
 
 
 def find_runs(suite_dir: Path) -> list[Path]:
@@ -162,7 +167,7 @@ def find_runs(suite_dir: Path) -> list[Path]:
 
 def find_run_folders(suite_dir: Path) -> list[Path]:
     """Return every folder under ``suite_dir`` that holds any run file (even a failed or partial run), sorted."""
-    markers = (CONFIG, CHECKPOINT, METRICS, FAILURE)
+    markers = (CONFIG, CHECKPOINT, METRICS, FAILURE, MODEL_SOURCE)
     return sorted(p for p in Path(suite_dir).iterdir() if p.is_dir() and any((p / m).is_file() for m in markers))
 
 
@@ -230,6 +235,7 @@ def run_lock(folder: Path, command: str) -> Iterator[None]:
     this raise ConvkitError (exit 2) naming it.
     """
     lock = lock_path(folder)
+    created = _missing_folders(lock.parent)  # removed again if the command leaves them empty (it failed early)
     ensure_writable_dir(lock.parent)
     me = f"{os.getpid()}\n{socket.gethostname()}\n{command}"
     for _ in range(2):
@@ -237,13 +243,17 @@ def run_lock(folder: Path, command: str) -> Iterator[None]:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = _holder(lock)
-            if holder and (holder[1] != socket.gethostname() or _alive(holder[0])):
-                raise ConvkitError(f"{folder} is in use by `{holder[2]}` (pid {holder[0]} on {holder[1]}); wait "
-                                   f"for it to finish, or stop it") from None
+            if holder and holder[1] != socket.gethostname():
+                raise ConvkitError(f"{folder} is locked by `{holder[2]}` (pid {holder[0]} on host {holder[1]}); a "
+                                   f"lock from another host is never taken over automatically: once that process "
+                                   f"has ended, delete {lock}") from None
+            if holder and _alive(holder[0]):
+                raise ConvkitError(f"{folder} is in use by `{holder[2]}` (pid {holder[0]} on {holder[1]}, lock "
+                                   f"{lock}); wait for it to finish, or stop it") from None
             lock.unlink(missing_ok=True)  # stale: its process is gone
             continue
         except OSError as exc:
-            raise ConvkitError(f"cannot lock {folder}: {exc.strerror}; choose a writable --out") from None
+            raise ConvkitError(f"cannot lock {folder}: {exc.strerror}; {writable_hint()}") from None
         with os.fdopen(fd, "w") as fh:
             fh.write(me)
         break
@@ -255,6 +265,21 @@ def run_lock(folder: Path, command: str) -> Iterator[None]:
         holder = _holder(lock)
         if holder and holder[0] == os.getpid():  # never remove a lock another process took over
             lock.unlink(missing_ok=True)
+        for made in created:  # deepest first; a folder holding anything stays
+            try:
+                made.rmdir()
+            except OSError:
+                break
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """Return ``path`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
 
 
 def holds_run(folder: Path) -> bool:
@@ -354,11 +379,38 @@ def save_checkpoint(run_dir: Path, *, model, optimizer, scheduler, epoch: int, c
     return save_torch(Path(run_dir) / CHECKPOINT, state)
 
 
+def _is_plain_pickle(path: Path) -> bool:
+    """Return True when the file is one whole pickle stream (parsed opcode by opcode, never executed)."""
+    try:
+        with open(path, "rb") as fh:
+            for _ in pickletools.genops(fh):
+                pass
+            return fh.read(1) == b""
+    except Exception:  # any parse failure (pickletools raises several types): not a plain pickle
+        return False
+
+
+def _require_zip_checkpoint(path: Path) -> None:
+    """Raise ConvkitError unless ``path`` is in torch.save's zip format, which every convkit checkpoint is: a plain
+    pickle is named as such (and never loaded), anything else is corrupt."""
+    try:
+        if zipfile.is_zipfile(path):
+            return
+    except PermissionError:
+        raise ConvkitError(f"checkpoint {path}: permission denied; make it readable") from None
+    if _is_plain_pickle(path):
+        raise ConvkitError(f"{path} is not a convkit checkpoint: it is a plain pickle, not torch.save's format, and "
+                           f"was not loaded; pass a run's {CHECKPOINT}")
+    raise ConvkitError(f"checkpoint {path} is corrupt (not torch.save's zip format: truncated?); retrain or "
+                       "restore it")
+
+
 def load_checkpoint(path: Path) -> dict:
     """Return the checkpoint dict at ``path``; ConvkitError when it is missing, unreadable or not convkit's."""
     path = Path(path)
     if not path.is_file():
         raise ConvkitError(f"checkpoint {path} not found; train first (`convkit train EXPERIMENT`)")
+    _require_zip_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError:
@@ -410,6 +462,7 @@ class RunModel:
     model_name: str
     config: dict  # the training config recorded in the checkpoint
     epoch: int | None
+    contract: object = None  # a user model's convkit.user_model.DataContract (its preprocessing); None for a run
 
     @cached_property
     def checkpoint_sha256(self) -> str:
@@ -422,11 +475,18 @@ class RunModel:
 
     @property
     def mean(self) -> tuple[float, ...]:
-        return tuple(self.model.default_cfg.mean)
+        return tuple(self.contract.mean if self.contract is not None else self.model.default_cfg.mean)
 
     @property
     def std(self) -> tuple[float, ...]:
-        return tuple(self.model.default_cfg.std)
+        return tuple(self.contract.std if self.contract is not None else self.model.default_cfg.std)
+
+    def model_input(self, images_u8: torch.Tensor) -> torch.Tensor:
+        """Return the float32 NCHW input of the model for uint8 NCHW images: a user model's contract (range,
+        channel order, mean/std), else the training loader's normalization."""
+        if self.contract is not None:
+            return self.contract.prepare(images_u8)
+        return normalize(images_u8, self.mean, self.std)
 
 
 def load_run_model(source: Path, model_name: str | None = None) -> RunModel:
@@ -435,6 +495,10 @@ def load_run_model(source: Path, model_name: str | None = None) -> RunModel:
     ``model_name`` overrides the registered architecture recorded in the checkpoint's config.
     """
     source = Path(source)
+    if source.is_dir() and (source / MODEL_SOURCE).is_file() and not (source / CHECKPOINT).is_file():
+        from convkit.user_model import load_user_run  # user_model imports this module: imported when needed
+
+        return load_user_run(source)
     path = source / CHECKPOINT if source.is_dir() else source
     ckpt = load_checkpoint(path)
     cfg = ckpt["config"] if isinstance(ckpt["config"], dict) else {}

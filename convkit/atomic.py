@@ -15,15 +15,26 @@ import torch
 from convkit.errors import ConvkitError
 
 
+def writable_hint() -> str:
+    """Return how to write elsewhere in the running command: "choose a writable --out" where it has --out, else
+    "make that folder writable" (export, summarize and report write into the folders they are given)."""
+    import click  # light; the CLI has already imported it
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or any(getattr(p, "name", None) == "out" for p in ctx.command.params):
+        return "choose a writable --out"
+    return "make that folder writable"
+
+
 def ensure_writable_dir(path: Path) -> Path:
     """Create ``path`` if needed and return it; raise ConvkitError when it cannot be written."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConvkitError(f"cannot create output directory {path}: {exc.strerror}; choose a writable --out") from None
+        raise ConvkitError(f"cannot create output directory {path}: {exc.strerror}; {writable_hint()}") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise ConvkitError(f"output directory {path} is not writable; choose a writable --out")
+        raise ConvkitError(f"output directory {path} is not writable; {writable_hint()}")
     return path
 
 
@@ -60,8 +71,8 @@ def atomic_path(target: Path) -> Iterator[Path]:
 def write_error(target: Path, exc: BaseException) -> ConvkitError:
     """Return the one-line error for a failed write of ``target`` (the old file, if any, is left as it was)."""
     why = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1][:200] or type(exc).__name__
-    return ConvkitError(f"cannot write {target}: {why}; free space on that disk or choose another --out "
-                        f"(nothing was replaced)")
+    return ConvkitError(f"cannot write {target}: {why}; free space on that disk or "
+                        f"{writable_hint().replace('choose a writable', 'choose another')} (nothing was replaced)")
 
 
 def write_text(target: Path, text: str) -> Path:

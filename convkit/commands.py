@@ -64,13 +64,15 @@ def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_
     from convkit.pipeline import SuitePlan, train_all
 
     drop = gates.parse_points(max_accuracy_drop, "--max-accuracy-drop", gates.MAX_ACC_DROP)
+    device = single_device(devices, jobs, device)
     plan = SuitePlan(suite=suite, only=list(only) or None, export=not no_export, evaluate=not no_evaluate,
                      precisions=tuple(precisions), export_kwargs={"max_acc_drop": drop}, max_accuracy_drop=drop,
                      resume=resume, overwrite=overwrite, quiet=quiet, seeds=parse_seeds(seeds),
                      train_kwargs=config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample,
                                                 data_dir, out, max_images))
     result = train_all(plan, echo=click.echo, executor=choose_executor(ray_address, devices, jobs, device))
-    click.echo(f"summary: {result['summary']}")
+    if result["summary"]:
+        click.echo(f"summary: {result['summary']}")
     if result.get("report"):
         click.echo(f"report: {result['report']}")
     if result["failed"]:
@@ -89,6 +91,21 @@ def parse_seeds(text: str | None) -> tuple[int, ...]:
     if not seeds or any(s < 0 for s in seeds):
         raise ConvkitError(f"--seeds {text!r}: give non-negative integers separated by commas, e.g. --seeds 0,1,2")
     return seeds
+
+
+def single_device(devices: str | None, jobs: int, device: str | None) -> str | None:
+    """Return the device to train on in process: ``--devices`` when it names one device (and --jobs is 1), else
+    ``device``; ConvkitError for an unusable device or a --device that contradicts it."""
+    if not devices:
+        return device
+    from convkit.distribute import parse_devices
+
+    slots = parse_devices(devices)  # refuses a malformed or unusable device, as `train --device` does
+    if len(slots) != 1 or jobs != 1:
+        return device
+    if device and device != slots[0]:
+        raise ConvkitError(f"--device {device} and --devices {slots[0]} contradict each other; pass one of them")
+    return slots[0]
 
 
 def choose_executor(ray_address, devices, jobs, device):

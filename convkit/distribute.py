@@ -14,10 +14,13 @@ return one ``run_experiment`` result per experiment, so the summary is the same 
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import logging
 import multiprocessing
 import os
 import shutil
+import socket
 import tarfile
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -31,6 +34,7 @@ from convkit.errors import ConvkitError
 from convkit.models import get_model_config
 from convkit.pipeline import SuitePlan, config_of, describe_failure, record_failure, run_experiment
 from convkit.suite import find_experiment, split_seeded
+from convkit.train.config import check_device
 
 
 def parse_devices(text: str | None) -> list[str]:
@@ -38,11 +42,13 @@ def parse_devices(text: str | None) -> list[str]:
     if not text:
         return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     devices = [d.strip() for d in text.split(",") if d.strip()]
+    if not devices:
+        raise ConvkitError(f"--devices {text!r} lists no device; use e.g. cuda:0,cuda:1 or cpu")
     for d in devices:
         try:
-            torch.device(d)
-        except RuntimeError:
-            raise ConvkitError(f"--devices: {d!r} is not a device; use e.g. cuda:0,cuda:1 or cpu") from None
+            check_device(d)  # as `train --device` does: a malformed or unusable device is refused here
+        except ConvkitError as exc:
+            raise ConvkitError(f"--devices: {exc.message}") from None
     return devices
 
 
@@ -138,17 +144,54 @@ def unpack_run(blob: bytes, suite_dir: Path) -> None:
         tar.extractall(suite_dir, members=members)
 
 
+RAY_CONNECT_TIMEOUT_S = 5.0  # a cluster address that does not accept a connection within this is not waited for
+
+
+def _answers(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> bool:
+    """Return True when ``host:port`` (a ray:// prefix dropped) accepts a TCP connection within ``timeout_s``."""
+    host, _, port = address.split("://")[-1].rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def connect_ray(address: str | None):
+    """Return the ``ray`` module connected to the cluster at ``address`` ("auto": the running one; None: a local
+    instance); ConvkitError (one line, exit 2) when Ray or its client is not installed, the address does not
+    answer within RAY_CONNECT_TIMEOUT_S or no cluster runs. Ray's own log lines are silenced."""
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # the C++ core's retry warnings, read at import
+    try:
+        import ray  # optional dependency (convkit[ray])
+    except ImportError:
+        raise ConvkitError("--ray needs Ray: pip install 'convkit[ray]' (or ray>=2.40)") from None
+    if ray.is_initialized():
+        return ray
+    client = bool(address) and address.startswith("ray://")
+    if client and importlib.util.find_spec("grpc") is None:  # what Ray's client itself checks first
+        raise ConvkitError(f"--ray {address}: a ray:// address needs Ray's client: pip install 'ray[client]' (or "
+                           "run convkit on the cluster's head node with --ray alone)")
+    explicit = address if address not in (None, "auto") else os.environ.get("RAY_ADDRESS")
+    if explicit and explicit != "auto" and not _answers(explicit):
+        raise ConvkitError(f"--ray: no Ray cluster answers at {explicit} within {RAY_CONNECT_TIMEOUT_S:g} s; check "
+                           "the address (head node, port 6379, or ray://head:10001) and that the cluster is up")
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+    except ConnectionError:
+        raise ConvkitError("--ray: no running Ray cluster found; start one (`ray start --head`), or pass "
+                           "--ray ADDRESS (e.g. ray://head:10001) or set RAY_ADDRESS") from None
+    except ValueError as exc:  # Ray's wording for a missing client extra or a malformed address
+        raise ConvkitError(f"--ray {address}: {str(exc).splitlines()[0][:200]}") from None
+    return ray
+
+
 def ray_executor(address: str | None, jobs: int = 1) -> Callable:
     """Return an executor running one Ray task per experiment on the cluster at ``address`` ("auto": the
     running one; None: a local instance), with 1/``jobs`` of a GPU per task where the cluster has GPUs."""
 
     def execute(plan: SuitePlan, names: list[str], echo: Callable[[str], None] = print) -> list[dict]:
-        try:
-            import ray  # optional dependency (convkit[ray])
-        except ImportError:
-            raise ConvkitError("--ray needs Ray: pip install 'convkit[ray]' (or ray>=2.40)") from None
-        if not ray.is_initialized():
-            ray.init(address=address, log_to_driver=False)
+        ray = connect_ray(address)
         gpus = 1.0 / max(1, jobs) if ray.cluster_resources().get("GPU") else 0
         task = ray.remote(ray_task).options(num_gpus=gpus, max_retries=1)
         refs = {task.remote(plan, name): name for name in names}

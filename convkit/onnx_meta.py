@@ -20,6 +20,12 @@ METADATA_KEYS = (
     "input_range", "pytorch_test_acc", "torch_version", "onnx_version", "opset", "precision", "checkpoint_sha256",
 )
 _JSON_KEYS = ("class_names", "mean", "std")
+# What is read of a file's metadata_props: a file made elsewhere may hold anything (a 10 MB string took minutes and
+# gigabytes to render). 256 KiB fits the class names of a 10,000-class model.
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_KEY = 128
+MAX_METADATA_VALUE = 256 * 1024
+TRUNCATED = "…[truncated]"
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -69,7 +75,7 @@ def read_metadata(model, decode: bool = False) -> dict:
 
     if isinstance(model, (str, Path)):
         model = onnx.load(str(model), load_external_data=False)
-    meta = {p.key: p.value for p in model.metadata_props}
+    meta = capped_metadata(model.metadata_props)
     if decode:
         for key in _JSON_KEYS:
             if key in meta:
@@ -78,6 +84,19 @@ def read_metadata(model, decode: bool = False) -> dict:
             meta["pytorch_test_acc"] = float(meta["pytorch_test_acc"])
         if "opset" in meta:
             meta["opset"] = int(meta["opset"])
+    return meta
+
+
+def capped_metadata(props) -> dict[str, str]:
+    """Return the first MAX_METADATA_ENTRIES ``metadata_props`` entries as a dict: keys longer than
+    MAX_METADATA_KEY are skipped, values longer than MAX_METADATA_VALUE cut and marked TRUNCATED (a cut JSON list
+    no longer parses, so it is ignored as malformed metadata is)."""
+    meta = {}
+    for entry in list(props)[:MAX_METADATA_ENTRIES]:
+        if len(entry.key) > MAX_METADATA_KEY:
+            continue
+        value = entry.value
+        meta[entry.key] = value if len(value) <= MAX_METADATA_VALUE else value[:MAX_METADATA_VALUE] + TRUNCATED
     return meta
 
 

@@ -98,9 +98,11 @@ def run_experiment(plan: SuitePlan, name: str, device: str | None = None) -> dic
         train_experiment(cfg, resume=plan.resume, quiet=plan.quiet, overwrite=plan.overwrite)
         stage = "export"
         if plan.export:
+            _progress(plan, f"{name}: export")
             export_run(run_dir, precisions=plan.precisions, **plan.export_kwargs)
         stage = "evaluate"
         if plan.export and plan.evaluate:
+            _progress(plan, f"{name}: evaluate")
             _evaluate(plan, run_dir)
         (run_dir / FAILURE).unlink(missing_ok=True)
         return {"experiment": name, "run_dir": str(run_dir), "failed": None, "error": None}
@@ -109,6 +111,12 @@ def run_experiment(plan: SuitePlan, name: str, device: str | None = None) -> dic
         if run_dir.is_dir():
             record_failure(run_dir, name, stage, message)
         return {"experiment": name, "run_dir": str(run_dir), "failed": stage, "error": message}
+
+
+def _progress(plan: SuitePlan, line: str) -> None:
+    """Print one flushed progress line (a stage starting) unless the plan is quiet: logs show where a run is."""
+    if not plan.quiet:
+        print(line, flush=True)
 
 
 def record_failure(run_dir: Path, name: str, stage: str, message: str) -> None:
@@ -130,6 +138,8 @@ def train_all(plan: SuitePlan, echo: Callable[[str], None] = print, executor: Ca
     results = (executor or run_sequentially)(plan, names, echo)
     failed = [r["experiment"] for r in results if r["failed"]]
     suite_dir = Path(configs[0].run_dir).parent
+    if not any(Path(c.run_dir).is_dir() for c in configs):  # every experiment failed before its first epoch
+        return {"summary": None, "results": {}, "failed": failed, "report": None}
     result = write_summary(suite_dir, notes=[f"Wall time of this train-all: {time.perf_counter() - t0:.1f} s."])
     return {**result, "failed": failed, "report": write_report(suite_dir, echo)}
 

@@ -26,6 +26,7 @@ from convkit.artifacts import (
 from convkit.atomic import write_text
 from convkit.errors import ConvkitError
 from convkit.suite import TABLE_TITLES, Experiment, find_experiment, split_seeded
+from convkit.text import md_code, md_text
 from convkit.uncertainty import Spread, as_interval, format_interval, spread, versus_point
 
 # Stage files in the order their columns appear.
@@ -80,7 +81,16 @@ def pool_seeds(rows: list[dict]) -> list[dict]:
 
 
 def _cell(value, spec: str) -> str:
-    return "—" if value is None else format(value, spec)
+    if value is None:
+        return "—"
+    if isinstance(value, str) and spec == "s":
+        return md_text(value, 40)
+    try:  # a value or format from a hand-edited file may not fit: say so rather than stop the summary
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(value)
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return f"unreadable ({md_text(value, 40)})"
 
 
 def _table_lines(rows: list[dict]) -> list[str]:
@@ -91,10 +101,11 @@ def _table_lines(rows: list[dict]) -> list[str]:
              "|" + "---|" * (len(columns) + 2)]
     for row in rows:
         exp: Experiment | None = row["experiment"]
-        head = f"| {exp.row if exp else ''} | {row['name']} |"
+        head = f"| {exp.row if exp else ''} | {md_text(row['name'])} |"
         if row["failure"]:
             f = row["failure"]
-            lines.append(f"{head} FAILED in {f.get('stage')}: {f.get('error')} |" + " |" * max(len(columns) - 1, 0))
+            lines.append(f"{head} FAILED in {md_text(f.get('stage'))}: {md_text(f.get('error'))} |"
+                         + " |" * max(len(columns) - 1, 0))
             continue
         cells = [_with_study(row, key, spec) for _, key, spec in columns]
         lines.append(head + " " + " | ".join(cells) + " |")
@@ -108,13 +119,20 @@ def _title(column: tuple[str, str, str]) -> str:
 
 def _value_cell(row: dict, key: str, spec: str) -> str:
     """Return a cell: mean ± sd (min–max) over seeds, else the value with its 95 % interval and test verdict."""
+    try:
+        return _uncertain_cell(row, key, spec)
+    except (TypeError, ValueError):  # a format from a hand-edited file that does not fit: _cell says so
+        return _cell(row["values"].get(key), spec)
+
+
+def _uncertain_cell(row: dict, key: str, spec: str) -> str:
     pooled: Spread | None = (row.get("spreads") or {}).get(key)
     if pooled is not None and spec not in ("s", ","):
         return pooled.format(spec) if pooled.low != pooled.high else f"{pooled.mean:{spec}} (all {pooled.n} seeds)"
     values = row["values"]
     if values.get(key) is None or spec == "s":
         return _cell(values.get(key), spec)
-    if not isinstance(values[key], (int, float)):
+    if isinstance(values[key], bool) or not isinstance(values[key], (int, float)):
         return _cell(values[key], spec)
     text = format_interval(values[key], as_interval(values.get(f"{key}_ci")), spec)
     if f"{key}_ci" in values and as_interval(values[f"{key}_ci"]) is None:
@@ -148,14 +166,14 @@ def header_lines(rows: list[dict]) -> list[str]:
     sources = sorted({(r["meta"]["dataset"], r["meta"]["data_source"]) for r in rows if r["meta"].get("data_source")})
     for dataset, source in sources:
         jpeg = dataset == "cifar10" and ("jpeg" in source.lower() or "jpg" in source.lower())
-        lines.append(f"Data: {dataset} from `{source}`" + (
+        lines.append(f"Data: {md_text(dataset)} from {md_code(source)}" + (
             " — **CIFAR-10 (JPEG copy)**: JPEG re-encoded images, accuracy within about a point of the original's."
             if jpeg else "."))
     capped = sorted({(r["name"], (r["meta"].get("config") or {}).get("max_images")) for r in rows
                      if (r["meta"].get("config") or {}).get("max_images")})
     if capped:
         lines.append("**Fewer images** (`--max-images`, for a quick look): " + ", ".join(
-            f"{name} trained and tested on at most {n:,} images per split" for name, n in capped) + ".")
+            f"{md_text(name)} trained and tested on at most {n:,} images per split" for name, n in capped) + ".")
     if any((r["meta"].get("config") or {}).get("sample") for r in rows):
         lines.append("**Embedded sample** (1,000 train / 500 test images per dataset): accuracies are not "
                      "comparable to the study's.")
@@ -176,7 +194,7 @@ def write_summary(suite_dir: Path, notes: list[str] | None = None) -> dict:
     if not runs:
         raise ConvkitError(f"no run folders under {suite_dir}; pass a folder made by `convkit train-all`")
     rows = pool_seeds(runs)
-    lines = [f"# convkit — suite `{suite_dir.name}`", "", *(notes or []), *header_lines(rows), ""]
+    lines = [f"# convkit — suite {md_code(suite_dir.name)}", "", *(notes or []), *header_lines(rows), ""]
     tables: dict[int, list[dict]] = {}
     for row in rows:
         tables.setdefault(row["experiment"].table if row["experiment"] else OTHER_TABLE, []).append(row)

@@ -10,11 +10,11 @@ from tqdm import tqdm
 
 from convkit import gates
 from convkit.calibration import calibration_bins
-from convkit.data.loader import normalize
 from convkit.devices import exact_fp32
 from convkit.errors import ConvkitError
 from convkit.uncertainty import mcnemar, wilson
 
+MAX_MATRIX_CLASSES = 100  # beyond this many classes a matrix is unreadable (and megabytes of eval.json)
 CONFUSED_PAIRS = 20  # the most frequent (true, predicted) mistakes listed in eval.json / eval.md
 
 
@@ -46,15 +46,17 @@ def ort_scores(session, spec, images_u8: np.ndarray, batch_size: int = 256) -> n
     return scores
 
 
-def torch_scores(model, images_u8: np.ndarray, mean, std, device: str = "cpu", batch_size: int = 512) -> np.ndarray:
-    """Return PyTorch logits [N, classes] (float32) of eager ``model`` for ``images_u8``, normalized as in training."""
+def torch_scores(model, images_u8: np.ndarray, prepare, device: str = "cpu", batch_size: int = 512) -> np.ndarray:
+    """Return PyTorch logits [N, classes] (float32) of eager ``model`` for ``images_u8``, each batch turned into
+    the model's input by ``prepare`` (uint8 tensor → float tensor: the training normalization, or a user model's
+    contract)."""
     dev = torch.device(device)
     model = model.to(dev).eval()
     outs = []
     with torch.inference_mode():
         for start in range(0, len(images_u8), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images_u8[start:start + batch_size])).to(dev)
-            outs.append(model(normalize(x, mean, std)).float().cpu().numpy())
+            outs.append(model(prepare(x)).float().cpu().numpy())
     return np.concatenate(outs)
 
 
@@ -76,6 +78,21 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarra
     cm = np.zeros((k, k), dtype=np.int64)
     np.add.at(cm, (labels.astype(np.int64), preds.astype(np.int64)), 1)
     return cm
+
+
+def _readable_matrix(cm: np.ndarray, norm: np.ndarray, present: np.ndarray, class_names: list[str]) -> dict:
+    """Return eval.json's confusion keys: the whole k×k matrix up to MAX_MATRIX_CLASSES classes, else the matrix
+    of the classes present when they are that few, else None (the confused pairs remain); ``confusion_classes``
+    names its rows and columns."""
+    if len(class_names) <= MAX_MATRIX_CLASSES:
+        keep = np.arange(len(class_names))
+    elif len(present) <= MAX_MATRIX_CLASSES:
+        keep = present
+    else:
+        return {"confusion": None, "confusion_normalized": None, "confusion_classes": None}
+    cells = np.ix_(keep, keep)
+    return {"confusion": cm[cells].tolist(), "confusion_normalized": np.round(norm[cells], 6).tolist(),
+            "confusion_classes": [class_names[i] for i in keep]}
 
 
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
@@ -113,9 +130,12 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: 
     pairs = [{"true": class_names[i], "predicted": class_names[j], "count": int(off[i, j]),
               "share_of_true": float(norm[i, j])} for i, j in zip(*np.unravel_index(worst, off.shape)) if off[i, j]]
     top5 = (np.argsort(-scores, axis=1, kind="stable")[:, :5] == labels[:, None]).any(axis=1)
+    # classes that are true or predicted at least once: a 2000-class model on 50 images has rows for these only
+    present = np.flatnonzero((row > 0) | (col > 0))
     per_class = [{"class": class_names[i], "precision": float(precision[i]), "recall": float(recall[i]),
                   "recall_ci": _ci(int(tp[i]), int(row[i])), "f1": float(f1[i]), "support": int(row[i])}
-                 for i in range(k)]
+                 for i in present]
+    matrix = _readable_matrix(cm, norm, present, class_names)
     n = len(labels)
     return {
         "n": int(len(labels)),
@@ -126,10 +146,9 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: 
         "loss": loss,
         "output_kind": "probabilities" if probs else "logits",
         "loss_kind": "NLL of log-probabilities" if probs else "cross-entropy of logits",
-        "macro_f1": float(f1.mean()),
+        "macro_f1": float(f1[present].mean()) if len(present) else 0.0,  # over the classes present, as sklearn
         "per_class": per_class,
-        "confusion": cm.tolist(),
-        "confusion_normalized": np.round(norm, 6).tolist(),
+        **matrix,
         "calibration": calibration_bins(scores, labels),
         "confused_pairs": pairs,
         "predictions": preds,
@@ -151,8 +170,10 @@ def compare_backends(ort: dict, ref: dict, max_listed: int = 1000) -> dict:
     deltas = {"accuracy": ort["accuracy"] - ref["accuracy"],
               "loss": (ort["loss"] - ref["loss"]) if ort["loss"] is not None and ref["loss"] is not None else None,
               "macro_f1": ort["macro_f1"] - ref["macro_f1"]}
+    ref_rows = {c["class"]: c for c in ref["per_class"]}  # the classes present may differ between the two
+    absent = {"precision": 0.0, "recall": 0.0, "f1": 0.0}
     for key in ("precision", "recall", "f1"):
-        deltas[f"per_class_{key}"] = [a[key] - b[key] for a, b in zip(ort["per_class"], ref["per_class"])]
+        deltas[f"per_class_{key}"] = [a[key] - ref_rows.get(a["class"], absent)[key] for a in ort["per_class"]]
     flips = ort["predictions"] != ref["predictions"]
     ties = flips & ref["tie_mask"] if "tie_mask" in ref else np.zeros_like(flips)
     differ = np.nonzero(flips & ~ties)[0]
@@ -187,7 +208,7 @@ def degenerate_reason(scores: np.ndarray, labels: np.ndarray, output: str) -> st
 def reference_logits(reference, images_u8, device: str = "cpu") -> np.ndarray:
     """Return the run's eager PyTorch model's logits in fp32 (TF32 off) on ``device``, the model back on the CPU."""
     with exact_fp32():
-        scores = torch_scores(reference.model, images_u8, reference.mean, reference.std, device)
+        scores = torch_scores(reference.model, images_u8, reference.model_input, device)
     reference.model.to("cpu")
     return scores
 

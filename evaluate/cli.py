@@ -10,8 +10,10 @@ import sys
 import click
 
 from convkit import gates
-from convkit.errors import ConvkitError, failure_of
+from convkit.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, ConvkitError, failure_of
 from convkit.evaluate import serving_cli
+from convkit.evaluate.options import MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS, MAX_WARMUP
+from convkit.text import cap
 from convkit.uncertainty import format_interval, format_paired
 
 
@@ -24,6 +26,9 @@ def _batch_sizes(text: str | None):
         raise ConvkitError(f"--batch-sizes must be comma-separated integers, got {text!r}") from None
     if not sizes or any(s <= 0 for s in sizes):
         raise ConvkitError(f"--batch-sizes must be positive integers, got {text!r}")
+    if max(sizes) > MAX_BATCH_SIZE:
+        raise ConvkitError(f"--batch-sizes {max(sizes)} is more than {MAX_BATCH_SIZE:,} images per call; "
+                           f"pass batch sizes of at most {MAX_BATCH_SIZE}")
     return sizes
 
 
@@ -43,7 +48,7 @@ def _summary_line(path: str, res: dict) -> str:
     parts = [f"{path}:"]
     ds = res.get("dataset")
     if ds:
-        parts.append(f"  data: {ds.get('label', ds['name'])}, {ds['n']} images ({ds['source']})")
+        parts.append(f"  data: {cap(ds.get('label', ds['name']))}, {ds['n']} images ({cap(ds['source'], 400)})")
     pre = res.get("preprocessing")
     if pre:
         if res["dataset"].get("resize"):
@@ -52,8 +57,8 @@ def _summary_line(path: str, res: dict) -> str:
                          f"{d['interpolation']} [{d['interpolation_source']}], center crop "
                          f"{d['crop'][0]}×{d['crop'][1]} [{d['crop_source']}]")
         parts.append(f"  preprocessing: {pre['used']}")
-        parts += [f"  WARNING: {w}" for w in pre["warnings"]]
-        parts += [f"  note: {n}" for n in pre.get("notes", [])]
+        parts += [f"  WARNING: {cap(w, 1000)}" for w in pre["warnings"]]
+        parts += [f"  note: {cap(n, 1000)}" for n in pre.get("notes", [])]
     for a in res["accuracy"]:
         if a.get("degenerate"):
             parts.append(f"  {a['precision']} ORT {a['provider']}: OUTPUTS DEGENERATE ({a['degenerate']}): no "
@@ -82,7 +87,7 @@ def _summary_line(path: str, res: dict) -> str:
                      f"(p90/p50 or std/mean large; see the report below); ratios from them are not formed")
     parts += serving_cli.summary_lines(res)
     for n in res["notes"]:
-        parts.append(f"  note: {n}")
+        parts.append(f"  note: {cap(n, 1000)}")
     parts.append(f"  → {res['files'].get('eval_md')}")
     return "\n".join(parts)
 
@@ -100,10 +105,12 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--classes", "classes_file", type=click.Path(), default=None,
               help="Text file of class names, one per line, in the model's output order (default: the model's "
                    "metadata, else the --data folder's class names sorted, as torchvision's ImageFolder).")
-@click.option("--resize", type=click.IntRange(min=1), default=None,
-              help="--data: resize the shorter side to N before the center crop (default: the crop size).")
-@click.option("--crop", type=click.IntRange(min=1), default=None,
-              help="--data: center crop N×N (default: the model's fixed input size; required when it has none).")
+@click.option("--resize", type=click.IntRange(1, MAX_IMAGE_SIDE), default=None,
+              help=f"--data: resize the shorter side to N (at most {MAX_IMAGE_SIDE}) before the center crop "
+                   "(default: the crop size).")
+@click.option("--crop", type=click.IntRange(1, MAX_IMAGE_SIDE), default=None,
+              help=f"--data: center crop N×N, N at most {MAX_IMAGE_SIDE} (default: the model's fixed input size; "
+                   "required when it has none).")
 @click.option("--interpolation", type=click.Choice(["bilinear", "bicubic"]), default=None,
               help="--data: resize interpolation (default: bilinear).")
 @click.option("--sample/--no-sample", default=None, help="Use the embedded sample (default: as the run was trained).")
@@ -137,12 +144,16 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--save-preprocessing", is_flag=True,
               help="Write <model>.convkit.json beside the model with the preprocessing used, so the next evaluation "
                    "needs no flags.")
-@click.option("--warmup", type=click.IntRange(min=1), default=10, show_default=True, help="Untimed warm-up calls.")
-@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Minimum timed calls.")
-@click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--warmup", type=click.IntRange(1, MAX_WARMUP), default=10, show_default=True,
+              help="Untimed warm-up calls.")
+@click.option("--runs", type=click.IntRange(1, MAX_RUNS), default=50, show_default=True,
+              help=f"Timed calls, at least (more while --min-seconds has not passed, up to {MAX_RUNS:,}).")
+@click.option("--min-seconds", type=click.FloatRange(0, 3600), default=1.0, show_default=True,
               help="Minimum timed duration per figure.")
-@click.option("--batch-sizes", default=None, help="Comma list (default: 1,8,64,256 on CPU; 1,8,64,256,1024 on GPU).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU intra-op threads (default: physical cores).")
+@click.option("--batch-sizes", default=None,
+              help=f"Comma list, each at most {MAX_BATCH_SIZE} (default: 1,8,64,256 on CPU; 1,8,64,256,1024 on GPU).")
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
+              help="CPU intra-op threads (default: physical cores).")
 @click.option("--precision", "precisions", default=None, help="Only these variants, e.g. fp32,int8 (default: all found).")
 @click.option("--max-accuracy-drop", default=None,
               help="Gate, in percentage points below PyTorch: 0.1 (fp32) or fp32=0.1,fp16=0.3,int8=1 (defaults: "
@@ -171,8 +182,9 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
     preprocessing used) and says loudly, with the flags, when one is better; outputs with NaN/Inf or identical for
     every image are reported as degenerate, with no accuracy.
     Latency figures with p90/p50 > 1.5 or std/mean > 0.5 are flagged unstable; images/s is batch ÷ mean latency.
-    Exit codes: 0 fine, 1 an accuracy gate failed, 2 bad usage or input, 4 the numbers cannot be stood behind
-    (better preprocessing found — unless --accept-defaults — or degenerate outputs).
+    Exit codes: 0 fine, 1 an accuracy gate failed or one of several models failed (the others were evaluated),
+    2 bad usage or input, 4 the numbers cannot be stood behind (better preprocessing found — unless
+    --accept-defaults — or degenerate outputs).
     """
     from convkit.evaluate.model_io import parse_floats
     from convkit.evaluate.options import DataOptions, EvalOptions, ProviderOptions, TimingOptions
@@ -211,6 +223,9 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
         if err is not None:
             prefix = f"{path}: " if len(targets) > 1 else ""
             click.echo(f"error: {prefix}{err.message}", err=True)
-            worst = max(worst, err.exit_code)
+            # one of several with bad input is exit 1, as the README says (the others were still evaluated);
+            # a gate (1) or untrustworthy numbers (4) keep their code
+            several_bad = len(targets) > 1 and err.exit_code == EXIT_BAD_INPUT
+            worst = max(worst, EXIT_GATE_FAILED if several_bad else err.exit_code)
     if worst:
         sys.exit(worst)

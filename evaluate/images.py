@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convkit.data.folder import INTERPOLATIONS, FolderImages, LabelledFiles
+from convkit.data.folder import INTERPOLATIONS, MAX_SIDE, FolderImages, LabelledFiles, read_text_file
 from convkit.data.load import load_dataset
 from convkit.errors import ConvkitError
 
@@ -44,7 +44,7 @@ def read_classes(path: str | Path) -> list[str]:
     if not p.is_file():
         raise ConvkitError(f"--classes {p}: not found; give a text file with one class name per line, in the model's "
                            f"output order")
-    names = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    names = [line.strip() for line in read_text_file(p, "--classes").splitlines() if line.strip()]
     if len(set(names)) != len(names) or not names:
         raise ConvkitError(f"--classes {p}: needs one distinct class name per line")
     return names
@@ -91,6 +91,13 @@ def folder_data(name: str, files: LabelledFiles, spec, reading_opts: ReadingOpti
     if reading["interpolation"] not in INTERPOLATIONS:
         raise ConvkitError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}")
     channels = spec.image_shape[0] or 3
+    if channels not in (1, 3):  # Pillow decodes to grayscale or RGB; anything else is not an image convkit reads
+        raise ConvkitError(f"{spec.path.name} takes {channels}-channel input, but --data images are decoded to 1 "
+                           f"(grayscale) or 3 (RGB) channels; evaluate it on a catalog dataset with --dataset, or "
+                           f"re-export it for 1 or 3 channels")
+    if max(size) > MAX_SIDE:
+        raise ConvkitError(f"{spec.path.name}: input {size[0]}×{size[1]} is larger than convkit decodes (each side at "
+                           f"most {MAX_SIDE})")
     images = FolderImages(files.paths, channels, size, resize_to, reading["interpolation"])
     labels = np.asarray([index[lab] for lab in files.labels], dtype=np.int64)
     return TestData(name, images, labels, files.source, files.checksum, reading)

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from convkit.compilation import compile_model
-from convkit.data.loader import normalize
 from convkit.evaluate.model_io import _NP_TYPES
 from convkit.evaluate.options import TimingOptions
 from convkit.uncertainty import Interval, median_interval, pair_level, ratio_interval, ratio_verdict
@@ -255,7 +254,7 @@ def torch_rows(reference, providers: list[str], images_u8: np.ndarray, opts: Tim
     for device in dict.fromkeys("cpu" if k == "cpu" else f"cuda:{device_id}" for k in providers):
         modes = ["eager"] + (["compile"] if device != "cpu" and opts.torch_compile else [])
         for b in opts.batches_for("cpu" if device == "cpu" else "cuda"):
-            x = normalize(torch.from_numpy(make_batch(images_u8, b)), reference.mean, reference.std).numpy()
+            x = reference.model_input(torch.from_numpy(make_batch(images_u8, b))).numpy()
             for mode in modes:
                 try:
                     stats = torch_latency(reference.model, x, timing_of(opts), device, compile=mode == "compile")

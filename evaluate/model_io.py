@@ -17,7 +17,8 @@ from convkit.artifacts import VARIANT_FILES
 from convkit.data.catalog import get_dataset_info
 from convkit.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from convkit.errors import ConvkitError
-from convkit.evaluate.preprocessing_config import ConfigPreprocessing
+from convkit.onnx_meta import capped_metadata
+from convkit.preprocessing_config import ConfigPreprocessing
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
              "tensor(uint8)": np.uint8}
@@ -169,8 +170,8 @@ def load_onnx(path: Path):
         raise ConvkitError(f"{path} is not a readable ONNX model (truncated or not ONNX: {type(exc).__name__})") from None
     if model.ir_version <= 0 or not model.opset_import or len(model.graph.node) == 0 or len(model.graph.output) == 0:
         raise ConvkitError(f"{path} is not an ONNX model (no graph, opset or outputs; truncated or not ONNX)")
-    try:
-        onnx.checker.check_model(model)
+    try:  # by path: external data resolves beside the model file (onnx refuses locations that leave its folder)
+        onnx.checker.check_model(str(path))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ConvkitError(f"{path} is not a valid ONNX model (truncated or corrupt): {first}") from None
@@ -353,7 +354,7 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
     ov = overrides or Overrides()
     path = Path(path)
     model = load_onnx(path)
-    meta = {p.key: p.value for p in model.metadata_props}
+    meta = capped_metadata(model.metadata_props)
     inp, in_dims, flat = _image_input(path, model, ov)
     out = pick_output(path, model.graph.output, ov.output)
     kind, out_dims = output_kind(path, out)

@@ -11,6 +11,13 @@ from convkit import gates
 
 CPU_BATCHES = (1, 8, 64, 256)
 GPU_BATCHES = (1, 8, 64, 256, 1024)
+# Upper bounds of the count and size options: beyond them a run would not fit in memory or in a day, so the CLI
+# refuses the value in one line instead of being killed by the kernel half-way.
+MAX_BATCH_SIZE = 8192  # 8192 CIFAR-10 images are 100 MB of float32 input; 1e8 asked for 73 GiB
+MAX_RUNS = 100_000  # the latency runner stops at this many timed calls (latency.Timing.max_runs)
+MAX_WARMUP = 10_000
+MAX_THREADS = 1024
+MAX_IMAGE_SIDE = 4096  # --resize / --crop, in pixels
 
 
 @dataclass

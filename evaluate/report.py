@@ -10,6 +10,7 @@ from convkit.artifacts import PRECISIONS, EvalNames
 from convkit.atomic import save_figure, write_csv, write_text
 from convkit.evaluate import serving
 from convkit.evaluate.latency import UNSTABLE_P90_OVER_P50, UNSTABLE_STD_OVER_MEAN
+from convkit.text import cap, md_code, md_text
 from convkit.uncertainty import format_interval, format_paired
 
 
@@ -44,8 +45,9 @@ def write_confusion_png(path: Path, metrics: dict, class_names: list[str], title
     size = max(5.0, 0.55 * k + 2.5)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(k), labels=class_names, rotation=45, ha="right")
-    ax.set_yticks(range(k), labels=class_names)
+    labels = [cap(c, 40) for c in class_names]  # foreign names: one line, bounded
+    ax.set_xticks(range(k), labels=labels, rotation=45, ha="right")
+    ax.set_yticks(range(k), labels=labels)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title, fontsize=10)
@@ -104,15 +106,17 @@ def _acc_cells(metrics: dict) -> str:
 def markdown(result: dict) -> str:
     """Return eval.md: model, accuracy vs PyTorch, per-class metrics, latency with ratios, method and hardware."""
     m = result["model"]
-    lines = [f"# Evaluation of `{Path(m['path']).name}`", ""] + headline_lines(result)
+    lines = [f"# Evaluation of {md_code(Path(m['path']).name)}", ""] + headline_lines(result)
     ds = result["dataset"]
-    lines += [f"- dataset: **{ds.get('label', ds['name'])}** {ds['split']} split, {ds['n']} images ({ds['source']})",
-              f"- input `{m['input']}` ({m['input_type']}, {m['layout']}, batch "
-              f"{m['fixed_batch'] or 'dynamic'}), output `{m['output']}`; range 0..{m['input_range']}, "
-              f"mean {m['mean']}, std {m['std']} ({', '.join(f'{k}: {v}' for k, v in m['sources'].items())})",
+    lines += [f"- dataset: **{md_text(ds.get('label', ds['name']))}** {ds['split']} split, {ds['n']} images "
+              f"({md_text(ds['source'], 400)})",
+              f"- input {md_code(m['input'])} ({m['input_type']}, {m['layout']}, batch "
+              f"{m['fixed_batch'] or 'dynamic'}), output {md_code(m['output'])}; range 0..{m['input_range']}, "
+              f"mean {m['mean']}, std {m['std']} "
+              f"({md_text(', '.join(f'{k}: {v}' for k, v in m['sources'].items()), 1000)})",
               f"- providers: {', '.join(result['providers']['used'])}"]
     for note in result.get("notes", []):
-        lines.append(f"- note: {note}")
+        lines.append(f"- note: {md_text(note, 1000)}")
     lines.append("")
     lines += preprocessing_lines(result.get("preprocessing"))
 
@@ -140,13 +144,13 @@ def markdown(result: dict) -> str:
                   f"### Per class ({first['precision']}, ORT {first['provider']})", "",
                   "| class | precision | recall [95 %] | F1 | support |", "|---|---|---|---|---|"]
         for c in first["per_class"]:
-            lines.append(f"| {c['class']} | {c['precision']:.4f} | {format_interval(c['recall'], c.get('recall_ci'))} "
-                         f"| {c['f1']:.4f} | {c['support']} |")
+            lines.append(f"| {md_text(c['class'])} | {c['precision']:.4f} | "
+                         f"{format_interval(c['recall'], c.get('recall_ci'))} | {c['f1']:.4f} | {c['support']} |")
         lines.append("")
         if len(first["per_class"]) > MAX_CONFUSION_PNG_CLASSES and first.get("confused_pairs"):
             lines += [f"### Most confused pairs ({len(first['per_class'])} classes: no confusion PNG)", "",
                       "| true | predicted | images | share of true class |", "|---|---|---|---|"]
-            lines += [f"| {p['true']} | {p['predicted']} | {p['count']} | {p['share_of_true']:.3f} |"
+            lines += [f"| {md_text(p['true'])} | {md_text(p['predicted'])} | {p['count']} | {p['share_of_true']:.3f} |"
                       for p in first["confused_pairs"]]
             lines.append("")
         if first.get("vs_pytorch") and first["vs_pytorch"]["disagreements"]:
@@ -181,11 +185,12 @@ def headline_lines(result: dict) -> list[str]:
     batch-1 p50, best images/s, file size, parameters), then links to the figures."""
     m, ds = result["model"], result["dataset"]
     meta = m.get("metadata", {})
-    lines = [f"**{meta.get('experiment') or Path(m['path']).name}** on **{ds.get('label', ds['name'])}** "
+    lines = [f"**{md_text(meta.get('experiment') or Path(m['path']).name)}** on "
+             f"**{md_text(ds.get('label', ds['name']))}** "
              f"({ds['n']} images)", ""]
     params = result.get("parameters")
     for prec, v in result.get("variants", {}).items():
-        lines.append(f"- `{Path(v['path']).name}` ({prec}): sha256 `{v.get('sha256', '?')}`")
+        lines.append(f"- {md_code(Path(v['path']).name)} ({prec}): sha256 {md_code(v.get('sha256', '?'))}")
     lines.append("")
     lines += _trust_lines(result)
     for a in result["accuracy"]:
@@ -231,9 +236,9 @@ def preprocessing_lines(pre: dict | None) -> list[str]:
     """Return eval.md's Preprocessing section: the values used and their sources, warnings, the probe's table."""
     if not pre:
         return []
-    lines = ["## Preprocessing", "", f"Used: {pre['used']}", ""]
-    lines += [f"- **WARNING**: {w}" for w in pre["warnings"]]
-    lines += [f"- {n}" for n in pre.get("notes", [])]
+    lines = ["## Preprocessing", "", f"Used: {md_text(pre['used'], 1000)}", ""]
+    lines += [f"- **WARNING**: {md_text(w, 1000)}" for w in pre["warnings"]]
+    lines += [f"- {md_text(n, 1000)}" for n in pre.get("notes", [])]
     found = pre.get("probe")
     if found:
         lines += ["", f"Probe: top-1 accuracy of the usual conventions on {found['images']} test images "
@@ -295,7 +300,7 @@ def write_markdown(path: Path, result: dict) -> Path:
 
 def model_name(result: dict) -> str:
     """Return the experiment a result's model was exported from, else its file name."""
-    return result["model"].get("metadata", {}).get("experiment") or Path(result["model"]["path"]).name
+    return cap(result["model"].get("metadata", {}).get("experiment") or Path(result["model"]["path"]).name, 80)
 
 
 def n_images(result: dict, acc: dict) -> str:
@@ -318,10 +323,15 @@ def write_figures(out: Path, names: EvalNames, result: dict, class_names: list[s
         done.append(acc["precision"])
         title = (f"{model_name(result)} ({acc['precision']}) — ORT "
                  f"{acc['provider']}, acc {acc['accuracy']:.4f} on {n_images(result, acc)}")
-        files[f"confusion_csv{suffix}"] = str(write_confusion_csv(out / names.confusion(suffix, "csv"), acc, class_names))
+        classes = acc.get("confusion_classes") or []  # the matrix's rows: every class, or those present
+        if acc.get("confusion") is not None:
+            csv = write_confusion_csv(out / names.confusion(suffix, "csv"), acc, classes)
+            files[f"confusion_csv{suffix}"] = str(csv)
+        elif (out / names.confusion(suffix, "csv")).is_file():  # no matrix at this many classes: none stale
+            (out / names.confusion(suffix, "csv")).unlink()
         png = out / names.confusion(suffix, "png")
-        if len(class_names) <= MAX_CONFUSION_PNG_CLASSES:
-            files[f"confusion_png{suffix}"] = str(write_confusion_png(png, acc, class_names, title))
+        if acc.get("confusion") is not None and len(classes) <= MAX_CONFUSION_PNG_CLASSES:
+            files[f"confusion_png{suffix}"] = str(write_confusion_png(png, acc, classes, title))
         elif png.is_file():  # unreadable at this many classes: eval.md lists the most confused pairs instead
             png.unlink()
     kept = {Path(f).name for f in files.values()}

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 
 from convkit.artifacts import (
-    CHECKPOINT,
+    MODEL_SOURCE,
     RunModel,
     data_settings,
     load_reference_logits,
     load_run_model,
+    read_artifact,
     run_lock,
     save_reference_logits,
     write_artifact,
@@ -34,7 +35,7 @@ from convkit.evaluate import probe, report, serving
 from convkit.evaluate.images import ReadingOptions, TestData, catalog_data, folder_data, read_classes
 from convkit.evaluate.model_io import ModelSpec, Overrides, default_normalization, inspect_model
 from convkit.evaluate.options import EvalOptions
-from convkit.evaluate.preprocessing_config import find_config, read_config, write_sidecar
+from convkit.preprocessing_config import find_config, read_config, write_sidecar
 from convkit.evaluate.providers import ProviderConfig, make_session, preload_cuda_libraries, select_providers
 from convkit.evaluate.target import Target, resolve_target
 from convkit.onnx_meta import file_sha256
@@ -141,13 +142,14 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
             raise ConvkitError(f"--precision {','.join(opts.precisions)} matches none of "
                                f"{', '.join(target.files)} in {target.out_dir}")
     d = opts.data
-    folder = list_labelled(d.data_path) if d.data_path else None
+    data_path = d.data_path or (recorded_data(target.run_dir) if not d.dataset else None)
+    folder = list_labelled(data_path) if data_path else None
     config_file = find_config(next(iter(files.values())), d.preprocessing_config)
     config = read_config(config_file) if config_file else None
     overrides = Overrides(dataset=d.dataset, mean=d.mean, std=d.std, layout=d.layout, input_range=d.input_range,
                           output=d.output, channel_order=d.channel_order,
                           class_names=read_classes(d.classes) if d.classes else None,
-                          folder=Path(d.data_path).name if folder else None,
+                          folder=Path(data_path).name if folder else None,
                           folder_classes=folder.classes if folder else None, config=config,
                           input_shape=d.input_shape)
     specs = {}
@@ -163,9 +165,9 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
     if reference is not None and data_dir is None and sample is None:  # the data it was trained on
         data_dir, sample, trained_max = data_settings(reference.config, primary.dataset)
         max_images = max_images or trained_max
-    if reference is not None and reference.config.get("dataset") != primary.dataset:
+    if reference is not None and reference.contract is None and reference.config.get("dataset") != primary.dataset:
         notes.append(f"the checkpoint was trained on {reference.config.get('dataset')}, evaluated on {primary.dataset}")
-    data = (folder_data(Path(d.data_path).name, folder, primary, reading_options(d, config)) if folder else
+    data = (folder_data(Path(data_path).name, folder, primary, reading_options(d, config)) if folder else
             catalog_data(primary.dataset, data_dir, bool(sample), max_images))
     providers, provider_notes = select_providers(opts.providers.provider, opts.providers.device_id)
     threads = int(opts.providers.threads or physical_cores())
@@ -175,6 +177,16 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
     if any(k != "cpu" for k in providers):
         provider_notes.append(preload_cuda_libraries())
     return Setup(target, specs, reference, data, providers, configs, threads, notes + provider_notes)
+
+
+def recorded_data(run_dir: Path | None) -> str | None:
+    """Return the image folder a user model was exported with (its model_source.json), None for anything else: a
+    user model's folder is evaluated on the data it was exported on unless --data or --dataset says otherwise."""
+    if run_dir is None:
+        return None
+    doc = read_artifact(Path(run_dir) / MODEL_SOURCE, "model_source")
+    data = ((doc or {}).get("contract") or {}).get("data")
+    return str(data) if data else None
 
 
 def reading_options(d, config) -> ReadingOptions:
@@ -292,19 +304,19 @@ def assemble(setup: Setup, opts: EvalOptions, reference: dict | None, accuracy: 
         "gate": {"passed": None if reference is None else not failures, "failures": failures,
                  "max_drop_points": opts.max_accuracy_drop,
                  **({} if reference is not None else {"note": "no reference: no PyTorch checkpoint beside the file"})},
-        "method": method(opts, setup.threads, gpu_used, setup.reference is not None),
+        "method": method(opts, setup.threads, gpu_used, setup.reference.checkpoint.name if setup.reference else None),
         "hardware": hardware(gpu_used, opts.providers.device_id),
         "notes": setup.notes,
         "files": {},
     }
 
 
-def method(opts: EvalOptions, threads: int, gpu_used: bool, has_reference: bool) -> dict:
+def method(opts: EvalOptions, threads: int, gpu_used: bool, reference_file: str | None) -> dict:
     """Return the Method section: how accuracy and (when measured) latency were obtained."""
     t = opts.timing
     out = {
-        "pytorch_reference": f"eager fp32 module rebuilt from {CHECKPOINT}, TF32 off; accuracy on "
-                             f"{reference_device(opts.providers.reference_device)}" if has_reference else
+        "pytorch_reference": f"eager fp32 module rebuilt from {reference_file}, TF32 off; accuracy on "
+                             f"{reference_device(opts.providers.reference_device)}" if reference_file else
                              "no checkpoint at hand: ORT figures only",
         "accuracy_gate": "ORT accuracy at most max_drop_points percentage points below PyTorch's, and at most "
                          "the gate's share of images with another top-1 class than PyTorch's",

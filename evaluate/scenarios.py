@@ -17,7 +17,10 @@ and reads its logs (``mlperf_log_summary.txt`` / ``mlperf_log_detail.txt``) back
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import resource
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +40,10 @@ QUICK_MIN_DURATION_MS = 2000
 QUICK_MIN_QUERIES = 64
 PERF_SAMPLE_COUNT = 1024  # mlperf.conf resnet50 performance_sample_count_override
 INSTALL_HINT = "pip install mlcommons-loadgen"
+MLPERF_MIN_DURATION_S = 600  # mlperf.conf's min_duration for every scenario of a full run
+# LoadGen generates a Server run's whole query schedule (target QPS × duration) before it starts; measured with
+# mlcommons-loadgen 6.0: 300-480 bytes per query (RSS of Server runs at 1e3, 2e5 and 4e5 QPS for 1 s). Rounded up.
+LOADGEN_BYTES_PER_QUERY = 512
 
 
 @dataclass
@@ -50,6 +57,46 @@ class ScenarioOptions:
     bisect_steps: int = 7
     accuracy: bool = True  # also run LoadGen's accuracy mode once
     sut: SutConfig = field(default_factory=SutConfig)
+
+
+def available_memory() -> int:
+    """Return the bytes this process may still allocate: the machine's MemAvailable (else its free pages), at most
+    the address-space limit (ulimit -v) and the container's memory limit (cgroup v2 memory.max)."""
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        with open("/proc/meminfo") as fh:
+            free = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        pass
+    limits = [free]
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        limits.append(soft)
+    try:
+        limits.append(int(Path("/sys/fs/cgroup/memory.max").read_text().strip()))
+    except (OSError, ValueError):  # "max" or no cgroup v2: no container limit
+        pass
+    return min(limits)
+
+
+def max_server_qps(quick: bool, available: int | None = None) -> int:
+    """Return the highest Server target QPS whose pre-generated queries fit half of ``available`` bytes (default:
+    the memory available now) for a quick or a full run."""
+    duration_s = QUICK_MIN_DURATION_MS / 1000 if quick else MLPERF_MIN_DURATION_S
+    available = available_memory() if available is None else available
+    return max(1, int(available // 2 // LOADGEN_BYTES_PER_QUERY / duration_s))
+
+
+def check_server_qps(qps: float, quick: bool, available: int | None = None) -> None:
+    """Raise ConvkitError (exit 2) when a Server run at ``qps`` would pre-generate more queries than half the
+    available memory holds (``available`` bytes; default: the machine's now)."""
+    duration_s = QUICK_MIN_DURATION_MS / 1000 if quick else MLPERF_MIN_DURATION_S
+    max_qps = max_server_qps(quick, available)
+    if qps > max_qps:
+        need_gib = qps * duration_s * LOADGEN_BYTES_PER_QUERY / 2**30
+        raise ConvkitError(f"--server-qps {qps:g}: LoadGen would pre-generate {qps * duration_s:,.0f} queries "
+                           f"(about {need_gib:,.1f} GiB) for a {duration_s:g} s run, more than this machine's "
+                           f"memory allows; pass --server-qps {max_qps} or less")
 
 
 def parse_scenarios(values) -> tuple[str, ...]:
@@ -353,16 +400,18 @@ def run_one(lg, scenario: str, served: Served, opts: ScenarioOptions, estimate: 
     return row
 
 
-def bisect_peak_qps(run_at: Callable[[float], dict], start: float, steps: int) -> tuple[dict | None, list]:
+def bisect_peak_qps(run_at: Callable[[float], dict], start: float, steps: int,
+                    ceiling: float = math.inf) -> tuple[dict | None, list]:
     """Return (the passing run with the highest target QPS or None, every run in order) of a search.
 
     ``run_at(qps)`` returns a row with ``meets_latency_bound``. The first run is at ``start`` (an estimate of
-    the SUT's throughput); while runs pass, the target doubles; once a run has failed, each next run bisects
-    between the highest pass (or 0) and the lowest failure. ``steps`` runs in all.
+    the SUT's throughput); while runs pass, the target doubles, up to ``ceiling`` (what memory allows: the search
+    stops once a run at the ceiling passes); once a run has failed, each next run bisects between the highest
+    pass (or 0) and the lowest failure. ``steps`` runs at most.
     """
     history: list = []
     best, lo, hi = None, 0.0, None
-    qps = start
+    qps = min(start, ceiling)
     for _ in range(max(1, steps)):
         row = run_at(qps)
         history.append(row)
@@ -372,7 +421,9 @@ def bisect_peak_qps(run_at: Callable[[float], dict], start: float, steps: int) -
             lo = qps
         else:
             hi = qps
-        qps = 2 * lo if hi is None else (lo + hi) / 2
+        if hi is None and lo >= ceiling:
+            break
+        qps = min(2 * lo, ceiling) if hi is None else (lo + hi) / 2
     return best, history
 
 
@@ -396,7 +447,8 @@ def run_server(lg, served: Served, opts: ScenarioOptions, estimate: dict, folder
         # Start well below the warm-up throughput, which leaves out the per-query cost of the queue and of
         # LoadGen's Python callbacks: a run far above capacity takes many times min_duration to drain, while
         # one below the knee costs only min_duration and the search doubles from there.
-        best, history = bisect_peak_qps(run_at, max(1.0, estimate["qps"] / 8), opts.bisect_steps)
+        best, history = bisect_peak_qps(run_at, max(1.0, estimate["qps"] / 8), opts.bisect_steps,
+                                        ceiling=max_server_qps(opts.quick))
     chosen = best or min(history, key=lambda r: r["target_qps"])
     for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt"):
         src = Path(chosen["log_dir"]) / name

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import click
 
+from convkit.evaluate.options import MAX_BATCH_SIZE
 from convkit.evaluate.recommend import DEFAULT_LATENCY_BOUND_MS
+
+# A target above this is no single machine's: LoadGen's Python SUT callbacks top out far below it.
+MAX_SERVER_QPS = 1_000_000
+MAX_WORKERS = 64
 
 
 def cli_options(command):
@@ -18,16 +23,18 @@ def cli_options(command):
                           "(needs `pip install mlcommons-loadgen`)."),
         click.option("--quick", is_flag=True,
                      help="Short LoadGen runs (2 s, >= 64 queries) for CI and demos; reported as not valid."),
-        click.option("--latency-bound-ms", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_LATENCY_BOUND_MS,
+        click.option("--latency-bound-ms", type=click.FloatRange(0, 600_000, min_open=True),
+                     default=DEFAULT_LATENCY_BOUND_MS,
                      show_default=True, help="p99 bound for Server and the recommendation (MLPerf ResNet-50 Server: 15)."),
-        click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True,
+        click.option("--max-batch", type=click.IntRange(1, MAX_BATCH_SIZE), default=16, show_default=True,
                      help="SUT dynamic batching: most samples per batch (Server, Offline)."),
-        click.option("--batch-timeout-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
+        click.option("--batch-timeout-ms", type=click.FloatRange(0, 10_000), default=2.0, show_default=True,
                      help="SUT dynamic batching: longest wait for a batch to fill (Server, Offline)."),
-        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+        click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True,
                      help="SUT concurrent ORT sessions, one thread each; intra-op threads = --threads / workers."),
-        click.option("--server-qps", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Run Server at this target QPS instead of searching for the peak."),
+        click.option("--server-qps", type=click.FloatRange(0, MAX_SERVER_QPS, min_open=True), default=None,
+                     help="Run Server at this target QPS instead of searching for the peak (at most what LoadGen's "
+                          "pre-generated queries leave room for in memory)."),
     ]
     for opt in reversed(opts):
         command = opt(command)
@@ -56,10 +63,12 @@ def options_from_cli(scenario, quick, latency_bound_ms, max_batch, batch_timeout
     """Return the ScenarioOptions of the CLI values (ConvkitError for an unknown scenario); intra-op threads per
     worker = ``threads`` (default: physical cores) // workers, at least 1."""
     from convkit.envinfo import physical_cores
-    from convkit.evaluate.scenarios import ScenarioOptions, parse_scenarios, require_loadgen
+    from convkit.evaluate.scenarios import ScenarioOptions, check_server_qps, parse_scenarios, require_loadgen
     from convkit.evaluate.sut import SutConfig
 
     names = parse_scenarios(scenario)
+    if server_qps is not None:
+        check_server_qps(server_qps, quick)
     if names:
         require_loadgen()  # fail before the accuracy and latency passes, not after them
 

@@ -10,7 +10,7 @@ import sys
 import click
 
 from convkit import gates
-from convkit.errors import ConvkitError, failure_of
+from convkit.errors import EXIT_GATE_FAILED, ConvkitError, failure_of
 
 
 def _describe(res: dict) -> str:
@@ -22,6 +22,52 @@ def _describe(res: dict) -> str:
             parts.append(f"{precision} agreement {entry['parity']['argmax_agreement']:.2%}, "
                          f"acc Δ {entry['gate']['acc_delta'] * 100:+.2f} pts, {entry['size_bytes'] / 1e6:.2f} MB")
     return "; ".join(parts) + f" → {res['out_dir']}"
+
+
+def user_model_options(f):
+    """Add the options of a user model's export (a model convkit did not train) to the export command."""
+    opts = [
+        click.option("--model", default=None, help="Your model: MODULE:FACTORY (an importable callable returning an "
+                     "nn.Module, e.g. torchvision.models:resnet18) or timm:NAME (timm.create_model, pretrained=False)."),
+        click.option("--model-kwargs", default=None, help='JSON keyword arguments for the factory, e.g. '
+                     '\'{"num_classes": 10}\'.'),
+        click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                     help="A state_dict file (alone or under state_dict / model / model_state_dict; module. prefixes "
+                          "stripped), read with torch.load(weights_only=True): code in a pickle is never run."),
+        click.option("--program", type=click.Path(dir_okay=False), default=None,
+                     help="A torch.export.save'd ExportedProgram (.pt2) instead of --model: no source code needed."),
+        click.option("--out", type=click.Path(file_okay=False), default=None,
+                     help="The folder the user model's export goes to (required with --model/--program)."),
+        click.option("--dataset", default=None, help="A built-in dataset (mnist, cifar10) the model is measured on."),
+        click.option("--data", "data_path", type=click.Path(), default=None,
+                     help="Or any labelled images: an ImageFolder or a path,label CSV."),
+        click.option("--classes", "classes_file", type=click.Path(dir_okay=False), default=None,
+                     help="Class names in the model's output order, one per line (default: the dataset's, or the "
+                          "folder's names sorted)."),
+        click.option("--input-size", default=None, help="C,H,W of the model's input (default: the dataset's, or a "
+                     "config's input_size)."),
+        click.option("--mean", default=None, help="Per-channel mean after --input-range (default: a config's, else "
+                     "the dataset's)."),
+        click.option("--std", default=None, help="Per-channel std (default: a config's, else the dataset's)."),
+        click.option("--input-range", type=click.Choice(["1", "255"]), default=None,
+                     help="1: pixels / 255 before mean/std (default); 255: raw pixels."),
+        click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), default=None, help="Default rgb."),
+        click.option("--resize", type=click.IntRange(min=1), default=None,
+                     help="--data: shorter side before the center crop to the input size (default: the crop size)."),
+        click.option("--interpolation", type=click.Choice(["bilinear", "bicubic"]), default=None,
+                     help="--data: resize interpolation (default: a config's, else bilinear)."),
+        click.option("--preprocessing-config", type=click.Path(dir_okay=False), default=None,
+                     help="Read mean/std/input size/resize/interpolation from a Hugging Face preprocessor_config.json "
+                          "or a timm config.json (flags win)."),
+        click.option("--calib-data", type=click.Path(), default=None,
+                     help="Images to calibrate int8 on when the data has no train split (an ImageFolder or CSV)."),
+        click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True,
+                     help="torchscript: the legacy exporter, for models the dynamo exporter cannot export."),
+        click.option("--sample", is_flag=True, help="--dataset: use the embedded sample (1,000/500 images)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
 
 
 @click.command("export")
@@ -40,16 +86,34 @@ def _describe(res: dict) -> str:
 @click.option("--max-disagreement", default=None,
               help="Gate: images whose top-1 class differs from PyTorch's, in percentage points, e.g. "
                    "fp32=0.1,fp16=1 (defaults: fp32 0.1, fp16 1; int8 is reported, not gated).")
-@click.option("--n-images", type=int, default=1000, show_default=True, help="Test images for the parity gate.")
-@click.option("--calib-images", type=int, default=512, show_default=True, help="Training images to calibrate int8 on.")
+@click.option("--n-images", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="Test images for the parity gate.")
+@click.option("--calib-images", type=click.IntRange(1, 10_000), default=512, show_default=True,
+              help="Training images to calibrate int8 on.")
 @click.option("--data-dir", type=click.Path(), envvar="CONVKIT_DATA",
               help="Where datasets are (default: the run's own setting).")
+@user_model_options
 def export_cmd(run_dirs, all_dirs, checkpoint, experiment, precisions, atol, max_accuracy_drop, max_disagreement,
-               n_images, calib_images, data_dir):
-    """Export trained RUN_DIRS to ONNX behind a PyTorch-parity gate; exits 1 if a gate failed, 2 on bad input."""
+               n_images, calib_images, data_dir, **user):
+    """Export trained RUN_DIRS — or your own PyTorch model (--model MODULE:FACTORY, timm:NAME or --program FILE.pt2,
+    with --out and the data it is measured on) — to ONNX behind a PyTorch-parity gate.
+
+    Exit codes: 1 a gate failed, or one of several runs failed (the others were exported); 2 bad input (one run).
+    """
     from convkit.artifacts import find_runs
     from convkit.export.pipeline import ExportSettings, export_checkpoint, export_run
 
+    settings = ExportSettings(
+        precisions=tuple(precisions), atol=atol, n_images=n_images, calib_images=calib_images, data_dir=data_dir,
+        max_acc_drop=gates.parse_points(max_accuracy_drop, "--max-accuracy-drop", gates.MAX_ACC_DROP),
+        max_disagreement=gates.parse_points(max_disagreement, "--max-disagreement", gates.MAX_DISAGREEMENT))
+    if user["model"] or user["program"]:
+        if run_dirs or all_dirs or checkpoint:
+            raise ConvkitError("--model/--program export your own model; run directories are exported on their own")
+        from convkit.export.user_cli import export_user
+
+        click.echo(export_user(user, settings))
+        return
     if experiment and not checkpoint:
         raise ConvkitError("--experiment goes with --checkpoint; a run directory records its experiment")
     targets: list[str] = list(run_dirs)
@@ -57,10 +121,6 @@ def export_cmd(run_dirs, all_dirs, checkpoint, experiment, precisions, atol, max
         targets += [str(p) for p in find_runs(suite_dir)]
     if not targets and not checkpoint:
         raise ConvkitError("nothing to export: pass RUN_DIR..., --all SUITE_DIR or --checkpoint PATH")
-    settings = ExportSettings(
-        precisions=tuple(precisions), atol=atol, n_images=n_images, calib_images=calib_images, data_dir=data_dir,
-        max_acc_drop=gates.parse_points(max_accuracy_drop, "--max-accuracy-drop", gates.MAX_ACC_DROP),
-        max_disagreement=gates.parse_points(max_disagreement, "--max-disagreement", gates.MAX_DISAGREEMENT))
     jobs = [(t, lambda t=t: export_run(t, settings)) for t in targets]
     if checkpoint:
         jobs.append((checkpoint, lambda: export_checkpoint(checkpoint, experiment, None, settings)))
@@ -74,7 +134,8 @@ def export_cmd(run_dirs, all_dirs, checkpoint, experiment, precisions, atol, max
             exc = failure_of(exc)
             prefix = f"{name}: " if len(jobs) > 1 and not exc.message.startswith(name) else ""
             click.echo(f"error: {prefix}{exc.message}", err=True)
-            worst = max(worst, exc.exit_code)
+            # alone, its own code; one of several failing is exit 1 (README: the others still ran)
+            worst = max(worst, exc.exit_code if len(jobs) == 1 else EXIT_GATE_FAILED)
     if len(jobs) > 1 and worst:
         click.echo(f"error: some exports failed (exit {worst})", err=True)
     if worst:

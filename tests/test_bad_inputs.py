@@ -16,6 +16,7 @@ from convkit.cli import main
 
 RUN = "{runs}/seed-sample/t1-fcn"
 TRAIN = ["--sample", "--device", "cpu", "--out", "{runs}", "--quiet"]
+FRESH = ["--sample", "--device", "cpu", "--out", "{tmp}/fresh", "--quiet"]  # no run there yet
 
 # (what, args, needle in the error line); "{runs}", "{run}", "{tmp}" are filled in per test.
 CASES = [
@@ -43,6 +44,41 @@ CASES = [
     ("evaluate with an unknown gate", ["evaluate", "{run}", "--max-accuracy-drop", "int4=1"], "unknown precision"),
     ("evaluate with a bad scenario", ["evaluate", "{run}", "--scenario", "bogus"], "--scenario"),
     ("evaluate: no model", ["evaluate"], "no model"),
+    # round three: bounds on rates, counts and sizes (memory and time)
+    ("evaluate: absurd --server-qps", ["evaluate", "{run}", "--scenario", "server", "--quick", "--server-qps",
+                                       "1000000000"], "--server-qps"),
+    ("evaluate: --server-qps beyond memory", ["evaluate", "{run}", "--scenario", "server", "--server-qps", "1000000"],
+     "pre-generate"),
+    ("evaluate: absurd --batch-sizes", ["evaluate", "{run}", "--batch-sizes", "1,100000000"], "--batch-sizes"),
+    ("evaluate: absurd --runs", ["evaluate", "{run}", "--runs", "1000000"], "--runs"),
+    ("evaluate: absurd --max-batch", ["evaluate", "{run}", "--max-batch", "100000000"], "--max-batch"),
+    ("evaluate: absurd --workers", ["evaluate", "{run}", "--workers", "100000"], "--workers"),
+    ("evaluate: absurd --resize", ["evaluate", "{tmp}/c3.onnx", "--data", "{tmp}/pics", "--resize", "1000000"],
+     "--resize"),
+    ("export: absurd --n-images", ["export", "{run}", "--n-images", "100000000"], "--n-images"),
+    ("evaluate: extreme aspect ratio", ["evaluate", "{tmp}/c3.onnx", "--data", "{tmp}/wide", "--resize", "224",
+                                        "--no-latency"], "200000×1 pixels"),
+    ("evaluate: a 20000² PNG", ["evaluate", "{tmp}/c3.onnx", "--data", "{tmp}/huge", "--no-latency"],
+     "0.png: Pillow refuses to decode it (Image size (400000000 pixels)"),
+    # round three: bad input that was exit 70
+    ("evaluate: 2-channel model with --data", ["evaluate", "{tmp}/c2.onnx", "--data", "{tmp}/pics", "--no-latency"],
+     "2-channel input"),
+    ("evaluate: 4-channel model with --data", ["evaluate", "{tmp}/c4.onnx", "--data", "{tmp}/pics", "--no-latency"],
+     "4-channel input"),
+    ("evaluate: Latin-1 CSV", ["evaluate", "{tmp}/c3.onnx", "--data", "{tmp}/latin.csv", "--no-latency"],
+     "is not UTF-8"),
+    ("evaluate: conflicting CSV rows", ["evaluate", "{tmp}/c3.onnx", "--data", "{tmp}/conflict.csv", "--no-latency"],
+     "listed with two labels"),
+    ("evaluate: external data leaving the model's folder", ["evaluate", "{tmp}/outside/m.onnx", "--data", "{tmp}/pics",
+                                                            "--no-latency"], "outside"),
+    ("export of a plain pickle", ["export", "--checkpoint", "{tmp}/raw.pt"], "plain pickle"),
+    ("train-all on a GPU that is not here", ["train-all", "--only", "t1-fcn", "--devices", "cuda:99", *TRAIN],
+     "--devices"),
+    ("train-all --ray without a cluster", ["train-all", "--only", "t1-fcn", *FRESH, "--ray"], "no running Ray cluster"),
+    ("train-all --ray to a silent address", ["train-all", "--only", "t1-fcn", *FRESH, "--ray", "127.0.0.1:1"],
+     "no Ray cluster answers at 127.0.0.1:1"),
+    ("train-all --ray ray:// without the client", ["train-all", "--only", "t1-fcn", *FRESH, "--ray",
+                                                   "ray://127.0.0.1:1"], "ray[client]"),
     ("summarize a missing folder", ["summarize", "{tmp}/nope"], "not found"),
     ("report of an empty folder", ["report", "{tmp}/empty"], "{tmp}/empty"),
     ("unknown command", ["trian", "t1-fcn"], "trian"),
@@ -79,7 +115,82 @@ def world(tmp_path_factory):
     torch.save({"model": _Evil(tmp / "pwned"), "config": {}}, tmp / "evil.pt")
     (tmp / "notes.onnx").write_text("this is not a model\n" * 10)
     (tmp / "empty").mkdir()
+    hostile_files(tmp)
     return {"tmp": str(tmp), "runs": str(runs), "run": RUN.format(runs=runs)}
+
+
+def tiny_classifier(path: Path, channels: int, classes: int = 3, side: int = 8, metadata: dict | None = None) -> Path:
+    """Write an ONNX classifier (Flatten + Gemm) of [N, channels, side, side] images; returns ``path``."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).random((classes, channels * side * side), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "w"], ["y"], transB=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels, side, side])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", classes])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return path
+
+
+def png_claiming(path: Path, width: int, height: int) -> Path:
+    """Write a 1×1 PNG whose header claims ``width``×``height`` pixels (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    Image.new("L", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def hostile_files(tmp: Path) -> None:
+    """Round three's inputs: 1-, 2-, 3- and 4-channel models, a small image folder, 16 PNGs of 200000×1 px, a PNG
+    claiming 20000² px, a Latin-1 and a conflicting CSV, a plain pickle, external data pointing outside."""
+    import pickle
+
+    import numpy as np
+    import onnx
+    from onnx.external_data_helper import convert_model_to_external_data
+    from PIL import Image
+
+    for c in (2, 3, 4):
+        tiny_classifier(tmp / f"c{c}.onnx", c)
+    for i in range(6):
+        (tmp / "pics" / "abc"[i % 3]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((10, 12, 3), 40 * i, np.uint8)).save(tmp / "pics" / "abc"[i % 3] / f"{i}.png")
+    for i in range(16):  # 72 KB on disk; 4.8 GB and 40 s resized before round three
+        (tmp / "wide" / "abc"[i % 3]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((1, 200_000), i, np.uint8)).save(tmp / "wide" / "abc"[i % 3] / f"{i}.png")
+    for c in "abc":
+        (tmp / "huge" / c).mkdir(parents=True)
+        png_claiming(tmp / "huge" / c / "0.png", 20_000, 20_000)
+    (tmp / "latin.csv").write_bytes("path,label\npics/a/0.png,caf\xe9\n".encode("latin-1"))
+    (tmp / "conflict.csv").write_text("path,label\npics/a/0.png,a\npics/b/1.png,b\n./pics/a/0.png,b\n")
+    with open(tmp / "raw.pt", "wb") as fh:  # the default protocol, no torch.save zip around it
+        pickle.dump({"model": {"w": [1.0]}, "config": {}}, fh)
+    model = onnx.load(str(tmp / "c3.onnx"))
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    (tmp / "external").mkdir()
+    onnx.save(model, str(tmp / "external" / "m.onnx"))  # the weights beside it, in weights.bin
+    (tmp / "outside").mkdir()
+    (tmp / "weights.bin").write_bytes((tmp / "external" / "weights.bin").read_bytes())
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../weights.bin"
+    (tmp / "outside" / "m.onnx").write_bytes(model.SerializeToString())
 
 
 @pytest.mark.parametrize("what, args, needle", CASES, ids=[c[0] for c in CASES])

@@ -256,7 +256,7 @@ def test_cli_export_and_continue_past_failure(tmp_path):
     assert "t1-fcn: fp32 max|Δ|" in res.output and (good / "model.onnx").is_file()
 
     res = runner.invoke(main, ["export", "--all", str(suite), "--n-images", "16"])
-    assert res.exit_code == 2
+    assert res.exit_code == 1  # one of several failed, the others were exported (README's exit codes)
     assert "t1-fcn: fp32" in res.output and "corrupt" in res.output  # reported both, kept going
 
     res = runner.invoke(main, ["export", ])

@@ -151,6 +151,8 @@ def check_spec(spec, model_path) -> None:
         return
     assert x.dtype == spec.input_dtype and np.isfinite(x.astype(np.float64)).all()
     want = (2, *info.input_shape) if spec.layout == "NCHW" else (2, *info.input_shape[1:], info.input_shape[0])
+    if spec.flat:  # a flattened [N, C*H*W] input takes the images flattened in its layout's order
+        want = (2, int(np.prod(info.input_shape)))
     assert x.shape == want
 
 

@@ -142,13 +142,13 @@ def test_export_refuses_a_folder_mixing_two_experiments(trained, tmp_path):
     assert _digests(trained) == before
 
 
-def test_evaluate_goes_on_past_a_bad_model_and_exits_with_the_worst_code(trained, tmp_path):
+def test_evaluate_goes_on_past_a_bad_model_and_exits_1(trained, tmp_path):
     r, _ = _cli("export", trained, "--n-images", "64")
     assert r.exit_code == 0, r.output
     bad = tmp_path / "bad.onnx"
     bad.write_text("not a model")
     r = CliRunner().invoke(main, ["evaluate", str(bad), str(trained), "--no-latency", "--provider", "cpu"])
-    assert r.exit_code == 2, r.output
+    assert r.exit_code == 1, r.output  # one model of several failed, the other was evaluated (README's exit codes)
     assert "bad.onnx" in r.output and "fp32 ORT cpu: acc" in r.output  # the good one was still evaluated
     assert (trained / "eval.json").is_file() and "Traceback" not in r.output
 

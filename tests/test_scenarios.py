@@ -143,6 +143,17 @@ def test_bisection_finds_the_knee():
     assert none is None and [h["target_qps"] for h in hist] == [50, 25, 12.5]
 
 
+def test_bisection_never_targets_more_than_memory_allows():
+    """A SUT that meets the bound everywhere doubles up to the ceiling (what LoadGen's pre-generated queries leave
+    of memory), runs there once and stops: no target beyond it, not 2^steps × the start."""
+    best, hist = sc.bisect_peak_qps(lambda q: {"target_qps": q, "meets_latency_bound": True}, start=100, steps=9,
+                                    ceiling=500)
+    assert [h["target_qps"] for h in hist] == [100, 200, 400, 500] and best["target_qps"] == 500
+    half_of_4_gib = (4 << 30) // 2 // sc.LOADGEN_BYTES_PER_QUERY
+    assert sc.max_server_qps(quick=False, available=4 << 30) == int(half_of_4_gib / 600)
+    assert sc.max_server_qps(quick=True, available=4 << 30) == int(half_of_4_gib / 2)
+
+
 # ---------------------------------------------------------------------------------------------- LoadGen runs
 @needs_loadgen
 def test_sleeping_sut_gives_the_arithmetic_figures(tmp_path, short_runs):

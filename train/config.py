@@ -72,6 +72,9 @@ def check_device(device: str) -> torch.device:
                           f"NVIDIA driver ≥ 580); use --device cpu")
     if dev.type not in ("cpu", "cuda"):
         raise ConvkitError(f"device type {dev.type!r} is not supported; use cpu or cuda")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConvkitError(f"device {device!r} requested but this machine has {torch.cuda.device_count()} GPU(s) "
+                           f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); pick one of them")
     return dev
 
 

@@ -148,7 +148,6 @@ def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False
     epoch). The run folder is locked while training. A folder that already holds a run is continued with
     ``resume``, replaced with ``overwrite`` (only once the new run's first checkpoint exists), else refused.
     """
-    quiet = quiet or not sys.stdout.isatty()  # progress bar and per-epoch lines only on a terminal
     with run_lock(Path(cfg.run_dir), f"convkit train {cfg.experiment}"):
         state = set_up(cfg, resume, overwrite)
         try:
@@ -250,8 +249,9 @@ def run_epochs(state: RunState, compiled, quiet: bool) -> None:
     """
     cfg, model, device = state.cfg, state.model, state.device
     tracker = GradNormTracker(model, every=cfg.grad_norm_every)
+    terminal = sys.stdout.isatty()  # a bar only on a terminal; elsewhere (CI logs, nohup, docker run without -t)
     bar = tqdm(total=(cfg.epochs - state.start_epoch) * len(state.train_loader), desc=cfg.experiment, unit="step",
-               disable=quiet, leave=False, dynamic_ncols=True)
+               disable=quiet or not terminal, leave=False, dynamic_ncols=True)
     for epoch in range(state.start_epoch, cfg.epochs):
         # Every epoch's randomness (shuffle, augmentation, dropout) derives from (seed, epoch) alone, which is
         # what makes a resumed run identical to an uninterrupted one.
@@ -288,10 +288,14 @@ def run_epochs(state: RunState, compiled, quiet: bool) -> None:
         write_csv(state.run_dir / GRAD_NORMS, state.grad_rows)
         if state.run_dir != Path(cfg.run_dir):
             state.run_dir = promote_run_folder(state.run_dir, Path(cfg.run_dir))
-        if not quiet:
-            tqdm.write(f"{cfg.experiment} epoch {epoch + 1}/{cfg.epochs}  train loss {tr.loss:.4f} acc {tr.acc:.4f}  "
-                       f"test loss {te.loss:.4f} acc {te.acc:.4f}  {row['epoch_time_s']:.1f}s  "
-                       f"{row['samples_per_s']:.0f} samples/s")
+        if not quiet:  # one plain flushed line per epoch, under the bar on a terminal, alone in a log
+            line = (f"{cfg.experiment} epoch {epoch + 1}/{cfg.epochs}  train loss {tr.loss:.4f} acc {tr.acc:.4f}  "
+                    f"test loss {te.loss:.4f} acc {te.acc:.4f}  {row['epoch_time_s']:.1f}s  "
+                    f"{row['samples_per_s']:.0f} samples/s")
+            if terminal:
+                tqdm.write(line)
+            else:
+                print(line, flush=True)
     bar.close()
 
 

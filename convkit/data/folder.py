@@ -24,6 +24,10 @@ INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resamp
 # ImageNet's statistics: the torchvision/timm default for a model whose dataset convkit does not know.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Bounds of one image, checked from its header before decoding and again before resizing: a 200000×1 PNG is
+# 72 KB on disk and few pixels for Pillow's bomb check, but resizing its short side to 224 makes 45 G pixels.
+MAX_SIDE = 16384  # pixels, each side, decoded or resized
+MAX_PIXELS = 64 * 2**20  # pixels, decoded or resized (Pillow itself warns at 89 M and refuses at 179 M)
 
 
 @dataclass
@@ -52,19 +56,9 @@ def list_labelled(path: Path | str) -> LabelledFiles:
         classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
         pairs = [(f, c) for c in classes for f in sorted((path / c).rglob("*"))
                  if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
-        kind = "ImageFolder"
+        kind, duplicates = "ImageFolder", 0
     elif path.is_file() and path.suffix.lower() == ".csv":
-        with path.open(newline="") as fh:
-            rows = [r for r in csv.reader(fh) if r and any(v.strip() for v in r)]
-        if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
-            rows = rows[1:]
-        bad = [r for r in rows if len(r) < 2]
-        if bad:
-            raise DataError(f"{path}: every row must be path,label; got {bad[0]!r}")
-        pairs = [((path.parent / r[0].strip()), r[1].strip()) for r in rows]
-        missing = [p for p, _ in pairs if not p.is_file()]
-        if missing:
-            raise DataError(f"{path}: {len(missing)} listed images do not exist, e.g. {missing[0]}")
+        pairs, duplicates = _csv_pairs(path)
         classes = sorted({lab for _, lab in pairs})
         kind = "CSV"
     else:
@@ -74,8 +68,40 @@ def list_labelled(path: Path | str) -> LabelledFiles:
                         f"{', '.join(IMAGE_EXTENSIONS)})")
     paths, labels = [p for p, _ in pairs], [lab for _, lab in pairs]
     root = path if path.is_dir() else path.parent
-    return LabelledFiles(paths, labels, classes, f"{kind} {path} ({len(paths)} images, {len(classes)} classes)",
+    dropped = f", {duplicates} duplicate row{'s' * (duplicates > 1)} read once" if duplicates else ""
+    return LabelledFiles(paths, labels, classes,
+                         f"{kind} {path} ({len(paths)} images, {len(classes)} classes{dropped})",
                          _checksum(root, paths, labels))
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """Return the text of ``path`` read as UTF-8 (a byte-order mark skipped); DataError naming ``what`` and the file
+    when it is not UTF-8."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
+def _csv_pairs(path: Path) -> tuple[list[tuple[Path, str]], int]:
+    """Return the (image path, label) pairs of a path,label CSV and how many duplicate rows were dropped;
+    DataError for a malformed row, a missing image or one image listed with two labels."""
+    rows = [r for r in csv.reader(read_text_file(path, "--data").splitlines()) if r and any(v.strip() for v in r)]
+    if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
+        rows = rows[1:]
+    bad = [r for r in rows if len(r) < 2]
+    if bad:
+        raise DataError(f"{path}: every row must be path,label; got {bad[0]!r}")
+    labels: dict[Path, str] = {}
+    for r in rows:
+        image, label = Path(os.path.normpath(path.parent / r[0].strip())), r[1].strip()
+        if labels.setdefault(image, label) != label:
+            raise DataError(f"{path}: {image} is listed with two labels ({labels[image]!r} and {label!r}); "
+                            "keep one row per image")
+    missing = [p for p in labels if not p.is_file()]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} listed images do not exist, e.g. {missing[0]}")
+    return list(labels.items()), len(rows) - len(labels)
 
 
 def load_image(path: Path, channels: int, size: tuple[int, int], resize: int | tuple[int, int] | None,
@@ -85,7 +111,8 @@ def load_image(path: Path, channels: int, size: tuple[int, int], resize: int | t
     (zero-padded when smaller)."""
     try:
         with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
+            check_size(path, im.size, "is")
+            im = to_8bit(path, im).convert("L" if channels == 1 else "RGB")
             if resize:
                 w, h = im.size
                 short = min(w, h)
@@ -96,13 +123,44 @@ def load_image(path: Path, channels: int, size: tuple[int, int], resize: int | t
                 else:
                     nw, nh = (resize, int(resize * h / w)) if w == short else (int(resize * w / h), resize)
                 if (nw, nh) != (w, h):
+                    to = f"{nh}×{nw}" if isinstance(resize, (tuple, list)) else f"a shorter side of {resize}"
+                    check_size(path, (nw, nh), f"would be, resized to {to},")
                     im = im.resize((nw, nh), INTERPOLATIONS[interpolation])
             arr = np.asarray(im, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError) as exc:
+    except Image.DecompressionBombError as exc:  # its header claims more pixels than Pillow opens
+        raise DataError(f"{path}: Pillow refuses to decode it ({str(exc).rstrip('.')}); shrink the image or leave "
+                        "it out") from None
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(f"cannot decode {path}: {type(exc).__name__}: {exc}") from None
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return center_crop(arr, size).transpose(2, 0, 1)
+
+
+def check_size(path: Path, size: tuple[int, int], verb: str) -> None:
+    """Raise DataError naming ``path`` when an image of ``size`` (W, H) exceeds MAX_SIDE or MAX_PIXELS."""
+    w, h = size
+    if max(w, h) > MAX_SIDE or w * h > MAX_PIXELS:
+        raise DataError(f"{path} {verb} {w}×{h} pixels, more than convkit decodes (each side at most {MAX_SIDE}, "
+                        f"{MAX_PIXELS // 2**20} M pixels in all); shrink or crop it, or leave it out")
+
+
+def to_8bit(path: Path, im: Image.Image) -> Image.Image:
+    """Return ``im`` with 8-bit channels: 16-bit grayscale scaled (÷ 257, rounded), float pixels in 0..1 scaled
+    (× 255, rounded); DataError naming ``path`` for float pixels outside 0..1 or 32-bit integer pixels, whose
+    range convkit cannot know (Pillow's own conversion clips them to white or to 0/1)."""
+    if im.mode.startswith("I;16"):
+        arr = np.asarray(im).astype(np.float64) / 257.0
+    elif im.mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+            raise DataError(f"{path} has floating-point pixels outside 0..1; save it as 8-bit (or scale it to 0..1)")
+        arr = arr * 255.0
+    elif im.mode == "I":
+        raise DataError(f"{path} has 32-bit integer pixels of unknown range; save it as an 8- or 16-bit image")
+    else:
+        return im
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
 
 
 def center_crop(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:

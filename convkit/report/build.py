@@ -9,7 +9,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from convkit import artifacts as A
-from convkit.atomic import write_text
+from convkit.atomic import ensure_writable_dir, write_text
 from convkit.errors import ConvkitError
 from convkit.models import create_model, get_model_config
 from convkit.report import figures as F
@@ -37,6 +37,9 @@ RF_TABLES = {3: ["kernel-eq"], 4: [], 7: []}  # tables whose section carries rec
 
 
 def _classes(run: RunData) -> list[str]:
+    named = dig(run.eval_entry("fp32"), "confusion_classes")  # the matrix's own rows (eval.json since round 3)
+    if isinstance(named, list) and named:
+        return [str(c) for c in named]
     try:
         return list(get_model_config(run.model_name).classes)
     except (ConvkitError, TypeError):  # a model not registered here (or none recorded): eval.json's names
@@ -352,8 +355,7 @@ def build_report(suite_dir: Path | str) -> dict:
     t0 = time.perf_counter()
     suite_dir = Path(suite_dir)
     runs = [load_run(p) for p in run_folders(suite_dir)]
-    out = suite_dir / A.REPORT_DIR
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_writable_dir(suite_dir / A.REPORT_DIR)
     suite = _suite_of(runs)
     exps = SUITES.get(suite, []) if suite else []
     ctx: dict = {}

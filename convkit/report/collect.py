@@ -138,10 +138,11 @@ def run_folders(suite_dir: Path) -> list[Path]:
     suite_dir = Path(suite_dir)
     if not suite_dir.is_dir():
         raise ConvkitError(f"suite directory {suite_dir} not found; pass e.g. runs/seed")
-    markers = (A.CHECKPOINT, A.CONFIG, A.METRICS, A.HISTORY)
+    markers = (A.CHECKPOINT, A.CONFIG, A.METRICS, A.HISTORY, A.MODEL_SOURCE)
     found = sorted(p for p in suite_dir.iterdir() if p.is_dir() and any((p / m).is_file() for m in markers))
     if not found:
-        raise ConvkitError(f"no run directories under {suite_dir} (none holds a {A.CHECKPOINT} or {A.CONFIG})")
+        raise ConvkitError(f"no run directories under {suite_dir} (none holds a {A.CHECKPOINT}, {A.CONFIG} or "
+                           f"{A.MODEL_SOURCE})")
     return found
 
 

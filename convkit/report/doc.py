@@ -12,6 +12,8 @@ import html
 import re
 from pathlib import Path
 
+from convkit.text import md_inline, md_text
+
 # A cell that reads as a number (with sign, thousands commas and a unit): such columns are right-aligned.
 _NUMBER = re.compile(r"^[+\-−]?[\d,]*\.?\d+\s*(%|s|ms|×|px)?( \+ .*)?$")
 _NO_VALUE = ("not measured", "not in the study", "—", "")
@@ -38,29 +40,26 @@ def numeric_columns(headers: list, rows: list[list]) -> list[bool]:
     return out
 
 
-def _md_cell(v) -> str:
-    return str(v).replace("|", "\\|").replace("\n", " ")
-
-
 def to_markdown(blocks: list[tuple]) -> str:
-    """Return the Markdown text of ``blocks``."""
+    """Return the Markdown text of ``blocks``; every text goes through ``md_inline`` (its `code` spans kept,
+    anything else escaped), so strings read from run folders render as text, on one line, never as markup."""
     out: list[str] = []
     for b in blocks:
         kind = b[0]
         if kind in ("h1", "h2", "h3"):
-            out.append("#" * int(kind[1]) + " " + b[1])
+            out.append("#" * int(kind[1]) + " " + md_inline(b[1]))
         elif kind == "p":
-            out.append(b[1])
+            out.append(md_inline(b[1]))
         elif kind == "ul":
-            out.append("\n".join(f"- {item}" for item in b[1]))
+            out.append("\n".join(f"- {md_inline(item)}" for item in b[1]))
         elif kind == "table":
             headers, rows = b[1], b[2]
-            lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |",
+            lines = ["| " + " | ".join(md_inline(h) for h in headers) + " |",
                      "|" + "|".join("---:" if n else "---" for n in numeric_columns(headers, rows)) + "|"]
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+            lines += ["| " + " | ".join(md_inline(c) for c in row) + " |" for row in rows]
             out.append("\n".join(lines))
         elif kind == "img":
-            out.append(f"![{b[2]}]({b[1]})")
+            out.append(f"![{md_text(b[2])}]({str(b[1]).replace(' ', '%20').replace(')', '%29')})")
     return "\n\n".join(out) + "\n"
 
 

@@ -17,6 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from convkit.atomic import atomic_path
+
 DPI = 100
 STYLE = {
     "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
@@ -49,9 +51,11 @@ def new_figure(w: float, h: float, layout: str | None = None) -> Figure:
 
 def save(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as a PNG without a Software tag (byte-stable) and return ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, metadata={"Software": None})
-    fig.clear()
+    try:
+        with atomic_path(path) as tmp:  # a full disk or read-only folder: one line, the old file kept
+            fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
+    finally:
+        fig.clear()
     return path
 
 

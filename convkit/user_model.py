@@ -1,0 +1,241 @@
+"""The user's own PyTorch model: where it comes from, how it is rebuilt, and the data contract it was exported with.
+
+A model convkit did not train is named by its source — an importable factory (``MODULE:FACTORY`` with JSON
+kwargs), ``timm:NAME`` (timm.create_model, pretrained=False), or a ``torch.export.save``d program (.pt2) — plus a
+weights file read with ``torch.load(weights_only=True)`` (a pickle that asks to create objects is refused and never
+run). Export records the source, the weights' sha256 and the data contract in ``model_source.json`` beside the ONNX
+files; evaluate rebuilds the same module from it for the PyTorch reference, checking the weights' hash.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convkit.artifacts import MODEL_SOURCE, RunModel, load_weights, read_artifact
+from convkit.errors import ConvkitError
+from convkit.onnx_meta import file_sha256
+
+# state_dict keys of the usual checkpoint layouts, in timm's order (timm.models._helpers.load_state_dict)
+STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "model_state_dict")
+MAX_KWARGS_CHARS = 10_000
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a user model comes from: "factory" (``MODULE:FACTORY``), "timm" (a timm model name) or "program" (a
+    .pt2 file), its kwargs, and the weights file with its sha256 (None for a program, which holds its weights)."""
+
+    kind: str
+    spec: str
+    kwargs: dict = field(default_factory=dict)
+    weights: str | None = None
+    weights_sha256: str | None = None
+    program_sha256: str | None = None
+
+    def describe(self) -> str:
+        """Return the source in one line, as the metadata and the terminal show it."""
+        what = {"factory": f"{self.spec}(**{json.dumps(self.kwargs)})", "timm": f"timm:{self.spec}",
+                "program": f"torch.export program {Path(self.spec).name}"}[self.kind]
+        return what + (f" + weights {Path(self.weights).name} (sha256 {self.weights_sha256[:12]}…)"
+                       if self.weights else "")
+
+
+@dataclass(frozen=True)
+class DataContract:
+    """The data a user model is measured on and how pixels become its input (uint8 RGB → float NCHW)."""
+
+    dataset: str | None  # a catalog dataset, or None with ``data``
+    data: str | None  # an ImageFolder or path,label CSV
+    classes: tuple[str, ...]
+    input_shape: tuple[int, int, int]  # C, H, W
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_range: str = "1"  # "1": pixels / 255 before mean/std; "255": raw pixels
+    channel_order: str = "rgb"
+    resize: int | None = None  # --data: shorter side before the center crop (None: the crop size)
+    interpolation: str = "bilinear"
+    calib_data: str | None = None
+
+    def prepare(self, images_u8) -> torch.Tensor:
+        """Return float32 NCHW model input from uint8 NCHW RGB images: range, channel order, mean/std."""
+        x = images_u8 if isinstance(images_u8, torch.Tensor) else torch.from_numpy(np.asarray(images_u8))
+        x = x.float()  # on the images' device: the reference may run on the GPU
+        if self.input_range == "1":
+            x = x / 255.0
+        if self.channel_order == "bgr" and x.shape[1] == 3:
+            x = x.flip(1)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        return ((x - mean) / std).contiguous()
+
+
+class ProgramModule(torch.nn.Module):
+    """A torch.export program's module behind the nn.Module interface convkit calls: its graph module refuses
+    ``train()``/``eval()`` (its mode was fixed when it was exported), so it is held unregistered and those calls
+    stop here; ``to()`` and ``parameters()`` reach it."""
+
+    def __init__(self, graph_module):
+        super().__init__()
+        object.__setattr__(self, "inner", graph_module)
+
+    def forward(self, x):
+        return self.inner(x)
+
+    def train(self, mode: bool = True):
+        return self
+
+    def to(self, *args, **kwargs):
+        self.inner.to(*args, **kwargs)
+        return self
+
+    def parameters(self, recurse: bool = True):
+        return self.inner.parameters(recurse)
+
+
+def parse_kwargs(text: str | None) -> dict:
+    """Return the JSON object of ``--model-kwargs`` ({} for None); ConvkitError (exit 2) for anything else."""
+    if not text:
+        return {}
+    if len(text) > MAX_KWARGS_CHARS:
+        raise ConvkitError(f"--model-kwargs is {len(text):,} characters; give at most {MAX_KWARGS_CHARS:,}")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConvkitError(f"--model-kwargs is not JSON ({exc.msg} at character {exc.pos}); e.g. "
+                           f"'{{\"num_classes\": 10}}'") from None
+    if not isinstance(value, dict):
+        raise ConvkitError("--model-kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
+    return value
+
+
+def source_from_flags(model: str | None, program: str | None, kwargs: dict, weights: str | None) -> ModelSource:
+    """Return the ModelSource of ``--model`` / ``--program`` and ``--weights``; ConvkitError for bad combinations."""
+    if bool(model) == bool(program):
+        raise ConvkitError("pass exactly one of --model MODULE:FACTORY (or timm:NAME) and --program FILE.pt2")
+    w_sha = None
+    if weights:
+        if program:
+            raise ConvkitError("--weights goes with --model; a --program file holds its own weights")
+        if not Path(weights).is_file():
+            raise ConvkitError(f"--weights {weights}: not found")
+        w_sha = file_sha256(Path(weights))
+    if program:
+        if not Path(program).is_file():
+            raise ConvkitError(f"--program {program}: not found; pass a file written by torch.export.save")
+        return ModelSource("program", str(Path(program).resolve()), program_sha256=file_sha256(Path(program)))
+    weights_path = str(Path(weights).resolve()) if weights else None
+    if model.startswith("timm:"):
+        return ModelSource("timm", model[len("timm:"):], kwargs, weights_path, w_sha)
+    if ":" not in model:
+        raise ConvkitError(f"--model {model!r}: give MODULE:FACTORY (e.g. torchvision.models:resnet18) or timm:NAME")
+    return ModelSource("factory", model, kwargs, weights_path, w_sha)
+
+
+def build_model(source: ModelSource) -> torch.nn.Module:
+    """Return the eager module of ``source`` in eval mode on the CPU, its weights loaded (checked against the
+    recorded sha256); ConvkitError (exit 2) naming what failed."""
+    if source.kind == "program":
+        _check_hash(source.spec, source.program_sha256, "--program")
+        try:
+            module = torch.export.load(source.spec).module()
+        except Exception as exc:  # noqa: BLE001 — any load failure is a bad input file
+            raise ConvkitError(f"{source.spec} is not a torch.export program ({type(exc).__name__}); write it with "
+                               f"torch.export.save") from None
+        return ProgramModule(module)
+    module = _call_factory(source)
+    if source.weights:
+        _check_hash(source.weights, source.weights_sha256, "--weights")
+        load_weights(module, read_state_dict(Path(source.weights)), source.weights)
+    return module.eval()
+
+
+def _call_factory(source: ModelSource) -> torch.nn.Module:
+    if source.kind == "timm":
+        try:
+            timm = importlib.import_module("timm")
+        except ImportError:
+            raise ConvkitError("timm:NAME needs timm: pip install 'convkit[timm]'") from None
+        factory, what = (lambda **kw: timm.create_model(source.spec, pretrained=False, **kw)), f"timm:{source.spec}"
+    else:
+        module_name, _, attr = source.spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConvkitError(f"--model {source.spec}: cannot import it ({type(exc).__name__}: "
+                               f"{str(exc)[:120]}); check the module is importable (PYTHONPATH) and names a "
+                               f"callable") from None
+        what = source.spec
+    try:
+        model = factory(**source.kwargs)
+    except Exception as exc:  # noqa: BLE001 — the user's factory may raise anything
+        raise ConvkitError(f"{what}(**{json.dumps(source.kwargs)[:200]}) failed: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise ConvkitError(f"{what} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _check_hash(path: str, recorded: str | None, what: str) -> None:
+    if not Path(path).is_file():
+        raise ConvkitError(f"{what} {path} is gone; restore it or re-export")
+    if recorded and file_sha256(Path(path)) != recorded:
+        raise ConvkitError(f"{what} {path} changed since export (sha256 differs); re-export the model")
+
+
+def read_state_dict(path: Path) -> dict:
+    """Return the state_dict in ``path``: the file itself or the one under a usual key (``state_dict``, ``model``,
+    ``model_state_dict``, EMA first as timm does), ``module.`` prefixes stripped. Loaded with weights_only=True: a
+    pickle that asks to create objects is refused and never executed."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 — torch raises many types for foreign or damaged files
+        if "unsupported global" in str(exc).lower() or "weights_only" in str(exc):
+            raise ConvkitError(f"{path} asks to create Python objects beyond tensors, which convkit never executes "
+                               f"(it was not loaded); save the weights with torch.save(model.state_dict(), …)") from None
+        raise ConvkitError(f"{path} is not a readable weights file ({type(exc).__name__}); save it with "
+                           f"torch.save(model.state_dict(), …)") from None
+    if isinstance(obj, dict):
+        for key in STATE_DICT_KEYS:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ConvkitError(f"{path} holds no state_dict (a mapping of names to tensors, alone or under one of "
+                           f"{', '.join(STATE_DICT_KEYS)})")
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+
+
+def source_to_json(source: ModelSource, contract: DataContract) -> dict:
+    """Return model_source.json's body: the source and the data contract."""
+    return {"source": asdict(source), "contract": {**asdict(contract), "classes": list(contract.classes)}}
+
+
+def source_from_json(doc: dict) -> tuple[ModelSource, DataContract]:
+    """Return (ModelSource, DataContract) from model_source.json's body."""
+    c = dict(doc["contract"])
+    c.update(classes=tuple(c["classes"]), input_shape=tuple(c["input_shape"]), mean=tuple(c["mean"]),
+             std=tuple(c["std"]))
+    return ModelSource(**doc["source"]), DataContract(**c)
+
+
+def load_user_run(folder: Path) -> RunModel:
+    """Return the RunModel of a user model's export folder: the module rebuilt from model_source.json (weights
+    checked against their recorded sha256), which stands where a convkit run's checkpoint stands."""
+    path = Path(folder) / MODEL_SOURCE
+    doc = read_artifact(path, "model_source")
+    if doc is None:
+        raise ConvkitError(f"{path} not found; export the model with `convkit export --model … --out {folder}`")
+    try:
+        source, contract = source_from_json(doc)
+    except (KeyError, TypeError, ValueError):
+        raise ConvkitError(f"{path} is not a readable model source; re-export the model") from None
+    config = {"dataset": contract.dataset, "data": contract.data, "sample": bool(doc.get("sample")),
+              "experiment": Path(folder).name, "model": source.describe(), "user_model": True}
+    return RunModel(checkpoint=path, model=build_model(source), model_name=source.describe(), config=config,
+                    epoch=None, contract=contract)

@@ -1,0 +1,275 @@
+"""Export the user's own PyTorch model with the pipeline convkit's runs get: dynamic batch, the parity gate against
+the user's module on real images of the stated data, fp16/int8 variants (int8 calibrated on images of the data),
+the reference logits cached, export.json — into a run-like folder that evaluate, report and summarize read.
+
+The folder holds ``model_source.json`` (the model's source, its weights' sha256 and the data contract) in the
+place a convkit run holds its checkpoint: the ONNX files record its sha256 as their ``checkpoint_sha256``, so
+evaluate refuses files exported from another model, and ``model.convkit.json`` (the preprocessing, resize and
+crop) so evaluate needs no preprocessing flags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+import convkit
+from convkit.artifacts import (
+    CHECKPOINT,
+    EXPORT_JSON,
+    MODEL_SOURCE,
+    VARIANT_FILES,
+    rejected_name,
+    run_lock,
+    save_reference_logits,
+    write_artifact,
+)
+from convkit.atomic import ensure_writable_dir, write_json
+from convkit.data.catalog import get_dataset_info
+from convkit.data.folder import FolderImages, list_labelled
+from convkit.data.load import load_dataset
+from convkit.devices import reference_device
+from convkit.errors import EXIT_GATE_FAILED, ConvkitError
+from convkit.export.onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, check_onnx, describe_export_failure, export_onnx
+from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, torch_logits, variant_gate
+from convkit.export.pipeline import CALIB_SEED, ExportSettings, summary_fields, write_files
+from convkit.export.quantize import CALIB_METHOD, INT8_OPSET, calibration_images, to_fp16, to_int8
+from convkit.onnx_meta import build_metadata, file_sha256, set_metadata
+from convkit.user_model import DataContract, ModelSource, build_model, source_to_json
+
+SIDECAR = "model.convkit.json"  # evaluate's preprocessing sidecar of model.onnx (convkit/preprocessing_config)
+
+
+@dataclass
+class UserData:
+    """The parity images (uint8 NCHW RGB), their labels, where they came from, and the calibration images."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    source: str
+    checksum: str
+    calib: np.ndarray | None  # uint8 calibration images (None: no int8 asked, or none available)
+    calib_source: str | None
+
+
+def export_user_model(source: ModelSource, contract: DataContract, out_dir, settings: ExportSettings,
+                      exporter: str = "dynamo", sample: bool = False) -> dict:
+    """Export the user's model into ``out_dir`` and return export.json's content; ConvkitError (exit 2) for bad
+    input before anything is written, exit 1 when a gate fails (report written, model kept as *.rejected.onnx)."""
+    settings = settings.check()
+    out = Path(out_dir)
+    if (out / CHECKPOINT).is_file():
+        raise ConvkitError(f"--out {out} holds a convkit training run ({CHECKPOINT}); choose another --out")
+    with run_lock(out, f"convkit export {source.describe()}"):
+        return _export(source, contract, ensure_writable_dir(out), settings, exporter, sample)
+
+
+def _export(source, contract, out: Path, settings: ExportSettings, exporter: str, sample: bool) -> dict:
+    t0 = time.perf_counter()
+    module = build_model(source)
+    data = load_user_data(contract, settings, sample)
+    x = contract.prepare(data.images)
+    settings.device = reference_device(settings.device)
+    try:
+        ref = torch_logits(module, x, device=settings.device)
+    except Exception as exc:  # noqa: BLE001 — the user's forward may raise anything on the wrong input
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ConvkitError(f"the model failed on a batch of input {list(x.shape)} (N, C, H, W): {type(exc).__name__}: "
+                           f"{first}; check --input-size and the data") from None
+    if ref.ndim != 2 or ref.shape[1] != len(contract.classes):
+        raise ConvkitError(f"the model returns {list(ref.shape)} for a batch of images, expected [N, "
+                           f"{len(contract.classes)}] (one score per class of the data); check --model-kwargs")
+    t_exp = time.perf_counter()
+    proto = export_model(module, contract.input_shape, exporter)
+    export_s = time.perf_counter() - t_exp
+    source_sha = _write_source(out, source, contract, data, sample)
+    report = _base_report(source, contract, data, ref, out, source_sha, exporter, export_s)
+    def meta(precision: str) -> dict:
+        return user_metadata(source, contract, out, report["pytorch_test_acc"], precision, source_sha)
+
+    set_metadata(proto, meta("fp32"))
+    check_onnx(proto)
+    files = {"fp32": _gate_fp32(report, proto, x, ref, data.labels, settings, out)}
+    for precision in settings.precisions:
+        variant = _gate_variant(report, precision, proto, (x, ref, data), contract, settings, out, meta)
+        if variant is not None:
+            files[precision] = variant
+    write_files(report, files, out)
+    # keyed apart from the whole data: these are the parity images only (an evenly spread subset)
+    save_reference_logits(out, ref, source_sha, f"{data.checksum}:parity-{len(ref)}", settings.device)
+    report["total_time_s"] = time.perf_counter() - t0
+    write_artifact(out / EXPORT_JSON, "export", report)
+    if report["failed"]:
+        reasons = [r for p in report["failed"] for r in report["precisions"][p]["gate"]["reasons"]]
+        raise ConvkitError(f"{source.describe()}: export gate failed: {'; '.join(reasons)} (report in "
+                           f"{out / EXPORT_JSON})", EXIT_GATE_FAILED)
+    return report
+
+
+def load_user_data(contract: DataContract, settings: ExportSettings, sample: bool) -> UserData:
+    """Return the parity images of the contract's data (at most ``settings.n_images``, evenly spread over it) and,
+    when int8 is asked, the calibration images (the train split, or ``contract.calib_data``)."""
+    c, h, w = contract.input_shape
+    want_calib = "int8" in settings.precisions
+    if contract.dataset:
+        info = get_dataset_info(contract.dataset)
+        if tuple(info.input_shape) != (c, h, w):
+            raise ConvkitError(f"--input-size {c},{h},{w} differs from {contract.dataset}'s images "
+                               f"{tuple(info.input_shape)}; pass --data FOLDER with --resize/--crop to feed other sizes")
+        ds = load_dataset(contract.dataset, settings.data_dir, sample=sample)
+        images, labels = ds.test_images.numpy(), ds.test_labels.numpy()
+        calib = ds.train_images if want_calib and contract.calib_data is None else None
+        source, checksum = ds.source, ds.checksum
+    else:
+        files = list_labelled(contract.data)
+        index = {name: i for i, name in enumerate(contract.classes)}
+        unknown = sorted(set(files.labels) - set(index))
+        if unknown:
+            raise ConvkitError(f"--data has label(s) not among the model's classes: {', '.join(map(repr, unknown[:5]))};"
+                               f" pass --classes FILE with the model's class names in output order")
+        images = FolderImages(files.paths, c, (h, w), contract.resize or min(h, w), contract.interpolation)
+        labels = np.asarray([index[lab] for lab in files.labels], dtype=np.int64)
+        calib, source, checksum = None, files.source, files.checksum
+    idx = np.unique(np.linspace(0, len(labels) - 1, min(int(settings.n_images), len(labels))).astype(int))
+    calib_images, calib_source = _calibration(contract, calib, settings) if want_calib else (None, None)
+    return UserData(np.asarray(images[idx]), labels[idx], source, checksum, calib_images, calib_source)
+
+
+def _calibration(contract: DataContract, train, settings: ExportSettings) -> tuple[np.ndarray, str]:
+    c, h, w = contract.input_shape
+    if contract.calib_data:
+        files = list_labelled(contract.calib_data)
+        images = FolderImages(files.paths, c, (h, w), contract.resize or min(h, w), contract.interpolation)
+        k = min(len(images), int(settings.calib_images))
+        idx = np.sort(np.random.default_rng(CALIB_SEED).permutation(len(images))[:k])
+        return np.asarray(images[idx]), f"--calib-data {files.source}"
+    if train is None:
+        raise ConvkitError("--precision int8 needs calibration images the model is not tested on: pass --calib-data "
+                           "FOLDER (--data has no train split)")
+    _, images = calibration_images(train, min(len(train), int(settings.calib_images)), CALIB_SEED)
+    return images.numpy(), "the dataset's train split"
+
+
+def export_model(module: torch.nn.Module, input_shape: tuple[int, int, int], exporter: str):
+    """Return the ONNX proto of ``module``: the dynamo exporter (convkit's default), or the TorchScript one when
+    asked; ConvkitError naming the operator or module that failed."""
+    if exporter == "dynamo":
+        return export_onnx(module, input_shape)
+    example = torch.zeros(2, *input_shape)
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module.eval(), (example,), buf, dynamo=False, opset_version=OPSET,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    except Exception as exc:  # noqa: BLE001 — the exporter raises many types; one line naming the culprit
+        raise ConvkitError(describe_export_failure(exc, module, example, None)) from None
+    return onnx.load_from_string(buf.getvalue())
+
+
+def _write_source(out: Path, source: ModelSource, contract: DataContract, data: UserData, sample: bool) -> str:
+    """Write model_source.json (what the ONNX files are derived from) and the preprocessing sidecar; returns the
+    source file's sha256."""
+    doc = {**source_to_json(source, contract), "data_source": data.source, "data_checksum": data.checksum,
+           "sample": sample}
+    path = write_artifact(out / MODEL_SOURCE, "model_source", doc)
+    pre = {"mean": list(contract.mean), "std": list(contract.std), "input_range": contract.input_range,
+           "channel_order": contract.channel_order, "layout": "nchw"}
+    if contract.data:
+        pre.update(resize=contract.resize or min(contract.input_shape[1:]), crop=contract.input_shape[1],
+                   interpolation=contract.interpolation)
+    write_json(out / SIDECAR, {"schema": "convkit.preprocessing/1", "model": VARIANT_FILES["fp32"],
+                               "preprocessing": pre})
+    return file_sha256(path)
+
+
+def user_metadata(source: ModelSource, contract: DataContract, out: Path, acc: float, precision: str,
+                  source_sha: str) -> dict:
+    """Return the ONNX metadata of one file of a user model: convkit's keys, the preprocessing and the identity."""
+    meta = build_metadata(experiment=out.name, model=source.describe(), dataset=contract.dataset or "",
+                          class_names=contract.classes, mean=contract.mean, std=contract.std, pytorch_test_acc=acc,
+                          opset=INT8_OPSET if precision == "int8" else OPSET, precision=precision,
+                          checkpoint_sha256=source_sha)
+    meta.update(input_range=contract.input_range, channel_order=contract.channel_order,
+                model_source=source.describe(), weights_sha256=source.weights_sha256 or source.program_sha256 or "")
+    if contract.data:
+        meta.update(data=Path(contract.data).name)
+    return {k: v for k, v in meta.items() if v != ""}
+
+
+def _base_report(source, contract, data: UserData, ref, out: Path, source_sha: str, exporter: str,
+                 export_s: float) -> dict:
+    acc = float((ref.argmax(1) == data.labels).mean())
+    c, h, w = contract.input_shape
+    return {
+        "experiment": out.name, "model": source.describe(), "dataset": contract.dataset or Path(contract.data).name,
+        "checkpoint": str(out / MODEL_SOURCE), "checkpoint_sha256": source_sha, "model_source": source.describe(),
+        "out_dir": str(out), "data_source": data.source, "data_checksum": data.checksum,
+        "exporter": f"torch.onnx.export({'dynamo=True' if exporter == 'dynamo' else 'dynamo=False (TorchScript)'}) "
+                    "of the user's module in eval()", "opset": OPSET,
+        "input": {"name": INPUT_NAME, "shape": ["batch", c, h, w], "dtype": "float32", "layout": "NCHW",
+                  "normalization": f"(pixels{'/255' if contract.input_range == '1' else ''} - mean) / std",
+                  "mean": list(contract.mean), "std": list(contract.std), "channel_order": contract.channel_order},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", len(contract.classes)], "dtype": "float32"},
+        "versions": {"convkit": convkit.__version__, "torch": torch.__version__, "onnx": onnx.__version__},
+        "pytorch_test_acc": acc, "pytorch_test_acc_source": f"measured here on {len(ref)} images of {data.source}",
+        "pytorch_acc_on_parity_images": acc, "export_time_s": export_s,
+        "gates": {"unit": "percentage points of the parity images", "max_acc_drop": None, "max_disagreement": None},
+        "precisions": {}, "files": {}, "rejected_files": {}, "gate": "pass", "failed": [],
+    }
+
+
+def _gate_fp32(report: dict, proto, x, ref, labels, settings: ExportSettings, out: Path):
+    report["gates"].update(max_acc_drop=settings.max_acc_drop, max_disagreement=settings.max_disagreement)
+    fp32_bytes = proto.SerializeToString()
+    parity = run_parity(fp32_bytes, x.numpy(), ref, labels, reference_device=settings.device)
+    gate = fp32_gate(parity, settings.atol, settings.max_disagreement["fp32"])
+    report["precisions"]["fp32"] = {"file": None, "size_bytes": len(fp32_bytes), "parity": parity, "gate": gate}
+    if gate["pass"]:
+        return out / VARIANT_FILES["fp32"], proto
+    report["failed"].append("fp32")
+    return out / rejected_name("fp32"), proto
+
+
+def _gate_variant(report: dict, precision: str, proto, measured: tuple, contract: DataContract,
+                  settings: ExportSettings, out: Path, meta):
+    """Convert, check and gate one fp16/int8 variant into ``report`` (``measured``: parity images, reference
+    logits, UserData; ``meta(precision)``: its metadata); returns (path, proto), or None when skipped."""
+    x, ref, data = measured
+    limits = {"max_drop_points": settings.max_acc_drop[precision],
+              "max_disagreement_points": settings.max_disagreement.get(precision)}
+    entry: dict = {"gate_settings": limits}
+    report["precisions"][precision] = entry
+    if not report["precisions"]["fp32"]["gate"]["pass"]:
+        entry["skipped"] = "fp32 export failed its parity gate"
+        return None
+    if precision == "fp16":
+        entry["conversion"] = "onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)"
+        variant = to_fp16(proto)
+    else:
+        variant, quant = to_int8(proto, contract.prepare(data.calib).numpy())
+        entry["quantization"] = {**quant, "calibration_split": data.calib_source, "calibration_seed": CALIB_SEED,
+                                 "calibration_method": CALIB_METHOD}
+    set_metadata(variant, meta(precision))
+    check_onnx(variant)
+    vbytes = variant.SerializeToString()
+    vpar = run_parity(vbytes, x.numpy(), ref, data.labels, batch_sizes=VARIANT_BATCH_SIZES,
+                      reference_device=settings.device)
+    vgate = variant_gate(precision, vpar, report["pytorch_acc_on_parity_images"], **limits)
+    fp32 = report["precisions"]["fp32"]
+    entry.update({"size_bytes": len(vbytes), "fp32_size_bytes": fp32["size_bytes"],
+                  "size_ratio": len(vbytes) / fp32["size_bytes"], "parity": vpar, "gate": vgate,
+                  "fp32_onnx_accuracy": fp32["parity"]["accuracy"]})
+    if vgate["pass"]:
+        return out / VARIANT_FILES[precision], variant
+    report["failed"].append(precision)
+    return out / rejected_name(precision), variant
