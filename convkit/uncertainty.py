@@ -113,15 +113,17 @@ def _ece_statistic(n_bins: int):
 
 def ece_interval(confidence, correct, n_bins: int, level: float = LEVEL,
                  resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Interval | None:
-    """Return the percentile-bootstrap interval of the ECE (images resampled, seeded), None under 2 images."""
+    """Return the percentile-bootstrap interval of the ECE (images resampled, seeded), None under 2 images or with
+    non-finite confidences."""
     conf = np.asarray(confidence, dtype=np.float64)
     hit = np.asarray(correct, dtype=np.float64)
-    if conf.size < 2:
+    if conf.size < 2 or not np.isfinite(conf).all():  # NaN scores (degenerate outputs) have no interval
         return None
     res = stats.bootstrap((conf, hit), _ece_statistic(n_bins), paired=True, vectorized=True, axis=-1,
                           n_resamples=resamples, batch=50, confidence_level=level, method="percentile",
                           rng=np.random.default_rng(seed))
-    return Interval(float(res.confidence_interval.low), float(res.confidence_interval.high), level)
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return Interval(low, high, level) if math.isfinite(low) and math.isfinite(high) else None
 
 
 def median_interval(values, level: float = LEVEL) -> Interval | None:

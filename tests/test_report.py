@@ -187,8 +187,9 @@ def test_report_from_real_runs(suite):
     ev = json.loads((suite / "t1-simple-cnn" / "eval.json").read_text())
     ece = ev["accuracy"][0]["calibration"]["ece"]
     assert 0.0 <= ece <= 1.0 and f"{ece:.3f}" in md
-    assert re.search(r"int8 − fp32 accuracy and batch-1 speed-up: Simple CNN [+-]\d+\.\d\d \[[+-]\d+\.\d\d, "
-                     r"[+-]\d+\.\d\d\] pts, p = \S+, (real|within noise), \d+\.\d\d× \(no interval\)", md)
+    # report.md escapes brackets (Markdown), so the interval reads \[low, high\] in the source
+    assert re.search(r"int8 − fp32 accuracy and batch-1 speed-up: Simple CNN [+-]\d+\.\d\d \\?\[[+-]\d+\.\d\d, "
+                     r"[+-]\d+\.\d\d\\?\] pts, p = \S+, (real|within noise), \d+\.\d\d× \(no interval\)", md)
     # the int8 delta's exact McNemar p-value, recomputed here from the discordant counts eval.json records
     test = next(a for a in ev["accuracy"] if a["precision"] == "int8")["vs_fp32"]
     b, c = test["only_candidate_right"], test["only_base_right"]
