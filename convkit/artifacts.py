@@ -9,19 +9,20 @@ config.json       convkit.config/1    train                       train (--resum
 checkpoint.pt     convkit.checkpoint/1 train                      train (--resume), export, evaluate, report
 history.csv       (CSV, one row/epoch) train                      report
 grad_norms.csv    (CSV)               train                       report
-metrics.json      convkit.metrics/1   train                       export, summary, report
+metrics.json      convkit.metrics/1   train                       summary, report (checked: convkit.provenance)
 model*.onnx       ONNX metadata keys  export                      evaluate (see convkit.onnx_meta)
 export.json       convkit.export/1    export                      summary, report
-eval.json/.md     convkit.eval/1      evaluate                    summary, report
+eval.json/.md     convkit.eval/1      evaluate (run's own data)   summary, report
+eval/<key>/       convkit.eval/1      evaluate (any other data)   people (keyed by the data: convkit.provenance)
 reference_logits.pt convkit.reference/1 export, evaluate         export, evaluate (PyTorch fp32 logits, cached)
 failure.json      convkit.failure/1   train-all (pipeline)        summary
 confusion*.png/csv, latency.png       evaluate                    report
 ================  ==================  ==========================  ======================================
 
 The suite folder ``runs/<suite>/`` holds ``summary.md`` / ``summary.json`` (convkit.summary/1), rebuilt from
-the files above by ``convkit summarize``, and ``report.md`` / ``report.html`` with their figures in
+the files above (and ``plan.json``, train-all's planned experiments) by ``convkit summarize``, and ``report.md`` / ``report.html`` with their figures in
 ``report/``, written by ``convkit report`` from the same files. No stage imports another: each reads what the others wrote,
-through this module.
+through this module. Which file each one is derived from, and the sha256 that ties them, is convkit.provenance's.
 """
 
 from __future__ import annotations
@@ -55,10 +56,12 @@ METRICS = "metrics.json"
 EXPORT_JSON = "export.json"
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 EVAL_PREFIX = "eval"  # eval.json / eval.md for a run; eval.<precision>.* when one variant file is evaluated
+EVAL_DIR = "eval"  # eval/<data-key>/eval.json: an evaluation of the run's model on other data (convkit.provenance)
 LOADGEN_DIR = "loadgen"  # evaluate --scenario: LoadGen's logs, one <precision>-<provider>-<scenario>/ folder each
 MODEL_SOURCE = "model_source.json"  # a user model's source + data contract: its export folder's "checkpoint"
 REFERENCE = "reference_logits.pt"  # the PyTorch model's fp32 test-split logits, reused by export and evaluate
 FAILURE = "failure.json"  # train-all: why this experiment failed, and in which stage; removed on success
+PLAN = "plan.json"  # train-all: the suite's planned experiments, so the summary can list those never run
 SUMMARY_MD = "summary.md"
 SUMMARY_JSON = "summary.json"
 REPORT_MD = "report.md"
@@ -76,6 +79,7 @@ SCHEMAS = {
     "summary": "convkit.summary/1",
     "failure": "convkit.failure/1",
     "reference": "convkit.reference/1",
+    "plan": "convkit.plan/1",
     "model_source": "convkit.model_source/1",
 }
 
@@ -303,6 +307,9 @@ def remove_downstream(folder: Path) -> list[str]:
     for path in downstream_files(folder):
         path.unlink(missing_ok=True)
         removed.append(path.name)
+    if (Path(folder) / EVAL_DIR).is_dir():  # evaluations on other data: derived from the checkpoint too
+        shutil.rmtree(Path(folder) / EVAL_DIR)
+        removed.append(EVAL_DIR + "/")
     return removed
 
 
@@ -362,8 +369,11 @@ def save_reference_logits(run_dir: Path, logits, checkpoint_sha256: str, data_ch
 
 # ---- checkpoints -------------------------------------------------------------------------------------------------
 def save_checkpoint(run_dir: Path, *, model, optimizer, scheduler, epoch: int, config: dict, history: list,
-                    grad_norms: list, environment: dict, data_checksum: str) -> Path:
-    """Atomically write ``run_dir/checkpoint.pt`` for ``epoch`` completed epochs; returns its path."""
+                    grad_norms: list, environment: dict, data_checksum: str, final: dict | None = None) -> Path:
+    """Atomically write ``run_dir/checkpoint.pt`` for ``epoch`` completed epochs; returns its path.
+
+    ``final``: the final model's figures (after the last epoch), which metrics.json repeats and readers verify.
+    """
     state = {
         "schema": SCHEMAS["checkpoint"],
         "model": model.state_dict(),  # the eager module: no torch.compile "_orig_mod." prefixes
@@ -375,6 +385,7 @@ def save_checkpoint(run_dir: Path, *, model, optimizer, scheduler, epoch: int, c
         "grad_norms": grad_norms,
         "environment": environment,
         "data_checksum": data_checksum,
+        "final": final or {},
     }
     return save_torch(Path(run_dir) / CHECKPOINT, state)
 
@@ -462,6 +473,7 @@ class RunModel:
     model_name: str
     config: dict  # the training config recorded in the checkpoint
     epoch: int | None
+    data_checksum: str | None = None  # the checksum of the data it was trained and tested on
     contract: object = None  # a user model's convkit.user_model.DataContract (its preprocessing); None for a run
 
     @cached_property
@@ -507,4 +519,5 @@ def load_run_model(source: Path, model_name: str | None = None) -> RunModel:
         raise ConvkitError(f"{path} records no model; pass --experiment NAME")
     model = create_model(name)
     load_weights(model, ckpt["model"], str(path)).eval()
-    return RunModel(checkpoint=path, model=model, model_name=name, config=cfg, epoch=ckpt.get("epoch"))
+    return RunModel(checkpoint=path, model=model, model_name=name, config=cfg, epoch=ckpt.get("epoch"),
+                    data_checksum=ckpt.get("data_checksum"))

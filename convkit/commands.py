@@ -133,4 +133,6 @@ def summarize_cmd(suite_dir):
     from convkit.summary import write_summary
 
     result = write_summary(suite_dir)
-    click.echo(f"summary: {result['summary']} ({len(result['results'])} runs, {len(result['failed'])} failed)")
+    not_run = sum(1 for v in result["status"].values() if v == "not run")
+    click.echo(f"summary: {result['summary']} ({len(result['results'])} runs, {len(result['failed'])} failed"
+               + (f", {not_run} planned but not run" if not_run else "") + ")")

@@ -19,7 +19,7 @@ from convkit.evaluate import evaluate_model, gate_error, quick_options
 from convkit.export import export_run
 from convkit.report.build import build_report
 from convkit.suite import Experiment, get_experiment, seeded_name, select_experiments, split_seeded
-from convkit.summary import write_summary
+from convkit.summary import record_plan, write_summary
 from convkit.train import resolve_config, train_experiment
 
 
@@ -108,7 +108,7 @@ def run_experiment(plan: SuitePlan, name: str, device: str | None = None) -> dic
         return {"experiment": name, "run_dir": str(run_dir), "failed": None, "error": None}
     except Exception as exc:  # one experiment never takes the others down; KeyboardInterrupt still stops
         message = describe_failure(exc)
-        if run_dir.is_dir():
+        if run_dir.is_dir():  # one that failed before its folder existed is recorded by train_all
             record_failure(run_dir, name, stage, message)
         return {"experiment": name, "run_dir": str(run_dir), "failed": stage, "error": message}
 
@@ -120,8 +120,13 @@ def _progress(plan: SuitePlan, line: str) -> None:
 
 
 def record_failure(run_dir: Path, name: str, stage: str, message: str) -> None:
-    """Write the run folder's failure record (read by the summary)."""
-    write_artifact(run_dir / FAILURE, "failure", {"experiment": name, "stage": stage, "error": message})
+    """Write the run folder's failure record (read by the summary), creating the folder when the experiment failed
+    before it existed; when even that fails, the suite's summary still lists it (from train-all's outcomes)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_artifact(run_dir / FAILURE, "failure", {"experiment": name, "stage": stage, "error": message})
+    except (OSError, ConvkitError):
+        pass
 
 
 def train_all(plan: SuitePlan, echo: Callable[[str], None] = print, executor: Callable | None = None) -> dict:
@@ -134,13 +139,18 @@ def train_all(plan: SuitePlan, echo: Callable[[str], None] = print, executor: Ca
     names = job_names(plan)
     configs = [config_of(n, plan.train_kwargs) for n in names]  # bad options fail before any work
     check_existing(plan, configs)
+    suite_dir = Path(configs[0].run_dir).parent
     t0 = time.perf_counter()
     results = (executor or run_sequentially)(plan, names, echo)
     failed = [r["experiment"] for r in results if r["failed"]]
-    suite_dir = Path(configs[0].run_dir).parent
-    if not any(Path(c.run_dir).is_dir() for c in configs):  # every experiment failed before its first epoch
-        return {"summary": None, "results": {}, "failed": failed, "report": None}
-    result = write_summary(suite_dir, notes=[f"Wall time of this train-all: {time.perf_counter() - t0:.1f} s."])
+    if not any(Path(c.run_dir).is_dir() for c in configs):  # every experiment failed before its first epoch:
+        return {"summary": None, "results": {}, "failed": failed, "report": None}  # no empty suite folder left
+    record_plan(suite_dir, plan.suite, names)  # so the summary lists every one, run or not
+    for r in results:  # failed before its run folder existed: a folder for its failure record
+        if r["failed"] and not Path(r["run_dir"]).is_dir():
+            record_failure(Path(r["run_dir"]), r["experiment"], r["failed"], r["error"])
+    result = write_summary(suite_dir, notes=[f"Wall time of this train-all: {time.perf_counter() - t0:.1f} s."],
+                           outcomes=results)
     return {**result, "failed": failed, "report": write_report(suite_dir, echo)}
 
 

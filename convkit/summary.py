@@ -16,6 +16,7 @@ from convkit.artifacts import (
     EXPORT_JSON,
     FAILURE,
     METRICS,
+    PLAN,
     SUMMARY_JSON,
     SUMMARY_MD,
     EvalNames,
@@ -25,8 +26,9 @@ from convkit.artifacts import (
 )
 from convkit.atomic import write_text
 from convkit.errors import ConvkitError
+from convkit.provenance import check_run
 from convkit.suite import TABLE_TITLES, Experiment, find_experiment, split_seeded
-from convkit.text import md_code, md_text
+from convkit.text import md_code, md_inline, md_text
 from convkit.uncertainty import Spread, as_interval, format_interval, spread, versus_point
 
 # Stage files in the order their columns appear.
@@ -37,22 +39,53 @@ OTHER_TABLE = 99
 
 
 def collect(suite_dir: Path) -> list[dict]:
-    """Return one row per run folder: {"name", "experiment" (or None), "values", "columns", "failure", "meta"}."""
+    """Return one row per run folder: {"name", "experiment" (or None), "values", "columns", "failure", "meta",
+    "flags" (column key → "stale"/"edited": values held back), "provenance" (one note per held-back file)}."""
     rows = []
     for run in find_run_folders(suite_dir):
-        values, columns, meta = {}, [], {}
+        docs = {kind: read_artifact(run / name, kind) for name, kind in STAGE_FILES}
+        prov = check_run(run, docs["metrics"], docs["export"], docs["eval"])
+        values, columns, flags = {}, [], {}
         for name, kind in STAGE_FILES:
-            doc = read_artifact(run / name, kind)
+            doc = docs[kind]
             if doc is None:
                 continue
-            values.update(doc.get("summary") or {})
-            columns += [tuple(c) for c in doc.get("summary_columns") or []]
-            if kind == "metrics":
-                meta = {k: doc.get(k) for k in ("dataset", "data_source", "config")}
-        failure = read_artifact(run / FAILURE, "failure")
+            stage_columns = [tuple(c) for c in doc.get("summary_columns") or []]
+            columns += stage_columns
+            if prov.usable(name):  # a number whose source changed or was edited is not convkit's number
+                values.update(doc.get("summary") or {})
+            else:
+                flags.update({key: prov.status(name) for _, key, _ in stage_columns})
+        meta = {k: (docs["metrics"] or {}).get(k) for k in ("dataset", "data_source", "config", "test_images")}
         rows.append({"name": run.name, "experiment": find_experiment(split_seeded(run.name)[0]), "values": values,
-                     "columns": columns, "failure": failure, "meta": meta})
+                     "columns": columns, "failure": read_artifact(run / FAILURE, "failure"), "meta": meta,
+                     "flags": flags, "provenance": prov.lines()})
     return rows
+
+
+def planned_rows(suite_dir: Path, rows: list[dict], outcomes: list[dict] | None) -> list[dict]:
+    """Return rows for the planned experiments (plan.json, and this train-all's ``outcomes``) that have no run
+    folder: failed before it existed (with the reason), or not run."""
+    plan = read_artifact(Path(suite_dir) / PLAN, "plan") or {}
+    failed = {o["experiment"]: o for o in outcomes or [] if o.get("failed")}
+    names = list(dict.fromkeys([*(plan.get("experiments") or []), *(o["experiment"] for o in outcomes or [])]))
+    have = {r["name"] for r in rows}
+    out = []
+    for name in (n for n in names if n not in have):
+        o = failed.get(name)
+        failure = {"stage": o["failed"], "error": o["error"]} if o else None
+        out.append({"name": name, "experiment": find_experiment(split_seeded(name)[0]), "values": {}, "columns": [],
+                    "failure": failure, "meta": {}, "flags": {}, "provenance": [], "not_run": o is None})
+    return out
+
+
+def record_plan(suite_dir: Path, suite: str, names: list[str]) -> None:
+    """Add ``names`` to the suite folder's plan.json (its planned experiments, for the summary's "not run")."""
+    path = Path(suite_dir) / PLAN
+    old = (read_artifact(path, "plan") or {}).get("experiments") or []
+    write_artifact(path, "plan", {"suite": suite, "experiments": list(dict.fromkeys([*old, *names]))})
+
+
 
 
 def pool_seeds(rows: list[dict]) -> list[dict]:
@@ -60,7 +93,7 @@ def pool_seeds(rows: list[dict]) -> list[dict]:
     into one row whose ``spreads`` hold each numeric column's Spread over the seeds; failed runs stay apart."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
-        if row["experiment"] is not None and not row["failure"]:
+        if row["experiment"] is not None and not row["failure"] and not row.get("flags") and not row.get("not_run"):
             groups.setdefault(row["experiment"].name, []).append(row)
     out = [r for r in rows if r["experiment"] is None or r["failure"] or len(groups[r["experiment"].name]) == 1]
     for members in (g for g in groups.values() if len(g) > 1):
@@ -102,10 +135,11 @@ def _table_lines(rows: list[dict]) -> list[str]:
     for row in rows:
         exp: Experiment | None = row["experiment"]
         head = f"| {exp.row if exp else ''} | {md_text(row['name'])} |"
-        if row["failure"]:
-            f = row["failure"]
-            lines.append(f"{head} FAILED in {md_text(f.get('stage'))}: {md_text(f.get('error'))} |"
-                         + " |" * max(len(columns) - 1, 0))
+        if row["failure"] or row.get("not_run"):
+            f = row["failure"] or {}
+            text = (f"FAILED in {md_text(f.get('stage'))}: {md_text(f.get('error'))}" if row["failure"]
+                    else "not run")
+            lines.append(f"{head} {text} |" + " |" * max(len(columns) - 1, 0))
             continue
         cells = [_with_study(row, key, spec) for _, key, spec in columns]
         lines.append(head + " " + " | ".join(cells) + " |")
@@ -143,6 +177,8 @@ def _uncertain_cell(row: dict, key: str, spec: str) -> str:
 
 
 def _with_study(row: dict, key: str, spec: str) -> str:
+    if key in row["flags"]:
+        return f"{row['flags'][key].upper()} (see below)"
     text = _value_cell(row, key, spec)
     seed = row["experiment"].seed if row["experiment"] else None
     if key in STUDY_FIGURES and seed is not None:
@@ -162,11 +198,15 @@ def header_lines(rows: list[dict]) -> list[str]:
              "of it (the study's value outside or inside convkit's 95 % Wilson interval; over several seeds, the union",
              "of their intervals). `value [low, high]`: 95 % interval; `mean ± sd (min–max, n seeds)`: a row trained",
              "with several seeds. `time` = train + per-epoch test wall clock; `compile` = torch.compile warm-up,",
-             "measured apart."]
-    sources = sorted({(r["meta"]["dataset"], r["meta"]["data_source"]) for r in rows if r["meta"].get("data_source")})
-    for dataset, source in sources:
+             "measured apart. Every accuracy (`test acc`: PyTorch, `ORT acc`: ONNX Runtime) is on the test split of",
+             "the run's own data below; evaluations on other data stay in `<run>/eval/<data-key>/` and are not shown",
+             "here."]
+    sources = sorted({(r["meta"]["dataset"], r["meta"]["data_source"], r["meta"].get("test_images") or 0)
+                      for r in rows if r["meta"].get("data_source")})
+    for dataset, source, n_test in sources:
         jpeg = dataset == "cifar10" and ("jpeg" in source.lower() or "jpg" in source.lower())
-        lines.append(f"Data: {md_text(dataset)} from {md_code(source)}" + (
+        split = f" (test split: {n_test:,} images)" if n_test else ""
+        lines.append(f"Data: {md_text(dataset)} from {md_code(source)}{split}" + (
             " — **CIFAR-10 (JPEG copy)**: JPEG re-encoded images, accuracy within about a point of the original's."
             if jpeg else "."))
     capped = sorted({(r["name"], (r["meta"].get("config") or {}).get("max_images")) for r in rows
@@ -180,9 +220,10 @@ def header_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def write_summary(suite_dir: Path, notes: list[str] | None = None) -> dict:
-    """Rebuild ``summary.md`` and ``summary.json`` of ``suite_dir`` from its run folders; returns
-    {"summary": md path, "json": json path, "results": {run: values or {"error"}}, "failed": [run names]}.
+def write_summary(suite_dir: Path, notes: list[str] | None = None, outcomes: list[dict] | None = None) -> dict:
+    """Rebuild ``summary.md`` and ``summary.json`` of ``suite_dir`` from its run folders and plan.json (plus a
+    train-all's ``outcomes``: run_experiment results); returns {"summary": md path, "json": json path, "results":
+    {run: values or {"error"}}, "failed": [run names], "status": {experiment: done / failed / not run}}.
 
     Runs of one experiment with several seeds (``<experiment>-seed<N>``, however and wherever each was trained)
     make one row of mean ± sd (min–max); summary.json's ``seeds`` holds those spreads per experiment.
@@ -191,6 +232,7 @@ def write_summary(suite_dir: Path, notes: list[str] | None = None) -> dict:
     if not suite_dir.is_dir():
         raise ConvkitError(f"suite directory {suite_dir} not found; pass e.g. runs/seed")
     runs = collect(suite_dir)
+    runs += planned_rows(suite_dir, runs, outcomes)
     if not runs:
         raise ConvkitError(f"no run folders under {suite_dir}; pass a folder made by `convkit train-all`")
     rows = pool_seeds(runs)
@@ -201,12 +243,26 @@ def write_summary(suite_dir: Path, notes: list[str] | None = None) -> dict:
     for table, members in sorted(tables.items()):
         members.sort(key=lambda r: (r["experiment"].row if r["experiment"] else 0, r["name"]))
         lines += [f"## {TABLE_TITLES.get(table, 'Other runs')}", "", *_table_lines(members), ""]
+    lines += provenance_lines(runs)
     results = {r["name"]: ({"error": r["failure"].get("error"), "stage": r["failure"].get("stage")}
-                           if r["failure"] else r["values"]) for r in runs}
-    failed = [r["name"] for r in runs if r["failure"]]
+                           if r["failure"] else r["values"]) for r in runs if not r.get("not_run")}
+    status = {r["name"]: "failed" if r["failure"] else "not run" if r.get("not_run") else "done" for r in runs}
+    failed = [n for n, s in status.items() if s == "failed"]
+    held_back = {r["name"]: r["provenance"] for r in runs if r["provenance"]}
     seeds = {r["experiment"].name: {"runs": r["runs"], **{k: v.to_dict() for k, v in sorted(r["spreads"].items())}}
              for r in rows if r.get("spreads")}
     md = write_text(suite_dir / SUMMARY_MD, "\n".join(lines))
-    js = write_artifact(suite_dir / SUMMARY_JSON, "summary", {"suite": suite_dir.name, "failed": failed,
-                                                              "results": results, "seeds": seeds})
-    return {"summary": str(md), "json": str(js), "results": results, "failed": failed}
+    js = write_artifact(suite_dir / SUMMARY_JSON, "summary", {
+        "suite": suite_dir.name, "failed": failed, "not_run": [n for n, s in status.items() if s == "not run"],
+        "status": status, "results": results, "held_back": held_back, "seeds": seeds})
+    return {"summary": str(md), "json": str(js), "results": results, "failed": failed, "status": status}
+
+
+def provenance_lines(rows: list[dict]) -> list[str]:
+    """Return the section listing the numbers held back because their source changed or they were edited."""
+    held = [(r["name"], line) for r in rows for line in r["provenance"]]
+    if not held:
+        return []
+    return ["## Held back", "", ("These files' numbers are not shown above: the file they were derived from "
+                                 "changed, is gone, or their figures differ from what it records."), "",
+            *(f"- {md_text(name)}: {md_inline(line)}" for name, line in held), ""]

@@ -238,4 +238,4 @@ def load_user_run(folder: Path) -> RunModel:
     config = {"dataset": contract.dataset, "data": contract.data, "sample": bool(doc.get("sample")),
               "experiment": Path(folder).name, "model": source.describe(), "user_model": True}
     return RunModel(checkpoint=path, model=build_model(source), model_name=source.describe(), config=config,
-                    epoch=None, contract=contract)
+                    epoch=None, contract=contract, data_checksum=doc.get("data_checksum"))

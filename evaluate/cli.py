@@ -166,7 +166,10 @@ def _summary_line(path: str, res: dict) -> str:
               help="Also measure torch.compile on CUDA.")
 @click.option("--no-latency", is_flag=True, help="Accuracy only.")
 @click.option("--device-id", type=int, default=0, show_default=True, help="GPU index.")
-@click.option("--out", type=click.Path(), default=None, help="Output folder for a non-run .onnx (default: <stem>_eval beside it).")
+@click.option("--out", type=click.Path(), default=None,
+              help="Output folder (default: the run directory for a run's model, <stem>_eval beside any other .onnx). "
+                   "In a run folder, an evaluation on other data than the run's goes to eval/<data-key>/, never over "
+                   "the run's eval.json; a model not exported from that run's checkpoint is refused.")
 @serving_cli.cli_options
 def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, classes_file, resize, crop, interpolation,
                  sample, mean, std, layout, input_range, channel_order,
@@ -176,7 +179,8 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
                  torch_compile, no_latency, device_id, out, **serving_opts):
     """Evaluate ONNX models (files or run directories) under ONNX Runtime: accuracy, confusion, latency.
 
-    Writes eval.json, eval.md, latency.png, confusion.png and confusion.csv into the run directory (or --out).
+    Writes eval.json, eval.md, latency.png, confusion.png and confusion.csv into the run directory (or --out);
+    on other data than the run was tested on (--data, another --dataset), into its eval/<data-key>/ folder.
     Prints the preprocessing used, each value marked flag / config / metadata / default / guessed. Whenever a
     value was defaulted or guessed it probes the usual conventions on 300 images (exact McNemar test against the
     preprocessing used) and says loudly, with the flags, when one is better; outputs with NaN/Inf or identical for

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 
 from convkit.artifacts import (
+    EVAL_PREFIX,
     MODEL_SOURCE,
+    EvalNames,
     RunModel,
     data_settings,
     load_reference_logits,
@@ -35,10 +37,11 @@ from convkit.evaluate import probe, report, serving
 from convkit.evaluate.images import ReadingOptions, TestData, catalog_data, folder_data, read_classes
 from convkit.evaluate.model_io import ModelSpec, Overrides, default_normalization, inspect_model
 from convkit.evaluate.options import EvalOptions
-from convkit.preprocessing_config import find_config, read_config, write_sidecar
 from convkit.evaluate.providers import ProviderConfig, make_session, preload_cuda_libraries, select_providers
 from convkit.evaluate.target import Target, resolve_target
 from convkit.onnx_meta import file_sha256
+from convkit.preprocessing_config import find_config, read_config, write_sidecar
+from convkit.provenance import eval_dir, eval_record
 
 # The columns this stage adds to the suite summary: (title, key of eval.json's "summary", format).
 SUMMARY_COLUMNS = (
@@ -102,6 +105,7 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
         torch.set_num_threads(old_threads)
     result = assemble(setup, opts, reference, accuracy, failures, rows, given_path)
     result["preprocessing"] = preprocessing
+    result["provenance"] = keyed_by_data(setup, {p: v["sha256"] for p, v in result["variants"].items()})
     if preprocessing["verdict"] != "stated":  # a column only where the preprocessing was not all stated
         result["summary"]["preprocessing"] = preprocessing["verdict"]
         result["summary_columns"].append(list(PREPROCESSING_COLUMN))
@@ -113,6 +117,20 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
     return result
 
 
+def keyed_by_data(setup: Setup, sha256: dict[str, str]) -> dict:
+    """Point ``setup.target.out_dir`` at where this evaluation belongs (a run's own eval.json only on the run's own
+    data, else eval/<data-key>/ beside it: convkit.provenance); returns eval.json's provenance record."""
+    ref, target = setup.reference, setup.target
+    trained_on = ref.data_checksum if ref is not None else None
+    if ref is not None and trained_on is None and not setup.data.reading:  # a user model or an older checkpoint:
+        trained_on = setup.data.checksum  # no data recorded, so its dataset's test split counts as its own
+    target.out_dir = eval_dir(target.out_dir, trained_on, setup.data.name, setup.data.checksum)
+    if target.run_dir is not None and "fp32" not in setup.specs and target.names.prefix == EVAL_PREFIX:
+        target.names = EvalNames(f"{EVAL_PREFIX}.{'-'.join(setup.specs)}")  # eval.json's numbers are fp32's
+    return eval_record({p: (s.path, sha256[p]) for p, s in setup.specs.items()}, ref.checkpoint_sha256 if ref else None,
+                       setup.data.checksum, trained_on == setup.data.checksum)
+
+
 def pytorch_reference(setup: Setup, images, labels: np.ndarray, device: str) -> dict | None:
     """Return the PyTorch reference's metrics on the test images, None without a checkpoint.
 
@@ -122,10 +140,12 @@ def pytorch_reference(setup: Setup, images, labels: np.ndarray, device: str) -> 
     if setup.reference is None:
         return None
     run_dir, sha = setup.reference.checkpoint.parent, setup.reference.checkpoint_sha256
-    scores = load_reference_logits(run_dir, sha, setup.data.checksum, len(labels))
+    own_data = setup.reference.data_checksum in (None, setup.data.checksum)  # other data never touches the run cache
+    scores = load_reference_logits(run_dir, sha, setup.data.checksum, len(labels)) if own_data else None
     if scores is None:
         scores = acc.reference_logits(setup.reference, images, device)
-        save_reference_logits(run_dir, scores, sha, setup.data.checksum, device)
+        if own_data:
+            save_reference_logits(run_dir, scores, sha, setup.data.checksum, device)
     return acc.pytorch_accuracy(scores, labels, setup.primary[1].class_names, device)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from convkit.artifacts import EVAL_PREFIX, VARIANT_FILES, EvalNames, is_run_dir, precision_of, run_dir_of
 from convkit.errors import ConvkitError
+from convkit.provenance import refuse_foreign_model
 
 
 @dataclass
@@ -20,8 +21,18 @@ class Target:
 
 
 def resolve_target(path: Path, out: str | None = None) -> Target:
-    """Return the Target for a run directory or an .onnx file; ConvkitError (exit 2) when neither fits."""
-    path = Path(path)
+    """Return the Target for a run directory or an .onnx file, writing into ``out`` when given (else the run
+    directory, or <stem>_eval beside a foreign file); ConvkitError (exit 2) when neither fits, or when ``out`` is
+    a run folder the model was not exported from."""
+    target = _resolve(Path(path), out)
+    if out:
+        target.out_dir = Path(out)
+        for f in target.files.values():
+            refuse_foreign_model(f, target.out_dir)
+    return target
+
+
+def _resolve(path: Path, out: str | None) -> Target:
     if path.is_dir():
         return _run_dir_target(path)
     if not path.exists():

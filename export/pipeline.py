@@ -178,13 +178,12 @@ def metadata_for(inputs: Inputs, pytorch_acc: float, precision: str) -> dict:
 def base_report(inputs: Inputs, ref: np.ndarray, export_s: float) -> dict:
     """Return export.json's fields known before any gate ran."""
     exp, mcfg = inputs.experiment, inputs.run.default_cfg
-    pytorch_acc_n = float((ref.argmax(1) == inputs.labels).mean())
-    recorded = next((k for k in ("test_acc_fp32", "test_acc") if isinstance((inputs.metrics or {}).get(k), (int, float))),
-                    None)
-    if recorded:  # the fp32 figure when training recorded one: ONNX files are fp32 models
-        pt_acc, pt_source = float(inputs.metrics[recorded]), f"{METRICS} {recorded}"
-    else:
-        pt_acc, pt_source = pytorch_acc_n, f"measured here on the first {len(ref)} test images (no {METRICS})"
+    # Export writes only what it measured (never metrics.json's figure, which may be stale or edited): the
+    # checkpoint's fp32 accuracy on the parity images, saying how many of the test split they are.
+    pt_acc = float((ref.argmax(1) == inputs.labels).mean())
+    n_test = len(inputs.data.test_images)
+    pt_source = (f"measured by export: the checkpoint in fp32 (TF32 off) on the first {len(ref):,} of the "
+                 f"{n_test:,} test images of {exp.dataset}" + (" (the whole test split)" if len(ref) == n_test else ""))
     return {
         "experiment": exp.name, "model": exp.model, "dataset": exp.dataset,
         "checkpoint": str(inputs.run.checkpoint), "checkpoint_sha256": inputs.sha256,
@@ -198,8 +197,8 @@ def base_report(inputs: Inputs, ref: np.ndarray, export_s: float) -> dict:
         "dynamic_batch": {"dim": "batch", "min": 1, "max": MAX_BATCH, "trace_batch": TRACE_BATCH},
         "versions": {"convkit": convkit.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__, "numpy": np.__version__},
-        "pytorch_test_acc": pt_acc, "pytorch_test_acc_source": pt_source,
-        "pytorch_acc_on_parity_images": pytorch_acc_n,
+        "pytorch_test_acc": pt_acc, "pytorch_test_acc_source": pt_source, "pytorch_test_acc_images": len(ref),
+        "pytorch_acc_on_parity_images": pt_acc,
         "export_time_s": export_s,
         "metadata": metadata_for(inputs, pt_acc, "fp32"),
         "gates": {"unit": "percentage points of the parity images", "max_acc_drop": None, "max_disagreement": None},

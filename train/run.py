@@ -38,6 +38,7 @@ from convkit.devices import exact_fp32
 from convkit.envinfo import environment
 from convkit.errors import ConvkitError, TrainingDiverged, failure_of
 from convkit.models import create_model
+from convkit.onnx_meta import file_sha256
 from convkit.train.config import TrainConfig
 from convkit.train.loop import GradNormTracker, autocast, evaluate, padded_batches, synchronize, train_epoch
 from convkit.train.optim import build_optimizer
@@ -138,6 +139,7 @@ class RunState:
     compile_error: str | None = None
     saved_epoch: int = 0  # the epoch of the newest checkpoint on disk
     saved_at: float = 0.0  # time.monotonic() when it was written
+    final: dict | None = None  # the final model's fp32 figures, measured before the last checkpoint is written
 
 
 def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overwrite: bool = False) -> dict:
@@ -279,10 +281,12 @@ def run_epochs(state: RunState, compiled, quiet: bool) -> None:
         state.history.append(row)
         state.grad_rows += [{"epoch": epoch + 1, "parameter": k, "grad_norm": v}
                             for k, v in tracker.epoch_means().items()]
+        if epoch + 1 == cfg.epochs:  # measured before the last checkpoint, which records it for metrics.json's readers
+            state.final = {**final_fp32_accuracy(state), "parameters": count_parameters(model)}
         if checkpoint_due(state, epoch + 1):
             save_checkpoint(state.run_dir, model=model, optimizer=state.optimizer, scheduler=state.scheduler,
                             epoch=epoch + 1, config=cfg.to_dict(), history=state.history, grad_norms=state.grad_rows,
-                            environment=state.env, data_checksum=state.data.checksum)
+                            environment=state.env, data_checksum=state.data.checksum, final=state.final)
             state.saved_epoch, state.saved_at = epoch + 1, time.monotonic()
         write_csv(state.run_dir / HISTORY, state.history)
         write_csv(state.run_dir / GRAD_NORMS, state.grad_rows)
@@ -314,12 +318,15 @@ def final_metrics(state: RunState, compile_s: float) -> dict:
         "compile_time_s": compile_s,
         "execution": execution(cfg, state.compile_error),
         "compile_error": state.compile_error,
-        **final_fp32_accuracy(state),
+        **(state.final or final_fp32_accuracy(state)),
         "timing": "wall clock of train + per-epoch test passes, device synchronized before each reading; "
                   "compile time measured separately in a warm-up step before the clock starts",
         "resumed_from_epoch": state.start_epoch or None,
         "data_source": state.data.source,
         "data_checksum": state.data.checksum,
+        "test_images": len(state.data.test_images),
+        # the checkpoint these figures describe (convkit.provenance verifies both the hash and the figures)
+        "checkpoint_sha256": file_sha256(state.run_dir / CHECKPOINT),
         "config": cfg.to_dict(),
         "environment": state.env,
     }

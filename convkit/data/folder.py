@@ -38,13 +38,15 @@ class LabelledFiles:
     labels: list[str]
     classes: list[str]
     source: str
-    checksum: str  # sha256 of the sorted (relative path, label) list: which files, not their bytes
+    checksum: str  # sha256 of the sorted (relative path, size, label) list: which files, not all their bytes
 
 
 def _checksum(root: Path, paths: list[Path], labels: list[str]) -> str:
+    """Return the data key of a folder/CSV (convkit.provenance): a file replaced by one of another size, renamed or
+    relabelled changes it; reading every byte of a large folder just to name it would not be bounded."""
     h = hashlib.sha256()
     for p, lab in zip(paths, labels):
-        h.update(f"{os.path.relpath(p, root)}\t{lab}\n".encode())
+        h.update(f"{os.path.relpath(p, root)}\t{p.stat().st_size}\t{lab}\n".encode())
     return h.hexdigest()
 
 

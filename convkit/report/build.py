@@ -10,10 +10,11 @@ import torch.nn as nn
 
 from convkit import artifacts as A
 from convkit.atomic import ensure_writable_dir, write_text
+from convkit.data.catalog import display_name
 from convkit.errors import ConvkitError
 from convkit.models import create_model, get_model_config
 from convkit.report import figures as F
-from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, load_run, run_folders
+from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, load_run, other_evaluations, run_folders
 from convkit.report.doc import to_html, to_markdown
 from convkit.report.probe import first_conv_view, fixed_test_image, stage_maps
 from convkit.report.receptive_field import receptive_fields
@@ -27,6 +28,7 @@ from convkit.report.stats import (
     pts,
     run_stats,
     seeds_cell,
+    shown,
     speedup_cell,
 )
 from convkit.suite import SUITES, TABLE_TITLES, Experiment
@@ -124,6 +126,13 @@ def run_blocks(run: RunData, figs: dict, suite_dir: Path) -> list[tuple]:
     b: list[tuple] = [("h3", f"{run.name} — {run.label}")]
     if run.problems:
         b.append(("ul", [f"unreadable: {p}" for p in run.problems]))
+    if run.provenance and run.provenance.findings:
+        b.append(("p", "Held back (shown as STALE / EDITED above, used in no comparison):"))
+        b.append(("ul", run.provenance.lines()))
+    others = other_evaluations(run)
+    if others:
+        b.append(("p", "Evaluations on other data than the run's test split (in no table above):"))
+        b.append(("ul", others))
     _image_or_note(b, figs.get("curves"), suite_dir, "Learning curves", f"{NOT_MEASURED} (no {A.HISTORY})")
     _image_or_note(b, figs.get("confusion"), suite_dir, "Confusion matrix", f"{NOT_MEASURED} (not evaluated)")
     if figs.get("pairs"):
@@ -151,13 +160,26 @@ def study_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
         absent = "not in the study" if exp.seed is None else None  # the study printed nothing for this row
         verdict = versus_point(acc_interval(s), study_acc)
         out.append([f"{exp.row}. {exp.title}", f"`{exp.name}`" if run else f"`{exp.name}` (no run)",
-                    fmt(s.get("params")), fmt(s.get("epochs")), f"{exp.seed_epochs}", acc_cell(s),
-                    absent or pct(study_acc), absent or (pts(diff) + (f" ({verdict})" if verdict else "")),
-                    seeds_cell(s, "gap_pts", "+.2f") or pts(s.get("gap_pts")),
-                    fmt(s.get("train_time_s"), ".1f", " s"), absent or fmt(study_time, ".0f", " s")])
-    return ("table", ["row", "experiment", "params", "epochs", "study epochs", "test acc [95 %] or mean ± sd",
+                    shown(s, "params", fmt(s.get("params"))), fmt(s.get("epochs")), f"{exp.seed_epochs}",
+                    shown(s, "acc", acc_cell(s)), data_of(run),
+                    absent or pct(study_acc),
+                    absent or shown(s, "acc", pts(diff) + (f" ({verdict})" if verdict else "")),
+                    shown(s, "gap_pts", seeds_cell(s, "gap_pts", "+.2f") or pts(s.get("gap_pts"))),
+                    shown(s, "train_time_s", fmt(s.get("train_time_s"), ".1f", " s")),
+                    absent or fmt(study_time, ".0f", " s")])
+    return ("table", ["row", "experiment", "params", "epochs", "study epochs", "test acc [95 %] or mean ± sd", "on",
                       "study acc", "Δ vs study (pts; above / below / within noise)", "train−test (pts)",
                       "train time", "study time"], out)
+
+
+def data_of(run: RunData | None) -> str:
+    """Return the data the run's accuracies are measured on: "test split of <dataset> (<N> images)"."""
+    n = dig(run.metrics, "test_images") if run else None
+    dataset = dig(run.metrics, "dataset") or dig(run.config, "dataset") if run else None
+    if not dataset:
+        return NOT_MEASURED
+    label = display_name(dataset, str(dig(run.metrics, "data_source") or ""))
+    return f"test split of {label}" + (f" ({n:,} images)" if isinstance(n, int) else "")
 
 
 def ort_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
@@ -167,18 +189,31 @@ def ort_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
         gate = {True: "pass", False: "**FAIL**"}.get(s.get("gate"), NOT_MEASURED if s.get("seeds") is None else
                                                       f"per seed ({s['seeds']} seeds)")
         fp16 = (s["fp16_acc"] - s["ort_acc"]) * 100 if s.get("fp16_acc") is not None and s.get("ort_acc") else None
-        out.append([f"{exp.row}. {exp.title}", s.get("provider") or NOT_MEASURED, acc_cell(s, "ort_acc"),
-                    seeds_cell(s, "ort_delta_pts", "+.2f")
-                    or paired_cell(s.get("ort_delta_test"), s.get("ort_delta_pts")),
-                    gate, seeds_cell(s, "lat_fp32_ms", ".3f") or fmt(s.get("lat_fp32_ms"), ".3f", " ms"),
-                    acc_cell(s, "fp16_acc"), paired_cell(s.get("fp16_test"), fp16), acc_cell(s, "int8_acc"),
-                    seeds_cell(s, "int8_cost_pts", "+.2f", -1.0) or paired_cell(
-                        s.get("int8_test"), -s["int8_cost_pts"] if s.get("int8_cost_pts") is not None else None),
-                    seeds_cell(s, "int8_speedup", ".2f") or speedup_cell(s),
-                    seeds_cell(s, "ece", ".3f") or fmt(s.get("ece"), ".3f")])
-    return ("table", ["row", "provider", "ORT fp32 acc", "ORT − PyTorch (pts, McNemar)", "gate", "fp32 b1 p50",
+        cost = -s["int8_cost_pts"] if s.get("int8_cost_pts") is not None else None
+        out.append([f"{exp.row}. {exp.title}", s.get("provider") or NOT_MEASURED, eval_data_of(run),
+                    shown(s, "ort_acc", acc_cell(s, "ort_acc")),
+                    shown(s, "ort_delta_pts", seeds_cell(s, "ort_delta_pts", "+.2f")
+                          or paired_cell(s.get("ort_delta_test"), s.get("ort_delta_pts"))), gate,
+                    shown(s, "lat_fp32_ms", seeds_cell(s, "lat_fp32_ms", ".3f") or fmt(s.get("lat_fp32_ms"), ".3f", " ms")),
+                    shown(s, "fp16_acc", acc_cell(s, "fp16_acc")), shown(s, "fp16_acc", paired_cell(s.get("fp16_test"), fp16)),
+                    shown(s, "int8_acc", acc_cell(s, "int8_acc")),
+                    shown(s, "int8_cost_pts", seeds_cell(s, "int8_cost_pts", "+.2f", -1.0)
+                          or paired_cell(s.get("int8_test"), cost)),
+                    shown(s, "int8_speedup", seeds_cell(s, "int8_speedup", ".2f") or speedup_cell(s)),
+                    shown(s, "ece", seeds_cell(s, "ece", ".3f") or fmt(s.get("ece"), ".3f"))])
+    return ("table", ["row", "provider", "on", "ORT fp32 acc", "ORT − PyTorch (pts, McNemar)", "gate", "fp32 b1 p50",
                       "fp16 acc", "fp16 − fp32 (pts, McNemar)", "int8 acc", "int8 − fp32 (pts, McNemar)",
                       "int8 speed-up [interval]", "ECE (fp32)"], out)
+
+
+def eval_data_of(run: RunData | None) -> str:
+    """Return the data eval.json measured: "<split> of <dataset label> (<N> images)"."""
+    ds = dig(run.eval, "dataset") if run else None
+    if not isinstance(ds, dict):
+        return NOT_MEASURED
+    n = ds.get("n")
+    return f"{ds.get('split', 'test')} split of {ds.get('label') or ds.get('name')}" + (
+        f" ({n:,} images)" if isinstance(n, int) else "")
 
 
 def observations(rows: list[tuple[Experiment, RunData | None, dict]]) -> list[str]:
@@ -224,12 +259,15 @@ def observations(rows: list[tuple[Experiment, RunData | None, dict]]) -> list[st
                f"{tested} tested{': ' + ', '.join(real) if real else ''}." if deltas
                else f"ORT − PyTorch accuracy: {NOT_MEASURED}.")
     int8 = [(e, s) for e, _, s in rows if s.get("int8_cost_pts") is not None]
+    held = [e.title for e, _, s in rows if "int8_acc" in s.get("held", {})]
     if int8:
         obs.append("int8 − fp32 accuracy and batch-1 speed-up: " + "; ".join(
             f"{e.title} {paired_cell(s.get('int8_test'), -s['int8_cost_pts'])}, {speedup_cell(s)}"
             for e, s in int8) + ".")
     else:
         obs.append(f"int8 cost and speed-up: {NOT_MEASURED} (no int8 variant evaluated).")
+    if held:
+        obs.append(f"int8 figures held back as stale (their model file changed or is gone): {', '.join(held)}.")
     return obs
 
 

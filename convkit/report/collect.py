@@ -13,9 +13,11 @@ from pathlib import Path
 
 from convkit import artifacts as A
 from convkit.errors import ConvkitError
+from convkit.provenance import RunProvenance, check_run, keyed_evaluations
 from convkit.suite import Experiment, all_experiments, split_seeded
 
 NOT_MEASURED = "not measured"
+EVAL_JSON = A.EvalNames(A.EVAL_PREFIX).json
 
 
 def dig(doc, *keys, default=None):
@@ -54,6 +56,15 @@ class RunData:
     export: dict | None
     eval: dict | None
     problems: list[str] = field(default_factory=list)
+    provenance: RunProvenance | None = None  # the chain check: numbers whose source changed are held back
+
+    def usable(self, file: str, precision: str | None = None) -> bool:
+        """Return True when ``file``'s numbers (for ``precision``) are backed by their source as it is now."""
+        return self.provenance is None or self.provenance.usable(file, precision)
+
+    def held_back(self, file: str, precision: str | None = None) -> str | None:
+        """Return "stale" / "edited" when ``file``'s numbers (for ``precision``) are held back, else None."""
+        return self.provenance.status(file, precision) if self.provenance else None
 
     @property
     def label(self) -> str:
@@ -62,7 +73,8 @@ class RunData:
 
     def eval_entries(self) -> list[dict]:
         """Return the ORT accuracy entries of eval.json (one per precision × provider), [] when not evaluated."""
-        return [e for e in (dig(self.eval, "accuracy") or []) if isinstance(e, dict)]
+        return [e for e in (dig(self.eval, "accuracy") or []) if isinstance(e, dict)
+                and self.usable(EVAL_JSON, e.get("precision"))]
 
     def eval_entry(self, precision: str = "fp32", provider: str | None = None) -> dict | None:
         """Return the first accuracy entry for ``precision`` (and ``provider`` when given), else None."""
@@ -73,17 +85,21 @@ class RunData:
 
     def test_acc(self) -> float | None:
         """Return the PyTorch test accuracy (metrics.json, else the last history row), None when unknown."""
+        if not self.usable(A.METRICS):  # never the history's figure in place of an edited or stale one
+            return None
         acc = number(dig(self.metrics, "test_acc"))
         return acc if acc is not None else number(dig(self.history, -1, "test_acc"))
 
     def train_acc(self) -> float | None:
         """Return the last epoch's training accuracy, None when unknown."""
+        if not self.usable(A.METRICS):
+            return None
         acc = number(dig(self.metrics, "train_acc"))
         return acc if acc is not None else number(dig(self.history, -1, "train_acc"))
 
     def parameters(self) -> int | None:
         """Return the trainable parameter count recorded by training, None when unknown."""
-        p = number(dig(self.metrics, "parameters"))
+        p = number(dig(self.metrics, "parameters")) if self.usable(A.METRICS) else None
         return int(p) if p is not None else None
 
     def latency_b1(self, precision: str, provider: str) -> float | None:
@@ -91,7 +107,10 @@ class RunData:
         return number(dig(self.latency_b1_row(precision, provider), "p50_ms"))
 
     def latency_b1_row(self, precision: str, provider: str) -> dict | None:
-        """Return eval.json's ORT batch-1 latency row for ``precision`` on ``provider``, None when not measured."""
+        """Return eval.json's ORT batch-1 latency row for ``precision`` on ``provider``, None when not measured
+        or not usable."""
+        if not self.usable(EVAL_JSON, precision):
+            return None
         for row in dig(self.eval, "latency") or []:
             if (isinstance(row, dict) and row.get("precision") == precision and row.get("provider") == provider
                     and row.get("backend", "ort") == "ort" and row.get("batch") == 1):
@@ -158,16 +177,39 @@ def load_run(path: Path) -> RunData:
         name = path.name
     experiment = next((e for e in all_experiments() if e.name == split_seeded(str(name))[0]), None)
     model_name = dig(config, "model") or dig(metrics, "model") or (experiment.model if experiment else None)
+    export, evaluation = _read(path / A.EXPORT_JSON, "export", problems), _read(path / EVAL_JSON, "eval", problems)
     return RunData(
         name=str(name), path=path, experiment=experiment, config=config, model_name=model_name, metrics=metrics,
         history=read_csv_rows(path / A.HISTORY), grad_norms=read_csv_rows(path / A.GRAD_NORMS),
-        export=_read(path / A.EXPORT_JSON, "export", problems),
-        eval=_read(path / A.EvalNames(A.EVAL_PREFIX).json, "eval", problems), problems=problems,
+        export=export, eval=evaluation, problems=problems,
+        provenance=check_run(path, metrics, export, evaluation),
     )
+
+
+def other_evaluations(run: RunData) -> list[str]:
+    """Return one line per evaluation of the run's model on other data (eval/<data-key>/): its fp32 accuracy and
+    the data it was measured on, or why it is held back; unreadable ones are named."""
+    lines = []
+    for path in keyed_evaluations(run.path):
+        where = path.parent.relative_to(run.path).as_posix()
+        try:
+            doc = A.read_artifact(path, "eval")
+        except ConvkitError as exc:
+            lines.append(f"`{where}/`: unreadable ({exc.message})")
+            continue
+        held = check_run(run.path, None, None, doc).lines()
+        entry = next((e for e in dig(doc, "accuracy") or [] if dig(e, "precision") == "fp32"), None)
+        acc, data = number(dig(entry, "accuracy")), dig(doc, "dataset", "source") or "unknown data"
+        figure = f"ORT fp32 accuracy {acc * 100:.2f} %" if acc is not None and not held else (
+            held[0] if held else f"accuracy {NOT_MEASURED}")
+        lines.append(f"`{where}/`: {figure} on {data} ({dig(doc, 'dataset', 'n')} images)")
+    return lines
 
 
 def confusion_of(run: RunData) -> list[list[int]] | None:
     """Return the fp32 ORT confusion counts (eval.json, else confusion.csv), None when not evaluated."""
+    if not run.usable(EVAL_JSON, "fp32"):  # confusion.csv was written with the stale evaluation
+        return None
     entry = run.eval_entry("fp32") or (run.eval_entries() or [None])[0]
     cm = dig(entry, "confusion")
     if isinstance(cm, list) and cm and all(isinstance(r, list) for r in cm):

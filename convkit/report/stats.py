@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from convkit.report.collect import NOT_MEASURED, RunData, dig, number
+from convkit.artifacts import METRICS
+from convkit.report.collect import EVAL_JSON, NOT_MEASURED, RunData, dig, number
 from convkit.uncertainty import Interval, as_interval, format_paired, pair_level, ratio_interval, spread
 
 
@@ -16,6 +17,7 @@ def run_stats(run: RunData) -> dict:
     PairedTest as JSON: ORT vs PyTorch, fp16 / int8 vs fp32), gate (the fp32 gate's verdict, None when not judged).
     """
     acc, train_acc = run.test_acc(), run.train_acc()
+    metrics = run.metrics if run.usable(METRICS) else None
     fp32 = run.eval_entry("fp32")
     provider = dig(fp32, "provider")
     ort_acc = number(dig(fp32, "accuracy"))
@@ -27,8 +29,8 @@ def run_stats(run: RunData) -> dict:
         "acc": acc, "train_acc": train_acc,
         "gap_pts": (train_acc - acc) * 100 if acc is not None and train_acc is not None else None,
         "params": run.parameters(),
-        "epochs": number(dig(run.metrics, "epochs")) or (len(run.history) or None),
-        "train_time_s": number(dig(run.metrics, "train_time_s")),
+        "epochs": number(dig(metrics, "epochs")) or (len(run.history) or None),
+        "train_time_s": number(dig(metrics, "train_time_s")),
         "provider": provider, "ort_acc": ort_acc, "ort_delta_pts": delta * 100 if delta is not None else None,
         "ece": number(dig(fp32, "calibration", "ece")),
         "acc_ci": dig(run.metrics, "test_acc_ci"), "ort_delta_test": dig(fp32, "vs_pytorch", "paired_test"),
@@ -48,7 +50,31 @@ def run_stats(run: RunData) -> dict:
     speedup = ratio_interval(*(_pair_interval(run.latency_b1_row(p, provider)) if provider else None
                                for p in ("fp32", "int8")))
     s["int8_speedup_ci"] = speedup.to_list() if speedup else None
+    s["held"] = held_back(run)
     return s
+
+
+# The figures each file's numbers feed: held back (shown as STALE / EDITED) when that file is.
+HELD_KEYS = {(METRICS, None): ("acc", "gap_pts", "train_time_s", "params"),
+             (EVAL_JSON, "fp32"): ("ort_acc", "ort_delta_pts", "lat_fp32_ms", "ece", "fp16_acc", "int8_acc",
+                                   "int8_cost_pts", "int8_speedup"),
+             (EVAL_JSON, "fp16"): ("fp16_acc",),
+             (EVAL_JSON, "int8"): ("int8_acc", "int8_cost_pts", "int8_speedup")}
+
+
+def held_back(run: RunData) -> dict[str, str]:
+    """Return {figure key: "stale" / "edited"} for the figures whose file is held back by the chain check."""
+    out: dict[str, str] = {}
+    for (file, precision), keys in HELD_KEYS.items():
+        status = run.held_back(file, precision)
+        if status:
+            out.update({k: status for k in keys if k not in out})
+    return out
+
+
+def shown(s: dict, key: str, text: str) -> str:
+    """Return ``text`` (the formatted figure ``key``), or "STALE" / "EDITED" when its source is held back."""
+    return s["held"][key].upper() if key in s.get("held", {}) else text
 
 
 def pct(v) -> str:
