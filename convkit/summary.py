@@ -91,11 +91,13 @@ def record_plan(suite_dir: Path, suite: str, names: list[str]) -> None:
 def pool_seeds(rows: list[dict]) -> list[dict]:
     """Return ``rows`` with the finished runs of one experiment (several seeds, wherever each was trained) pooled
     into one row whose ``spreads`` hold each numeric column's Spread over the seeds; failed runs stay apart."""
+    def poolable(row: dict) -> bool:  # a finished run with nothing held back
+        return row["experiment"] is not None and not row["failure"] and not row.get("flags") and not row.get("not_run")
+
     groups: dict[str, list[dict]] = {}
-    for row in rows:
-        if row["experiment"] is not None and not row["failure"] and not row.get("flags") and not row.get("not_run"):
-            groups.setdefault(row["experiment"].name, []).append(row)
-    out = [r for r in rows if r["experiment"] is None or r["failure"] or len(groups[r["experiment"].name]) == 1]
+    for row in filter(poolable, rows):
+        groups.setdefault(row["experiment"].name, []).append(row)
+    out = [r for r in rows if not poolable(r) or len(groups[r["experiment"].name]) == 1]
     for members in (g for g in groups.values() if len(g) > 1):
         seeds = [(m["meta"].get("config") or {}).get("seed") for m in members]
         keys = {k for m in members for k, v in m["values"].items()

@@ -194,8 +194,10 @@ def ort_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
                     shown(s, "ort_acc", acc_cell(s, "ort_acc")),
                     shown(s, "ort_delta_pts", seeds_cell(s, "ort_delta_pts", "+.2f")
                           or paired_cell(s.get("ort_delta_test"), s.get("ort_delta_pts"))), gate,
-                    shown(s, "lat_fp32_ms", seeds_cell(s, "lat_fp32_ms", ".3f") or fmt(s.get("lat_fp32_ms"), ".3f", " ms")),
-                    shown(s, "fp16_acc", acc_cell(s, "fp16_acc")), shown(s, "fp16_acc", paired_cell(s.get("fp16_test"), fp16)),
+                    shown(s, "lat_fp32_ms", seeds_cell(s, "lat_fp32_ms", ".3f")
+                          or fmt(s.get("lat_fp32_ms"), ".3f", " ms")),
+                    shown(s, "fp16_acc", acc_cell(s, "fp16_acc")),
+                    shown(s, "fp16_acc", paired_cell(s.get("fp16_test"), fp16)),
                     shown(s, "int8_acc", acc_cell(s, "int8_acc")),
                     shown(s, "int8_cost_pts", seeds_cell(s, "int8_cost_pts", "+.2f", -1.0)
                           or paired_cell(s.get("int8_test"), cost)),
