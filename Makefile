@@ -30,7 +30,7 @@ install: venv
 
 demo: install
 	$(VENV)/bin/convkit train-all --sample --epochs 1 --batch-size 64 --device cpu --out $(OUT) --overwrite \
-	  --max-images t6-bottleneck=200 --max-images t6-wide=200
+	  --max-images t6-bottleneck=200 --max-images t6-wide=200 --corruptions gaussian_noise,contrast --severities 3
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

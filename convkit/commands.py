@@ -52,15 +52,19 @@ def list_cmd(suite):
 @click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
               help="Run the experiments as tasks on a Ray cluster (`--ray` alone: the running cluster, "
                    "or ADDRESS, e.g. ray://head:10001); results come back into --out.")
+@click.option("--corruptions", default=None,
+              help="Also evaluate corrupted copies of each test split (all, or a comma list; see `convkit evaluate "
+                   "--help`); the report gains a robustness section.")
+@click.option("--severities", default="1-5", show_default=True, help="Corruption severities: 1-5, 3 or 1,3,5.")
 @training_options
 def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_drop, devices, jobs, seeds, ray_address,
-                  recipe,
-                  epochs, batch_size, lr, device, compile_, seed, sample, data_dir, out, resume, overwrite, quiet,
-                  max_images):
+                  corruptions, severities, recipe, epochs, batch_size, lr, device, compile_, seed, sample, data_dir,
+                  out, resume, overwrite, quiet, max_images):
     """Train, export and evaluate every experiment of a suite, then write runs/<suite>/summary.md.
 
     Goes on past a failing experiment (recorded in its run folder) and exits 1 at the end if any failed.
     """
+    from convkit.evaluate.robustness import options_from_cli
     from convkit.pipeline import SuitePlan, train_all
 
     drop = gates.parse_points(max_accuracy_drop, "--max-accuracy-drop", gates.MAX_ACC_DROP)
@@ -68,6 +72,7 @@ def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_
     plan = SuitePlan(suite=suite, only=list(only) or None, export=not no_export, evaluate=not no_evaluate,
                      precisions=tuple(precisions), export_kwargs={"max_acc_drop": drop}, max_accuracy_drop=drop,
                      resume=resume, overwrite=overwrite, quiet=quiet, seeds=parse_seeds(seeds),
+                     corruptions=options_from_cli(corruptions, severities),
                      train_kwargs=config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample,
                                                 data_dir, out, max_images))
     result = train_all(plan, echo=click.echo, executor=choose_executor(ray_address, devices, jobs, device))

@@ -35,6 +35,7 @@ class SuitePlan:
     precisions: tuple[str, ...] = ()  # fp16 / int8 variants beside fp32
     export_kwargs: dict = field(default_factory=dict)  # gates for export_run
     max_accuracy_drop: dict | None = None  # evaluation gate, points per precision
+    corruptions: object = None  # evaluate.robustness.CorruptionOptions: corrupted test splits too; None = skip
     resume: bool = False
     overwrite: bool = False
     quiet: bool = False
@@ -180,7 +181,7 @@ def run_sequentially(plan: SuitePlan, names: list[str], echo: Callable[[str], No
 
 def _evaluate(plan: SuitePlan, run_dir: Path) -> None:
     """Evaluate the run's exported variants quickly; raises the gate's ConvkitError (exit 1) when it fails."""
-    options = quick_options(("fp32", *plan.precisions))
+    options = quick_options(("fp32", *plan.precisions), plan.corruptions)
     if plan.max_accuracy_drop:
         options.max_accuracy_drop = dict(plan.max_accuracy_drop)
     err = gate_error(evaluate_model(run_dir, options))

@@ -91,6 +91,11 @@ SUITES: dict[str, list[Experiment]] = {
 }
 
 
+# The baseline of the report's mCE per dataset: the study's weakest model, its MLP (the role AlexNet plays in
+# Hendrycks & Dietterich's ImageNet-C table). A suite run without it reports CE-based figures as not measured.
+ROBUSTNESS_BASELINES = {"mnist": "t1-fcn", "cifar10": "t2-fcn"}
+
+
 def all_experiments() -> list[Experiment]:
     """Return every experiment of every suite, in suite then table order."""
     return [e for exps in SUITES.values() for e in exps]

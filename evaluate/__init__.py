@@ -13,6 +13,8 @@ Modules, one job each:
 * ``latency`` — timing loops and one runner per backend (ORT CPU, ORT CUDA, PyTorch), ratios attached in one pass.
 * ``sut``, ``scenarios``, ``serving``, ``serving_cli`` — MLPerf LoadGen scenarios (``--scenario``) against a
   queue-fed ONNX Runtime server; ``recommend`` — the deployment recommendation.
+* ``robustness`` — ``--corruptions``: corrupted copies of the test split (convkit.data.corruptions) through every
+  session and the PyTorch reference; top-1, ECE and the change vs clean per corruption and severity.
 * ``report`` — eval.md, the latency plot and the confusion-matrix PNG/CSV.
 * ``run`` — ``evaluate_model(...)`` ties the above together and writes the outputs.
 * ``cli`` — the ``convkit evaluate`` click command.

@@ -85,6 +85,9 @@ def _summary_line(path: str, res: dict) -> str:
     if unstable:
         parts.append(f"  warning: {len(unstable)} of {len(res['latency'])} latency figures are unstable "
                      f"(p90/p50 or std/mean large; see the report below); ratios from them are not formed")
+    for key, v in ((res.get("robustness") or {}).get("summary", {}).get("variants") or {}).items():
+        parts.append(f"  corrupted {key}: mean top-1 {v['mean_corrupted_accuracy']:.4f} (clean "
+                     f"{v['clean_accuracy']:.4f}), worst {v['worst_corruption']}")
     parts += serving_cli.summary_lines(res)
     for n in res["notes"]:
         parts.append(f"  note: {cap(n, 1000)}")
@@ -170,13 +173,19 @@ def _summary_line(path: str, res: dict) -> str:
               help="Output folder (default: the run directory for a run's model, <stem>_eval beside any other .onnx). "
                    "In a run folder, an evaluation on other data than the run's goes to eval/<data-key>/, never over "
                    "the run's eval.json; a model not exported from that run's checkpoint is refused.")
+@click.option("--corruptions", default=None,
+              help="Also evaluate corrupted copies of the test split: all, or a comma list (e.g. gaussian_noise,"
+                   "contrast); CIFAR-10-C / ImageNet-C parameters, MNIST-C's subset for one channel.")
+@click.option("--severities", default="1-5", show_default=True, help="Corruption severities: 1-5, 3 or 1,3,5.")
+@click.option("--corruption-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the corrupted copies (each corruption and severity draws from its own generator).")
 @serving_cli.cli_options
 def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, classes_file, resize, crop, interpolation,
                  sample, mean, std, layout, input_range, channel_order,
                  output_name, preprocessing_config, input_shape, accept_defaults, save_preprocessing,
                  warmup, runs,
                  min_seconds, batch_sizes, threads, precisions, max_accuracy_drop, cudnn_conv_algo_search, cuda_graph,
-                 torch_compile, no_latency, device_id, out, **serving_opts):
+                 torch_compile, no_latency, device_id, out, corruptions, severities, corruption_seed, **serving_opts):
     """Evaluate ONNX models (files or run directories) under ONNX Runtime: accuracy, confusion, latency.
 
     Writes eval.json, eval.md, latency.png, confusion.png and confusion.csv into the run directory (or --out);
@@ -186,10 +195,13 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
     preprocessing used) and says loudly, with the flags, when one is better; outputs with NaN/Inf or identical for
     every image are reported as degenerate, with no accuracy.
     Latency figures with p90/p50 > 1.5 or std/mean > 0.5 are flagged unstable; images/s is batch ÷ mean latency.
+    --corruptions adds top-1, ECE and the change vs clean data per corruption and severity for every variant
+    and provider (and PyTorch), cached under $CONVKIT_CACHE/tensors/corrupted.
     Exit codes: 0 fine, 1 an accuracy gate failed or one of several models failed (the others were evaluated),
     2 bad usage or input, 4 the numbers cannot be stood behind (better preprocessing found — unless
     --accept-defaults — or degenerate outputs).
     """
+    from convkit.evaluate import robustness
     from convkit.evaluate.model_io import parse_floats
     from convkit.evaluate.options import DataOptions, EvalOptions, ProviderOptions, TimingOptions
     from convkit.evaluate.run import evaluate_model, gate_error, trust_error
@@ -213,6 +225,7 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
         precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else None,
         max_accuracy_drop=gates.parse_points(max_accuracy_drop, "--max-accuracy-drop", gates.MAX_ACC_DROP),
         out=out, serving=serving_cli.options_from_cli(**serving_opts, threads=threads),
+        corruptions=robustness.options_from_cli(corruptions, severities, corruption_seed),
     )
     worst = 0
     for path in targets:  # one bad model never stops the others: report it, go on, exit with the worst code

@@ -88,13 +88,14 @@ class EvalOptions:
     max_accuracy_drop: dict = field(default_factory=lambda: dict(gates.MAX_ACC_DROP))  # points per precision
     out: str | None = None
     serving: object = None  # scenarios.ScenarioOptions: MLPerf LoadGen scenarios; None (or none listed) = skip
+    corruptions: object = None  # robustness.CorruptionOptions: corrupted copies of the test split; None = skip
 
 
-def quick_options(precisions: tuple[str, ...] = ("fp32",)) -> EvalOptions:
+def quick_options(precisions: tuple[str, ...] = ("fp32",), corruptions: object = None) -> EvalOptions:
     """Return the options train-all evaluates with: the given precisions; batch 1 and the largest default batch;
     1 warm-up and 5 timed calls, no minimum duration; no CUDA graphs and no PyTorch latency (PyTorch accuracy
-    is still computed for the gate)."""
+    is still computed for the gate); ``corruptions`` (robustness.CorruptionOptions) as given."""
     timing = TimingOptions(warmup=1, runs=5, min_seconds=0.0, cpu_batches=(1, CPU_BATCHES[-1]),
                            gpu_batches=(1, GPU_BATCHES[-1]), cuda_graph=False, torch_compile=False,
                            pytorch_latency=False)
-    return EvalOptions(timing=timing, precisions=tuple(precisions))
+    return EvalOptions(timing=timing, precisions=tuple(precisions), corruptions=corruptions)

@@ -8,7 +8,7 @@ import numpy as np
 
 from convkit.artifacts import PRECISIONS, EvalNames
 from convkit.atomic import save_figure, write_csv, write_text
-from convkit.evaluate import serving
+from convkit.evaluate import robustness, serving
 from convkit.evaluate.latency import UNSTABLE_P90_OVER_P50, UNSTABLE_STD_OVER_MEAN
 from convkit.text import cap, md_code, md_text
 from convkit.uncertainty import format_interval, format_paired
@@ -158,6 +158,7 @@ def markdown(result: dict) -> str:
             lines += [f"Test images whose predicted class differs from PyTorch ({len(idx)} listed): "
                       f"{', '.join(map(str, idx[:50]))}{' …' if len(idx) > 50 else ''}", ""]
 
+    lines += robustness.markdown_lines(result.get("robustness"))
     lines += latency_lines(result["latency"])
 
     lines += serving.markdown_lines(result)

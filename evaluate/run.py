@@ -33,7 +33,7 @@ from convkit.envinfo import environment, physical_cores
 from convkit.errors import EXIT_GATE_FAILED, EXIT_UNVERIFIED, ConvkitError
 from convkit.evaluate import accuracy as acc
 from convkit.evaluate import latency as lat
-from convkit.evaluate import probe, report, serving
+from convkit.evaluate import probe, report, robustness, serving
 from convkit.evaluate.images import ReadingOptions, TestData, catalog_data, folder_data, read_classes
 from convkit.evaluate.model_io import ModelSpec, Overrides, default_normalization, inspect_model
 from convkit.evaluate.options import EvalOptions
@@ -91,6 +91,7 @@ def evaluate_model(path: Path | str, options: EvalOptions | None = None) -> dict
 def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
     setup = prepare(target, opts)
     images, labels = setup.data.images, setup.data.labels
+    robustness.check_applicable(opts.corruptions, images)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(setup.threads)
     try:
@@ -101,10 +102,13 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
                                               opts.max_accuracy_drop, opts.data.eval_batch)
         preprocessing = check_preprocessing(setup, sessions, accuracy, images, labels, opts.data.eval_batch)
         rows = measure_latency(setup, sessions, images, opts) if opts.timing.latency else []
+        corrupted = measure_corruptions(setup, sessions, accuracy, reference, opts)
     finally:
         torch.set_num_threads(old_threads)
     result = assemble(setup, opts, reference, accuracy, failures, rows, given_path)
     result["preprocessing"] = preprocessing
+    if corrupted is not None:
+        result["robustness"] = corrupted.to_dict()
     result["provenance"] = keyed_by_data(setup, {p: v["sha256"] for p, v in result["variants"].items()})
     if preprocessing["verdict"] != "stated":  # a column only where the preprocessing was not all stated
         result["summary"]["preprocessing"] = preprocessing["verdict"]
@@ -147,6 +151,20 @@ def pytorch_reference(setup: Setup, images, labels: np.ndarray, device: str) -> 
         if own_data:
             save_reference_logits(run_dir, scores, sha, setup.data.checksum, device)
     return acc.pytorch_accuracy(scores, labels, setup.primary[1].class_names, device)
+
+
+def measure_corruptions(setup: Setup, sessions: dict, accuracy: list[dict], reference: dict | None,
+                        opts: EvalOptions) -> robustness.RobustnessResult | None:
+    """Return the corrupted-split measurements (``--corruptions``) of every session and the PyTorch reference,
+    None when no corruption was asked for."""
+    if opts.corruptions is None:
+        return None
+    clean = {f"ort/{a['precision']}/{a['provider']}": a["accuracy"] for a in accuracy}
+    if reference is not None:
+        clean[f"pytorch/fp32/{reference['device']}"] = reference["accuracy"]
+    return robustness.measure(sessions, setup.specs, setup.reference if reference is not None else None,
+                              setup.data.images, setup.data.labels, setup.data.checksum, clean, opts.corruptions,
+                              opts.data.eval_batch, reference["device"] if reference is not None else "cpu")
 
 
 def prepare(target: Target, opts: EvalOptions) -> Setup:

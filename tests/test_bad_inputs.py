@@ -44,6 +44,11 @@ CASES = [
     ("evaluate with an unknown gate", ["evaluate", "{run}", "--max-accuracy-drop", "int4=1"], "unknown precision"),
     ("evaluate with a bad scenario", ["evaluate", "{run}", "--scenario", "bogus"], "--scenario"),
     ("evaluate: no model", ["evaluate"], "no model"),
+    ("evaluate: frost (not generated)", ["evaluate", "{run}", "--corruptions", "frost", "--no-latency"],
+     "frost is not generated"),
+    ("evaluate: bad severities", ["evaluate", "{run}", "--corruptions", "all", "--severities", "0-9"], "--severities"),
+    ("train-all: bad severities", ["train-all", "--only", "t1-fcn", "--corruptions", "contrast", "--severities", "x",
+                                   *TRAIN], "--severities"),
     # round three: bounds on rates, counts and sizes (memory and time)
     ("evaluate: absurd --server-qps", ["evaluate", "{run}", "--scenario", "server", "--quick", "--server-qps",
                                        "1000000000"], "--server-qps"),

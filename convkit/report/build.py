@@ -14,6 +14,7 @@ from convkit.data.catalog import display_name
 from convkit.errors import ConvkitError
 from convkit.models import create_model, get_model_config
 from convkit.report import figures as F
+from convkit.report import robustness
 from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, load_run, other_evaluations, run_folders
 from convkit.report.doc import to_html, to_markdown
 from convkit.report.probe import first_conv_view, fixed_test_image, stage_maps
@@ -317,7 +318,8 @@ def rf_blocks(table: int, exps: list[Experiment], out: Path, suite_dir: Path) ->
     return blocks
 
 
-def table_section(table: int, rows: list, figs: dict, out: Path, suite_dir: Path, exps: list) -> list[tuple]:
+def table_section(table: int, rows: list, figs: dict, out: Path, suite_dir: Path, exps: list,
+                  by_name: dict) -> list[tuple]:
     """Return the blocks of one seed table: both tables, observations, overlay, receptive fields, run figures."""
     b: list[tuple] = [("h2", TABLE_TITLES.get(table, f"Table {table}")),
                       ("p", "convkit beside the study (study values from convkit.suite):"), study_table(rows),
@@ -331,6 +333,8 @@ def table_section(table: int, rows: list, figs: dict, out: Path, suite_dir: Path
         b.append(("img", _rel(path, suite_dir), f"Test accuracy per epoch, all rows of table {table}"))
     else:
         b.append(("p", f"Test-accuracy overlay: {NOT_MEASURED} (no {A.HISTORY} in this table)."))
+    b += robustness.section(TABLE_TITLES.get(table, f"table {table}"), [(e, r) for e, r, _ in rows], by_name, out,
+                            lambda p: _rel(p, suite_dir))
     if table in RF_TABLES:
         b += rf_blocks(table, exps, out, suite_dir)
     for _, run, s in rows:
@@ -405,13 +409,15 @@ def build_report(suite_dir: Path | str) -> dict:
         blocks = _intro(suite_dir, runs, suite) + suite_blocks(runs, stats, out, suite_dir)
         tables = sorted({e.table for e in exps})
         per_exp = experiment_rows(exps, runs, stats)
+        # the robustness section finds a row's run (over seeds: the first seed's) and the baseline by experiment name
+        by_name = {**{r.name: r for r in runs}, **{n: row[0] for n, row in per_exp.items() if row[0] is not None}}
         ran = [t for t in tables if any(e.table == t and per_exp[e.name][0] is not None for e in exps)]
         if len(ran) < len(tables):
             blocks.append(("p", "Tables of the study without any run folder here (" + NOT_MEASURED + "): "
                            + ", ".join(TABLE_TITLES.get(t, str(t)) for t in tables if t not in ran) + "."))
         for table in ran:
             rows = [(e, *per_exp[e.name]) for e in exps if e.table == table]
-            blocks += table_section(table, rows, figs, out, suite_dir, exps)
+            blocks += table_section(table, rows, figs, out, suite_dir, exps, by_name)
     others = [r for r in runs if r.experiment is None or r.experiment not in exps]
     if others:
         blocks.append(("h2", "Other runs (not rows of this suite)"))
