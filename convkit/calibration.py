@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from convkit.uncertainty import ece_interval
+
 DEFAULT_BINS = 15
 
 
@@ -48,4 +50,6 @@ def calibration_bins(scores, labels, n_bins: int = DEFAULT_BINS) -> dict:
             entry["accuracy"] = float(correct[mask].mean())
             ece += count / n * abs(entry["accuracy"] - entry["confidence"])
         bins.append(entry)
-    return {"ece": float(ece) if n else None, "n_bins": n_bins, "bins": bins}
+    ci = ece_interval(conf, correct, n_bins)
+    return {"ece": float(ece) if n else None, "ece_ci": ci.to_list() if ci else None, "n_bins": n_bins,
+            "bins": bins}

@@ -46,6 +46,9 @@ def list_cmd(suite):
                    "visible GPU when there are several and no --device is given).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Experiments at once per device (or per GPU on Ray: each task gets 1/JOBS of a GPU).")
+@click.option("--seeds", default=None, metavar="0,1,2",
+              help="Train each experiment once per seed, into <experiment>-seed<N> (instead of --seed); the summary "
+                   "and report show mean ± sd and min–max per row.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
               help="Run the experiments as tasks on a Ray cluster (`--ray` alone: the running cluster, "
                    "or ADDRESS, e.g. ray://head:10001); results come back into --out.")
@@ -54,7 +57,7 @@ def list_cmd(suite):
                    "--help`); the report gains a robustness section.")
 @click.option("--severities", default="1-5", show_default=True, help="Corruption severities: 1-5, 3 or 1,3,5.")
 @training_options
-def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_drop, devices, jobs, ray_address,
+def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_drop, devices, jobs, seeds, ray_address,
                   corruptions, severities, recipe, epochs, batch_size, lr, device, compile_, seed, sample, data_dir,
                   out, resume, overwrite, quiet, max_images):
     """Train, export and evaluate every experiment of a suite, then write runs/<suite>/summary.md.
@@ -68,7 +71,7 @@ def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_
     device = single_device(devices, jobs, device)
     plan = SuitePlan(suite=suite, only=list(only) or None, export=not no_export, evaluate=not no_evaluate,
                      precisions=tuple(precisions), export_kwargs={"max_acc_drop": drop}, max_accuracy_drop=drop,
-                     resume=resume, overwrite=overwrite, quiet=quiet,
+                     resume=resume, overwrite=overwrite, quiet=quiet, seeds=parse_seeds(seeds),
                      corruptions=options_from_cli(corruptions, severities),
                      train_kwargs=config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample,
                                                 data_dir, out, max_images))
@@ -80,6 +83,19 @@ def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_
     if result["failed"]:
         click.echo(f"error: {len(result['failed'])} experiment(s) failed: {', '.join(result['failed'])}", err=True)
         sys.exit(1)
+
+
+def parse_seeds(text: str | None) -> tuple[int, ...]:
+    """Return the seeds of ``--seeds 0,1,2`` in order, each once; () when not given. ConvkitError (exit 2) otherwise."""
+    if text is None:
+        return ()
+    try:
+        seeds = tuple(dict.fromkeys(int(part) for part in text.split(",") if part.strip()))
+    except ValueError:
+        seeds = ()
+    if not seeds or any(s < 0 for s in seeds):
+        raise ConvkitError(f"--seeds {text!r}: give non-negative integers separated by commas, e.g. --seeds 0,1,2")
+    return seeds
 
 
 def single_device(devices: str | None, jobs: int, device: str | None) -> str | None:

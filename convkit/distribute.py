@@ -32,9 +32,8 @@ import torch
 
 from convkit.errors import ConvkitError, failure_of
 from convkit.models import get_model_config
-from convkit.pipeline import SuitePlan, record_failure, run_experiment
-from convkit.suite import find_experiment
-from convkit.train import resolve_config
+from convkit.pipeline import SuitePlan, config_of, record_failure, run_experiment
+from convkit.suite import find_experiment, split_seeded
 from convkit.train.config import check_device
 
 
@@ -55,7 +54,7 @@ def parse_devices(text: str | None) -> list[str]:
 
 def expected_cost(name: str) -> float:
     """Return a relative cost estimate of one experiment: the study's time where known, else its parameters."""
-    exp = find_experiment(name)
+    exp = find_experiment(split_seeded(name)[0])
     if exp is not None and exp.seed is not None and exp.seed.time_s:
         return float(exp.seed.time_s)
     shape = get_model_config(exp.model).input_shape if exp else (1, 1, 1)
@@ -115,7 +114,7 @@ def _lost(plan: SuitePlan, name: str, why: str) -> dict:
 
 
 def _run_dir(plan: SuitePlan, name: str) -> Path:
-    return Path(resolve_config(name, **plan.train_kwargs).run_dir)
+    return Path(config_of(name, plan.train_kwargs).run_dir)
 
 
 def ray_task(plan: SuitePlan, name: str) -> tuple[dict, bytes]:

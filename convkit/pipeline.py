@@ -18,7 +18,7 @@ from convkit.errors import ConvkitError, failure_of
 from convkit.evaluate import evaluate_model, gate_error, quick_options
 from convkit.export import export_run
 from convkit.report.build import build_report
-from convkit.suite import Experiment, get_experiment, select_experiments
+from convkit.suite import Experiment, get_experiment, seeded_name, select_experiments, split_seeded
 from convkit.summary import record_plan, write_summary
 from convkit.train import resolve_config, train_experiment
 
@@ -41,6 +41,7 @@ class SuitePlan:
     quiet: bool = False
     # Called with the experiment's name before it starts, in the process that runs it (progress hooks, tests).
     on_start: Callable[[str], None] | None = None
+    seeds: tuple[int, ...] = ()  # train each experiment once per seed, into <experiment>-seed<N> (empty: once)
 
 
 def select(plan: SuitePlan) -> list[Experiment]:
@@ -49,6 +50,21 @@ def select(plan: SuitePlan) -> list[Experiment]:
     for pattern in plan.only or [None]:
         exps += [e for e in select_experiments(plan.suite, pattern) if e not in exps]
     return exps
+
+
+def job_names(plan: SuitePlan) -> list[str]:
+    """Return the run names train-all runs: each experiment's name, or <experiment>-seed<N> per seed of the plan."""
+    names = [e.name for e in select(plan)]
+    return [seeded_name(n, s) for n in names for s in plan.seeds] if plan.seeds else names
+
+
+def config_of(name: str, train_kwargs: dict):
+    """Return the TrainConfig of a run name from ``job_names``: a seeded name trains its experiment with that seed
+    into the folder of that name."""
+    experiment, seed = split_seeded(name)
+    if seed is None:
+        return resolve_config(name, **train_kwargs)
+    return resolve_config(experiment, **{**train_kwargs, "seed": seed}, run_name=name)
 
 
 def check_existing(plan: SuitePlan, configs: list) -> None:
@@ -71,7 +87,7 @@ def run_experiment(plan: SuitePlan, name: str, device: str | None = None) -> dic
     if plan.on_start is not None:
         plan.on_start(name)
     kwargs = {**plan.train_kwargs, **({"device": device} if device else {})}
-    cfg = resolve_config(name, **kwargs)
+    cfg = config_of(name, kwargs)
     run_dir = Path(cfg.run_dir)
     stage = "train"
     try:
@@ -116,16 +132,16 @@ def train_all(plan: SuitePlan, echo: Callable[[str], None] = print, executor: Ca
     ``executor(plan, names, echo) -> [run_experiment results]`` runs the experiments: one after another here
     by default; ``convkit.distribute`` has one per GPU in local processes and one on a Ray cluster.
     """
-    exps = select(plan)
-    configs = [resolve_config(e.name, **plan.train_kwargs) for e in exps]  # bad options fail before any work
+    names = job_names(plan)
+    configs = [config_of(n, plan.train_kwargs) for n in names]  # bad options fail before any work
     check_existing(plan, configs)
     suite_dir = Path(configs[0].run_dir).parent
     t0 = time.perf_counter()
-    results = (executor or run_sequentially)(plan, [e.name for e in exps], echo)
+    results = (executor or run_sequentially)(plan, names, echo)
     failed = [r["experiment"] for r in results if r["failed"]]
     if not any(Path(c.run_dir).is_dir() for c in configs):  # every experiment failed before its first epoch:
         return {"summary": None, "results": {}, "failed": failed, "report": None}  # no empty suite folder left
-    record_plan(suite_dir, plan.suite, [e.name for e in exps])  # so the summary lists every one, run or not
+    record_plan(suite_dir, plan.suite, names)  # so the summary lists every one, run or not
     for r in results:  # failed before its run folder existed: a folder for its failure record
         if r["failed"] and not Path(r["run_dir"]).is_dir():
             record_failure(Path(r["run_dir"]), r["experiment"], r["failed"], r["error"])
@@ -148,8 +164,9 @@ def run_sequentially(plan: SuitePlan, names: list[str], echo: Callable[[str], No
     """Run the experiments one after another in this process; returns their run_experiment results."""
     results = []
     for i, name in enumerate(names, 1):
-        exp, cfg = get_experiment(name), resolve_config(name, **plan.train_kwargs)
-        echo(f"[{i}/{len(names)}] {name} ({exp.model}, {exp.dataset}, {cfg.epochs} epochs, {cfg.device})")
+        exp, cfg = get_experiment(split_seeded(name)[0]), config_of(name, plan.train_kwargs)
+        echo(f"[{i}/{len(names)}] {name} ({exp.model}, {exp.dataset}, {cfg.epochs} epochs, seed {cfg.seed}, "
+             f"{cfg.device})")
         res = run_experiment(plan, name)
         if res["failed"]:
             echo(f"[{i}/{len(names)}] {name} FAILED in {res['failed']}: {res['error']}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from dataclasses import asdict, dataclass
 
 from convkit.errors import ConvkitError
@@ -103,6 +104,22 @@ def all_experiments() -> list[Experiment]:
 def find_experiment(name: str) -> Experiment | None:
     """Return the experiment called ``name``, or None when no suite has it."""
     return next((exp for exp in all_experiments() if exp.name == name), None)
+
+
+SEEDED_RUN = re.compile(r"(?P<experiment>.+)-seed(?P<seed>\d+)")
+
+
+def seeded_name(experiment: str, seed: int) -> str:
+    """Return the run folder (and train-all job) name of ``experiment`` trained with ``seed``: <name>-seed<N>."""
+    return f"{experiment}-seed{seed}"
+
+
+def split_seeded(name: str) -> tuple[str, int | None]:
+    """Return (experiment, seed) of a run name made by ``seeded_name``; (name, None) for any other name."""
+    m = SEEDED_RUN.fullmatch(name)
+    if m and find_experiment(m["experiment"]) is not None:
+        return m["experiment"], int(m["seed"])
+    return name, None
 
 
 def get_experiment(name: str) -> Experiment:

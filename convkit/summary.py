@@ -27,8 +27,9 @@ from convkit.artifacts import (
 from convkit.atomic import write_text
 from convkit.errors import ConvkitError
 from convkit.provenance import check_run
-from convkit.suite import TABLE_TITLES, Experiment, find_experiment
+from convkit.suite import TABLE_TITLES, Experiment, find_experiment, split_seeded
 from convkit.text import md_code, md_inline, md_text
+from convkit.uncertainty import Spread, as_interval, format_interval, spread, versus_point
 
 # Stage files in the order their columns appear.
 STAGE_FILES = ((METRICS, "metrics"), (EXPORT_JSON, "export"), (EvalNames(EVAL_PREFIX).json, "eval"))
@@ -56,7 +57,7 @@ def collect(suite_dir: Path) -> list[dict]:
             else:
                 flags.update({key: prov.status(name) for _, key, _ in stage_columns})
         meta = {k: (docs["metrics"] or {}).get(k) for k in ("dataset", "data_source", "config", "test_images")}
-        rows.append({"name": run.name, "experiment": find_experiment(run.name), "values": values,
+        rows.append({"name": run.name, "experiment": find_experiment(split_seeded(run.name)[0]), "values": values,
                      "columns": columns, "failure": read_artifact(run / FAILURE, "failure"), "meta": meta,
                      "flags": flags, "provenance": prov.lines()})
     return rows
@@ -73,7 +74,7 @@ def planned_rows(suite_dir: Path, rows: list[dict], outcomes: list[dict] | None)
     for name in (n for n in names if n not in have):
         o = failed.get(name)
         failure = {"stage": o["failed"], "error": o["error"]} if o else None
-        out.append({"name": name, "experiment": find_experiment(name), "values": {}, "columns": [],
+        out.append({"name": name, "experiment": find_experiment(split_seeded(name)[0]), "values": {}, "columns": [],
                     "failure": failure, "meta": {}, "flags": {}, "provenance": [], "not_run": o is None})
     return out
 
@@ -83,6 +84,35 @@ def record_plan(suite_dir: Path, suite: str, names: list[str]) -> None:
     path = Path(suite_dir) / PLAN
     old = (read_artifact(path, "plan") or {}).get("experiments") or []
     write_artifact(path, "plan", {"suite": suite, "experiments": list(dict.fromkeys([*old, *names]))})
+
+
+
+
+def pool_seeds(rows: list[dict]) -> list[dict]:
+    """Return ``rows`` with the finished runs of one experiment (several seeds, wherever each was trained) pooled
+    into one row whose ``spreads`` hold each numeric column's Spread over the seeds; failed runs stay apart."""
+    def poolable(row: dict) -> bool:  # a finished run with nothing held back
+        return row["experiment"] is not None and not row["failure"] and not row.get("flags") and not row.get("not_run")
+
+    groups: dict[str, list[dict]] = {}
+    for row in filter(poolable, rows):
+        groups.setdefault(row["experiment"].name, []).append(row)
+    out = [r for r in rows if not poolable(r) or len(groups[r["experiment"].name]) == 1]
+    for members in (g for g in groups.values() if len(g) > 1):
+        seeds = [(m["meta"].get("config") or {}).get("seed") for m in members]
+        keys = {k for m in members for k, v in m["values"].items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        spreads = {k: spread([m["values"].get(k) for m in members]) for k in keys}
+        cis = [c for c in (as_interval(m["values"].get("test_acc_ci")) for m in members) if c is not None]
+        name = f"{members[0]['experiment'].name} × {len(members)} seeds ({', '.join(map(str, seeds))})"
+        pooled = {**members[0], "name": name,
+                  "spreads": {k: v for k, v in spreads.items() if v is not None}, "runs": [m["name"] for m in members],
+                  "columns": list(dict.fromkeys(c for m in members for c in m["columns"])),
+                  # the study's single number is compared with the union of the seeds' 95 % intervals
+                  "values": {**members[0]["values"], "test_acc_ci": [min(c.low for c in cis), max(c.high for c in cis)]
+                             if len(cis) == len(members) else None}}
+        out.append(pooled)
+    return out
 
 
 def _cell(value, spec: str) -> str:
@@ -123,15 +153,41 @@ def _title(column: tuple[str, str, str]) -> str:
     return f"{title} (study)" if key in STUDY_FIGURES else title
 
 
+def _value_cell(row: dict, key: str, spec: str) -> str:
+    """Return a cell: mean ± sd (min–max) over seeds, else the value with its 95 % interval and test verdict."""
+    try:
+        return _uncertain_cell(row, key, spec)
+    except (TypeError, ValueError):  # a format from a hand-edited file that does not fit: _cell says so
+        return _cell(row["values"].get(key), spec)
+
+
+def _uncertain_cell(row: dict, key: str, spec: str) -> str:
+    pooled: Spread | None = (row.get("spreads") or {}).get(key)
+    if pooled is not None and spec not in ("s", ","):
+        return pooled.format(spec) if pooled.low != pooled.high else f"{pooled.mean:{spec}} (all {pooled.n} seeds)"
+    values = row["values"]
+    if values.get(key) is None or spec == "s":
+        return _cell(values.get(key), spec)
+    if isinstance(values[key], bool) or not isinstance(values[key], (int, float)):
+        return _cell(values[key], spec)
+    text = format_interval(values[key], as_interval(values.get(f"{key}_ci")), spec)
+    if f"{key}_ci" in values and as_interval(values[f"{key}_ci"]) is None:
+        text += " (no interval: too few measurements)"
+    if isinstance(values.get(f"{key}_p"), (int, float)):
+        text += f" (p = {values[f'{key}_p']:.2g}, {'real' if values[f'{key}_p'] < 0.05 else 'within noise'})"
+    return text
+
+
 def _with_study(row: dict, key: str, spec: str) -> str:
     if key in row["flags"]:
         return f"{row['flags'][key].upper()} (see below)"
-    text = _cell(row["values"].get(key), spec)
+    text = _value_cell(row, key, spec)
     seed = row["experiment"].seed if row["experiment"] else None
     if key in STUDY_FIGURES and seed is not None:
         attr, fmt = STUDY_FIGURES[key]
         if getattr(seed, attr):
-            text += f" ({getattr(seed, attr):{fmt}})"
+            verdict = versus_point(as_interval(row["values"].get(f"{key}_ci")), getattr(seed, attr))
+            text += f" ({getattr(seed, attr):{fmt}}{f': {verdict}' if verdict else ''})"
     if key == "parameters" and seed is not None and seed.params_printed and row["values"].get(key) is not None \
             and seed.params_printed != row["values"][key]:
         text += f" (study printed {seed.params_printed:,})"
@@ -140,10 +196,13 @@ def _with_study(row: dict, key: str, spec: str) -> str:
 
 def header_lines(rows: list[dict]) -> list[str]:
     """Return the notes under the title: where each dataset came from, whether it was the embedded sample."""
-    lines = ["Study's values in parentheses (its GPU, no seeds). `time` = train + per-epoch test wall clock;",
-             "`compile` = torch.compile warm-up, measured apart. Every accuracy (`test acc`: PyTorch, `ORT acc`:",
-             "ONNX Runtime) is on the test split of the run's own data below; evaluations on other data stay in",
-             "`<run>/eval/<data-key>/` and are not shown here."]
+    lines = ["Study's values in parentheses (its GPU, no seeds), with convkit's figure above, below or within noise",
+             "of it (the study's value outside or inside convkit's 95 % Wilson interval; over several seeds, the union",
+             "of their intervals). `value [low, high]`: 95 % interval; `mean ± sd (min–max, n seeds)`: a row trained",
+             "with several seeds. `time` = train + per-epoch test wall clock; `compile` = torch.compile warm-up,",
+             "measured apart. Every accuracy (`test acc`: PyTorch, `ORT acc`: ONNX Runtime) is on the test split of",
+             "the run's own data below; evaluations on other data stay in `<run>/eval/<data-key>/` and are not shown",
+             "here."]
     sources = sorted({(r["meta"]["dataset"], r["meta"]["data_source"], r["meta"].get("test_images") or 0)
                       for r in rows if r["meta"].get("data_source")})
     for dataset, source, n_test in sources:
@@ -166,12 +225,17 @@ def header_lines(rows: list[dict]) -> list[str]:
 def write_summary(suite_dir: Path, notes: list[str] | None = None, outcomes: list[dict] | None = None) -> dict:
     """Rebuild ``summary.md`` and ``summary.json`` of ``suite_dir`` from its run folders and plan.json (plus a
     train-all's ``outcomes``: run_experiment results); returns {"summary": md path, "json": json path, "results":
-    {run: values or {"error"}}, "failed": [run names], "status": {experiment: done / failed / not run}}."""
+    {run: values or {"error"}}, "failed": [run names], "status": {experiment: done / failed / not run}}.
+
+    Runs of one experiment with several seeds (``<experiment>-seed<N>``, however and wherever each was trained)
+    make one row of mean ± sd (min–max); summary.json's ``seeds`` holds those spreads per experiment.
+    """
     suite_dir = Path(suite_dir)
-    rows = collect(suite_dir)  # ConvkitError (exit 2) when suite_dir is not a folder (convkit.artifacts.run_folders)
-    rows += planned_rows(suite_dir, rows, outcomes)
-    if not rows:
+    runs = collect(suite_dir)  # ConvkitError (exit 2) when suite_dir is not a folder (convkit.artifacts.run_folders)
+    runs += planned_rows(suite_dir, runs, outcomes)
+    if not runs:
         raise ConvkitError(f"no run folders under {suite_dir}; pass a folder made by `convkit train-all`")
+    rows = pool_seeds(runs)
     lines = [f"# convkit — suite {md_code(suite_dir.name)}", "", *(notes or []), *header_lines(rows), ""]
     tables: dict[int, list[dict]] = {}
     for row in rows:
@@ -179,16 +243,18 @@ def write_summary(suite_dir: Path, notes: list[str] | None = None, outcomes: lis
     for table, members in sorted(tables.items()):
         members.sort(key=lambda r: (r["experiment"].row if r["experiment"] else 0, r["name"]))
         lines += [f"## {TABLE_TITLES.get(table, 'Other runs')}", "", *_table_lines(members), ""]
-    lines += provenance_lines(rows)
+    lines += provenance_lines(runs)
     results = {r["name"]: ({"error": r["failure"].get("error"), "stage": r["failure"].get("stage")}
-                           if r["failure"] else r["values"]) for r in rows if not r.get("not_run")}
-    status = {r["name"]: "failed" if r["failure"] else "not run" if r.get("not_run") else "done" for r in rows}
+                           if r["failure"] else r["values"]) for r in runs if not r.get("not_run")}
+    status = {r["name"]: "failed" if r["failure"] else "not run" if r.get("not_run") else "done" for r in runs}
     failed = [n for n, s in status.items() if s == "failed"]
-    held_back = {r["name"]: r["provenance"] for r in rows if r["provenance"]}
+    held_back = {r["name"]: r["provenance"] for r in runs if r["provenance"]}
+    seeds = {r["experiment"].name: {"runs": r["runs"], **{k: v.to_dict() for k, v in sorted(r["spreads"].items())}}
+             for r in rows if r.get("spreads")}
     md = write_text(suite_dir / SUMMARY_MD, "\n".join(lines))
     js = write_artifact(suite_dir / SUMMARY_JSON, "summary", {
         "suite": suite_dir.name, "failed": failed, "not_run": [n for n, s in status.items() if s == "not run"],
-        "status": status, "results": results, "held_back": held_back})
+        "status": status, "results": results, "held_back": held_back, "seeds": seeds})
     return {"summary": str(md), "json": str(js), "results": results, "failed": failed, "status": status}
 
 

@@ -11,6 +11,7 @@ from convkit import gates
 from convkit.calibration import calibration_bins
 from convkit.errors import ConvkitError
 from convkit.reference import tie_mask
+from convkit.uncertainty import mcnemar, wilson
 
 MAX_MATRIX_CLASSES = 100  # beyond this many classes a matrix is unreadable (and megabytes of eval.json)
 CONFUSED_PAIRS = 20  # the most frequent (true, predicted) mistakes listed in eval.json / eval.md
@@ -83,6 +84,8 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: 
     """Return top-1 and top-5 accuracy (top-5 None with ≤ 5 classes), loss, per-class precision/recall/F1, the
     confusion matrix, the most confused (true, predicted) pairs and calibration of ``scores``.
 
+    ``accuracy_ci``, ``top5_accuracy_ci`` and each class's ``recall_ci`` are 95 % Wilson intervals [low, high]
+    (None without images); the calibration carries the ECE's bootstrap interval ``ece_ci``.
     ``scores`` are logits or probabilities (detected with ``is_probabilities``): loss is the cross-entropy of
     the logits, or the NLL of the log-probabilities; ``output_kind`` says which. ``predictions`` is the argmax
     per image (a numpy array, not JSON — callers drop it before serializing). ``calibration`` is
@@ -115,12 +118,16 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: 
     # classes that are true or predicted at least once: a 2000-class model on 50 images has rows for these only
     present = np.flatnonzero((row > 0) | (col > 0))
     per_class = [{"class": class_names[i], "precision": float(precision[i]), "recall": float(recall[i]),
-                  "f1": float(f1[i]), "support": int(row[i])} for i in present]
+                  "recall_ci": _ci(int(tp[i]), int(row[i])), "f1": float(f1[i]), "support": int(row[i])}
+                 for i in present]
     matrix = _readable_matrix(cm, norm, present, class_names)
+    n = len(labels)
     return {
         "n": int(len(labels)),
-        "accuracy": float((preds == labels).mean()) if len(labels) else None,
-        "top5_accuracy": float(top5.mean()) if len(labels) and k > 5 else None,
+        "accuracy": float((preds == labels).mean()) if n else None,
+        "accuracy_ci": _ci(int((preds == labels).sum()), n),
+        "top5_accuracy": float(top5.mean()) if n and k > 5 else None,
+        "top5_accuracy_ci": _ci(int(top5.sum()), n) if k > 5 else None,
         "loss": loss,
         "output_kind": "probabilities" if probs else "logits",
         "loss_kind": "NLL of log-probabilities" if probs else "cross-entropy of logits",
@@ -133,11 +140,17 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: 
     }
 
 
+def _ci(successes: int, n: int) -> list[float] | None:
+    interval = wilson(successes, n)
+    return interval.to_list() if interval else None
+
+
 def compare_backends(ort: dict, ref: dict, max_listed: int = 1000) -> dict:
     """Return per-metric deltas ORT − reference and the indices of images whose predicted class differs.
 
     A differing image where the reference's top two scores are within gates.TIE_GAP (``ref["tie_mask"]``) is a
-    tie: counted in ``ties``, not in ``disagreements`` (which the gate uses).
+    tie: counted in ``ties``, not in ``disagreements`` (which the gate uses). ``paired_test`` is McNemar's exact
+    test of the accuracy delta on the same images with its 95 % interval (convkit.uncertainty.PairedTest).
     """
     deltas = {"accuracy": ort["accuracy"] - ref["accuracy"],
               "loss": (ort["loss"] - ref["loss"]) if ort["loss"] is not None and ref["loss"] is not None else None,
@@ -149,7 +162,11 @@ def compare_backends(ort: dict, ref: dict, max_listed: int = 1000) -> dict:
     flips = ort["predictions"] != ref["predictions"]
     ties = flips & ref["tie_mask"] if "tie_mask" in ref else np.zeros_like(flips)
     differ = np.nonzero(flips & ~ties)[0]
-    return {"delta": deltas, "disagreements": int(len(differ)), "ties": int(ties.sum()), "tie_gap": gates.TIE_GAP,
+    labels = ref.get("labels")
+    paired = (mcnemar(ref["predictions"] == labels, ort["predictions"] == labels).to_dict()
+              if labels is not None else None)
+    return {"delta": deltas, "paired_test": paired, "disagreements": int(len(differ)),
+            "ties": int(ties.sum()), "tie_gap": gates.TIE_GAP,
             "disagreement_indices": differ[:max_listed].tolist(),
             "disagreement_indices_truncated": bool(len(differ) > max_listed)}
 
@@ -175,8 +192,10 @@ def degenerate_reason(scores: np.ndarray, labels: np.ndarray, output: str) -> st
 
 def pytorch_accuracy(scores: np.ndarray, labels: np.ndarray, class_names: list[str], device: str = "cpu") -> dict:
     """Return the classification metrics of the PyTorch reference ``scores`` (computed on ``device``), and
-    ``tie_mask``: the images whose top two logits are within gates.TIE_GAP (not JSON: dropped with "predictions")."""
-    return {**classification_metrics(scores, labels, class_names), "device": device, "tie_mask": tie_mask(scores)}
+    ``tie_mask``: the images whose top two logits are within gates.TIE_GAP, and ``labels`` (not JSON: dropped with
+    "predictions")."""
+    return {**classification_metrics(scores, labels, class_names), "device": device, "tie_mask": tie_mask(scores),
+            "labels": np.asarray(labels)}
 
 
 def gate_verdict(precision: str, ort: dict, vs_pytorch: dict, reference: dict, limits: dict) -> dict:
@@ -193,9 +212,10 @@ def ort_accuracy(sessions: dict, specs: dict, images_u8: np.ndarray, labels: np.
     """Return (one accuracy entry per (precision, provider) session, gate failure messages).
 
     Each entry holds the classification metrics, and when a PyTorch ``reference`` is at hand the comparison
-    with it (``vs_pytorch``) and the gate verdict (``gate``).
+    with it (``vs_pytorch``) and the gate verdict (``gate``); an fp16/int8 entry holds ``vs_fp32``, McNemar's
+    exact test against the fp32 file on the same provider (convkit.uncertainty.PairedTest.to_dict).
     """
-    entries, failures = [], []
+    entries, failures, correct = [], [], {}
     for (prec, kind), session in sessions.items():
         spec = specs[prec]
         batch = eval_batch if kind == "cpu" else max(eval_batch, 1024)
@@ -203,10 +223,15 @@ def ort_accuracy(sessions: dict, specs: dict, images_u8: np.ndarray, labels: np.
         metrics = classification_metrics(scores, labels, spec.class_names)
         entry = {"precision": prec, "provider": kind, "path": str(spec.path), **metrics,
                  "degenerate": degenerate_reason(scores, labels, spec.output_name)}
+        correct[(prec, kind)] = metrics["predictions"] == np.asarray(labels)
         if reference is not None:
             entry["vs_pytorch"] = compare_backends(metrics, reference)
             entry["gate"] = gate_verdict(prec, metrics, entry["vs_pytorch"],
                                          reference, limits)
             failures += [f"{prec} on {kind}: {r}" for r in entry["gate"]["reasons"]]
         entries.append(entry)
+    for entry in entries:  # fp16/int8 against fp32 on the same provider and images
+        base = correct.get(("fp32", entry["provider"]))
+        if entry["precision"] != "fp32" and base is not None:
+            entry["vs_fp32"] = mcnemar(base, correct[(entry["precision"], entry["provider"])]).to_dict()
     return entries, failures

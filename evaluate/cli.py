@@ -14,6 +14,7 @@ from convkit.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, ConvkitError, failu
 from convkit.evaluate.options import MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS, MAX_WARMUP
 from convkit.evaluate.serving import cli as serving_cli
 from convkit.text import cap
+from convkit.uncertainty import format_interval, format_paired
 
 
 def _batch_sizes(text: str | None):
@@ -64,9 +65,13 @@ def _summary_line(path: str, res: dict) -> str:
                          f"accuracy reported")
             continue
         d = a.get("vs_pytorch")
-        extra = f" (Δ vs PyTorch {d['delta']['accuracy'] * 100:+.2f} pts, {d['disagreements']} differ)" if d else ""
-        top5 = f", top-5 {a['top5_accuracy']:.4f}" if a.get("top5_accuracy") is not None else ""
-        parts.append(f"  {a['precision']} ORT {a['provider']}: acc {a['accuracy']:.4f}{top5}{extra}")
+        extra = (f" (Δ vs PyTorch {format_paired(d.get('paired_test'))}, {d['disagreements']} differ)"
+                 if d and d.get("paired_test") else
+                 f" (Δ vs PyTorch {d['delta']['accuracy'] * 100:+.2f} pts, {d['disagreements']} differ)" if d else "")
+        top5 = (f", top-5 {format_interval(a['top5_accuracy'], a.get('top5_accuracy_ci'))}"
+                if a.get("top5_accuracy") is not None else "")
+        parts.append(f"  {a['precision']} ORT {a['provider']}: acc "
+                     f"{format_interval(a['accuracy'], a.get('accuracy_ci'))}{top5}{extra}")
     s = res["summary"]
     for kind in ("cpu", "cuda"):
         if f"ort_{kind}_b1_p50_ms" in s:

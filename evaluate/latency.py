@@ -18,6 +18,7 @@ import torch
 from convkit.compilation import compile_model
 from convkit.evaluate.model_io import NP_TYPES
 from convkit.evaluate.options import TimingOptions
+from convkit.uncertainty import Interval, median_interval, pair_level, ratio_interval, ratio_verdict
 
 CLOCK = "time.perf_counter around each call, after torch.cuda.synchronize() on GPU"
 # A figure is unstable when its tail or its spread is large: p90 more than 1.5× p50 (one call in ten much slower,
@@ -53,7 +54,11 @@ class Timing:
 
 def measure(fn: Callable[[], object], batch: int, timing: Timing, sync: Callable[[], None] | None = None) -> dict:
     """Return latency statistics in ms (first_run, p50, p90, p99, mean, std, min, max), n, images/s (from the
-    mean, see ``images_per_s_basis``) and ``unstable`` (the reason, or None) for ``fn``."""
+    mean, see ``images_per_s_basis``) and ``unstable`` (the reason, or None) for ``fn``.
+
+    ``p50_ci_ms`` is the 95 % order-statistic interval of the median over the timed calls, ``p50_ci_pair_ms`` the
+    97.5 % one that ratios are bounded with (convkit.uncertainty); None with too few calls.
+    """
     sync = sync or (lambda: None)
     t0 = time.perf_counter()
     fn()
@@ -70,12 +75,19 @@ def measure(fn: Callable[[], object], batch: int, timing: Timing, sync: Callable
         sync()
         times.append(time.perf_counter() - t)
     ms = np.asarray(times) * 1e3
+    return summarize(ms, batch, first * 1e3)
+
+
+def summarize(ms: np.ndarray, batch: int, first_ms: float) -> dict:
+    """Return the latency statistics of the timed calls ``ms`` (see ``measure``)."""
     mean = float(ms.mean())
     p50, p90, std = float(np.percentile(ms, 50)), float(np.percentile(ms, 90)), float(ms.std())
     return {
         "batch": batch,
-        "first_run_ms": first * 1e3,
+        "first_run_ms": first_ms,
         "p50_ms": p50,
+        "p50_ci_ms": _ci_list(median_interval(ms)),
+        "p50_ci_pair_ms": _ci_list(median_interval(ms, pair_level())),
         "p90_ms": p90,
         "p99_ms": float(np.percentile(ms, 99)),
         "mean_ms": mean,
@@ -85,8 +97,33 @@ def measure(fn: Callable[[], object], batch: int, timing: Timing, sync: Callable
         "n": int(len(ms)),
         "images_per_s": batch / (mean / 1e3) if mean > 0 else None,
         "images_per_s_basis": IMAGES_PER_S_BASIS,
-        "unstable": stability(p50, p90, mean, std),
+        "unstable": _with_interval(stability(p50, p90, mean, std), median_interval(ms)),
     }
+
+
+def _with_interval(reason: str | None, interval) -> str | None:
+    """Return an unstable figure's reason with the median's interval, which says how far the p50 can be trusted."""
+    if reason is None:
+        return None
+    if interval is None:
+        return f"{reason}; too few calls for an interval of the p50"
+    return f"{reason}; p50 95 % interval [{interval.low:.3g}, {interval.high:.3g}] ms"
+
+
+def _ci_list(interval) -> list[float] | None:
+    return interval.to_list() if interval else None
+
+
+def compare_latency(candidate: dict, other: dict) -> dict:
+    """Return candidate p50 ÷ other p50 with its interval (from both rows' ``p50_ci_pair_ms``, at least 95 %)
+    and ``verdict``: "faster" / "slower" only when the interval excludes 1, else "tie"."""
+    def interval(row):
+        ci = row.get("p50_ci_pair_ms")
+        return Interval(ci[0], ci[1], pair_level()) if ci else None
+
+    ratio = ratio_interval(interval(candidate), interval(other))
+    return {"ratio": candidate["p50_ms"] / other["p50_ms"] if other["p50_ms"] else None,
+            "ratio_ci": ratio.to_list() if ratio else None, "verdict": ratio_verdict(ratio)}
 
 
 def make_batch(images_u8: np.ndarray, batch: int) -> np.ndarray:
@@ -236,7 +273,8 @@ def attach_ratios(rows: list[dict]) -> list[dict]:
 
     An ORT row on a GPU provider is compared with PyTorch on CUDA at the same batch size. When either figure is
     unstable the ratio is not formed: ``ratio_to_pytorch_<mode>`` is None and ``ratio_to_pytorch_<mode>_note``
-    says which figure was unstable.
+    says which figure was unstable; else ``ratio_to_pytorch_<mode>_ci`` is its interval (at least 95 %) and
+    ``ratio_to_pytorch_<mode>_verdict`` "faster", "slower" or "tie" (the interval holds 1).
     """
     torch_rows_by_key = {(r["provider"], r["batch"], r["backend"][len("torch-"):]): r
                          for r in rows if r["backend"].startswith("torch-")}
@@ -255,5 +293,8 @@ def attach_ratios(rows: list[dict]) -> list[dict]:
                 r[f"ratio_to_pytorch_{mode}"] = None
                 r[f"ratio_to_pytorch_{mode}_note"] = "not formed: unstable " + ", ".join(unstable)
             else:
+                versus = compare_latency(r, t)
                 r[f"ratio_to_pytorch_{mode}"] = r["p50_ms"] / t["p50_ms"]
+                r[f"ratio_to_pytorch_{mode}_ci"] = versus["ratio_ci"]
+                r[f"ratio_to_pytorch_{mode}_verdict"] = versus["verdict"]
     return rows

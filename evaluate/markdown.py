@@ -13,6 +13,7 @@ from convkit.evaluate.latency import UNSTABLE_P90_OVER_P50, UNSTABLE_STD_OVER_ME
 from convkit.evaluate.serving import section as serving_section
 from convkit.gates import PRECISIONS
 from convkit.text import cap, md_code, md_text
+from convkit.uncertainty import format_interval, format_paired
 
 # Above this many classes a confusion-matrix PNG is unreadable: eval.md lists the most confused pairs instead.
 MAX_CONFUSION_PNG_CLASSES = 50
@@ -84,6 +85,22 @@ def _f(v, spec: str = ".4f") -> str:
     return "—" if v is None else format(v, spec)
 
 
+def _delta_words(test: dict | None) -> str:
+    """Return, for a gate verdict, whether its delta is distinguishable from zero by the delta's McNemar test
+    ("" without one)."""
+    if not test:
+        return ""
+    return ", Δ distinguishable from 0" if test["distinguishable"] else ", Δ not distinguishable from 0"
+
+
+def _acc_cells(metrics: dict) -> str:
+    """Return the accuracy, top-5 and ECE cells, each with its 95 % interval."""
+    cal = metrics.get("calibration") or {}
+    return (f"{format_interval(metrics.get('accuracy'), metrics.get('accuracy_ci'))} | "
+            f"{format_interval(metrics.get('top5_accuracy'), metrics.get('top5_accuracy_ci'))} | "
+            f"{format_interval(cal.get('ece'), cal.get('ece_ci'))}")
+
+
 def markdown(result: dict) -> str:
     """Return eval.md: model, accuracy vs PyTorch, per-class metrics, latency with ratios, method and hardware."""
     m = result["model"]
@@ -111,38 +128,39 @@ def markdown(result: dict) -> str:
 
 
 def accuracy_lines(result: dict) -> list[str]:
-    """Return eval.md's accuracy table: PyTorch's row, then one row per ORT file and provider with its gate."""
-    lines = ["## Accuracy", "", "| precision | backend | accuracy | top-5 | loss | macro F1 | "
-             "Δacc vs PyTorch (points) | "
-             "predictions differing | gate |", "|---|---|---|---|---|---|---|---|---|"]
+    """Return eval.md's accuracy table: PyTorch's row, then one row per ORT file and provider with its gate, each
+    accuracy with its 95 % interval and each delta with its paired test."""
+    lines = ["## Accuracy", "", "Intervals: 95 % (Wilson for accuracies and recalls, seeded bootstrap for ECE); a "
+             "delta is McNemar's exact test on the same images with the 95 % interval of the difference — "
+             "\"real\" only when the test rejects equal accuracy (p < 0.05).", "",
+             "| precision | backend | accuracy | top-5 | ECE | loss | macro F1 | Δacc vs PyTorch | "
+             "Δacc vs fp32 | predictions differing | gate |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     pt = result.get("pytorch")
     if pt:
-        lines.append(f"| fp32 | PyTorch eager ({pt['device']}) | {_f(pt['accuracy'])} | "
-                     f"{_f(pt.get('top5_accuracy'))} | "
-                     f"{_f(pt['loss'])} | "
-                     f"{_f(pt['macro_f1'])} | | | |")
+        lines.append(f"| fp32 | PyTorch eager ({pt['device']}) | {_acc_cells(pt)} | {_f(pt['loss'])} | "
+                     f"{_f(pt['macro_f1'])} | | | | |")
     for acc in result["accuracy"]:
         vs = acc.get("vs_pytorch")
         gate = acc.get("gate")
-        gate_s = "—" if not gate else (f"{'pass' if gate['passed'] else '**FAIL**'} "
-                                       f"(max drop {gate['max_drop_points']})")
-        lines.append(f"| {acc['precision']} | ORT {acc['provider']} | {_f(acc['accuracy'])} | "
-                     f"{_f(acc.get('top5_accuracy'))} | {_f(acc['loss'])} | "
-                     f"{_f(acc['macro_f1'])} | {_f(vs['delta']['accuracy'] * 100, '+.2f') if vs else '—'} | "
-                     f"{vs['disagreements'] if vs else '—'} | {gate_s} |")
+        gate_s = "—" if not gate else (f"{'pass' if gate['passed'] else '**FAIL**'} (max drop {gate['max_drop_points']}"
+                                       f"{_delta_words((vs or {}).get('paired_test'))})")
+        lines.append(f"| {acc['precision']} | ORT {acc['provider']} | {_acc_cells(acc)} | {_f(acc['loss'])} | "
+                     f"{_f(acc['macro_f1'])} | {format_paired(vs.get('paired_test')) if vs else '—'} | "
+                     f"{format_paired(acc.get('vs_fp32'))} | {vs['disagreements'] if vs else '—'} | {gate_s} |")
     lines.append("")
     return lines
 
 
 def per_class_lines(first: dict) -> list[str]:
-    """Return eval.md's per-class table of the first accuracy entry, its most confused pairs when there are too
-    many classes for a confusion PNG, and the images whose class differs from PyTorch's."""
+    """Return eval.md's per-class table of the first accuracy entry (recall with its 95 % interval), its most
+    confused pairs when there are too many classes for a confusion PNG, and the images whose class differs from
+    PyTorch's."""
     lines = [f"Loss: {first['loss_kind']} (model outputs {first['output_kind']}).", "",
              f"### Per class ({first['precision']}, ORT {first['provider']})", "",
-             "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+             "| class | precision | recall [95 %] | F1 | support |", "|---|---|---|---|---|"]
     for c in first["per_class"]:
-        lines.append(f"| {md_text(c['class'])} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | "
-                     f"{c['support']} |")
+        lines.append(f"| {md_text(c['class'])} | {c['precision']:.4f} | "
+                     f"{format_interval(c['recall'], c.get('recall_ci'))} | {c['f1']:.4f} | {c['support']} |")
     lines.append("")
     if len(first["per_class"]) > MAX_CONFUSION_PNG_CLASSES and first.get("confused_pairs"):
         lines += [f"### Most confused pairs ({len(first['per_class'])} classes: no confusion PNG)", "",
@@ -155,6 +173,7 @@ def per_class_lines(first: dict) -> list[str]:
         lines += [f"Test images whose predicted class differs from PyTorch ({len(idx)} listed): "
                   f"{', '.join(map(str, idx[:50]))}{' …' if len(idx) > 50 else ''}", ""]
     return lines
+
 
 def method_lines(result: dict) -> list[str]:
     """Return eval.md's Method, Hardware and software, and Provider options sections."""
@@ -196,12 +215,14 @@ def headline_lines(result: dict) -> list[str]:
         b1 = next((r for r in ort if r["batch"] == 1), None)
         ips = max((r for r in ort if r["images_per_s"]), key=lambda r: r["images_per_s"], default=None)
         var = result.get("variants", {}).get(a["precision"], {})
-        top5 = f" (top-5 {a['top5_accuracy']:.4f})" if a.get("top5_accuracy") is not None else ""
-        lat = (f"batch-1 p50 {b1['p50_ms']:.3f} ms{' (UNSTABLE)' if b1.get('unstable') else ''}" if b1 else
+        top5 = (f" (top-5 {format_interval(a['top5_accuracy'], a.get('top5_accuracy_ci'))})"
+                if a.get("top5_accuracy") is not None else "")
+        lat = (f"batch-1 p50 {_p50(b1)} ms{' (UNSTABLE)' if b1.get('unstable') else ''}" if b1 else
                "batch-1 p50 —")
         best = (f"best {ips['images_per_s']:,.0f} images/s (batch {ips['batch']}, mean-based)"
                 f"{' (UNSTABLE)' if ips.get('unstable') else ''}" if ips else "images/s —")
-        lines.append(f"- **{a['precision']} on ORT {a['provider']}**: accuracy {a['accuracy']:.4f}{top5}, {lat}, "
+        lines.append(f"- **{a['precision']} on ORT {a['provider']}**: accuracy "
+                     f"{format_interval(a['accuracy'], a.get('accuracy_ci'))}{top5}, {lat}, "
                      f"{best}, file {_size(var.get('size_bytes'))}, "
                      f"{f'{params:,} parameters' if params else 'parameters unknown'}")
     links = [f"[{Path(f).name}]({Path(f).name})" for k, f in sorted(result.get("files", {}).items())
@@ -244,7 +265,16 @@ def preprocessing_lines(pre: dict | None) -> list[str]:
 def _ratio(r: dict, mode: str) -> str:
     if r.get(f"ratio_to_pytorch_{mode}_note"):
         return "— (unstable)"
-    return _f(r.get(f"ratio_to_pytorch_{mode}"), ".2f")
+    ratio = r.get(f"ratio_to_pytorch_{mode}")
+    verdict = r.get(f"ratio_to_pytorch_{mode}_verdict")
+    return format_interval(ratio, r.get(f"ratio_to_pytorch_{mode}_ci"), ".2f") + (f" ({verdict})" if verdict else "")
+
+
+def _p50(row: dict) -> str:
+    """Return the p50 cell with its 95 % interval, or saying there is none (too few timed calls)."""
+    if row.get("p50_ci_ms") is None and row.get("p50_ms") is not None:
+        return f"{row['p50_ms']:.3f} (no interval: {row.get('n')} calls)"
+    return format_interval(row.get("p50_ms"), row.get("p50_ci_ms"), ".3f")
 
 
 def latency_lines(rows: list[dict]) -> list[str]:
@@ -253,15 +283,18 @@ def latency_lines(rows: list[dict]) -> list[str]:
         return []
     lines = ["## Latency", "", "p50/p90/p99 per batch in ms; images/s = batch ÷ mean latency; ratio = ORT p50 ÷ "
              "PyTorch p50 at the same batch and device (< 1: ORT faster), not formed when either figure is unstable "
-             f"(p90/p50 > {UNSTABLE_P90_OVER_P50:g} or std/mean > {UNSTABLE_STD_OVER_MEAN:g}).", "",
-             "| precision | provider | backend | batch | first run | p50 | p90 | p99 | mean ± std | min | images/s | "
+             f"(p90/p50 > {UNSTABLE_P90_OVER_P50:g} or std/mean > {UNSTABLE_STD_OVER_MEAN:g}). p50 [95 %]: "
+             "order-statistic interval of the median over the timed calls; a ratio's interval is that of the two "
+             "medians' 97.5 % intervals (at least 95 %), and it says faster/slower only when the interval excludes 1, "
+             "else tie.", "",
+             "| precision | provider | backend | batch | first run | p50 [95 %] | p90 | p99 | mean ± std | min | images/s | "
              "stable | PyTorch eager p50 | ratio | PyTorch compile p50 | ratio |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         stable = f"**UNSTABLE** ({r['unstable']})" if r.get("unstable") else "yes"
         lines.append(
             f"| {r['precision']} | {r['provider']} | {r['backend']} | {r['batch']} | {_f(r['first_run_ms'], '.2f')} | "
-            f"{_f(r['p50_ms'], '.3f')} | {_f(r['p90_ms'], '.3f')} | {_f(r['p99_ms'], '.3f')} | "
+            f"{_p50(r)} | {_f(r['p90_ms'], '.3f')} | {_f(r['p99_ms'], '.3f')} | "
             f"{r['mean_ms']:.3f} ± {r['std_ms']:.3f} | {_f(r['min_ms'], '.3f')} | {_f(r['images_per_s'], ',.0f')} | "
             f"{stable} | {_f(r.get('pytorch_eager_p50_ms'), '.3f')} | {_ratio(r, 'eager')} | "
             f"{_f(r.get('pytorch_compile_p50_ms'), '.3f')} | {_ratio(r, 'compile')} |")

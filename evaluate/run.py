@@ -287,18 +287,23 @@ def measure_latency(setup: Setup, sessions: dict, images: np.ndarray, opts: Eval
 def summary_fields(accuracy: list[dict], reference: dict | None, rows: list[dict], primary_prec: str,
                    first_provider: str) -> dict:
     """Return the SUMMARY_COLUMNS values: the primary variant's accuracy on the first provider, its delta to
-    PyTorch, batch-1 p50 per provider and the best throughput of any batch size."""
+    PyTorch, batch-1 p50 per provider and the best throughput of any batch size; beside a value, ``<key>_ci`` is
+    its 95 % interval and ``ort_acc_delta_p`` the exact McNemar p-value of the delta (convkit.uncertainty)."""
     out = {}
     main = next((a for a in accuracy if a["precision"] == primary_prec and a["provider"] == first_provider), None)
     if main and not main.get("degenerate"):
-        out["ort_test_acc"] = main["accuracy"]
+        out["ort_test_acc"], out["ort_test_acc_ci"] = main["accuracy"], main.get("accuracy_ci")
         if reference is not None:
             out["ort_acc_delta"] = main["accuracy"] - reference["accuracy"]
+            paired = (main.get("vs_pytorch") or {}).get("paired_test")
+            if paired:
+                out["ort_acc_delta_ci"], out["ort_acc_delta_p"] = paired["delta_ci"], paired["p_value"]
     ort = [r for r in rows if r["precision"] == primary_prec and r["backend"] == "ort"]
     for kind in ("cpu", "cuda"):
         b1 = [r for r in ort if r["provider"] == kind and r["batch"] == 1]
         if b1:
             out[f"ort_{kind}_b1_p50_ms"] = b1[0]["p50_ms"]
+            out[f"ort_{kind}_b1_p50_ms_ci"] = b1[0].get("p50_ci_ms")
     ips = [r["images_per_s"] for r in ort if r["images_per_s"]]
     if ips:
         out["ort_max_batch_ips"] = max(ips)
@@ -391,7 +396,7 @@ def _gpu_info() -> dict:
 
 
 def _strip(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k not in ("predictions", "tie_mask")}
+    return {k: v for k, v in metrics.items() if k not in ("predictions", "tie_mask", "labels")}
 
 
 def write_outputs(result: dict, target: Target, class_names: list[str]) -> dict:

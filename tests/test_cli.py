@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -70,7 +72,8 @@ def test_train_on_sample_then_train_all_summary(tmp_path):
     r = run(*args, "--overwrite")
     assert r.exit_code == 0, r.output
     summary = (tmp_path / "seed-sample" / "summary.md").read_text()
-    assert "Table 1 — MNIST" in summary and "Table 5" in summary and "(0.9834)" in summary
+    assert "Table 1 — MNIST" in summary and "Table 5" in summary
+    assert re.search(r"\(0\.9834: (above|below|within noise)\)", summary), summary  # the study's figure, judged
     assert "109,386" in summary and "268,650" in summary
 
 
@@ -178,3 +181,26 @@ def test_bare_convkit_prints_the_help():
     r = CliRunner().invoke(main, [])
     assert r.exit_code == 0 and r.output.startswith("Usage:") and "error" not in r.output
     assert "train-all" in r.output and "report" in r.output
+
+
+def test_two_seed_train_all_in_pieces_summarised_as_mean_sd(tmp_path):
+    """Seed 0 and seed 1 trained by two separate train-all calls (as on two machines) make one summary row of
+    mean ± sd (min–max), computed here from each run's metrics.json with the statistics module."""
+    base = ["train-all", "--only", "t1-fcn", "--sample", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path),
+            "--quiet", "--no-export"]
+    for seed in ("0", "1"):
+        r = run(*base, "--seeds", seed)
+        assert r.exit_code == 0, r.output
+    suite = tmp_path / "seed-sample"
+    accs = [json.loads((suite / f"t1-fcn-seed{s}" / "metrics.json").read_text())["test_acc"] for s in (0, 1)]
+    configs = [json.loads((suite / f"t1-fcn-seed{s}" / "metrics.json").read_text())["config"]["seed"] for s in (0, 1)]
+    assert configs == [0, 1]
+    summary = (suite / "summary.md").read_text()
+    expected = (f"{statistics.mean(accs):.4f} ± {statistics.stdev(accs):.4f} "
+                f"({min(accs):.4f}–{max(accs):.4f}, 2 seeds)")
+    assert expected in summary and "t1-fcn × 2 seeds (0, 1)" in summary, summary
+    pooled = json.loads((suite / "summary.json").read_text())["seeds"]["t1-fcn"]
+    assert pooled["runs"] == ["t1-fcn-seed0", "t1-fcn-seed1"]
+    assert pooled["test_acc"]["sd"] == pytest.approx(statistics.stdev(accs))
+    r = run("train-all", "--only", "t1-fcn", "--seeds", "0,x", "--device", "cpu", "--out", str(tmp_path))
+    assert r.exit_code == 2 and "--seeds" in r.output

@@ -197,7 +197,11 @@ def test_int8_variant_and_pipeline_options(exported):
 
     res = evaluate_model(run_dir, quick_options())
     keys = {key for _, key, _ in SUMMARY_COLUMNS}
-    assert {"ort_test_acc", "ort_acc_delta", "ort_cpu_b1_p50_ms", "ort_max_batch_ips"} <= set(res["summary"]) <= keys
+    # beside a column's value: its 95 % interval (<key>_ci) and, for the ORT − PyTorch delta, McNemar's p-value
+    companions = {f"{k}_ci" for k in keys} | {"ort_acc_delta_p"}
+    assert {"ort_test_acc", "ort_acc_delta", "ort_cpu_b1_p50_ms", "ort_max_batch_ips"} <= set(res["summary"])
+    assert set(res["summary"]) <= keys | companions
+    assert {"ort_test_acc_ci", "ort_acc_delta_ci", "ort_acc_delta_p"} <= set(res["summary"])
     assert res["summary"]["ort_cpu_b1_p50_ms"] > 0
     assert json.loads((run_dir / "eval.json").read_text())["summary_columns"] == [list(c) for c in SUMMARY_COLUMNS]
 

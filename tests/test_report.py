@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -186,8 +187,14 @@ def test_report_from_real_runs(suite):
     ev = json.loads((suite / "t1-simple-cnn" / "eval.json").read_text())
     ece = ev["accuracy"][0]["calibration"]["ece"]
     assert 0.0 <= ece <= 1.0 and f"{ece:.3f}" in md
-    assert re.search(r"int8 cost \(ORT fp32 − int8 accuracy\) and batch-1 speed-up: "
-                     r"Simple CNN [+-]\d+\.\d\d points, \d+\.\d\d×", md)
+    # report.md escapes brackets (Markdown), so the interval reads \[low, high\] in the source
+    assert re.search(r"int8 − fp32 accuracy and batch-1 speed-up: Simple CNN [+-]\d+\.\d\d \\?\[[+-]\d+\.\d\d, "
+                     r"[+-]\d+\.\d\d\\?\] pts, p = \S+, (real|within noise), \d+\.\d\d× \(no interval\)", md)
+    # the int8 delta's exact McNemar p-value, recomputed here from the discordant counts eval.json records
+    test = next(a for a in ev["accuracy"] if a["precision"] == "int8")["vs_fp32"]
+    b, c = test["only_candidate_right"], test["only_base_right"]
+    p = 1.0 if b + c == 0 else min(1.0, 2 * sum(math.comb(b + c, i) for i in range(min(b, c) + 1)) / 2 ** (b + c))
+    assert test["p_value"] == pytest.approx(p) and test["distinguishable"] is (p < 0.05)
     # every image of report.md exists; report.html embeds the same images as valid PNG data URIs
     refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert refs and all((suite / r).is_file() for r in refs)

@@ -325,6 +325,24 @@ def test_recommendation_highest_throughput_within_bound_and_gate():
     assert rec["why_not"] == ["int8: 1.1× slower than fp32 at batch 1 on this CPU (ort)"]
 
 
+def test_recommendation_of_a_model_against_itself_is_a_tie():
+    """The same file timed twice (two latency rows from the same timed calls): the recommendation says they tie;
+    a row whose interval lies clearly apart is better beyond noise."""
+    from convkit.evaluate.latency import summarize
+
+    calls = np.random.default_rng(0).gamma(20.0, 0.05, size=400)  # ~1 ms calls with a right tail
+    row = {"precision": "fp32", "provider": "cpu", "backend": "ort", **summarize(calls, 1, 1.0)}
+    twin = {**row, "backend": "ort-e2e"}
+    rec = recommend(_result([row, twin], [_acc("fp32", 0.9, 0.0, 0.1)]))
+    assert rec["versus_runner_up"]["verdict"] == "tie" and "TIES with the runner-up" in rec["text"]
+    low, high = rec["versus_runner_up"]["ratio_ci"]
+    assert low < 1 < high
+    fast = {"precision": "int8", "provider": "cpu", "backend": "ort", **summarize(calls / 3, 1, 1.0)}
+    rec = recommend(_result([row, fast], [_acc("fp32", 0.9, 0.0, 0.1), _acc("int8", 0.9, 0.1, 1.0)]))
+    assert rec["recommended"]["precision"] == "int8" and rec["versus_runner_up"]["verdict"] == "better"
+    assert "beyond noise" in rec["text"]
+
+
 def test_recommendation_nothing_meets_the_bound():
     res = _result([_lat("fp32", 1, 20.0, 50), _lat("fp32", 8, 90.0, 90)], [_acc("fp32", 0.9, 0.0, 0.1)],
                   [{"scenario": "server", "precision": "fp32", "provider": "cpu", "qps": 40, "p99_ms": 30.0,

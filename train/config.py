@@ -121,11 +121,13 @@ def resolve_config(
     data_dir: str | Path | None = None,
     out: str | Path = "runs",
     max_images: int | list[tuple[str, int]] | None = None,
+    run_name: str | None = None,
 ) -> TrainConfig:
     """Return the TrainConfig for ``experiment`` with the recipe's values and the given overrides applied.
 
     ``max_images`` caps the images of each split: a number, or (experiment glob, number) pairs of which the
-    first that matches applies (e.g. ``[("t6-*", 256)]`` for the two large models of a demo).
+    first that matches applies (e.g. ``[("t6-*", 256)]`` for the two large models of a demo). ``run_name`` names
+    the run folder (default: the experiment's name; train-all --seeds uses <experiment>-seed<N>).
     """
     for name, value in (("epochs", epochs), ("batch-size", batch_size), ("lr", lr)):
         _check_number(name, value)
@@ -151,7 +153,7 @@ def resolve_config(
         seed=seed,
         sample=sample,
         data_dir=str(data_dir) if data_dir else None,
-        run_dir=str(Path(out) / suite_dir / exp.name),
+        run_dir=str(Path(out) / suite_dir / (run_name or exp.name)),
         max_images=_images_for(exp.name, max_images),
     )
 

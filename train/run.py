@@ -42,6 +42,7 @@ from convkit.onnx_meta import file_sha256
 from convkit.train.config import TrainConfig
 from convkit.train.loop import GradNormTracker, autocast, evaluate, padded_batches, synchronize, train_epoch
 from convkit.train.optim import build_optimizer
+from convkit.uncertainty import wilson
 
 # Keys of the config that must agree for --resume to continue a run instead of starting over.
 _RESUME_KEYS = ("experiment", "model", "dataset", "recipe", "epochs", "seed", "sample", "device", "amp")
@@ -303,7 +304,8 @@ def run_epochs(state: RunState, compiled, quiet: bool) -> None:
 
 
 def final_metrics(state: RunState, compile_s: float) -> dict:
-    """Return metrics.json's content: the last epoch's figures, timings, data identity, config, environment."""
+    """Return metrics.json's content: the last epoch's figures, timings, data identity, config, environment;
+    ``test_acc_ci`` is the 95 % Wilson interval of test_acc over ``test_images``."""
     cfg, history, last = state.cfg, state.history, state.history[-1]
     metrics = {
         "experiment": cfg.experiment,
@@ -331,7 +333,11 @@ def final_metrics(state: RunState, compile_s: float) -> dict:
     warnings = divergence_warnings(history)
     if warnings:
         metrics["warnings"] = warnings
+    n_test = len(state.data.test_labels)
+    interval = wilson(round(last["test_acc"] * n_test), n_test)  # test_acc is a share of whole images
+    metrics["test_images"], metrics["test_acc_ci"] = n_test, interval.to_list() if interval else None
     metrics["summary"] = {key: metrics[key] for _, key, _ in SUMMARY_COLUMNS}
+    metrics["summary"]["test_acc_ci"] = metrics["test_acc_ci"]  # shown in the test acc cell, not a column
     metrics["summary_columns"] = [list(c) for c in SUMMARY_COLUMNS]
     return metrics
 

@@ -20,8 +20,21 @@ from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, loa
 from convkit.report.doc import to_html, to_markdown
 from convkit.report.internals import first_conv_view, fixed_test_image, stage_maps
 from convkit.report.receptive_field import receptive_fields
-from convkit.report.stats import fmt, pct, pts, run_stats, shown
+from convkit.report.stats import (
+    acc_cell,
+    acc_interval,
+    fmt,
+    paired_cell,
+    pct,
+    pool_stats,
+    pts,
+    run_stats,
+    seeds_cell,
+    shown,
+    speedup_cell,
+)
 from convkit.suite import SUITES, TABLE_TITLES, Experiment
+from convkit.uncertainty import rows_differ, versus_point
 
 DEPTH_TABLE = 4
 RF_TABLES = {3: ["kernel-eq"], 4: [], 7: []}  # tables whose section carries receptive fields (+ extra suites)
@@ -147,15 +160,18 @@ def study_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
         study_acc, study_time = _study(exp)
         diff = (s["acc"] - study_acc) * 100 if s.get("acc") is not None and study_acc is not None else None
         absent = "not in the study" if exp.seed is None else None  # the study printed nothing for this row
+        verdict = versus_point(acc_interval(s), study_acc)
         out.append([f"{exp.row}. {exp.title}", f"`{exp.name}`" if run else f"`{exp.name}` (no run)",
                     shown(s, "params", fmt(s.get("params"))), fmt(s.get("epochs")), f"{exp.seed_epochs}",
-                    shown(s, "acc", pct(s.get("acc"))), data_of(run),
-                    absent or pct(study_acc), absent or shown(s, "acc", pts(diff)),
-                    shown(s, "gap_pts", pts(s.get("gap_pts"))),
+                    shown(s, "acc", acc_cell(s)), data_of(run),
+                    absent or pct(study_acc),
+                    absent or shown(s, "acc", pts(diff) + (f" ({verdict})" if verdict else "")),
+                    shown(s, "gap_pts", seeds_cell(s, "gap_pts", "+.2f") or pts(s.get("gap_pts"))),
                     shown(s, "train_time_s", fmt(s.get("train_time_s"), ".1f", " s")),
                     absent or fmt(study_time, ".0f", " s")])
-    return ("table", ["row", "experiment", "params", "epochs", "study epochs", "test acc", "on", "study acc",
-                      "Δ vs study (pts)", "train−test (pts)", "train time", "study time"], out)
+    return ("table", ["row", "experiment", "params", "epochs", "study epochs", "test acc [95 %] or mean ± sd", "on",
+                      "study acc", "Δ vs study (pts; above / below / within noise)", "train−test (pts)",
+                      "train time", "study time"], out)
 
 
 def data_of(run: RunData | None) -> str:
@@ -172,15 +188,26 @@ def ort_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
     """Return the table block of ONNX Runtime figures (accuracy, deltas, latency, int8, ECE) for one seed table."""
     out = []
     for exp, run, s in rows:
+        gate = {True: "pass", False: "**FAIL**"}.get(s.get("gate"), NOT_MEASURED if s.get("seeds") is None else
+                                                      f"per seed ({s['seeds']} seeds)")
+        fp16 = (s["fp16_acc"] - s["ort_acc"]) * 100 if s.get("fp16_acc") is not None and s.get("ort_acc") else None
         cost = -s["int8_cost_pts"] if s.get("int8_cost_pts") is not None else None
         out.append([f"{exp.row}. {exp.title}", s.get("provider") or NOT_MEASURED, eval_data_of(run),
-                    shown(s, "ort_acc", pct(s.get("ort_acc"))), shown(s, "ort_delta_pts", pts(s.get("ort_delta_pts"))),
-                    shown(s, "lat_fp32_ms", fmt(s.get("lat_fp32_ms"), ".3f", " ms")),
-                    shown(s, "fp16_acc", pct(s.get("fp16_acc"))), shown(s, "int8_acc", pct(s.get("int8_acc"))),
-                    shown(s, "int8_cost_pts", pts(cost)), shown(s, "int8_speedup", fmt(s.get("int8_speedup"), ".2f", "×")),
-                    shown(s, "ece", fmt(s.get("ece"), ".3f"))])
-    return ("table", ["row", "provider", "on", "ORT fp32 acc", "ORT − PyTorch (pts)", "fp32 b1 p50", "fp16 acc",
-                      "int8 acc", "int8 − fp32 (pts)", "int8 speed-up", "ECE (fp32)"], out)
+                    shown(s, "ort_acc", acc_cell(s, "ort_acc")),
+                    shown(s, "ort_delta_pts", seeds_cell(s, "ort_delta_pts", "+.2f")
+                          or paired_cell(s.get("ort_delta_test"), s.get("ort_delta_pts"))), gate,
+                    shown(s, "lat_fp32_ms", seeds_cell(s, "lat_fp32_ms", ".3f")
+                          or fmt(s.get("lat_fp32_ms"), ".3f", " ms")),
+                    shown(s, "fp16_acc", acc_cell(s, "fp16_acc")),
+                    shown(s, "fp16_acc", paired_cell(s.get("fp16_test"), fp16)),
+                    shown(s, "int8_acc", acc_cell(s, "int8_acc")),
+                    shown(s, "int8_cost_pts", seeds_cell(s, "int8_cost_pts", "+.2f", -1.0)
+                          or paired_cell(s.get("int8_test"), cost)),
+                    shown(s, "int8_speedup", seeds_cell(s, "int8_speedup", ".2f") or speedup_cell(s)),
+                    shown(s, "ece", seeds_cell(s, "ece", ".3f") or fmt(s.get("ece"), ".3f"))])
+    return ("table", ["row", "provider", "on", "ORT fp32 acc", "ORT − PyTorch (pts, McNemar)", "gate", "fp32 b1 p50",
+                      "fp16 acc", "fp16 − fp32 (pts, McNemar)", "int8 acc", "int8 − fp32 (pts, McNemar)",
+                      "int8 speed-up [interval]", "ECE (fp32)"], out)
 
 
 def eval_data_of(run: RunData | None) -> str:
@@ -194,12 +221,24 @@ def eval_data_of(run: RunData | None) -> str:
 
 
 def observations(rows: list[tuple[Experiment, RunData | None, dict]]) -> list[str]:
-    """Return sentences computed from the table's numbers: best row, overfitting, ORT change, int8 cost/speed."""
+    """Return sentences computed from the table's numbers: best row, overfitting, ORT change, int8 cost/speed.
+
+    A difference is called real only when its test says so: the best row against the runner-up by Welch's t-test
+    over seeds (or disjoint 95 % intervals with one seed), ORT and int8 deltas by McNemar's exact test.
+    """
     have = [(e, s) for e, r, s in rows if s.get("acc") is not None]
     obs = []
     if have:
-        e, s = max(have, key=lambda es: (es[1]["acc"], -es[0].row))
-        line = f"Best row: {e.title} at {pct(s['acc'])} test accuracy"
+        ranked = sorted(have, key=lambda es: (-es[1]["acc"], es[0].row))
+        e, s = ranked[0]
+        line = f"Best row: {e.title} at {acc_cell(s)} test accuracy"
+        if len(ranked) > 1:
+            e2, s2 = ranked[1]
+            differ = rows_differ((s.get("spread") or {}).get("acc"), (s2.get("spread") or {}).get("acc"),
+                                 acc_interval(s), acc_interval(s2))
+            line += {True: f", ahead of {e2.title} ({pct(s2['acc'])}) beyond noise",
+                     False: f", not distinguishable from {e2.title} ({pct(s2['acc'])}): a tie within noise",
+                     None: f", ahead of {e2.title} ({pct(s2['acc'])}) by an amount of unknown uncertainty"}[differ]
         seeded = [x for x, _, _ in rows if x.seed and x.seed.test_acc is not None]
         if seeded:
             sb = max(seeded, key=lambda x: (x.seed.test_acc, -x.row))
@@ -215,14 +254,19 @@ def observations(rows: list[tuple[Experiment, RunData | None, dict]]) -> list[st
             lo = min(gaps, key=lambda eg: (eg[1], eg[0].row))
             line += f"; smallest {lo[0].title}, {pts(lo[1])} points"
         obs.append(line + ".")
-    deltas = [(e, s["ort_delta_pts"]) for e, _, s in rows if s.get("ort_delta_pts") is not None]
-    obs.append(f"ORT − PyTorch accuracy: largest change {max(abs(d) for _, d in deltas):.2f} points over "
-               f"{len(deltas)} evaluated row(s)." if deltas else f"ORT − PyTorch accuracy: {NOT_MEASURED}.")
+    deltas = [(e, s["ort_delta_pts"], s.get("ort_delta_test")) for e, _, s in rows
+              if s.get("ort_delta_pts") is not None]
+    real = [e.title for e, _, t in deltas if isinstance(t, dict) and t.get("distinguishable") is True]
+    tested = sum(1 for _, _, t in deltas if isinstance(t, dict))
+    obs.append(f"ORT − PyTorch accuracy: largest change {max(abs(d) for _, d, _ in deltas):.2f} points over "
+               f"{len(deltas)} evaluated row(s); distinguishable from zero (McNemar, p < 0.05) in {len(real)} of "
+               f"{tested} tested{': ' + ', '.join(real) if real else ''}." if deltas
+               else f"ORT − PyTorch accuracy: {NOT_MEASURED}.")
     int8 = [(e, s) for e, _, s in rows if s.get("int8_cost_pts") is not None]
     held = [e.title for e, _, s in rows if "int8_acc" in s.get("held", {})]
     if int8:
-        obs.append("int8 cost (ORT fp32 − int8 accuracy) and batch-1 speed-up: " + "; ".join(
-            f"{e.title} {pts(s['int8_cost_pts'])} points, {fmt(s.get('int8_speedup'), '.2f', '×')}"
+        obs.append("int8 − fp32 accuracy and batch-1 speed-up: " + "; ".join(
+            f"{e.title} {paired_cell(s.get('int8_test'), -s['int8_cost_pts'])}, {speedup_cell(s)}"
             for e, s in int8) + ".")
     else:
         obs.append(f"int8 cost and speed-up: {NOT_MEASURED} (no int8 variant evaluated).")
@@ -283,9 +327,10 @@ def table_section(table: int, rows: list, figs: dict, out: Path, suite_dir: Path
                       ("p", "ONNX Runtime (provider of the fp32 evaluation; latency = batch 1, p50):"),
                       ort_table(rows), ("h3", "Observations"), ("ul", observations(rows))]
     curves = [(e.title, r.history, e.seed.test_acc if e.seed else None) for e, r, _ in rows if r and r.history]
+    bands = {e.title: [x.history for x in s["runs"] if x.history] for e, _, s in rows if s.get("runs")}
     if curves:
         path = F.overlay(curves, f"{TABLE_TITLES.get(table, table)}: test accuracy per epoch",
-                         out / f"overlay-table{table}.png")
+                         out / f"overlay-table{table}.png", bands)
         b.append(("img", _rel(path, suite_dir), f"Test accuracy per epoch, all rows of table {table}"))
     else:
         b.append(("p", f"Test-accuracy overlay: {NOT_MEASURED} (no {A.HISTORY} in this table)."))
@@ -293,10 +338,23 @@ def table_section(table: int, rows: list, figs: dict, out: Path, suite_dir: Path
                             lambda p: _rel(p, suite_dir))
     if table in RF_TABLES:
         b += rf_blocks(table, exps, out, suite_dir)
-    for _, run, _ in rows:
-        if run is not None:
-            b += run_blocks(run, figs[run.name], suite_dir)
+    for _, run, s in rows:
+        for each in s.get("runs") or ([run] if run is not None else []):
+            b += run_blocks(each, figs[each.name], suite_dir)
     return b
+
+
+def experiment_rows(exps: list[Experiment], runs: list[RunData], stats: dict) -> dict[str, tuple]:
+    """Return {experiment name: (its run or first seed's run, its figures)}: over several seeds (train-all
+    --seeds, trained anywhere) the figures are pooled (report.stats.pool_stats) and ``runs`` lists the seeds."""
+    out: dict[str, tuple] = {}
+    for e in exps:
+        mine = [r for r in runs if r.experiment is not None and r.experiment.name == e.name]
+        if len(mine) > 1:
+            out[e.name] = (mine[0], {**pool_stats([stats[r.name] for r in mine]), "runs": mine})
+        else:
+            out[e.name] = (mine[0], stats[mine[0].name]) if mine else (None, {})
+    return out
 
 
 def suite_blocks(runs: list[RunData], stats: dict, out: Path, suite_dir: Path) -> list[tuple]:
@@ -344,7 +402,6 @@ def build_report(suite_dir: Path | str) -> dict:
     runs = [load_run(p) for p in A.run_folders(suite_dir)]
     out = ensure_writable_dir(suite_dir / A.REPORT_DIR)
     suite = _suite_of(runs)
-    by_name = {r.name: r for r in runs}
     exps = SUITES.get(suite, []) if suite else []
     ctx: dict = {}
     with plot_style():
@@ -352,14 +409,17 @@ def build_report(suite_dir: Path | str) -> dict:
         stats = {r.name: run_stats(r) for r in runs}
         blocks = _intro(suite_dir, runs, suite) + suite_blocks(runs, stats, out, suite_dir)
         tables = sorted({e.table for e in exps})
-        ran = [t for t in tables if any(e.table == t and e.name in by_name for e in exps)]
+        per_exp = experiment_rows(exps, runs, stats)
+        # the robustness section finds a row's run (over seeds: the first seed's) and the baseline by experiment name
+        by_name = {**{r.name: r for r in runs}, **{n: row[0] for n, row in per_exp.items() if row[0] is not None}}
+        ran = [t for t in tables if any(e.table == t and per_exp[e.name][0] is not None for e in exps)]
         if len(ran) < len(tables):
             blocks.append(("p", "Tables of the study without any run folder here (" + NOT_MEASURED + "): "
                            + ", ".join(TABLE_TITLES.get(t, str(t)) for t in tables if t not in ran) + "."))
         for table in ran:
-            rows = [(e, by_name.get(e.name), stats.get(e.name, {})) for e in exps if e.table == table]
+            rows = [(e, *per_exp[e.name]) for e in exps if e.table == table]
             blocks += table_section(table, rows, figs, out, suite_dir, exps, by_name)
-    others = [r for r in runs if r.name not in {e.name for e in exps}]
+    others = [r for r in runs if r.experiment is None or r.experiment not in exps]
     if others:
         blocks.append(("h2", "Other runs (not rows of this suite)"))
         for r in others:

@@ -14,7 +14,7 @@ from pathlib import Path
 from convkit import artifacts as A
 from convkit.errors import ConvkitError
 from convkit.provenance import RunProvenance, check_run, keyed_evaluations
-from convkit.suite import Experiment, all_experiments
+from convkit.suite import Experiment, all_experiments, split_seeded
 
 NOT_MEASURED = "not measured"
 EVAL_JSON = A.EvalNames(A.EVAL_PREFIX).json
@@ -104,12 +104,17 @@ class RunData:
 
     def latency_b1(self, precision: str, provider: str) -> float | None:
         """Return the ORT batch-1 p50 latency (ms) for ``precision`` on ``provider``, None when not measured."""
+        return number(dig(self.latency_b1_row(precision, provider), "p50_ms"))
+
+    def latency_b1_row(self, precision: str, provider: str) -> dict | None:
+        """Return eval.json's ORT batch-1 latency row for ``precision`` on ``provider``, None when not measured
+        or not usable."""
         if not self.usable(EVAL_JSON, precision):
             return None
         for row in dig(self.eval, "latency") or []:
             if (isinstance(row, dict) and row.get("precision") == precision and row.get("provider") == provider
                     and row.get("backend", "ort") == "ort" and row.get("batch") == 1):
-                return number(row.get("p50_ms"))
+                return row
         return None
 
 
@@ -154,7 +159,9 @@ def load_run(path: Path) -> RunData:
     config = dig(config_doc, "config") if isinstance(dig(config_doc, "config"), dict) else {}
     metrics = _read(path / A.METRICS, "metrics", problems)
     name = dig(config, "experiment") or dig(metrics, "experiment") or path.name
-    experiment = next((e for e in all_experiments() if e.name == name), None)
+    if split_seeded(path.name)[1] is not None:  # one seed of several (train-all --seeds): its folder names it
+        name = path.name
+    experiment = next((e for e in all_experiments() if e.name == split_seeded(str(name))[0]), None)
     model_name = dig(config, "model") or dig(metrics, "model") or (experiment.model if experiment else None)
     export, evaluation = _read(path / A.EXPORT_JSON, "export", problems), _read(path / EVAL_JSON, "eval", problems)
     return RunData(

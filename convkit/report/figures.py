@@ -47,14 +47,23 @@ def learning_curves(history: list[dict], title: str, path: Path) -> Path:
     return save(fig, path)
 
 
-def overlay(rows: list[tuple[str, list[dict], float | None]], title: str, path: Path) -> Path:
-    """Write every row's test accuracy per epoch in one axes, the study's final accuracy dotted; returns the path."""
+def overlay(rows: list[tuple[str, list[dict], float | None]], title: str, path: Path,
+            bands: dict[str, list[list[dict]]] | None = None) -> Path:
+    """Write every row's test accuracy per epoch in one axes, the study's final accuracy dotted; returns the path.
+
+    A row with several seeds in ``bands`` (label → each seed's history) is drawn as its per-epoch mean with the
+    seeds' min–max shaded."""
     fig = new_figure(8, 4.2, layout="constrained")
     ax = fig.subplots()
     colors = matplotlib.colormaps["tab10"].colors
     for i, (label, history, study) in enumerate(rows):
         c = colors[i % len(colors)]
         x, y = _series(history, "test_acc")
+        seeds = (bands or {}).get(label) or []
+        if len(seeds) > 1:
+            x, y, low, high = _band(seeds)
+            ax.fill_between(x, low, high, color=c, alpha=0.2, lw=0)
+            label = f"{label}, mean of {len(seeds)} seeds (min–max shaded)"
         ax.plot(x, y, marker="o", ms=4, color=c, label=f"{label} (study {study * 100:.2f} %)" if study else label)
         if study is not None:
             ax.axhline(study, color=c, ls=":", lw=1.2)
@@ -64,6 +73,14 @@ def overlay(rows: list[tuple[str, list[dict], float | None]], title: str, path: 
     ax.set_title(title)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
     return save(fig, path)
+
+
+def _band(histories: list[list[dict]]) -> tuple[list, list, list, list]:
+    """Return (epochs, mean, min, max) of test accuracy over the epochs every history has."""
+    series = [dict(zip(*_series(h, "test_acc"))) for h in histories]
+    epochs = sorted(set.intersection(*(set(s) for s in series)))
+    values = np.array([[s[e] for e in epochs] for s in series], dtype=float)
+    return epochs, list(values.mean(axis=0)), list(values.min(axis=0)), list(values.max(axis=0))
 
 
 def confused_pairs(cm: list[list[int]], classes: list[str], top: int = 6) -> list[tuple[str, str, int]]:

@@ -14,6 +14,7 @@ Offline results are left out: Offline has no latency bound, so it cannot show a 
 from __future__ import annotations
 
 from convkit.gates import MAX_ACC_DROP, Limits, judge
+from convkit.uncertainty import Interval, pair_level, ratio_interval
 
 # MLPerf Inference's Server latency bound for ResNet-50 (image classification; mlperf.conf
 # `resnet50.Server.target_latency = 15`): the MLPerf benchmark closest to the classifiers of convkit's suites.
@@ -57,7 +58,8 @@ def candidates(result: dict) -> list[dict]:
         name = f"{r['precision']} {r['provider']} {r['backend']} batch {r['batch']}"
         out.append({"name": name + (f", {threads} threads" if threads else ""), "precision": r["precision"],
                     "provider": r["provider"], "source": r["backend"], "batch": r["batch"], "threads": threads,
-                    "throughput": r["images_per_s"], "p99_ms": r.get("p99_ms"), "p50_ms": r.get("p50_ms")})
+                    "throughput": r["images_per_s"], "p99_ms": r.get("p99_ms"), "p50_ms": r.get("p50_ms"),
+                    "p50_ci_pair_ms": r.get("p50_ci_pair_ms")})
     for s in (result.get("serving") or {}).get("scenarios") or []:
         if s.get("scenario") in ("offline", "accuracy", None) or not s.get("qps"):
             continue
@@ -71,6 +73,26 @@ def candidates(result: dict) -> list[dict]:
                     "throughput": s["qps"], "p99_ms": s.get("p99_ms"), "p50_ms": s.get("p50_ms"),
                     "valid": s.get("valid")})
     return out
+
+
+def versus(best: dict, other: dict | None) -> dict | None:
+    """Return how ``best`` stands against ``other`` per image: {"ratio", "ratio_ci", "verdict"}, the ratio being
+    best's batch p50 per image ÷ other's (from their 97.5 % median intervals: at least 95 %). ``verdict`` is
+    "better" only when the interval lies below 1, "tie" otherwise, "no interval" when either figure has none
+    (LoadGen figures, or too few timed calls); None without ``other``."""
+    if other is None:
+        return None
+    if not best.get("p50_ci_pair_ms") or not other.get("p50_ci_pair_ms"):
+        return {"ratio": None, "ratio_ci": None, "verdict": "no interval"}
+
+    def per_image(c):
+        low, high = c["p50_ci_pair_ms"]
+        return Interval(low / c["batch"], high / c["batch"], pair_level())
+
+    ci = ratio_interval(per_image(best), per_image(other))
+    ratio = (best["p50_ms"] / best["batch"]) / (other["p50_ms"] / other["batch"]) if other["p50_ms"] else None
+    return {"ratio": ratio, "ratio_ci": ci.to_list() if ci else None,
+            "verdict": "better" if ci is not None and ci.high < 1 else "tie" if ci is not None else "no interval"}
 
 
 def _score(c: dict, objective: str) -> float:
@@ -117,8 +139,9 @@ def recommend(result: dict, latency_bound_ms: float = DEFAULT_LATENCY_BOUND_MS, 
               max_drop: dict | None = None) -> dict:
     """Return the deployment recommendation for the model of ``result`` (an eval.json dict).
 
-    Keys: ``recommended`` and ``runner_up`` (candidates as in ``candidates``, or None), ``met`` (whether any
-    configuration qualifies), ``why_not`` (one line per other precision × provider × source: its best
+    Keys: ``recommended`` and ``runner_up`` (candidates as in ``candidates``, or None), ``versus_runner_up``
+    (``versus``: the recommendation is better only beyond the interval, else the text says they tie), ``met``
+    (whether any configuration qualifies), ``why_not`` (one line per other precision × provider × source: its best
     configuration and why it lost), ``text`` (one paragraph), ``objective``, ``latency_bound_ms``,
     ``accuracy_gate`` ({"<precision> <provider>": verdict}).
     """
@@ -149,10 +172,26 @@ def recommend(result: dict, latency_bound_ms: float = DEFAULT_LATENCY_BOUND_MS, 
             continue
         c = next((g for g in group if qualifies(g)), group[0])
         why.append(_why_not(c, best, latency_bound_ms, gates.get((c["precision"], c["provider"])), objective))
+    separation = versus(best, runner) if best is not None else None
     return {"objective": objective, "latency_bound_ms": latency_bound_ms, "met": best is not None,
-            "recommended": best, "runner_up": runner, "why_not": why, "text": _text(best, runner, cands,
-                                                                              latency_bound_ms, objective),
+            "recommended": best, "runner_up": runner, "why_not": why, "versus_runner_up": separation,
+            "text": _text(best, runner, cands, latency_bound_ms, objective) + _tie_text(runner, separation),
             "accuracy_gate": {f"{p} {k}": v for (p, k), v in gates.items()}}
+
+
+def _tie_text(runner: dict | None, separation: dict | None) -> str:
+    """Return the sentence saying whether the recommendation beats the runner-up beyond noise."""
+    if runner is None or separation is None:
+        return ""
+    if separation["verdict"] == "no interval":
+        return ("; no interval on one of the two figures (LoadGen, or too few timed calls): the lead is a "
+                "point comparison")
+    low, high = separation["ratio_ci"]
+    if separation["verdict"] == "tie":
+        return (f"; it TIES with the runner-up: per-image p50 ratio {separation['ratio']:.2f} [{low:.2f}, "
+                f"{high:.2f}] holds 1, so either will do")
+    return (f"; better than the runner-up beyond noise (per-image p50 ratio {separation['ratio']:.2f} "
+            f"[{low:.2f}, {high:.2f}])")
 
 
 def _text(best, runner, cands, bound, objective) -> str:
