@@ -44,7 +44,7 @@ import torch
 from convkit.atomic import ensure_writable_dir, save_torch, writable_hint, write_json
 from convkit.data.loader import normalize
 from convkit.errors import ConvkitError
-from convkit.gates import PRECISIONS
+from convkit.gates import FAILED, PASSED, PRECISIONS
 from convkit.models import create_model
 from convkit.onnx_meta import file_sha256
 
@@ -120,12 +120,17 @@ class EvalNames:
 # ---- reading and writing tagged JSON -----------------------------------------------------------------------------
 def _export_v1(doc: dict) -> dict:
     """Return a convkit.export/1 document in the /2 layout: each precision's gate says "passed" (overall), where
-    /1 said "pass" (overall) beside a "passed" that covered the disagreement check only."""
+    /1 said "pass" (overall) beside a "passed" that covered the disagreement check only, and the overall verdict
+    reads gates.PASSED / gates.FAILED where /1 wrote "pass" / "fail"."""
     for entry in (doc.get("precisions") or {}).values():
         gate = entry.get("gate") if isinstance(entry, dict) else None
         if isinstance(gate, dict) and "pass" in gate:
             gate["passed"] = gate.pop("pass")
-    return {**doc, "schema": SCHEMAS["export"]}
+    verdicts = {"pass": PASSED, "fail": FAILED}
+    summary = doc.get("summary")
+    if isinstance(summary, dict) and summary.get("export_gate") in verdicts:
+        doc["summary"] = {**summary, "export_gate": verdicts[summary["export_gate"]]}
+    return {**doc, "gate": verdicts.get(doc.get("gate"), doc.get("gate")), "schema": SCHEMAS["export"]}
 
 
 # older tags still read, each with the function that brings a document of that layout to the current one

@@ -25,6 +25,8 @@ MAX_ACC_DROP = {"fp32": 0.1, "fp16": 0.3, "int8": 1.0}
 MAX_DISAGREEMENT = {"fp32": 0.1, "fp16": 1.0, "int8": None}
 # Ties: images whose top-two PyTorch logits differ by less than this count apart, never as disagreements.
 TIE_GAP = 1e-5
+# export.json's overall verdict over every precision (convkit.export/2; /1 said "pass" / "fail")
+PASSED, FAILED = "passed", "failed"
 
 
 def describe() -> str:

@@ -180,12 +180,7 @@ def _summary_line(path: str, res: dict) -> str:
 @click.option("--corruption-seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the corrupted copies (each corruption and severity draws from its own generator).")
 @serving_cli.cli_options
-def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, classes_file, resize, crop, interpolation,
-                 sample, mean, std, layout, input_range, channel_order,
-                 output_name, preprocessing_config, input_shape, accept_defaults, save_preprocessing,
-                 warmup, runs,
-                 min_seconds, batch_sizes, threads, precisions, max_accuracy_drop, cudnn_conv_algo_search, cuda_graph,
-                 torch_compile, no_latency, device_id, out, corruptions, severities, corruption_seed, **serving_opts):
+def evaluate_cmd(paths, onnx_paths, **cli):
     """Evaluate ONNX models (files or run directories) under ONNX Runtime: accuracy, confusion, latency.
 
     Writes eval.json, eval.md, latency.png, confusion.png and confusion.csv into the run directory (or --out);
@@ -201,34 +196,51 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
     2 bad usage or input, 4 the numbers cannot be stood behind (better preprocessing found — unless
     --accept-defaults — or degenerate outputs).
     """
-    from convkit.evaluate import robustness
-    from convkit.evaluate.model_io import parse_floats
-    from convkit.evaluate.options import DataOptions, EvalOptions, ProviderOptions, TimingOptions
-    from convkit.evaluate.run import evaluate_model, gate_error, trust_error
-
     targets = list(onnx_paths) + list(paths)  # `--onnx a.onnx b.onnx` (a shell glob): keep the order given
     if not targets:
         raise ConvkitError("no model given; pass .onnx files or run directories (or --onnx PATH)")
-    if out and len(targets) > 1:
+    if cli["out"] and len(targets) > 1:
         raise ConvkitError("--out needs a single model; evaluate one .onnx at a time or drop --out")
-    opts = EvalOptions(
-        data=DataOptions(dataset=dataset, data_dir=data_dir, data_path=data_path, classes=classes_file, resize=resize,
-                         crop=crop, interpolation=interpolation, sample=sample, mean=parse_floats(mean, "--mean"),
-                         std=parse_floats(std, "--std"), layout=layout, input_range=input_range,
-                         output=output_name, channel_order=channel_order, preprocessing_config=preprocessing_config,
-                         input_shape=_input_shape(input_shape), accept_defaults=accept_defaults,
-                         save_preprocessing=save_preprocessing),
-        providers=ProviderOptions(provider=provider, device_id=device_id, threads=threads,
-                                  cudnn_conv_algo_search=cudnn_conv_algo_search),
-        timing=TimingOptions(latency=not no_latency, warmup=warmup, runs=runs, min_seconds=min_seconds,
-                             batch_sizes=_batch_sizes(batch_sizes), cuda_graph=cuda_graph, torch_compile=torch_compile),
-        precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else None,
-        max_accuracy_drop=gates.parse_points(max_accuracy_drop, "--max-accuracy-drop", gates.MAX_ACC_DROP),
-        out=out, serving=serving_cli.options_from_cli(**serving_opts, threads=threads),
-        corruptions=robustness.options_from_cli(corruptions, severities, corruption_seed),
+    worst = evaluate_each(targets, options_from_cli(cli), cli["accept_defaults"])
+    if worst:
+        sys.exit(worst)
+
+
+def options_from_cli(cli: dict):
+    """Return the EvalOptions of evaluate's click values ``cli`` (ConvkitError, exit 2, for a malformed one)."""
+    from convkit.evaluate import robustness
+    from convkit.evaluate.model_io import parse_floats
+    from convkit.evaluate.options import DataOptions, EvalOptions, ProviderOptions, TimingOptions
+
+    serving = {k: cli[k] for k in serving_cli.OPTION_NAMES}
+    return EvalOptions(
+        data=DataOptions(dataset=cli["dataset"], data_dir=cli["data_dir"], data_path=cli["data_path"],
+                         classes=cli["classes_file"], resize=cli["resize"], crop=cli["crop"],
+                         interpolation=cli["interpolation"], sample=cli["sample"],
+                         mean=parse_floats(cli["mean"], "--mean"), std=parse_floats(cli["std"], "--std"),
+                         layout=cli["layout"], input_range=cli["input_range"], output=cli["output_name"],
+                         channel_order=cli["channel_order"], preprocessing_config=cli["preprocessing_config"],
+                         input_shape=_input_shape(cli["input_shape"]), accept_defaults=cli["accept_defaults"],
+                         save_preprocessing=cli["save_preprocessing"]),
+        providers=ProviderOptions(provider=cli["provider"], device_id=cli["device_id"], threads=cli["threads"],
+                                  cudnn_conv_algo_search=cli["cudnn_conv_algo_search"]),
+        timing=TimingOptions(latency=not cli["no_latency"], warmup=cli["warmup"], runs=cli["runs"],
+                             min_seconds=cli["min_seconds"], batch_sizes=_batch_sizes(cli["batch_sizes"]),
+                             cuda_graph=cli["cuda_graph"], torch_compile=cli["torch_compile"]),
+        precisions=tuple(p.strip() for p in cli["precisions"].split(",")) if cli["precisions"] else None,
+        max_accuracy_drop=gates.parse_points(cli["max_accuracy_drop"], "--max-accuracy-drop", gates.MAX_ACC_DROP),
+        out=cli["out"], serving=serving_cli.options_from_cli(**serving, threads=cli["threads"]),
+        corruptions=robustness.options_from_cli(cli["corruptions"], cli["severities"], cli["corruption_seed"]),
     )
+
+
+def evaluate_each(targets: list[str], opts, accept_defaults: bool) -> int:
+    """Evaluate every target with ``opts``, printing one summary line (or one error line) each; returns the exit
+    code: 0, or the worst of the failures (one bad model never stops the others)."""
+    from convkit.evaluate.run import evaluate_model, gate_error, trust_error
+
     worst = 0
-    for path in targets:  # one bad model never stops the others: report it, go on, exit with the worst code
+    for path in targets:
         try:
             res = evaluate_model(path, opts)
             click.echo(_summary_line(path, res))
@@ -244,5 +256,4 @@ def evaluate_cmd(paths, onnx_paths, provider, dataset, data_dir, data_path, clas
             # a gate (1) or untrustworthy numbers (4) keep their code
             several_bad = len(targets) > 1 and err.exit_code == EXIT_BAD_INPUT
             worst = max(worst, EXIT_GATE_FAILED if several_bad else err.exit_code)
-    if worst:
-        sys.exit(worst)
+    return worst

@@ -198,7 +198,7 @@ def base_report(inputs: Inputs, ref: np.ndarray, export_s: float) -> dict:
         "export_time_s": export_s,
         "metadata": metadata_for(inputs, pt_acc, "fp32"),
         "gates": {"unit": "percentage points of the parity images", "max_acc_drop": None, "max_disagreement": None},
-        "precisions": {}, "files": {}, "rejected_files": {}, "gate": "pass", "failed": [],
+        "precisions": {}, "files": {}, "rejected_files": {}, "gate": gates.PASSED, "failed": [],
     }
 
 
@@ -273,7 +273,7 @@ def write_files(report: dict, files: dict, out_dir: Path) -> None:
                 (out_dir / name).unlink()
                 report["removed_stale_files"].append(name)
     if report["failed"]:
-        report["gate"] = "fail"
+        report["gate"] = gates.FAILED
     report["summary"] = summary_fields(report)
     report["summary_columns"] = [list(c) for c in SUMMARY_COLUMNS]
 

@@ -22,6 +22,7 @@ import onnx
 import torch
 
 import convkit
+from convkit import gates
 from convkit.artifacts import (
     CHECKPOINT,
     EXPORT_JSON,
@@ -225,7 +226,7 @@ def _base_report(source, contract, data: UserData, ref, out: Path, source_sha: s
         "pytorch_test_acc": acc, "pytorch_test_acc_source": f"measured here on {len(ref)} images of {data.source}",
         "pytorch_acc_on_parity_images": acc, "export_time_s": export_s,
         "gates": {"unit": "percentage points of the parity images", "max_acc_drop": None, "max_disagreement": None},
-        "precisions": {}, "files": {}, "rejected_files": {}, "gate": "pass", "failed": [],
+        "precisions": {}, "files": {}, "rejected_files": {}, "gate": gates.PASSED, "failed": [],
     }
 
 

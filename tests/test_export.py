@@ -48,10 +48,10 @@ def test_seed_model_exports_and_passes_gate(tmp_path, experiment):
     run_dir = make_fake_run(tmp_path, experiment)
     report = export_run(run_dir, n_images=N_IMAGES)
 
-    assert report["gate"] == "pass" and report["failed"] == []
+    assert report["gate"] == "passed" and report["failed"] == []
     onnx_path = run_dir / "model.onnx"
     assert onnx_path.is_file() and not (run_dir / "model.rejected.onnx").exists()
-    assert json.loads((run_dir / "export.json").read_text())["gate"] == "pass"
+    assert json.loads((run_dir / "export.json").read_text())["gate"] == "passed"
     parity = report["precisions"]["fp32"]["parity"]
     assert set(parity["batches"]) == {"1", "2", "7", str(MAX_BATCH)}
     assert parity["max_abs_diff"] <= 1e-4 and parity["argmax_agreement"] >= 0.999
@@ -283,7 +283,7 @@ def test_export_summary_fields_and_export_all(tmp_path):
     doc = json.loads((run_dir / "export.json").read_text())
     assert doc["schema"] == "convkit.export/2"
     fields = doc["summary"]
-    assert fields["export_gate"] == "pass" and Path(fields["onnx"]) == run_dir / "model.onnx"
+    assert fields["export_gate"] == "passed" and Path(fields["onnx"]) == run_dir / "model.onnx"
     assert fields["export_parity_max_abs"] <= 1e-4
     result = export_all(tmp_path / "seed", n_images=16)
     assert result["exit_code"] == 0 and list(result["results"]) == [str(run_dir)]
@@ -354,12 +354,13 @@ def test_export_json_of_the_older_layout_is_read_with_one_gate_key(tmp_path):
     from convkit.artifacts import read_artifact
     from convkit.atomic import write_json
 
-    old = {"schema": "convkit.export/1", "gate": "fail", "failed": ["int8"],
+    old = {"schema": "convkit.export/1", "gate": "fail", "failed": ["int8"], "summary": {"export_gate": "fail"},
            "precisions": {"fp32": {"gate": {"pass": True, "passed": True}},
                           "int8": {"gate": {"pass": False, "passed": True, "drop_points": 3.0}}}}
     write_json(tmp_path / "export.json", old)
     doc = read_artifact(tmp_path / "export.json", "export")
-    assert doc["schema"] == "convkit.export/2" and doc["gate"] == "fail"
+    assert doc["schema"] == "convkit.export/2" and doc["gate"] == "failed"
+    assert doc["summary"]["export_gate"] == "failed"
     gates_read = {p: e["gate"] for p, e in doc["precisions"].items()}
     assert gates_read == {"fp32": {"passed": True}, "int8": {"passed": False, "drop_points": 3.0}}
     write_json(tmp_path / "export.json", {**old, "schema": "convkit.export/9"})

@@ -32,7 +32,7 @@ def test_dry_run_writes_the_report(tmp_path):
         assert 0 <= row["test_acc"] <= 1 and row["study_test_acc"] > 0.5
         assert row["acc_delta_points"] == pytest.approx(100 * (row["test_acc"] - row["study_test_acc"]), abs=0.01)
         assert row["train_time_s"] > 0 and row["samples_per_s"] > 0 and row["ort_cpu_b1_ms"] > 0
-        assert row["export_gate"] == "pass"
+        assert row["export_gate"] == "passed"
     assert report["suite_wall_s"] > 0 and report["machine"]["torch"] and report["machine"]["ort_providers"]
     md = (tmp_path / "gpu_check.md").read_text()
     assert "| t1-fcn | mnist | cpu | 1 |" in md and "result: **OK**" in md and "suite wall time" in md

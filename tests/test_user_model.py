@@ -99,7 +99,7 @@ def test_factory_with_weights_exports_and_evaluates_against_its_pytorch_referenc
                       "--precision", "fp16")
     assert code == 0, text
     doc = json.loads((out / "export.json").read_text())
-    assert doc["gate"] == "pass" and doc["precisions"]["fp32"]["gate"]["passed"]
+    assert doc["gate"] == "passed" and doc["precisions"]["fp32"]["gate"]["passed"]
     source = json.loads((out / "model_source.json").read_text())
     assert source["source"]["weights_sha256"] and source["contract"]["dataset"] == "cifar10"
 

@@ -14,6 +14,10 @@ MAX_SERVER_QPS = 1_000_000
 MAX_WORKERS = 64
 
 
+# the click parameters cli_options adds, in options_from_cli's order
+OPTION_NAMES = ("scenario", "quick", "latency_bound_ms", "max_batch", "batch_timeout_ms", "workers", "server_qps")
+
+
 def cli_options(command):
     """Decorator adding ``convkit evaluate``'s serving options (``--scenario`` and its settings) to ``command``;
     they arrive as keyword arguments for ``options_from_cli``."""
