@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -29,21 +30,32 @@ MAX_METADATA_VALUE = 256 * 1024
 TRUNCATED = "…[truncated]"
 
 
-def build_metadata(*, experiment: str, model: str, dataset: str, class_names, mean, std, pytorch_test_acc: float,
-                   opset: int, precision: str, checkpoint_sha256: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What an exported file is: the experiment (or user model folder), architecture, dataset, classes, the
+    normalization its input expects, and the sha256 of the checkpoint (or model_source.json) it came from."""
+
+    experiment: str
+    model: str
+    dataset: str
+    class_names: tuple
+    mean: tuple
+    std: tuple
+    checkpoint_sha256: str
+
+
+def build_metadata(identity: ModelIdentity, *, pytorch_test_acc: float, opset: int, precision: str) -> dict[str, str]:
     """Return the metadata dict (every key of METADATA_KEYS, every value a string) for one exported file."""
-
-
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     meta = {
         "convkit_version": convkit.__version__,
-        "experiment": experiment,
-        "model": model,
-        "dataset": dataset,
-        "class_names": json.dumps(list(class_names)),
-        "mean": json.dumps([float(v) for v in mean]),
-        "std": json.dumps([float(v) for v in std]),
+        "experiment": identity.experiment,
+        "model": identity.model,
+        "dataset": identity.dataset,
+        "class_names": json.dumps(list(identity.class_names)),
+        "mean": json.dumps([float(v) for v in identity.mean]),
+        "std": json.dumps([float(v) for v in identity.std]),
         "input_layout": "NCHW",
         "input_range": "1",  # pixels scaled to 0..1, then (x - mean) / std, as in training
         "pytorch_test_acc": repr(float(pytorch_test_acc)),
@@ -51,7 +63,7 @@ def build_metadata(*, experiment: str, model: str, dataset: str, class_names, me
         "onnx_version": onnx.__version__,
         "opset": str(int(opset)),
         "precision": precision,
-        "checkpoint_sha256": checkpoint_sha256,
+        "checkpoint_sha256": identity.checkpoint_sha256,
     }
     assert tuple(meta) == METADATA_KEYS
     return meta

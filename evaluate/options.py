@@ -6,8 +6,13 @@ The CLI fills ``EvalOptions`` from its flags; ``quick_options`` is what train-al
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from convkit import gates
+
+if TYPE_CHECKING:  # typed without importing LoadGen's or the corruptions' modules at start-up
+    from convkit.evaluate.robustness import CorruptionOptions
+    from convkit.evaluate.serving.scenarios import ScenarioOptions
 
 CPU_BATCHES = (1, 8, 64, 256)
 GPU_BATCHES = (1, 8, 64, 256, 1024)
@@ -87,11 +92,11 @@ class EvalOptions:
     precisions: tuple[str, ...] | None = None  # None = every variant found
     max_accuracy_drop: dict = field(default_factory=lambda: dict(gates.MAX_ACC_DROP))  # points per precision
     out: str | None = None
-    serving: object = None  # scenarios.ScenarioOptions: MLPerf LoadGen scenarios; None (or none listed) = skip
-    corruptions: object = None  # robustness.CorruptionOptions: corrupted copies of the test split; None = skip
+    serving: ScenarioOptions | None = None  # MLPerf LoadGen scenarios; None (or none listed) = skip
+    corruptions: CorruptionOptions | None = None  # corrupted copies of the test split; None = skip
 
 
-def quick_options(precisions: tuple[str, ...] = ("fp32",), corruptions: object = None) -> EvalOptions:
+def quick_options(precisions: tuple[str, ...] = ("fp32",), corruptions: CorruptionOptions | None = None) -> EvalOptions:
     """Return the options train-all evaluates with: the given precisions; batch 1 and the largest default batch;
     1 warm-up and 5 timed calls, no minimum duration; no CUDA graphs and no PyTorch latency (PyTorch accuracy
     is still computed for the gate); ``corruptions`` (robustness.CorruptionOptions) as given."""

@@ -116,9 +116,10 @@ def mcnemar_better(base: np.ndarray, cand: np.ndarray) -> tuple[int, int, float]
     return b, c, sum(math.comb(n, k) for k in range(b, n + 1)) / 2 ** n
 
 
-def probe(session, spec, images, labels: np.ndarray, dataset_mean, dataset_std, batch: int = 256,
-          n: int = PROBE_IMAGES, dims: list[str] | None = None) -> dict:
-    """Return the probe: top-1 accuracy of every convention on ``n`` images spread over the split, best first,
+def probe(session, spec, images, labels: np.ndarray, dataset_norm: tuple, batch: int = 256, n: int = PROBE_IMAGES,
+          dims: list[str] | None = None) -> dict:
+    """Return the probe: top-1 accuracy of every convention (``dataset_norm``: the dataset's (mean, std) among
+    them) on ``n`` images spread over the split, best first,
     each with its exact McNemar test against the current preprocessing (the first convention) on the same images.
 
     A convention the model cannot run (e.g. a layout its fixed shape refuses) is skipped. ``better`` is the most
@@ -129,7 +130,7 @@ def probe(session, spec, images, labels: np.ndarray, dataset_mean, dataset_std, 
     idx = np.sort(rng.choice(len(labels), size=min(n, len(labels)), replace=False))
     x, y = images[idx], np.asarray(labels)[idx]
     results, base = [], None
-    for conv in conventions(spec, dataset_mean, dataset_std, dims):
+    for conv in conventions(spec, *dataset_norm, dims):
         candidate = dataclasses.replace(spec, **conv["fields"])
         try:
             correct = ort_scores(session, candidate, x, batch).argmax(1) == y
@@ -168,7 +169,7 @@ def check_preprocessing(spec, session, entry: dict, images, labels: np.ndarray, 
     result["collapse"] = collapse_reason(np.asarray(labels), preds, spec.class_names)
     dims = probed_values(spec)
     if dims or result["collapse"]:
-        found = probe(session, spec, images, labels, dataset_mean, dataset_std, batch, dims=dims or None)
+        found = probe(session, spec, images, labels, (dataset_mean, dataset_std), batch, dims=dims or None)
         result["probe"] = found
         result["verdict"] = "unverified" if found["better"] else "checked" if dims else "stated"
     result["warnings"], result["notes"] = _messages(spec, result)

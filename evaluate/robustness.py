@@ -17,6 +17,7 @@ from convkit.calibration import calibration_bins
 from convkit.data import corruptions as C
 from convkit.errors import ConvkitError
 from convkit.evaluate import accuracy as acc
+from convkit.evaluate.images import TestData
 from convkit.reference import reference_logits
 
 
@@ -117,13 +118,15 @@ def _row(corruption, severity, key: str, scores: np.ndarray, labels: np.ndarray,
                          acc.degenerate_reason(scores, labels, "scores"))
 
 
-def measure(sessions: dict, specs: dict, reference, images: np.ndarray, labels: np.ndarray, checksum: str,
-            clean: dict[str, float], options: CorruptionOptions, eval_batch: int, device: str) -> RobustnessResult:
-    """Return the RobustnessResult: each corruption × severity through every (precision, provider) session in
-    ``sessions`` and, when ``reference`` (a RunModel) is given, through the PyTorch model on ``device``.
+def measure(sessions: dict, specs: dict, reference, data: TestData, clean: dict[str, float],
+            options: CorruptionOptions, eval_batch: int, device: str) -> RobustnessResult:
+    """Return the RobustnessResult: each corruption × severity of ``data``'s test images through every (precision,
+    provider) session in ``sessions`` and, when ``reference`` (a RunModel) is given, through the PyTorch model on
+    ``device``.
 
     ``clean`` maps "<backend>/<precision>/<provider>" to that variant's clean top-1 (the deltas' base).
     """
+    images, labels, checksum = data.images, data.labels, data.checksum
     names, skipped = resolve_names(options.names, images.shape[1])
     res = RobustnessResult(C.parameter_set(images.shape[-1], images.shape[1]), options.seed, names,
                            list(options.severities), len(labels), checksum, clean, skipped=skipped)

@@ -36,6 +36,7 @@ from convkit.evaluate.images import ReadingOptions, TestData, catalog_data, fold
 from convkit.evaluate.model_io import ModelSpec, Overrides, default_normalization, inspect_model
 from convkit.evaluate.options import EvalOptions
 from convkit.evaluate.serving import section as serving_section
+from convkit.evaluate.serving.recommend import recommend
 from convkit.evaluate.target import Target, resolve_target
 from convkit.onnx_meta import file_sha256
 from convkit.preprocessing_config import find_config, read_config, write_sidecar
@@ -116,9 +117,20 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
     if opts.data.save_preprocessing:
         sidecar = write_sidecar(primary_spec.path, primary_spec, setup.data.reading)
         setup.notes.append(f"preprocessing written to {sidecar.name}: the next evaluation of this file needs no flags")
-    serving_section.attach(result, setup, opts, images, labels)  # LoadGen scenarios when asked; the recommendation
+    if opts.serving is not None and opts.serving.scenarios:  # LoadGen scenarios when asked
+        serving = serving_section.serve(serving_request(setup, opts, images, labels), opts.serving, rows)
+        result["serving"] = serving.to_dict()
+        result["notes"] += serving.notes
+    result["recommendation"] = recommend(result, serving_section.latency_bound(opts.serving),
+                                         max_drop=opts.max_accuracy_drop)
     result["files"] = write_outputs(result, setup.target, primary_spec.class_names)
     return result
+
+
+def serving_request(setup: Setup, opts: EvalOptions, images, labels: np.ndarray) -> serving_section.ServingRequest:
+    """Return what the serving section is given: the prepared models, providers, images and the log folder."""
+    return serving_section.ServingRequest(setup.specs, setup.providers, images, labels, setup.primary[1].class_names,
+                                          setup.target.out_dir, opts.providers.cudnn_conv_algo_search)
 
 
 def keyed_by_data(setup: Setup, sha256: dict[str, str]) -> dict:
@@ -158,8 +170,8 @@ def measure_corruptions(setup: Setup, sessions: dict, accuracy: list[dict], refe
     if reference is not None:
         clean[f"pytorch/fp32/{reference['device']}"] = reference["accuracy"]
     return robustness.measure(sessions, setup.specs, setup.reference if reference is not None else None,
-                              setup.data.images, setup.data.labels, setup.data.checksum, clean, opts.corruptions,
-                              opts.data.eval_batch, reference["device"] if reference is not None else "cpu")
+                              setup.data, clean, opts.corruptions, opts.data.eval_batch,
+                              reference["device"] if reference is not None else "cpu")
 
 
 def prepare(target: Target, opts: EvalOptions) -> Setup:

@@ -42,7 +42,7 @@ from convkit.errors import EXIT_GATE_FAILED, ConvkitError, failure_of
 from convkit.export.onnx_export import MAX_BATCH, OPSET, TRACE_BATCH, check_onnx, export_onnx
 from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, variant_gate
 from convkit.export.quantize import CALIB_METHOD, INT8_OPSET, calibration_images, to_fp16, to_int8
-from convkit.onnx_meta import build_metadata, set_metadata
+from convkit.onnx_meta import ModelIdentity, build_metadata, set_metadata
 from convkit.reference import reference_logits
 from convkit.suite import get_experiment
 
@@ -165,10 +165,10 @@ def reference_for(inputs: Inputs, device: str) -> np.ndarray:
 def metadata_for(inputs: Inputs, pytorch_acc: float, precision: str) -> dict:
     """Return the ONNX metadata of one exported file (see convkit.onnx_meta)."""
     exp, mcfg = inputs.experiment, inputs.run.default_cfg
-    return build_metadata(experiment=exp.name, model=exp.model, dataset=exp.dataset, class_names=mcfg.classes,
-                          mean=mcfg.mean, std=mcfg.std, pytorch_test_acc=pytorch_acc,
-                          opset=INT8_OPSET if precision == "int8" else OPSET,
-                          precision=precision, checkpoint_sha256=inputs.sha256)
+    identity = ModelIdentity(exp.name, exp.model, exp.dataset, tuple(mcfg.classes), tuple(mcfg.mean),
+                             tuple(mcfg.std), inputs.sha256)
+    return build_metadata(identity, pytorch_test_acc=pytorch_acc, opset=INT8_OPSET if precision == "int8" else OPSET,
+                          precision=precision)
 
 
 def base_report(inputs: Inputs, ref: np.ndarray, export_s: float) -> dict:

@@ -43,7 +43,7 @@ from convkit.export.onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, check_onn
 from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, variant_gate
 from convkit.export.pipeline import CALIB_SEED, ExportSettings, write_files
 from convkit.export.quantize import CALIB_METHOD, INT8_OPSET, calibration_images, to_fp16, to_int8
-from convkit.onnx_meta import build_metadata, file_sha256, set_metadata
+from convkit.onnx_meta import ModelIdentity, build_metadata, file_sha256, set_metadata
 from convkit.reference import torch_logits
 from convkit.user_model import DataContract, ModelSource, build_model, source_to_json
 
@@ -197,10 +197,10 @@ def _write_source(out: Path, source: ModelSource, contract: DataContract, data: 
 def user_metadata(source: ModelSource, contract: DataContract, out: Path, acc: float, precision: str,
                   source_sha: str) -> dict:
     """Return the ONNX metadata of one file of a user model: convkit's keys, the preprocessing and the identity."""
-    meta = build_metadata(experiment=out.name, model=source.describe(), dataset=contract.dataset or "",
-                          class_names=contract.classes, mean=contract.mean, std=contract.std, pytorch_test_acc=acc,
-                          opset=INT8_OPSET if precision == "int8" else OPSET, precision=precision,
-                          checkpoint_sha256=source_sha)
+    identity = ModelIdentity(out.name, source.describe(), contract.dataset or "", tuple(contract.classes),
+                             tuple(contract.mean), tuple(contract.std), source_sha)
+    meta = build_metadata(identity, pytorch_test_acc=acc, opset=INT8_OPSET if precision == "int8" else OPSET,
+                          precision=precision)
     meta.update(input_range=contract.input_range, channel_order=contract.channel_order,
                 model_source=source.describe(), weights_sha256=source.weights_sha256 or source.program_sha256 or "")
     if contract.data:

@@ -1,16 +1,17 @@
 """The evaluation stage's serving section: LoadGen scenarios for every precision × provider, the SingleStream
 cross-check against convkit's own closed-loop batch-1 latency, the Server latency-vs-QPS figure, and the
-deployment recommendation. ``evaluate_model`` calls ``serving_section`` once and stores what it returns.
+entry point is ``serve``: it takes the prepared models, images and options (a ServingRequest and ScenarioOptions)
+and returns a ServingResult; it neither sees the evaluation's setup nor changes its result.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from convkit.evaluate.serving.recommend import DEFAULT_LATENCY_BOUND_MS, recommend
+from convkit.evaluate.serving.recommend import DEFAULT_LATENCY_BOUND_MS
 from convkit.evaluate.serving.scenarios import ScenarioOptions, Served, run_scenarios
 from convkit.evaluate.serving.sut import SutConfig
 from convkit.providers import ProviderConfig, make_session
@@ -47,46 +48,65 @@ def compare_single_stream(rows: list[dict], latency_rows: list[dict], ratio: flo
     return notes
 
 
-def serving_section(specs: dict, kinds: list[str], images_u8: np.ndarray, labels: np.ndarray, class_names: list[str],
-                    opts: ScenarioOptions, out_dir: Path, latency_rows: list[dict],
-                    cudnn_conv_algo_search: str = "EXHAUSTIVE") -> dict:
-    """Run the LoadGen scenarios for every precision (``specs``: precision → ModelSpec) × provider in ``kinds``.
+@dataclass(frozen=True)
+class ServingRequest:
+    """What to serve: the prepared models (precision → ModelSpec), the providers, the test images and labels, and
+    where LoadGen's logs go. Built by the evaluation from its own setup; serving never sees that setup."""
 
-    Returns {"scenarios": flat rows, "notes": [...], "figures": {label: png path}, "settings": the options}.
+    specs: dict
+    providers: list[str]
+    images_u8: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    out_dir: Path
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"
+
+
+@dataclass
+class ServingResult:
+    """LoadGen's figures: one flat row per precision × provider × scenario, the cross-check notes, the Server
+    figures (label → PNG path) and the settings used; eval.json's ``serving`` is ``to_dict()``."""
+
+    scenarios: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    figures: dict[str, str] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Return eval.json's ``serving`` section."""
+        return asdict(self)
+
+
+def serve(request: ServingRequest, opts: ScenarioOptions, latency_rows: list[dict]) -> ServingResult:
+    """Run the LoadGen scenarios of ``opts`` for every precision × provider of ``request``; the SingleStream p90 is
+    checked against ``latency_rows`` (the closed-loop batch-1 figures). Returns the ServingResult.
+
     ConvkitError when LoadGen is missing or a model fails mid-run.
     """
-    rows, figures = [], {}
-    for prec, spec in specs.items():
-        x = spec.prepare(images_u8)  # preprocessed once, outside the timed path, as a server would cache
-        for kind in kinds:
+    result = ServingResult(settings={"scenarios": list(opts.scenarios), "quick": opts.quick,
+                                     "latency_bound_ms": opts.latency_bound_ms, "server_qps": opts.server_qps,
+                                     "bisect_steps": opts.bisect_steps, **opts.sut.to_dict()})
+    for prec, spec in request.specs.items():
+        x = spec.prepare(request.images_u8)  # preprocessed once, outside the timed path, as a server would cache
+        for kind in request.providers:
             sut = replace(opts.sut, max_batch=spec.fixed_batch or opts.sut.max_batch)
-            served = Served(session_factory(spec.path, kind, sut, cudnn_conv_algo_search), x, spec.input_name,
-                            spec.output_name, precision=prec, provider=kind, fixed_batch=spec.fixed_batch)
-            got = run_scenarios(served, replace(opts, sut=sut), out_dir, labels, class_names)
+            served = Served(session_factory(spec.path, kind, sut, request.cudnn_conv_algo_search), x,
+                            spec.input_name, spec.output_name, precision=prec, provider=kind,
+                            fixed_batch=spec.fixed_batch)
+            got = run_scenarios(served, replace(opts, sut=sut), request.out_dir, request.labels, request.class_names)
             for r in got:
                 if r["scenario"] == "server":
                     png = write_server_png(Path(r["log_dir"]) / "latency_vs_qps.png", r, opts.latency_bound_ms)
                     if png:
-                        figures[served.label] = str(png)
-            rows += got
-    notes = compare_single_stream(rows, latency_rows)
-    settings = {"scenarios": list(opts.scenarios), "quick": opts.quick, "latency_bound_ms": opts.latency_bound_ms,
-                "server_qps": opts.server_qps, "bisect_steps": opts.bisect_steps, **opts.sut.to_dict()}
-    return {"scenarios": rows, "notes": notes, "figures": figures, "settings": settings}
-
-
-def attach(result: dict, setup, opts, images_u8: np.ndarray, labels: np.ndarray) -> dict:
-    """Add ``serving`` (when ``opts.serving`` asks for scenarios) and ``recommendation`` to the eval.json dict
-    ``result`` of ``run.evaluate_model`` (``setup``: its run.Setup; ``opts``: its EvalOptions); returns it."""
-    scen: ScenarioOptions | None = opts.serving
-    if scen is not None and scen.scenarios:
-        result["serving"] = serving_section(setup.specs, setup.providers, images_u8, labels,
-                                            setup.primary[1].class_names, scen, setup.target.out_dir,
-                                            result["latency"], opts.providers.cudnn_conv_algo_search)
-        result["notes"] += result["serving"]["notes"]
-    bound = scen.latency_bound_ms if scen is not None else DEFAULT_LATENCY_BOUND_MS
-    result["recommendation"] = recommend(result, bound, max_drop=opts.max_accuracy_drop)
+                        result.figures[served.label] = str(png)
+            result.scenarios += got
+    result.notes = compare_single_stream(result.scenarios, latency_rows)
     return result
+
+
+def latency_bound(opts: ScenarioOptions | None) -> float:
+    """Return the latency bound the recommendation uses: the scenarios' when given, else MLPerf's default."""
+    return opts.latency_bound_ms if opts is not None else DEFAULT_LATENCY_BOUND_MS
 
 
 def write_server_png(path: Path, row: dict, bound_ms: float) -> Path | None:
