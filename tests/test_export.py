@@ -171,7 +171,7 @@ def test_variant_gate_failure_keeps_rejected_file(tmp_path):
     assert (run_dir / "model.onnx").is_file()  # fp32 passed
     assert (run_dir / "model.int8.rejected.onnx").is_file() and not (run_dir / "model.int8.onnx").exists()
     report = json.loads((run_dir / "export.json").read_text())
-    assert report["gate"] == "fail" and report["failed"] == ["int8"]
+    assert report["gate"] == "failed" and report["failed"] == ["int8"]
 
 
 def test_fp32_gate_failure_is_not_written_as_model_onnx(tmp_path):

@@ -5,7 +5,7 @@
   search for the highest QPS within the latency bound.
 * ``cli`` — the serving options of ``convkit evaluate`` (one decorator) and their terminal lines.
 * ``section`` — the serving section of eval.json / eval.md: every precision × provider, the SingleStream
-  cross-check, the latency-vs-QPS figure; ``attach`` is the entry point ``evaluate_model`` calls.
+  cross-check, the latency-vs-QPS figure; ``serve`` is the entry point: a ServingRequest in, a ServingResult out.
 * ``recommend`` — the deployment recommendation from everything measured.
 
 LoadGen is imported lazily: convkit evaluates without it until a scenario is asked for.
