@@ -12,6 +12,7 @@ import click
 from convkit import gates
 from convkit.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, ConvkitError, failure_of
 from convkit.evaluate.options import MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS, MAX_WARMUP
+from convkit.evaluate.result import EvalResult
 from convkit.evaluate.serving import cli as serving_cli
 from convkit.text import cap
 from convkit.uncertainty import format_interval, format_paired
@@ -44,22 +45,22 @@ def _input_shape(text: str | None) -> tuple[int, int, int] | None:
     return shape
 
 
-def _summary_line(path: str, res: dict) -> str:
+def _summary_line(path: str, res: EvalResult) -> str:
     parts = [f"{path}:"]
-    ds = res.get("dataset")
+    ds = res.dataset
     if ds:
         parts.append(f"  data: {cap(ds.get('label', ds['name']))}, {ds['n']} images ({cap(ds['source'], 400)})")
-    pre = res.get("preprocessing")
+    pre = res.preprocessing
     if pre:
-        if res["dataset"].get("resize"):
-            d = res["dataset"]
+        if res.dataset.get("resize"):
+            d = res.dataset
             parts.append(f"  images: resize shorter side {d['resize']} [{d['resize_source']}], "
                          f"{d['interpolation']} [{d['interpolation_source']}], center crop "
                          f"{d['crop'][0]}×{d['crop'][1]} [{d['crop_source']}]")
         parts.append(f"  preprocessing: {pre['used']}")
         parts += [f"  WARNING: {cap(w, 1000)}" for w in pre["warnings"]]
         parts += [f"  note: {cap(n, 1000)}" for n in pre.get("notes", [])]
-    for a in res["accuracy"]:
+    for a in res.accuracy:
         if a.get("degenerate"):
             parts.append(f"  {a['precision']} ORT {a['provider']}: OUTPUTS DEGENERATE ({a['degenerate']}): no "
                          f"accuracy reported")
@@ -72,26 +73,26 @@ def _summary_line(path: str, res: dict) -> str:
                 if a.get("top5_accuracy") is not None else "")
         parts.append(f"  {a['precision']} ORT {a['provider']}: acc "
                      f"{format_interval(a['accuracy'], a.get('accuracy_ci'))}{top5}{extra}")
-    s = res["summary"]
+    s = res.summary
     for kind in ("cpu", "cuda"):
         if f"ort_{kind}_b1_p50_ms" in s:
-            why = next((r.get("unstable") for r in res["latency"] if r["backend"] == "ort" and r["provider"] == kind
+            why = next((r.get("unstable") for r in res.latency if r["backend"] == "ort" and r["provider"] == kind
                         and r["batch"] == 1), None)
             flag = f" — UNSTABLE ({why}): rerun on a quiet machine" if why else ""
             parts.append(f"  ORT {kind} batch-1 p50 {s[f'ort_{kind}_b1_p50_ms']:.3f} ms{flag}")
     if "ort_max_batch_ips" in s:
         parts.append(f"  best throughput {s['ort_max_batch_ips']:,.0f} images/s (batch ÷ mean latency)")
-    unstable = [r for r in res["latency"] if r.get("unstable")]
+    unstable = [r for r in res.latency if r.get("unstable")]
     if unstable:
-        parts.append(f"  warning: {len(unstable)} of {len(res['latency'])} latency figures are unstable "
+        parts.append(f"  warning: {len(unstable)} of {len(res.latency)} latency figures are unstable "
                      f"(p90/p50 or std/mean large; see the report below); ratios from them are not formed")
-    for key, v in ((res.get("robustness") or {}).get("summary", {}).get("variants") or {}).items():
+    for key, v in ((res.robustness or {}).get("summary", {}).get("variants") or {}).items():
         parts.append(f"  corrupted {key}: mean top-1 {v['mean_corrupted_accuracy']:.4f} (clean "
                      f"{v['clean_accuracy']:.4f}), worst {v['worst_corruption']}")
     parts += serving_cli.summary_lines(res)
-    for n in res["notes"]:
+    for n in res.notes:
         parts.append(f"  note: {cap(n, 1000)}")
-    parts.append(f"  → {res['files'].get('eval_md')}")
+    parts.append(f"  → {res.files.get('eval_md')}")
     return "\n".join(parts)
 
 

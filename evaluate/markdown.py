@@ -10,6 +10,7 @@ from convkit.artifacts import EvalNames
 from convkit.atomic import write_csv, write_text
 from convkit.evaluate import robustness
 from convkit.evaluate.latency import UNSTABLE_P90_OVER_P50, UNSTABLE_STD_OVER_MEAN
+from convkit.evaluate.result import EvalResult
 from convkit.evaluate.serving import section as serving_section
 from convkit.gates import PRECISIONS
 from convkit.text import cap, md_code, md_text
@@ -101,33 +102,33 @@ def _acc_cells(metrics: dict) -> str:
             f"{format_interval(cal.get('ece'), cal.get('ece_ci'))}")
 
 
-def markdown(result: dict) -> str:
+def markdown(result: EvalResult) -> str:
     """Return eval.md: model, accuracy vs PyTorch, per-class metrics, latency with ratios, method and hardware."""
-    m = result["model"]
+    m = result.model
     lines = [f"# Evaluation of {md_code(Path(m['path']).name)}", ""] + headline_lines(result)
-    ds = result["dataset"]
+    ds = result.dataset
     lines += [f"- dataset: **{md_text(ds.get('label', ds['name']))}** {ds['split']} split, {ds['n']} images "
               f"({md_text(ds['source'], 400)})",
               f"- input {md_code(m['input'])} ({m['input_type']}, {m['layout']}, batch "
               f"{m['fixed_batch'] or 'dynamic'}), output {md_code(m['output'])}; range 0..{m['input_range']}, "
               f"mean {m['mean']}, std {m['std']} "
               f"({md_text(', '.join(f'{k}: {v}' for k, v in m['sources'].items()), 1000)})",
-              f"- providers: {', '.join(result['providers']['used'])}"]
-    for note in result.get("notes", []):
+              f"- providers: {', '.join(result.providers['used'])}"]
+    for note in result.notes:
         lines.append(f"- note: {md_text(note, 1000)}")
     lines.append("")
-    lines += preprocessing_lines(result.get("preprocessing"))
+    lines += preprocessing_lines(result.preprocessing)
     lines += accuracy_lines(result)
-    if result["accuracy"]:
-        lines += per_class_lines(result["accuracy"][0])
-    lines += robustness.markdown_lines(result.get("robustness"))
-    lines += latency_lines(result["latency"])
+    if result.accuracy:
+        lines += per_class_lines(result.accuracy[0])
+    lines += robustness.markdown_lines(result.robustness)
+    lines += latency_lines(result.latency)
     lines += serving_section.markdown_lines(result)
     lines += method_lines(result)
     return "\n".join(lines) + "\n"
 
 
-def accuracy_lines(result: dict) -> list[str]:
+def accuracy_lines(result: EvalResult) -> list[str]:
     """Return eval.md's accuracy table: PyTorch's row, then one row per ORT file and provider with its gate, each
     accuracy with its 95 % interval and each delta with its paired test."""
     lines = ["## Accuracy", "", "Intervals: 95 % (Wilson for accuracies and recalls, seeded bootstrap for ECE); a "
@@ -135,11 +136,11 @@ def accuracy_lines(result: dict) -> list[str]:
              "\"real\" only when the test rejects equal accuracy (p < 0.05).", "",
              "| precision | backend | accuracy | top-5 | ECE | loss | macro F1 | Δacc vs PyTorch | "
              "Δacc vs fp32 | predictions differing | gate |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    pt = result.get("pytorch")
+    pt = result.pytorch
     if pt:
         lines.append(f"| fp32 | PyTorch eager ({pt['device']}) | {_acc_cells(pt)} | {_f(pt['loss'])} | "
                      f"{_f(pt['macro_f1'])} | | | | |")
-    for acc in result["accuracy"]:
+    for acc in result.accuracy:
         vs = acc.get("vs_pytorch")
         gate = acc.get("gate")
         gate_s = "—" if not gate else (f"{'pass' if gate['passed'] else '**FAIL**'} (max drop {gate['max_drop_points']}"
@@ -175,14 +176,14 @@ def per_class_lines(first: dict) -> list[str]:
     return lines
 
 
-def method_lines(result: dict) -> list[str]:
+def method_lines(result: EvalResult) -> list[str]:
     """Return eval.md's Method, Hardware and software, and Provider options sections."""
     lines = ["## Method", ""]
-    lines += [f"- {k}: {v}" for k, v in result["method"].items()]
+    lines += [f"- {k}: {v}" for k, v in result.method.items()]
     lines += ["", "## Hardware and software", ""]
-    lines += [f"- {k}: {v}" for k, v in result["hardware"].items()]
+    lines += [f"- {k}: {v}" for k, v in result.hardware.items()]
     lines += ["", "## Provider options", ""]
-    lines += [f"- {k}: `{v}`" for k, v in result["providers"]["options"].items()]
+    lines += [f"- {k}: `{v}`" for k, v in result.providers["options"].items()]
     return lines
 
 
@@ -192,29 +193,29 @@ def _size(n: int | None) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
-def headline_lines(result: dict) -> list[str]:
+def headline_lines(result: EvalResult) -> list[str]:
     """Return eval.md's opening: the model's identity, then one line per precision and provider (accuracy,
     batch-1 p50, best images/s, file size, parameters), then links to the figures."""
-    m, ds = result["model"], result["dataset"]
+    m, ds = result.model, result.dataset
     meta = m.get("metadata", {})
     lines = [f"**{md_text(meta.get('experiment') or Path(m['path']).name)}** on "
              f"**{md_text(ds.get('label', ds['name']))}** "
              f"({ds['n']} images)", ""]
-    params = result.get("parameters")
-    for prec, v in result.get("variants", {}).items():
+    params = result.parameters
+    for prec, v in result.variants.items():
         lines.append(f"- {md_code(Path(v['path']).name)} ({prec}): sha256 {md_code(v.get('sha256', '?'))}")
     lines.append("")
     lines += _trust_lines(result)
-    for a in result["accuracy"]:
+    for a in result.accuracy:
         if a.get("degenerate"):
             lines.append(f"- **{a['precision']} on ORT {a['provider']}**: OUTPUTS DEGENERATE ({a['degenerate']}): no "
                          f"accuracy reported")
             continue
-        ort = [r for r in result["latency"] if r["backend"] == "ort" and r["precision"] == a["precision"]
+        ort = [r for r in result.latency if r["backend"] == "ort" and r["precision"] == a["precision"]
                and r["provider"] == a["provider"]]
         b1 = next((r for r in ort if r["batch"] == 1), None)
         ips = max((r for r in ort if r["images_per_s"]), key=lambda r: r["images_per_s"], default=None)
-        var = result.get("variants", {}).get(a["precision"], {})
+        var = result.variants.get(a["precision"], {})
         top5 = (f" (top-5 {format_interval(a['top5_accuracy'], a.get('top5_accuracy_ci'))})"
                 if a.get("top5_accuracy") is not None else "")
         lat = (f"batch-1 p50 {_p50(b1)} ms{' (UNSTABLE)' if b1.get('unstable') else ''}" if b1 else
@@ -225,16 +226,16 @@ def headline_lines(result: dict) -> list[str]:
                      f"{format_interval(a['accuracy'], a.get('accuracy_ci'))}{top5}, {lat}, "
                      f"{best}, file {_size(var.get('size_bytes'))}, "
                      f"{f'{params:,} parameters' if params else 'parameters unknown'}")
-    links = [f"[{Path(f).name}]({Path(f).name})" for k, f in sorted(result.get("files", {}).items())
+    links = [f"[{Path(f).name}]({Path(f).name})" for k, f in sorted(result.files.items())
              if str(f).endswith(".png")]
     if links:
         lines += ["", "Figures: " + ", ".join(links)]
     return lines + [""]
 
 
-def _trust_lines(result: dict) -> list[str]:
+def _trust_lines(result: EvalResult) -> list[str]:
     """Return the loud lines that say a headline number cannot be stood behind (unverified preprocessing)."""
-    pre = result.get("preprocessing") or {}
+    pre = result.preprocessing or {}
     found = pre.get("probe") or {}
     if pre.get("verdict") != "unverified" or not found.get("better"):
         return []
@@ -305,30 +306,30 @@ def latency_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def write_markdown(path: Path, result: dict) -> Path:
+def write_markdown(path: Path, result: EvalResult) -> Path:
     """Atomically write eval.md for ``result``; returns ``path``."""
     return write_text(path, markdown(result))
 
 
-def model_name(result: dict) -> str:
+def model_name(result: EvalResult) -> str:
     """Return the experiment a result's model was exported from, else its file name."""
-    return cap(result["model"].get("metadata", {}).get("experiment") or Path(result["model"]["path"]).name, 80)
+    return cap(result.model.get("metadata", {}).get("experiment") or Path(result.model["path"]).name, 80)
 
 
-def n_images(result: dict, acc: dict) -> str:
+def n_images(result: EvalResult, acc: dict) -> str:
     """Return "<n> <dataset label> test images", the label saying e.g. that CIFAR-10 is its JPEG copy."""
-    label = result.get("dataset", {}).get("label") or result.get("dataset", {}).get("name", "")
+    label = result.dataset.get("label") or result.dataset.get("name", "")
     return f"{acc['n']:,} {label} test images"
 
 
-def write_figures(out: Path, names: EvalNames, result: dict, class_names: list[str]) -> dict:
+def write_figures(out: Path, names: EvalNames, result: EvalResult, class_names: list[str]) -> dict:
     """Write one confusion CSV/PNG per precision (from its first provider) and the latency PNG into ``out``.
 
     Returns {file key: path}. Confusion files of precisions this result does not hold are removed, so the
     folder never shows figures eval.md does not describe.
     """
     files, done = {}, []
-    for acc in result["accuracy"]:
+    for acc in result.accuracy:
         if acc["precision"] in done:
             continue
         suffix = "" if not done else f".{acc['precision']}"
@@ -352,7 +353,7 @@ def write_figures(out: Path, names: EvalNames, result: dict, class_names: list[s
             stale = out / names.confusion(f".{precision}", ext)
             if stale.name not in kept and stale.is_file():
                 stale.unlink()
-    png = write_latency_png(out / names.latency_png, result["latency"],
+    png = write_latency_png(out / names.latency_png, result.latency,
                             f"{model_name(result)}: p50 latency vs batch size")
     if png:
         files["latency_png"] = str(png)

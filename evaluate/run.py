@@ -4,6 +4,7 @@ ONNX Runtime, beside the run's PyTorch model when its checkpoint is at hand; wri
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import subprocess
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from convkit.evaluate import markdown, preprocessing_probe, robustness
 from convkit.evaluate.images import ReadingOptions, TestData, catalog_data, folder_data, read_classes
 from convkit.evaluate.model_io import ModelSpec, Overrides, default_normalization, inspect_model
 from convkit.evaluate.options import EvalOptions
+from convkit.evaluate.result import EvalResult
 from convkit.evaluate.serving import section as serving_section
 from convkit.evaluate.serving.recommend import recommend
 from convkit.evaluate.target import Target, resolve_target
@@ -74,13 +76,27 @@ class Setup:
         return next(iter(self.specs.items()))
 
 
-def evaluate_model(path: Path | str, options: EvalOptions | None = None) -> dict:
-    """Evaluate the model(s) at ``path`` (a run directory or an .onnx file), write the outputs; returns eval.json.
+@dataclass
+class Measured:
+    """What one evaluation measured, before it becomes an EvalResult."""
 
-    The dict holds ``accuracy`` (one entry per precision × provider, with deltas vs PyTorch and the gate
-    verdict when a checkpoint is at hand), ``pytorch`` (reference metrics), ``latency`` (flat rows, PyTorch p50
-    and ratios attached), ``summary`` (the suite-summary fields), ``gate`` ({"passed": True/False, or None when
-    there is no reference, "failures"}), ``files`` written, ``method``, ``hardware`` and ``notes``.
+    reference: dict | None  # the PyTorch reference's metrics (None without a checkpoint)
+    accuracy: list[dict]  # one entry per precision × provider
+    failures: list[str]  # the accuracy gate's reasons
+    latency: list[dict]  # flat rows, ratios attached
+    preprocessing: dict  # the preprocessing check (preprocessing_probe)
+    robustness: robustness.RobustnessResult | None = None
+    serving: serving_section.ServingResult | None = None
+
+
+def evaluate_model(path: Path | str, options: EvalOptions | None = None) -> EvalResult:
+    """Evaluate the model(s) at ``path`` (a run directory or an .onnx file), write the outputs; returns the
+    EvalResult written to eval.json (evaluate/result.py).
+
+    It holds ``accuracy`` (one entry per precision × provider, with deltas vs PyTorch and the gate verdict when
+    a checkpoint is at hand), ``pytorch`` (reference metrics), ``latency`` (flat rows, PyTorch p50 and ratios
+    attached), ``summary`` (the suite-summary fields), ``gate`` ({"passed": True/False, or None when there is no
+    reference, "failures"}), ``files`` written, ``method``, ``hardware`` and ``notes``.
     Raises ConvkitError (exit 2) for bad input; a failed gate is reported in ``gate`` (see ``gate_error``).
     """
     opts = options or EvalOptions()
@@ -89,14 +105,30 @@ def evaluate_model(path: Path | str, options: EvalOptions | None = None) -> dict
         return _evaluate(target, opts, str(path))
 
 
-def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
+def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> EvalResult:
     setup = prepare(target, opts)
+    measured = measure(setup, opts)
+    if opts.data.save_preprocessing:
+        sidecar = write_sidecar(setup.primary[1].path, setup.primary[1], setup.data.reading)
+        setup.notes.append(f"preprocessing written to {sidecar.name}: the next evaluation of this file needs no flags")
+    sha256 = {p: file_sha256(s.path) for p, s in setup.specs.items()}
+    provenance = keyed_by_data(setup, sha256)  # where the outputs go (LoadGen's logs too) depends on the data
+    if opts.serving is not None and opts.serving.scenarios:  # LoadGen scenarios when asked
+        measured.serving = serving_section.serve(serving_request(setup, opts), opts.serving, measured.latency)
+    result = assemble(setup, opts, measured, sha256, provenance, given_path)
+    recommendation = recommend(result, serving_section.latency_bound(opts.serving), max_drop=opts.max_accuracy_drop)
+    return write_outputs(dataclasses.replace(result, recommendation=recommendation), setup.target,
+                         setup.primary[1].class_names)
+
+
+def measure(setup: Setup, opts: EvalOptions) -> Measured:
+    """Return what ``setup`` measures under ``opts``: the PyTorch reference, accuracy and its gate, the
+    preprocessing check, latency and the corrupted splits (torch's threads set to the evaluation's meanwhile)."""
     images, labels = setup.data.images, setup.data.labels
     robustness.check_applicable(opts.corruptions, images)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(setup.threads)
     try:
-        primary_spec = setup.primary[1]
         reference = pytorch_reference(setup, images, labels, reference_device(opts.providers.reference_device))
         sessions = open_sessions(setup)
         accuracy, failures = acc.ort_accuracy(sessions, setup.specs, images, labels, reference,
@@ -106,31 +138,14 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> dict:
         corrupted = measure_corruptions(setup, sessions, accuracy, reference, opts)
     finally:
         torch.set_num_threads(old_threads)
-    result = assemble(setup, opts, reference, accuracy, failures, rows, given_path)
-    result["preprocessing"] = preprocessing
-    if corrupted is not None:
-        result["robustness"] = corrupted.to_dict()
-    result["provenance"] = keyed_by_data(setup, {p: v["sha256"] for p, v in result["variants"].items()})
-    if preprocessing["verdict"] != "stated":  # a column only where the preprocessing was not all stated
-        result["summary"]["preprocessing"] = preprocessing["verdict"]
-        result["summary_columns"].append(list(PREPROCESSING_COLUMN))
-    if opts.data.save_preprocessing:
-        sidecar = write_sidecar(primary_spec.path, primary_spec, setup.data.reading)
-        setup.notes.append(f"preprocessing written to {sidecar.name}: the next evaluation of this file needs no flags")
-    if opts.serving is not None and opts.serving.scenarios:  # LoadGen scenarios when asked
-        serving = serving_section.serve(serving_request(setup, opts, images, labels), opts.serving, rows)
-        result["serving"] = serving.to_dict()
-        result["notes"] += serving.notes
-    result["recommendation"] = recommend(result, serving_section.latency_bound(opts.serving),
-                                         max_drop=opts.max_accuracy_drop)
-    result["files"] = write_outputs(result, setup.target, primary_spec.class_names)
-    return result
+    return Measured(reference, accuracy, failures, rows, preprocessing, corrupted)
 
 
-def serving_request(setup: Setup, opts: EvalOptions, images, labels: np.ndarray) -> serving_section.ServingRequest:
+def serving_request(setup: Setup, opts: EvalOptions) -> serving_section.ServingRequest:
     """Return what the serving section is given: the prepared models, providers, images and the log folder."""
-    return serving_section.ServingRequest(setup.specs, setup.providers, images, labels, setup.primary[1].class_names,
-                                          setup.target.out_dir, opts.providers.cudnn_conv_algo_search)
+    return serving_section.ServingRequest(setup.specs, setup.providers, setup.data.images, setup.data.labels,
+                                          setup.primary[1].class_names, setup.target.out_dir,
+                                          opts.providers.cudnn_conv_algo_search)
 
 
 def keyed_by_data(setup: Setup, sha256: dict[str, str]) -> dict:
@@ -322,38 +337,47 @@ def summary_fields(accuracy: list[dict], reference: dict | None, rows: list[dict
     return out
 
 
-def assemble(setup: Setup, opts: EvalOptions, reference: dict | None, accuracy: list[dict], failures: list[str],
-             rows: list[dict], given_path: str) -> dict:
-    """Return the eval.json document (without ``files``) from what was measured."""
+def assemble(setup: Setup, opts: EvalOptions, measured: Measured, sha256: dict[str, str], provenance: dict,
+             given_path: str) -> EvalResult:
+    """Return the EvalResult (without ``files`` and the recommendation) of what ``setup`` measured; ``sha256``:
+    each variant file's, ``provenance``: keyed_by_data's record."""
     primary_prec, primary = setup.primary
     gpu_used = any(k != "cpu" for k in setup.providers)
-    labels_n = int(len(setup.data.labels))
-    return {
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "input": given_path,
-        "run_dir": str(setup.target.run_dir) if setup.target.run_dir else None,
-        "model": primary.describe(),
-        "variants": {p: {**s.describe(), "sha256": file_sha256(s.path), "size_bytes": s.path.stat().st_size}
-                     for p, s in setup.specs.items()},
-        "parameters": (sum(t.numel() for t in setup.reference.model.parameters())
-                       if setup.reference is not None else None),
-        "dataset": {"name": primary.dataset, "label": display_name(primary.dataset, setup.data.source),
-                    "split": "test" if not setup.data.reading else "whole folder", "n": labels_n,
-                    "source": setup.data.source, "checksum": setup.data.checksum, **setup.data.reading},
-        "providers": {"used": setup.providers, "options": {k: c.describe() for k, c in setup.configs.items()}},
-        "pytorch": _strip(reference) if reference else None,
-        "accuracy": [_strip(a) for a in accuracy],
-        "latency": rows,
-        "summary": summary_fields(accuracy, reference, rows, primary_prec, setup.providers[0]),
-        "summary_columns": [list(c) for c in SUMMARY_COLUMNS],
-        "gate": {"passed": None if reference is None else not failures, "failures": failures,
-                 "max_drop_points": opts.max_accuracy_drop,
-                 **({} if reference is not None else {"note": "no reference: no PyTorch checkpoint beside the file"})},
-        "method": method(opts, setup.threads, gpu_used, setup.reference.checkpoint.name if setup.reference else None),
-        "hardware": hardware(gpu_used, opts.providers.device_id),
-        "notes": setup.notes,
-        "files": {},
-    }
+    reference, pre = measured.reference, measured.preprocessing
+    summary = summary_fields(measured.accuracy, reference, measured.latency, primary_prec, setup.providers[0])
+    columns = [list(c) for c in SUMMARY_COLUMNS]
+    if pre["verdict"] != "stated":  # a column only where the preprocessing was not all stated
+        summary["preprocessing"] = pre["verdict"]
+        columns.append(list(PREPROCESSING_COLUMN))
+    return EvalResult(
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        input=given_path,
+        run_dir=str(setup.target.run_dir) if setup.target.run_dir else None,
+        model=primary.describe(),
+        variants={p: {**s.describe(), "sha256": sha256[p], "size_bytes": s.path.stat().st_size}
+                  for p, s in setup.specs.items()},
+        parameters=(sum(t.numel() for t in setup.reference.model.parameters())
+                    if setup.reference is not None else None),
+        dataset={"name": primary.dataset, "label": display_name(primary.dataset, setup.data.source),
+                 "split": "test" if not setup.data.reading else "whole folder", "n": int(len(setup.data.labels)),
+                 "source": setup.data.source, "checksum": setup.data.checksum, **setup.data.reading},
+        providers={"used": setup.providers, "options": {k: c.describe() for k, c in setup.configs.items()}},
+        pytorch=_strip(reference) if reference else None,
+        accuracy=[_strip(a) for a in measured.accuracy],
+        latency=measured.latency,
+        summary=summary,
+        summary_columns=columns,
+        gate={"passed": None if reference is None else not measured.failures, "failures": measured.failures,
+              "max_drop_points": opts.max_accuracy_drop,
+              **({} if reference is not None else {"note": "no reference: no PyTorch checkpoint beside the file"})},
+        method=method(opts, setup.threads, gpu_used, setup.reference.checkpoint.name if setup.reference else None),
+        hardware=hardware(gpu_used, opts.providers.device_id),
+        notes=setup.notes + (measured.serving.notes if measured.serving else []),
+        preprocessing=pre,
+        robustness=measured.robustness.to_dict() if measured.robustness is not None else None,
+        provenance=provenance,
+        serving=measured.serving.to_dict() if measured.serving else None,
+    )
 
 
 def method(opts: EvalOptions, threads: int, gpu_used: bool, reference_file: str | None) -> dict:
@@ -411,30 +435,29 @@ def _strip(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in ("predictions", "tie_mask", "labels")}
 
 
-def write_outputs(result: dict, target: Target, class_names: list[str]) -> dict:
-    """Write eval.json, eval.md, the latency plot and confusion PNG/CSV into ``target.out_dir``; returns their paths.
+def write_outputs(result: EvalResult, target: Target, class_names: list[str]) -> EvalResult:
+    """Write eval.json, eval.md, the latency plot and confusion PNG/CSV into ``target.out_dir``; returns the
+    result with ``files`` (their paths) filled in, as written to eval.json.
 
     Confusion files of precisions this evaluation did not measure (left by an earlier one) are removed.
     """
     out = ensure_writable_dir(target.out_dir)
     names = target.names
     files = markdown.write_figures(out, names, result, class_names)
-    files["eval_md"] = str(out / names.md)
-    files["eval_json"] = str(out / names.json)
-    result["files"] = files
+    files.update(eval_md=str(out / names.md), eval_json=str(out / names.json))
+    result = dataclasses.replace(result, files=files)
     markdown.write_markdown(out / names.md, result)
-    write_artifact(out / names.json, "eval", result)
-    return files
+    write_artifact(out / names.json, "eval", result.to_json())
+    return result
 
 
-def trust_error(result: dict, accept_defaults: bool) -> ConvkitError | None:
+def trust_error(result: EvalResult, accept_defaults: bool) -> ConvkitError | None:
     """Return a ConvkitError (exit 4) when the numbers of ``result`` cannot be stood behind: degenerate outputs, or
     a probe that found better preprocessing than the defaulted one (unless ``accept_defaults``); else None."""
-    degenerate = [f"{a['precision']} on {a['provider']}: {a['degenerate']}" for a in result["accuracy"]
-                  if a.get("degenerate")]
-    if degenerate:
-        return ConvkitError("outputs degenerate, no accuracy reported: " + "; ".join(degenerate), EXIT_UNVERIFIED)
-    pre = result.get("preprocessing") or {}
+    if result.degenerate:
+        return ConvkitError("outputs degenerate, no accuracy reported: " + "; ".join(result.degenerate),
+                            EXIT_UNVERIFIED)
+    pre = result.preprocessing or {}
     if pre.get("verdict") == "unverified" and not accept_defaults:
         better = pre["probe"]["better"]
         return ConvkitError(f"preprocessing unverified: `{better['flags']}` gives {better['accuracy']:.2f} on the "
@@ -442,8 +465,8 @@ def trust_error(result: dict, accept_defaults: bool) -> ConvkitError | None:
     return None
 
 
-def gate_error(result: dict) -> ConvkitError | None:
+def gate_error(result: EvalResult) -> ConvkitError | None:
     """Return a ConvkitError (exit 1) describing the failed accuracy gate(s) of ``result``, or None."""
-    if result["gate"]["passed"] is not False:
+    if result.gate_passed is not False:
         return None
-    return ConvkitError("accuracy gate failed: " + "; ".join(result["gate"]["failures"]), EXIT_GATE_FAILED)
+    return ConvkitError("accuracy gate failed: " + "; ".join(result.gate["failures"]), EXIT_GATE_FAILED)

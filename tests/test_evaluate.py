@@ -122,7 +122,7 @@ def test_exported_run_matches_pytorch(exported, name):
     run_dir = exported[name]
     opts = EvalOptions(providers=ProviderOptions(provider="cpu", threads=2),
                        timing=TimingOptions(warmup=1, runs=3, min_seconds=0.0, batch_sizes=(1, 32)))
-    res = evaluate_model(run_dir, opts)
+    res = evaluate_model(run_dir, opts).to_json()
     acc = res["accuracy"][0]
     n = res["dataset"]["n"]
     assert acc["precision"] == "fp32" and acc["provider"] == "cpu"
@@ -195,7 +195,7 @@ def test_int8_variant_and_pipeline_options(exported):
     assert gate["passed"] is False and any("another class than PyTorch" in f for f in gate["failures"])
     (run_dir / "model.int8.onnx").unlink()
 
-    res = evaluate_model(run_dir, quick_options())
+    res = evaluate_model(run_dir, quick_options()).to_json()
     keys = {key for _, key, _ in SUMMARY_COLUMNS}
     # beside a column's value: its 95 % interval (<key>_ci) and, for the ORT − PyTorch delta, McNemar's p-value
     companions = {f"{k}_ci" for k in keys} | {"ort_acc_delta_p"}
@@ -364,6 +364,7 @@ def test_unstable_latency_is_flagged_and_not_used_for_ratios():
 
     from convkit.evaluate import latency as lat
     from convkit.evaluate.cli import _summary_line
+    from convkit.evaluate.result import EvalResult
     from convkit.evaluate.markdown import latency_lines
 
     calls = iter(range(10_000))
@@ -388,8 +389,8 @@ def test_unstable_latency_is_flagged_and_not_used_for_ratios():
     assert rows[2]["ratio_to_pytorch_eager"] == pytest.approx(1.0)
     md = "\n".join(latency_lines(rows))
     assert md.count("**UNSTABLE**") == 1 and "— (unstable)" in md and "batch ÷ mean latency" in md
-    res = {"accuracy": [], "latency": rows, "notes": [], "files": {},
-           "summary": {"ort_cpu_b1_p50_ms": noisy["p50_ms"]}}
+    res = EvalResult.from_json({"accuracy": [], "latency": rows, "notes": [], "files": {},
+                                "summary": {"ort_cpu_b1_p50_ms": noisy["p50_ms"]}})
     line = _summary_line("m.onnx", res)
     assert "UNSTABLE" in line and "1 of 4 latency figures are unstable" in line
 
@@ -440,7 +441,7 @@ def test_eval_md_opens_with_identity_and_one_headline_per_precision_and_provider
     run_dir = exported["t5-custom-conv"]
     opts = EvalOptions(providers=ProviderOptions(provider="cpu", threads=2),
                        timing=TimingOptions(warmup=1, runs=3, min_seconds=0.0, batch_sizes=(1, 8)))
-    res = evaluate_model(run_dir, opts)
+    res = evaluate_model(run_dir, opts).to_json()
     md = (run_dir / "eval.md").read_text().splitlines()
     head = "\n".join(md[:12])
     sha = hashlib.sha256((run_dir / "model.onnx").read_bytes()).hexdigest()

@@ -293,8 +293,11 @@ def test_evaluate_without_loadgen(small_run, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- recommendation
 def _result(latency, accuracy=None, scenarios=None):
-    return {"accuracy": accuracy or [], "latency": latency, "serving": {"scenarios": scenarios or []},
-            "providers": {"options": {"cpu": {"intra_op_num_threads": 2}}}}
+    from convkit.evaluate.result import EvalResult
+
+    return EvalResult.from_json({"accuracy": accuracy or [], "latency": latency,
+                                 "serving": {"scenarios": scenarios or []},
+                                 "providers": {"options": {"cpu": {"intra_op_num_threads": 2}}}})
 
 
 def _lat(prec, batch, p99, ips, provider="cpu"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import click
 
 from convkit.evaluate.options import MAX_BATCH_SIZE
+from convkit.evaluate.result import EvalResult
 from convkit.evaluate.serving.recommend import DEFAULT_LATENCY_BOUND_MS
 
 # A target above this is no single machine's: LoadGen's Python SUT callbacks top out far below it.
@@ -45,10 +46,10 @@ def cli_options(command):
     return command
 
 
-def summary_lines(result: dict) -> list[str]:
+def summary_lines(result: EvalResult) -> list[str]:
     """Return the CLI's lines for the LoadGen scenarios and the recommendation of one evaluation result."""
     lines = []
-    for r in (result.get("serving") or {}).get("scenarios") or []:
+    for r in (result.serving or {}).get("scenarios") or []:
         if r["scenario"] == "accuracy":
             lines.append(f"  LoadGen accuracy mode {r['precision']} {r['provider']}: top-1 {r['accuracy']:.4f}")
             continue
@@ -56,7 +57,7 @@ def summary_lines(result: dict) -> list[str]:
         p99 = f"{r['p99_ms']:.3f}" if r.get("p99_ms") is not None else "—"
         lines.append(f"  LoadGen {r['scenario']} {r['precision']} {r['provider']}: {qps} samples/s, p99 {p99} ms, "
                      f"{r.get('validity_note')}")
-    rec = result.get("recommendation")
+    rec = result.recommendation
     if rec:
         lines.append(f"  recommendation: {rec['text']}")
     return lines

@@ -1,7 +1,7 @@
 """A deployment recommendation from what ``convkit evaluate`` measured for one model.
 
-Pure functions over the eval result dict (``accuracy``, ``latency`` and ``serving.scenarios`` sections): no I/O, no
-ONNX Runtime, so the logic is unit-tested on synthetic dicts.
+Pure functions over an EvalResult (its ``accuracy``, ``latency`` and ``serving.scenarios`` sections): no I/O, no
+ONNX Runtime, so the logic is unit-tested on synthetic results (EvalResult.from_json of a few sections).
 
 Every measured configuration (precision × provider × backend × batch size, or a LoadGen scenario with its SUT
 settings) is a candidate. A candidate qualifies when its precision passes the accuracy gate
@@ -13,6 +13,7 @@ Offline results are left out: Offline has no latency bound, so it cannot show a 
 
 from __future__ import annotations
 
+from convkit.evaluate.result import EvalResult
 from convkit.gates import MAX_ACC_DROP, Limits, judge
 from convkit.uncertainty import Interval, pair_level, ratio_interval
 
@@ -25,10 +26,10 @@ DEFAULT_LATENCY_BOUND_MS = 15.0
 _SKIP_BACKENDS = ("torch-eager", "torch-compile")
 
 
-def accuracy_verdicts(result: dict, max_drop: dict | None = None) -> dict:
+def accuracy_verdicts(result: EvalResult, max_drop: dict | None = None) -> dict:
     """Return {(precision, provider): {"accuracy", "drop_points", "max_drop_points", "passed", "against"}}."""
     limits = {**MAX_ACC_DROP, **(max_drop or {})}
-    entries = result.get("accuracy") or []
+    entries = result.accuracy or []
     fp32 = {a["provider"]: a["accuracy"] for a in entries if a.get("precision") in ("fp32", "model")}
     out = {}
     for a in entries:
@@ -46,12 +47,12 @@ def accuracy_verdicts(result: dict, max_drop: dict | None = None) -> dict:
     return out
 
 
-def candidates(result: dict) -> list[dict]:
+def candidates(result: EvalResult) -> list[dict]:
     """Return every measured configuration as {"name", "precision", "provider", "source", "batch", "threads",
     "throughput" (images/s), "p99_ms", "p50_ms"}: the latency table's ORT rows and the LoadGen scenarios."""
-    opts = (result.get("providers") or {}).get("options") or {}
+    opts = (result.providers or {}).get("options") or {}
     out = []
-    for r in result.get("latency") or []:
+    for r in result.latency or []:
         if r.get("backend") in _SKIP_BACKENDS or not r.get("images_per_s"):
             continue
         threads = (opts.get(r["provider"]) or {}).get("intra_op_num_threads")
@@ -60,7 +61,7 @@ def candidates(result: dict) -> list[dict]:
                     "provider": r["provider"], "source": r["backend"], "batch": r["batch"], "threads": threads,
                     "throughput": r["images_per_s"], "p99_ms": r.get("p99_ms"), "p50_ms": r.get("p50_ms"),
                     "p50_ci_pair_ms": r.get("p50_ci_pair_ms")})
-    for s in (result.get("serving") or {}).get("scenarios") or []:
+    for s in (result.serving or {}).get("scenarios") or []:
         if s.get("scenario") in ("offline", "accuracy", None) or not s.get("qps"):
             continue
         if s.get("scenario") == "server" and not s.get("peak_found", True):
@@ -122,20 +123,20 @@ def _why_not(c: dict, best: dict | None, bound: float, gate: dict | None, object
     return f"{c['name']}: {ratio:.1f}× less throughput than the recommendation (p99 {c['p99_ms']:.3g} ms)"
 
 
-def withheld_reason(result: dict) -> str | None:
+def withheld_reason(result: EvalResult) -> str | None:
     """Return why no configuration may be recommended — degenerate outputs, or preprocessing the probe could not
     verify on a model with no PyTorch reference (the accuracy gate then means nothing) — else None."""
-    degenerate = [a for a in result.get("accuracy") or [] if a.get("degenerate")]
+    degenerate = [a for a in result.accuracy or [] if a.get("degenerate")]
     if degenerate:
         return f"the outputs are degenerate ({degenerate[0]['degenerate']})"
-    pre = result.get("preprocessing") or {}
-    if result.get("pytorch") is None and pre.get("verdict") == "unverified":
+    pre = result.preprocessing or {}
+    if result.pytorch is None and pre.get("verdict") == "unverified":
         return ("the preprocessing is unverified (the probe found better values than the defaulted ones) and there "
                 "is no PyTorch reference to check the accuracy against")
     return None
 
 
-def recommend(result: dict, latency_bound_ms: float = DEFAULT_LATENCY_BOUND_MS, objective: str = "throughput",
+def recommend(result: EvalResult, latency_bound_ms: float = DEFAULT_LATENCY_BOUND_MS, objective: str = "throughput",
               max_drop: dict | None = None) -> dict:
     """Return the deployment recommendation for the model of ``result`` (an eval.json dict).
 

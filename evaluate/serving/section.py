@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convkit.evaluate.result import EvalResult
 from convkit.evaluate.serving.recommend import DEFAULT_LATENCY_BOUND_MS
 from convkit.evaluate.serving.scenarios import ScenarioOptions, Served, run_scenarios
 from convkit.evaluate.serving.sut import SutConfig
@@ -140,11 +141,11 @@ def _f(v, spec: str = ".3f") -> str:
     return "—" if v is None else format(v, spec)
 
 
-def markdown_lines(result: dict) -> list[str]:
+def markdown_lines(result: EvalResult) -> list[str]:
     """Return eval.md's "Serving (MLPerf LoadGen)" and "Deployment recommendation" sections; [] when the
     evaluation ran no scenario and made no recommendation."""
     lines: list[str] = []
-    serving = result.get("serving") or {}
+    serving = result.serving or {}
     rows = [r for r in serving.get("scenarios") or [] if r.get("scenario") != "accuracy"]
     if rows:
         st = serving.get("settings", {})
@@ -171,7 +172,7 @@ def markdown_lines(result: dict) -> list[str]:
                 lines.append(f"- {r['precision']} {r['provider']} SingleStream p90 {r['p90_ms']:.3f} ms vs "
                              f"closed-loop batch-1 p90 {r['closed_loop_p90_ms']:.3f} ms ({r['p90_ratio']:.2f}×){flag}")
         lines.append("")
-    rec = result.get("recommendation")
+    rec = result.recommendation
     if rec:
         lines += ["## Deployment recommendation", "", rec["text"], ""]
         lines += [f"- not chosen: {w}" for w in rec["why_not"]] + [""]
