@@ -12,11 +12,12 @@ Modules, one job each:
   conventions when predictions collapse.
 * ``latency`` — timing loops and one runner per backend (ORT CPU, ORT CUDA, PyTorch), ratios attached in one pass.
 * ``serving/`` — MLPerf LoadGen scenarios (``--scenario``) against a queue-fed ONNX Runtime server, and the
-  deployment recommendation (``sut``, ``scenarios``, ``section``, ``cli``, ``recommend``).
+  deployment recommendation (``backend``, ``sut``, ``scenarios``, ``section``, ``cli``, ``recommend``).
+* ``result`` — ``EvalResult``: eval.json as one typed object, assembled once, written by ``to_json()``.
 * ``robustness`` — ``--corruptions``: corrupted copies of the test split (convkit.data.corruptions) through every
   session and the PyTorch reference; top-1, ECE and the change vs clean per corruption and severity.
 * ``markdown`` — eval.md, the latency plot and the confusion-matrix PNG/CSV.
-* ``run`` — ``evaluate_model(...)`` ties the above together and writes the outputs.
+* ``run`` — ``evaluate_model(...)`` ties the above together, writes the outputs and returns the EvalResult.
 * ``cli`` — the ``convkit evaluate`` click command.
 
 The stage reads a run folder through ``convkit.artifacts`` and ONNX metadata through ``convkit.onnx_meta``; it

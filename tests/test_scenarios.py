@@ -18,7 +18,8 @@ from convkit.errors import ConvkitError
 from convkit.evaluate.serving import scenarios as sc
 from convkit.evaluate.serving.recommend import recommend
 from convkit.evaluate.serving.section import compare_single_stream
-from convkit.evaluate.serving.sut import QueueSUT, SutConfig, run_batch
+from convkit.evaluate.serving.backend import OrtBackend, run_batch
+from convkit.evaluate.serving.sut import QueueSUT, SutConfig
 
 try:
     import mlperf_loadgen  # noqa: F401
@@ -51,7 +52,7 @@ class SleepSession:
 
 
 def _served(seconds: float, n: int = 256, **kw) -> sc.Served:
-    return sc.Served(lambda: SleepSession(seconds, **kw), np.zeros((n, 4), np.float32), "x", "y")
+    return sc.Served(lambda: OrtBackend(lambda: SleepSession(seconds, **kw), "x", "y"), np.zeros((n, 4), np.float32))
 
 
 @pytest.fixture
@@ -64,11 +65,10 @@ def short_runs(monkeypatch):
 # ---------------------------------------------------------------------------------------------- SUT unit
 def test_sut_batches_up_to_max_batch_then_timeout():
     done = []
-    sut = QueueSUT(lambda: SleepSession(0.0), np.zeros((100, 4), np.float32), "x", "y", done.extend,
-                   SutConfig(max_batch=4, batch_timeout_ms=200.0))
-    sut.sessions = [SleepSession(0.0)]
+    sut = QueueSUT(lambda: OrtBackend(lambda: SleepSession(0.0), "x", "y"), np.zeros((100, 4), np.float32),
+                   done.extend, SutConfig(max_batch=4, batch_timeout_ms=200.0)).load()
     sut.issue([(i, i) for i in range(10)])
-    sut._threads = [threading.Thread(target=sut._work, args=(sut.sessions[0],), daemon=True)]
+    sut._threads = [threading.Thread(target=sut._work, args=(sut.backends[0],), daemon=True)]
     sut._threads[0].start()
     t0 = time.perf_counter()
     while len(done) < 10 and time.perf_counter() - t0 < 10:
@@ -231,14 +231,14 @@ def test_accuracy_mode_equals_the_accuracy_pass(small_run, tmp_path):
     from convkit.data.load import load_dataset
     from convkit.evaluate.accuracy import classification_metrics, ort_scores
     from convkit.evaluate.model_io import inspect_model
-    from convkit.evaluate.serving.section import session_factory
+    from convkit.evaluate.serving.section import ort_backends, session_factory
 
     spec = inspect_model(small_run / "model.onnx")
     data = load_dataset(spec.dataset, sample=True)
     images, labels = data.test_images.numpy(), data.test_labels.numpy()
     sut = SutConfig(max_batch=32, intra_op_threads=1)
     factory = session_factory(spec.path, "cpu", sut)
-    served = sc.Served(factory, spec.prepare(images), spec.input_name, spec.output_name)
+    served = sc.Served(ort_backends(spec, "cpu", sut), spec.prepare(images))
     rows = sc.run_scenarios(served, sc.ScenarioOptions(quick=True, sut=sut), tmp_path, labels, spec.class_names)
     (acc,) = rows
     expected = classification_metrics(ort_scores(factory(), spec, images), labels, spec.class_names)

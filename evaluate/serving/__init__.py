@@ -1,6 +1,7 @@
 """Serving under MLPerf LoadGen (``convkit evaluate --scenario``), one module per job:
 
-* ``sut`` — the system under test: a queue of samples in front of ONNX Runtime sessions, batched by workers.
+* ``backend`` — one small interface per runtime (load / run / io-binding) and ``OrtBackend``, ONNX Runtime's.
+* ``sut`` — the system under test: a queue of samples in front of backends, batched by workers.
 * ``scenarios`` — LoadGen settings and log parsing for SingleStream, MultiStream, Server and Offline; the Server
   search for the highest QPS within the latency bound.
 * ``cli`` — the serving options of ``convkit evaluate`` (one decorator) and their terminal lines.

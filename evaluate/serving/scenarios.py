@@ -31,8 +31,9 @@ import numpy as np
 from convkit.artifacts import LOADGEN_DIR
 from convkit.errors import ConvkitError
 from convkit.evaluate.accuracy import classification_metrics
+from convkit.evaluate.serving.backend import Backend
 from convkit.evaluate.serving.recommend import DEFAULT_LATENCY_BOUND_MS
-from convkit.evaluate.serving.sut import QueueSUT, SutConfig, one_line, uses_io_binding
+from convkit.evaluate.serving.sut import QueueSUT, SutConfig, one_line
 
 SCENARIOS = {"single-stream": "SingleStream", "multi-stream": "MultiStream", "server": "Server", "offline": "Offline"}
 MLPERF_MODEL = "resnet50"
@@ -330,10 +331,8 @@ def _read(path: Path) -> str:
 class Served:
     """One model under one provider and precision, ready to serve: what ``run_scenarios`` needs."""
 
-    session_factory: Callable[[], object]  # returns a new ORT session (one per SUT worker)
+    backend_factory: Callable[[], Backend]  # returns a new, unloaded backend (one per SUT worker)
     inputs: np.ndarray  # preprocessed samples, indexed by LoadGen's sample index
-    input_name: str
-    output_name: str
     precision: str = "fp32"
     provider: str = "cpu"
     fixed_batch: int | None = None
@@ -346,8 +345,7 @@ class Served:
 
 def _make_sut(served: Served, config: SutConfig):
     def factory(complete):
-        sut = QueueSUT(served.session_factory, served.inputs, served.input_name, served.output_name, complete,
-                       config, served.fixed_batch).start()
+        sut = QueueSUT(served.backend_factory, served.inputs, complete, config, served.fixed_batch).start()
         try:  # fresh sessions: pay ORT's lazy first-run work before LoadGen's clock starts, not in its p99
             sut.warm_up(sorted({1, config.max_batch}), repeats=1)
         except Exception as exc:
@@ -360,11 +358,9 @@ def _make_sut(served: Served, config: SutConfig):
 def estimate_speed(served: Served, config: SutConfig, samples_per_query: int = 8) -> dict:
     """Return warm-up timings of the SUT: ``b1_s`` (s per batch-1 call), ``ms_s`` (s per MultiStream query),
     ``batch_s`` (s per ``max_batch`` call) and ``qps`` (all workers at ``max_batch``). Also warms the sessions."""
-    sut = QueueSUT(served.session_factory, served.inputs, served.input_name, served.output_name, lambda p: None,
-                   config, served.fixed_batch)
-    sut.sessions = [served.session_factory() for _ in range(config.workers)]
+    sut = QueueSUT(served.backend_factory, served.inputs, lambda p: None, config, served.fixed_batch)
     try:
-        t = sut.warm_up(sorted({1, samples_per_query, config.max_batch}), repeats=3)
+        t = sut.load().warm_up(sorted({1, samples_per_query, config.max_batch}), repeats=3)
     except Exception as exc:
         raise ConvkitError(f"the model failed while warming up the SUT: {one_line(exc)}") from None
     b = served.fixed_batch or config.max_batch
@@ -381,7 +377,7 @@ def run_one(lg, scenario: str, served: Served, opts: ScenarioOptions, estimate: 
     detail, summary, sut = run_loadgen(lg, _make_sut(served, config), len(served.inputs), settings, log_dir)
     row = {"scenario": scenario, "precision": served.precision, "provider": served.provider, **recorded,
            **{f"sut_{k}": v for k, v in config.to_dict().items()},
-           "io_binding": any(uses_io_binding(s) for s in sut.sessions),
+           "io_binding": any(b.io_binding for b in sut.backends),
            "mean_batch": float(np.mean(sut.batches)) if sut.batches else None,
            **results_row(scenario, detail, summary, recorded["samples_per_query"]), "log_dir": str(log_dir)}
     loadgen_valid = row["loadgen_validity"] == "VALID"

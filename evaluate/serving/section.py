@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from convkit.evaluate.result import EvalResult
+from convkit.evaluate.serving.backend import OrtBackend
 from convkit.evaluate.serving.recommend import DEFAULT_LATENCY_BOUND_MS
 from convkit.evaluate.serving.scenarios import ScenarioOptions, Served, run_scenarios
 from convkit.evaluate.serving.sut import SutConfig
@@ -28,6 +29,12 @@ def session_factory(path, kind: str, sut: SutConfig, cudnn_conv_algo_search: str
         return make_session(str(path), ProviderConfig(kind, threads=sut.intra_op_threads, device_id=sut.device_id,
                                                       cudnn_conv_algo_search=cudnn_conv_algo_search))
     return make
+
+
+def ort_backends(spec, kind: str, sut: SutConfig, cudnn_conv_algo_search: str = "EXHAUSTIVE"):
+    """Return a function that makes a new, unloaded OrtBackend of ``spec`` (a ModelSpec) on provider ``kind``."""
+    make = session_factory(spec.path, kind, sut, cudnn_conv_algo_search)
+    return lambda: OrtBackend(make, spec.input_name, spec.output_name, sut.device_id)
 
 
 def compare_single_stream(rows: list[dict], latency_rows: list[dict], ratio: float = DISAGREEMENT_RATIO) -> list[str]:
@@ -91,9 +98,8 @@ def serve(request: ServingRequest, opts: ScenarioOptions, latency_rows: list[dic
         x = spec.prepare(request.images_u8)  # preprocessed once, outside the timed path, as a server would cache
         for kind in request.providers:
             sut = replace(opts.sut, max_batch=spec.fixed_batch or opts.sut.max_batch)
-            served = Served(session_factory(spec.path, kind, sut, request.cudnn_conv_algo_search), x,
-                            spec.input_name, spec.output_name, precision=prec, provider=kind,
-                            fixed_batch=spec.fixed_batch)
+            served = Served(ort_backends(spec, kind, sut, request.cudnn_conv_algo_search), x, precision=prec,
+                            provider=kind, fixed_batch=spec.fixed_batch)
             got = run_scenarios(served, replace(opts, sut=sut), request.out_dir, request.labels, request.class_names)
             for r in got:
                 if r["scenario"] == "server":

@@ -1,5 +1,5 @@
-"""A system under test as a real inference server builds one: a queue of samples in front of ONNX Runtime
-sessions, each drained by its own worker thread that batches dynamically.
+"""A system under test as a real inference server builds one: a queue of samples in front of runtime backends
+(evaluate/serving/backend.py: ONNX Runtime today), each drained by its own worker thread that batches dynamically.
 
 ``QueueSUT`` knows nothing about LoadGen: ``issue`` takes (response id, sample index) pairs and every finished
 sample is handed to a ``complete`` callback with its output row. ``evaluate/serving/scenarios.py`` connects it to
@@ -21,8 +21,9 @@ from typing import Callable
 
 import numpy as np
 
+from convkit.evaluate.serving.backend import Backend
+
 _STOP = object()
-CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 @dataclass
@@ -41,29 +42,6 @@ class SutConfig:
         return asdict(self)
 
 
-def uses_io_binding(session) -> bool:
-    """Return True when ``session`` runs on a GPU provider, where the SUT feeds it through IO binding."""
-    try:
-        return session.get_providers()[0] in CUDA_PROVIDERS
-    except (AttributeError, IndexError):
-        return False
-
-
-def run_batch(session, input_name: str, output_name: str, x: np.ndarray, device_id: int = 0) -> np.ndarray:
-    """Return the output [batch, classes] of ``session`` for the host batch ``x``.
-
-    On CUDA the input is bound from host memory and the output is allocated on the device and copied back
-    once: ORT then skips its per-call output allocation and the extra staging copy of ``session.run``.
-    """
-    if uses_io_binding(session):
-        io = session.io_binding()
-        io.bind_cpu_input(input_name, x)
-        io.bind_output(output_name, "cuda", device_id)
-        session.run_with_iobinding(io)
-        return np.asarray(io.copy_outputs_to_cpu()[0])
-    return np.asarray(session.run([output_name], {input_name: x})[0])
-
-
 def one_line(exc: BaseException) -> str:
     """Return ``exc`` as one short line: its type and the first line of its message."""
     text = str(exc).strip().splitlines()
@@ -71,35 +49,39 @@ def one_line(exc: BaseException) -> str:
 
 
 class QueueSUT:
-    """Samples queue up; ``config.workers`` threads, each with its own session, batch and run them.
+    """Samples queue up; ``config.workers`` threads, each with its own backend, batch and run them.
 
-    ``session_factory()`` returns a new session (called once per worker, in ``start``); ``inputs`` are the
-    preprocessed samples (indexable by sample index); ``complete(pairs)`` receives [(response id, output row)]
-    per finished batch. After the model raises, ``error`` holds one line and every queued or later sample is
-    completed at once with an empty row, so the load generator finishes instead of waiting forever.
+    ``backend_factory()`` returns a new, unloaded Backend (one per worker, loaded in ``load``); ``inputs`` are
+    the preprocessed samples (indexable by sample index); ``complete(pairs)`` receives [(response id, output
+    row)] per finished batch. After the model raises, ``error`` holds one line and every queued or later sample
+    is completed at once with an empty row, so the load generator finishes instead of waiting forever.
     """
 
-    def __init__(self, session_factory: Callable[[], object], inputs: np.ndarray, input_name: str,
-                 output_name: str, complete: Callable[[list], None], config: SutConfig | None = None,
-                 fixed_batch: int | None = None):
+    def __init__(self, backend_factory: Callable[[], Backend], inputs: np.ndarray, complete: Callable[[list], None],
+                 config: SutConfig | None = None, fixed_batch: int | None = None):
         self.config = config or SutConfig()
         self.inputs = inputs
-        self.input_name, self.output_name = input_name, output_name
         self.complete = complete
         self.fixed_batch = fixed_batch  # a model with a static batch size gets padded batches
         self.error: str | None = None
         self.batches: list[int] = []  # size of every batch run (for the report)
-        self._factory = session_factory
+        self._factory = backend_factory
         self._q: queue.Queue = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self.sessions: list = []
+        self.backends: list[Backend] = []
+
+    def load(self) -> "QueueSUT":
+        """Load one backend per worker (no thread started: ``warm_up`` can time them); returns self."""
+        if not self.backends:
+            self.backends = [self._factory().load() for _ in range(self.config.workers)]
+        return self
 
     def start(self) -> "QueueSUT":
-        """Create one session per worker and start the worker threads; returns self."""
-        self.sessions = [self._factory() for _ in range(self.config.workers)]
-        for i, sess in enumerate(self.sessions):
-            t = threading.Thread(target=self._work, args=(sess,), name=f"convkit-sut-{i}", daemon=True)
+        """Load the backends and start one worker thread each; returns self."""
+        self.load()
+        for i, backend in enumerate(self.backends):
+            t = threading.Thread(target=self._work, args=(backend,), name=f"convkit-sut-{i}", daemon=True)
             t.start()
             self._threads.append(t)
         return self
@@ -122,16 +104,16 @@ class QueueSUT:
             self._q.put((rid, idx, now))
 
     def warm_up(self, batch_sizes=(1,), repeats: int = 3) -> dict:
-        """Run each batch size ``repeats`` times on every session; returns {batch: best seconds per call}."""
+        """Run each batch size ``repeats`` times on every backend; returns {batch: best seconds per call}."""
         out = {}
         for b in batch_sizes:
             b = self.fixed_batch or b
             x = self._gather(list(range(b)))
             best = float("inf")
-            for sess in self.sessions:
+            for backend in self.backends:
                 for _ in range(repeats):
                     t = time.perf_counter()
-                    run_batch(sess, self.input_name, self.output_name, x, self.config.device_id)
+                    backend.run(x)
                     best = min(best, time.perf_counter() - t)
             out[b] = best
         return out
@@ -161,7 +143,7 @@ class QueueSUT:
             batch.append(item)
         return batch
 
-    def _work(self, session) -> None:
+    def _work(self, backend: Backend) -> None:
         while True:
             batch = self._next_batch()
             if batch is None:
@@ -171,10 +153,9 @@ class QueueSUT:
                 self._complete_empty(ids)
                 continue
             try:
-                y = run_batch(session, self.input_name, self.output_name, self._gather([b[1] for b in batch]),
-                              self.config.device_id)
+                y = backend.run(self._gather([b[1] for b in batch]))
                 if y.ndim != 2 or y.shape[0] < len(ids):
-                    raise ValueError(f"output {self.output_name!r} has shape {list(y.shape)} for a batch of {len(ids)}")
+                    raise ValueError(f"the output has shape {list(y.shape)} for a batch of {len(ids)}")
             except Exception as exc:  # the model failed: report it, and never leave LoadGen waiting
                 with self._lock:
                     self.error = self.error or one_line(exc)
