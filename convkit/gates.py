@@ -25,6 +25,10 @@ MAX_ACC_DROP = {"fp32": 0.1, "fp16": 0.3, "int8": 1.0}
 MAX_DISAGREEMENT = {"fp32": 0.1, "fp16": 1.0, "int8": None}
 # Ties: images whose top-two PyTorch logits differ by less than this count apart, never as disagreements.
 TIE_GAP = 1e-5
+# MLPerf Inference's Server latency bound for ResNet-50 (image classification; mlperf.conf
+# `resnet50.Server.target_latency = 15`): the MLPerf benchmark closest to the classifiers of convkit's suites. The
+# serving scenarios' p99 bound and the deployment recommendation's default.
+LATENCY_BOUND_MS = 15.0
 # export.json's overall verdict over every precision (convkit.export/2; /1 said "pass" / "fail")
 PASSED, FAILED = "passed", "failed"
 

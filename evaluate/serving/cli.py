@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import click
 
+from convkit import gates
 from convkit.evaluate.options import MAX_BATCH_SIZE
 from convkit.evaluate.result import EvalResult
-from convkit.evaluate.serving.recommend import DEFAULT_LATENCY_BOUND_MS
 
 # A target above this is no single machine's: LoadGen's Python SUT callbacks top out far below it.
 MAX_SERVER_QPS = 1_000_000
@@ -29,7 +29,7 @@ def cli_options(command):
         click.option("--quick", is_flag=True,
                      help="Short LoadGen runs (2 s, >= 64 queries) for CI and demos; reported as not valid."),
         click.option("--latency-bound-ms", type=click.FloatRange(0, 600_000, min_open=True),
-                     default=DEFAULT_LATENCY_BOUND_MS,
+                     default=gates.LATENCY_BOUND_MS,
                      show_default=True, help="p99 bound for Server and the recommendation (MLPerf ResNet-50 Server: 15)."),
         click.option("--max-batch", type=click.IntRange(1, MAX_BATCH_SIZE), default=16, show_default=True,
                      help="SUT dynamic batching: most samples per batch (Server, Offline)."),

@@ -14,12 +14,8 @@ Offline results are left out: Offline has no latency bound, so it cannot show a 
 from __future__ import annotations
 
 from convkit.evaluate.result import EvalResult
-from convkit.gates import MAX_ACC_DROP, Limits, judge
+from convkit.gates import LATENCY_BOUND_MS, MAX_ACC_DROP, Limits, judge
 from convkit.uncertainty import Interval, pair_level, ratio_interval
-
-# MLPerf Inference's Server latency bound for ResNet-50 (image classification; mlperf.conf
-# `resnet50.Server.target_latency = 15`): the MLPerf benchmark closest to the classifiers of convkit's suites.
-DEFAULT_LATENCY_BOUND_MS = 15.0
 
 # Backends whose figures describe serving from host memory; device-resident ("ort", "ort-cudagraph" on a GPU)
 # figures are kept too, labelled by backend.
@@ -136,7 +132,7 @@ def withheld_reason(result: EvalResult) -> str | None:
     return None
 
 
-def recommend(result: EvalResult, latency_bound_ms: float = DEFAULT_LATENCY_BOUND_MS, objective: str = "throughput",
+def recommend(result: EvalResult, latency_bound_ms: float = LATENCY_BOUND_MS, objective: str = "throughput",
               max_drop: dict | None = None) -> dict:
     """Return the deployment recommendation for the model of ``result`` (an eval.json dict).
 

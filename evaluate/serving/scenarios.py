@@ -28,11 +28,11 @@ from typing import Callable
 
 import numpy as np
 
+from convkit import gates
 from convkit.artifacts import LOADGEN_DIR
 from convkit.errors import ConvkitError
 from convkit.evaluate.accuracy import classification_metrics
 from convkit.evaluate.serving.backend import Backend
-from convkit.evaluate.serving.recommend import DEFAULT_LATENCY_BOUND_MS
 from convkit.evaluate.serving.sut import QueueSUT, SutConfig, one_line
 
 SCENARIOS = {"single-stream": "SingleStream", "multi-stream": "MultiStream", "server": "Server", "offline": "Offline"}
@@ -53,7 +53,7 @@ class ScenarioOptions:
 
     scenarios: tuple[str, ...] = ()
     quick: bool = False
-    latency_bound_ms: float = DEFAULT_LATENCY_BOUND_MS
+    latency_bound_ms: float = gates.LATENCY_BOUND_MS
     server_qps: float | None = None  # pin Server to this target QPS instead of bisecting
     bisect_steps: int = 7
     accuracy: bool = True  # also run LoadGen's accuracy mode once
@@ -260,15 +260,6 @@ def make_settings(lg, scenario: str, mode: str, opts: ScenarioOptions, estimate:
     return s, recorded
 
 
-def _sut_config(scenario: str, base: SutConfig, samples_per_query: int) -> SutConfig:
-    # Dynamic batching (wait up to the timeout for more samples) only where queries arrive independently:
-    # Server and Offline. SingleStream/MultiStream issue the next query after the last one finished, so
-    # waiting could only add latency; their batch is what is already queued (1, or the query's 8 samples).
-    if scenario in ("server", "offline"):
-        return base
-    return SutConfig(**{**base.to_dict(), "batch_timeout_ms": 0.0, "max_batch": max(1, samples_per_query)})
-
-
 def run_loadgen(lg, sut_factory: Callable[[Callable], QueueSUT], n_samples: int, settings,
                 log_dir: Path) -> tuple[dict, dict, QueueSUT]:
     """Run one LoadGen test against a fresh SUT; return (parsed detail log, parsed summary, the stopped SUT).
@@ -373,7 +364,7 @@ def run_one(lg, scenario: str, served: Served, opts: ScenarioOptions, estimate: 
     """Run one LoadGen test; return the flat row: scenario, precision, provider, settings, SUT threads and
     batching, throughput, latency percentiles (ms), LoadGen's validity and ``valid`` (False for quick runs)."""
     settings, recorded = make_settings(lg, scenario, mode, opts, estimate, target_qps)
-    config = _sut_config(scenario, opts.sut, recorded["samples_per_query"])
+    config = opts.sut.for_scenario(scenario, recorded["samples_per_query"])
     detail, summary, sut = run_loadgen(lg, _make_sut(served, config), len(served.inputs), settings, log_dir)
     row = {"scenario": scenario, "precision": served.precision, "provider": served.provider, **recorded,
            **{f"sut_{k}": v for k, v in config.to_dict().items()},

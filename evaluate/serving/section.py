@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from convkit import gates
 from convkit.evaluate.result import EvalResult
 from convkit.evaluate.serving.backend import OrtBackend
-from convkit.evaluate.serving.recommend import DEFAULT_LATENCY_BOUND_MS
 from convkit.evaluate.serving.scenarios import ScenarioOptions, Served, run_scenarios
 from convkit.evaluate.serving.sut import SutConfig
 from convkit.providers import ProviderConfig, make_session
@@ -97,7 +97,7 @@ def serve(request: ServingRequest, opts: ScenarioOptions, latency_rows: list[dic
     for prec, spec in request.specs.items():
         x = spec.prepare(request.images_u8)  # preprocessed once, outside the timed path, as a server would cache
         for kind in request.providers:
-            sut = replace(opts.sut, max_batch=spec.fixed_batch or opts.sut.max_batch)
+            sut = opts.sut.for_model(spec.fixed_batch)
             served = Served(ort_backends(spec, kind, sut, request.cudnn_conv_algo_search), x, precision=prec,
                             provider=kind, fixed_batch=spec.fixed_batch)
             got = run_scenarios(served, replace(opts, sut=sut), request.out_dir, request.labels, request.class_names)
@@ -113,7 +113,7 @@ def serve(request: ServingRequest, opts: ScenarioOptions, latency_rows: list[dic
 
 def latency_bound(opts: ScenarioOptions | None) -> float:
     """Return the latency bound the recommendation uses: the scenarios' when given, else MLPerf's default."""
-    return opts.latency_bound_ms if opts is not None else DEFAULT_LATENCY_BOUND_MS
+    return opts.latency_bound_ms if opts is not None else gates.LATENCY_BOUND_MS
 
 
 def write_server_png(path: Path, row: dict, bound_ms: float) -> Path | None:

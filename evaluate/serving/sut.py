@@ -16,7 +16,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -40,6 +40,21 @@ class SutConfig:
     def to_dict(self) -> dict:
         """Return the settings as a flat JSON-able dict."""
         return asdict(self)
+
+    def for_model(self, fixed_batch: int | None) -> SutConfig:
+        """Return these settings for a model with a static batch size (``fixed_batch``): batches of exactly it."""
+        return replace(self, max_batch=fixed_batch or self.max_batch)
+
+    def for_scenario(self, scenario: str, samples_per_query: int) -> SutConfig:
+        """Return the settings LoadGen's ``scenario`` runs with.
+
+        Dynamic batching (wait up to the timeout for more samples) only where queries arrive independently:
+        Server and Offline. SingleStream/MultiStream issue the next query after the last one finished, so
+        waiting could only add latency; their batch is what is already queued (1, or the query's 8 samples).
+        """
+        if scenario in ("server", "offline"):
+            return self
+        return replace(self, batch_timeout_ms=0.0, max_batch=max(1, samples_per_query))
 
 
 def one_line(exc: BaseException) -> str:
