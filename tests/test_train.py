@@ -197,7 +197,7 @@ def test_adam_is_fused_on_cuda_only(tmp_path):
 
 
 def test_evaluate_pads_the_tail_and_counts_only_real_rows():
-    from convkit.data.loader import DeviceLoader
+    from convkit.data.loader import DeviceLoader, LoaderOptions
     from convkit.train.loop import evaluate
 
     torch.manual_seed(0)
@@ -206,7 +206,8 @@ def test_evaluate_pads_the_tail_and_counts_only_real_rows():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10)).eval()
     shapes = []
     model.register_forward_pre_hook(lambda mod, args: shapes.append(args[0].shape[0]))
-    loader = DeviceLoader(x, y, 16, (0.5,) * 3, (0.25,) * 3, torch.device("cpu"), train=False, channels_last=True)
+    loader = DeviceLoader(x, y, 16, (0.5,) * 3, (0.25,) * 3, torch.device("cpu"),
+                          LoaderOptions(train=False, channels_last=True))
     stats = evaluate(model, loader, "none")
     assert shapes == [16, 16, 16, 16]  # 50 = 3×16 + 2: the tail of 2 ran padded to 16
     with torch.no_grad():

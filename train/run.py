@@ -33,7 +33,7 @@ from convkit.artifacts import (
 from convkit.atomic import ensure_writable_dir, write_csv
 from convkit.compilation import compile_model
 from convkit.data.load import load_dataset
-from convkit.data.loader import DeviceLoader, make_generator
+from convkit.data.loader import DeviceLoader, LoaderOptions, make_generator
 from convkit.devices import exact_fp32
 from convkit.envinfo import environment
 from convkit.errors import ConvkitError, TrainingDiverged, failure_of
@@ -205,14 +205,14 @@ def set_up(cfg: TrainConfig, resume: bool, overwrite: bool = False) -> RunState:
         model = model.to(memory_format=torch.channels_last)
     mcfg = model.default_cfg
     train_loader = DeviceLoader(data.train_images, data.train_labels, cfg.recipe.batch_size, mcfg.mean, mcfg.std,
-                                device, train=True, crop_pad=cfg.crop_pad, flip=cfg.flip,
-                                channels_last=cfg.channels_last)
+                                device, LoaderOptions(train=True, crop_pad=cfg.crop_pad, flip=cfg.flip,
+                                                      channels_last=cfg.channels_last))
     if len(train_loader) == 0:
         raise ConvkitError(
             f"--batch-size {cfg.recipe.batch_size} exceeds the {len(data.train_images)} training images; lower it"
         )
     test_loader = DeviceLoader(data.test_images, data.test_labels, cfg.recipe.batch_size, mcfg.mean, mcfg.std,
-                               device, train=False, channels_last=cfg.channels_last)
+                               device, LoaderOptions(train=False, channels_last=cfg.channels_last))
     optimizer, scheduler = build_optimizer(model, cfg, len(train_loader))
     state = RunState(cfg, final, device, model, data, train_loader, test_loader, optimizer, scheduler,
                      environment(device))
