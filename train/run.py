@@ -40,7 +40,7 @@ from convkit.errors import ConvkitError, TrainingDiverged, failure_of
 from convkit.models import create_model
 from convkit.onnx_meta import file_sha256
 from convkit.train.config import TrainConfig
-from convkit.train.loop import GradNormTracker, autocast, evaluate, padded_batches, synchronize, train_epoch
+from convkit.train.loop import GradNormTracker, TrainStep, autocast, evaluate, padded_batches, synchronize, train_epoch
 from convkit.train.optim import build_optimizer
 from convkit.uncertainty import wilson
 
@@ -252,6 +252,7 @@ def run_epochs(state: RunState, compiled, quiet: bool) -> None:
     cfg, model, device = state.cfg, state.model, state.device
     tracker = GradNormTracker(model, every=cfg.grad_norm_every)
     terminal = sys.stdout.isatty()  # a bar only on a terminal; elsewhere (CI logs, nohup, docker run without -t)
+    step = TrainStep(state.optimizer, state.scheduler, cfg.amp, cfg.recipe.label_smoothing)
     bar = tqdm(total=(cfg.epochs - state.start_epoch) * len(state.train_loader), desc=cfg.experiment, unit="step",
                disable=quiet or not terminal, leave=False, dynamic_ncols=True)
     for epoch in range(state.start_epoch, cfg.epochs):
@@ -260,8 +261,7 @@ def run_epochs(state: RunState, compiled, quiet: bool) -> None:
         epoch_seed = cfg.seed * 100_003 + epoch
         torch.manual_seed(epoch_seed)
         model.train()
-        tr = train_epoch(compiled, state.train_loader, state.optimizer, state.scheduler,
-                         make_generator(device, epoch_seed), cfg.amp, cfg.recipe.label_smoothing, tracker,
+        tr = train_epoch(compiled, state.train_loader, step, make_generator(device, epoch_seed), tracker,
                          on_step=lambda: bar.update(1))
         model.eval()
         te = evaluate(compiled, state.test_loader, cfg.amp)
