@@ -277,7 +277,7 @@ def test_checkpoints_are_written_first_last_and_by_interval(tmp_path, monkeypatc
     real_save = run_mod.save_checkpoint
 
     def spy(run_dir, **kw):
-        saved.append(kw["epoch"])
+        saved.append(kw["record"].epoch)
         return real_save(run_dir, **kw)
 
     monkeypatch.setattr(run_mod, "save_checkpoint", spy)

@@ -20,6 +20,7 @@ from convkit.artifacts import (
     GRAD_NORMS,
     HISTORY,
     METRICS,
+    CheckpointRecord,
     fresh_run_folder,
     holds_run,
     load_checkpoint,
@@ -251,8 +252,8 @@ def run_epochs(state: RunState, compiled, quiet: bool) -> None:
     """
     cfg, model, device = state.cfg, state.model, state.device
     tracker = GradNormTracker(model, every=cfg.grad_norm_every)
-    terminal = sys.stdout.isatty()  # a bar only on a terminal; elsewhere (CI logs, nohup, docker run without -t)
     step = TrainStep(state.optimizer, state.scheduler, cfg.amp, cfg.recipe.label_smoothing)
+    terminal = sys.stdout.isatty()  # a bar only on a terminal; elsewhere (CI logs, nohup, docker run without -t)
     bar = tqdm(total=(cfg.epochs - state.start_epoch) * len(state.train_loader), desc=cfg.experiment, unit="step",
                disable=quiet or not terminal, leave=False, dynamic_ncols=True)
     for epoch in range(state.start_epoch, cfg.epochs):
@@ -284,9 +285,11 @@ def run_epochs(state: RunState, compiled, quiet: bool) -> None:
         if epoch + 1 == cfg.epochs:  # measured before the last checkpoint, which records it for metrics.json's readers
             state.final = {**final_fp32_accuracy(state), "parameters": count_parameters(model)}
         if checkpoint_due(state, epoch + 1):
+            record = CheckpointRecord(epoch=epoch + 1, config=cfg.to_dict(), history=state.history,
+                                      grad_norms=state.grad_rows, environment=state.env,
+                                      data_checksum=state.data.checksum, final=state.final)
             save_checkpoint(state.run_dir, model=model, optimizer=state.optimizer, scheduler=state.scheduler,
-                            epoch=epoch + 1, config=cfg.to_dict(), history=state.history, grad_norms=state.grad_rows,
-                            environment=state.env, data_checksum=state.data.checksum, final=state.final)
+                            record=record)
             state.saved_epoch, state.saved_at = epoch + 1, time.monotonic()
         write_csv(state.run_dir / HISTORY, state.history)
         write_csv(state.run_dir / GRAD_NORMS, state.grad_rows)
