@@ -398,24 +398,36 @@ def save_reference_logits(run_dir: Path, logits, checkpoint_sha256: str, data_ch
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------------------
-def save_checkpoint(run_dir: Path, *, model, optimizer, scheduler, epoch: int, config: dict, history: list,
-                    grad_norms: list, environment: dict, data_checksum: str, final: dict | None = None) -> Path:
-    """Atomically write ``run_dir/checkpoint.pt`` for ``epoch`` completed epochs; returns its path.
+@dataclass
+class CheckpointRecord:
+    """What a checkpoint keeps beside the weights and the optimizer state: ``epoch`` completed epochs, the run's
+    config dict, its history and gradient-norm rows so far, environment and data checksum; ``final``: the final
+    model's figures (after the last epoch), which metrics.json repeats and readers verify."""
 
-    ``final``: the final model's figures (after the last epoch), which metrics.json repeats and readers verify.
-    """
+    epoch: int
+    config: dict
+    history: list
+    grad_norms: list
+    environment: dict
+    data_checksum: str
+    final: dict | None = None
+
+
+def save_checkpoint(run_dir: Path, *, model, optimizer, scheduler, record: CheckpointRecord) -> Path:
+    """Atomically write ``run_dir/checkpoint.pt`` (weights, optimizer and scheduler state, and ``record``) for
+    ``record.epoch`` completed epochs; returns its path."""
     state = {
         "schema": SCHEMAS["checkpoint"],
         "model": model.state_dict(),  # the eager module: no torch.compile "_orig_mod." prefixes
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "epoch": epoch,
-        "config": config,
-        "history": history,
-        "grad_norms": grad_norms,
-        "environment": environment,
-        "data_checksum": data_checksum,
-        "final": final or {},
+        "epoch": record.epoch,
+        "config": record.config,
+        "history": record.history,
+        "grad_norms": record.grad_norms,
+        "environment": record.environment,
+        "data_checksum": record.data_checksum,
+        "final": record.final or {},
     }
     return save_torch(Path(run_dir) / CHECKPOINT, state)
 

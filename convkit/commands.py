@@ -6,12 +6,13 @@ Module-level imports stay light (click, and the stage cli modules that import cl
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import click
 
 from convkit import gates
 from convkit.errors import ConvkitError
-from convkit.train.cli import config_kwargs, training_options
+from convkit.train.cli import overrides_from_cli, training_options
 
 
 @click.command("list")
@@ -73,8 +74,7 @@ def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_
                      precisions=tuple(precisions), export_kwargs={"max_acc_drop": drop}, max_accuracy_drop=drop,
                      resume=resume, overwrite=overwrite, quiet=quiet, seeds=parse_seeds(seeds),
                      corruptions=options_from_cli(corruptions, severities),
-                     train_kwargs=config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample,
-                                                data_dir, out, max_images))
+                     train=replace(overrides_from_cli(click.get_current_context().params), device=device))
     result = train_all(plan, echo=click.echo, executor=choose_executor(ray_address, devices, jobs, device))
     if result["summary"]:
         click.echo(f"summary: {result['summary']}")

@@ -114,7 +114,7 @@ def _lost(plan: SuitePlan, name: str, why: str) -> dict:
 
 
 def _run_dir(plan: SuitePlan, name: str) -> Path:
-    return Path(config_of(name, plan.train_kwargs).run_dir)
+    return Path(config_of(name, plan.train).run_dir)
 
 
 def ray_task(plan: SuitePlan, name: str) -> tuple[dict, bytes]:
@@ -123,7 +123,7 @@ def ray_task(plan: SuitePlan, name: str) -> tuple[dict, bytes]:
 
     device = "cuda" if ray.get_gpu_ids() else "cpu"
     with tempfile.TemporaryDirectory(prefix="convkit-ray-") as tmp:
-        local = replace(plan, train_kwargs={**plan.train_kwargs, "out": tmp, "device": device})
+        local = replace(plan, train=replace(plan.train, out=tmp, device=device))
         res = run_experiment(local, name)
         folder = Path(res["run_dir"])
         buf = io.BytesIO()

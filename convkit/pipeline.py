@@ -9,7 +9,7 @@ summary is then rebuilt from the run folders on disk.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +20,7 @@ from convkit.export import export_run
 from convkit.report.build import build_report
 from convkit.suite import Experiment, get_experiment, seeded_name, select_experiments, split_seeded
 from convkit.summary import record_plan, write_summary
-from convkit.train import resolve_config, train_experiment
+from convkit.train import TrainOverrides, resolve_config, train_experiment
 
 
 @dataclass
@@ -29,7 +29,7 @@ class SuitePlan:
 
     suite: str = "seed"
     only: list[str] | None = None
-    train_kwargs: dict = field(default_factory=dict)  # for resolve_config (recipe, epochs, device, sample, out…)
+    train: TrainOverrides = field(default_factory=TrainOverrides)  # for resolve_config (recipe, epochs, device…)
     export: bool = True
     evaluate: bool = True
     precisions: tuple[str, ...] = ()  # fp16 / int8 variants beside fp32
@@ -58,13 +58,13 @@ def job_names(plan: SuitePlan) -> list[str]:
     return [seeded_name(n, s) for n in names for s in plan.seeds] if plan.seeds else names
 
 
-def config_of(name: str, train_kwargs: dict):
+def config_of(name: str, train: TrainOverrides):
     """Return the TrainConfig of a run name from ``job_names``: a seeded name trains its experiment with that seed
     into the folder of that name."""
     experiment, seed = split_seeded(name)
     if seed is None:
-        return resolve_config(name, **train_kwargs)
-    return resolve_config(experiment, **{**train_kwargs, "seed": seed}, run_name=name)
+        return resolve_config(name, train)
+    return resolve_config(experiment, replace(train, seed=seed), run_name=name)
 
 
 def check_existing(plan: SuitePlan, configs: list) -> None:
@@ -86,8 +86,7 @@ def run_experiment(plan: SuitePlan, name: str, device: str | None = None) -> dic
     """
     if plan.on_start is not None:
         plan.on_start(name)
-    kwargs = {**plan.train_kwargs, **({"device": device} if device else {})}
-    cfg = config_of(name, kwargs)
+    cfg = config_of(name, replace(plan.train, device=device) if device else plan.train)
     run_dir = Path(cfg.run_dir)
     stage = "train"
     try:
@@ -133,7 +132,7 @@ def train_all(plan: SuitePlan, echo: Callable[[str], None] = print, executor: Ca
     by default; ``convkit.distribute`` has one per GPU in local processes and one on a Ray cluster.
     """
     names = job_names(plan)
-    configs = [config_of(n, plan.train_kwargs) for n in names]  # bad options fail before any work
+    configs = [config_of(n, plan.train) for n in names]  # bad options fail before any work
     check_existing(plan, configs)
     suite_dir = Path(configs[0].run_dir).parent
     t0 = time.perf_counter()
@@ -164,7 +163,7 @@ def run_sequentially(plan: SuitePlan, names: list[str], echo: Callable[[str], No
     """Run the experiments one after another in this process; returns their run_experiment results."""
     results = []
     for i, name in enumerate(names, 1):
-        exp, cfg = get_experiment(split_seeded(name)[0]), config_of(name, plan.train_kwargs)
+        exp, cfg = get_experiment(split_seeded(name)[0]), config_of(name, plan.train)
         echo(f"[{i}/{len(names)}] {name} ({exp.model}, {exp.dataset}, {cfg.epochs} epochs, seed {cfg.seed}, "
              f"{cfg.device})")
         res = run_experiment(plan, name)

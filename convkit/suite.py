@@ -56,33 +56,38 @@ TABLE_TITLES = {
 }
 
 
-def _seed(name, table, row, title, model, acc, time_s, epochs=15, printed=None) -> Experiment:
-    return Experiment(name, "seed", table, row, title, model, epochs, SeedResult(acc, time_s, printed))
+def _seed(name: str, table: int, row: int, title: str, model: str, reported: SeedResult,
+          epochs: int = 15) -> Experiment:
+    """Return the seed suite's experiment for a row of the study: ``reported`` is what the study printed for it."""
+    return Experiment(name, "seed", table, row, title, model, epochs, reported)
 
 
 SUITES: dict[str, list[Experiment]] = {
     "seed": [
-        _seed("t1-fcn", 1, 1, "FCN", "fcn_mnist", 0.9834, 238),
-        _seed("t1-simple-cnn", 1, 2, "Simple CNN", "simple_cnn_mnist", 0.9928, 246),
-        _seed("t1-residual-cnn", 1, 3, "Residual CNN", "residual_cnn_mnist", 0.9940, 333),
-        _seed("t2-fcn", 2, 1, "FCN", "fcn_cifar", 0.5340, 247, printed=1462538),
-        _seed("t2-residual-cnn", 2, 2, "Residual CNN", "residual_cnn_cifar", 0.8193, 364, printed=160906),
-        _seed("t2-regularized-residual", 2, 3, "Regularized Residual CNN", "regularized_residual_cnn", 0.8349, 408),
-        _seed("t3-k3", 3, 1, "k=3", "kernel_cnn_k3", 0.9035, 385),
-        _seed("t3-k5", 3, 2, "k=5", "kernel_cnn_k5", 0.8089, 396, printed=161450),
-        _seed("t3-k7", 3, 3, "k=7", "kernel_cnn_k7", 0.8067, 437),
-        _seed("t3-k1x3", 3, 4, "1×1+3×3", "kernel_cnn_k1x3", 0.8038, 379),
-        _seed("t4-2conv", 4, 1, "2 conv", "depth_2conv", 0.7227, 259),
-        _seed("t4-4conv", 4, 2, "4 conv", "depth_4conv", 0.7918, 299),
-        _seed("t4-6conv", 4, 3, "6 conv", "depth_6conv", 0.7576, 300),
-        _seed("t4-residual", 4, 4, "residual", "depth_residual", 0.8147, 370),
-        _seed("t5-custom-conv", 5, 1, "custom conv", "custom_conv_cnn", 0.6730, 255),
-        _seed("t5-attention", 5, 2, "attention", "se_attention_cnn", 0.7069, 264),
-        _seed("t5-custom-activation", 5, 3, "custom activation", "custom_activation_cnn", 0.6774, 261, printed=268810),
-        _seed("t5-custom-pooling", 5, 4, "custom pooling", "custom_pooling_cnn", 0.6878, 292),
-        _seed("t6-basic", 6, 1, "basic", "residual_cnn_cifar", 0.8148, 380),
-        _seed("t6-bottleneck", 6, 2, "bottleneck", "resnet50_cifar", 0.8341, 1891, epochs=10),
-        _seed("t6-wide", 6, 3, "wide", "wrn16_4_cifar", 0.8462, 454, epochs=10),
+        _seed("t1-fcn", 1, 1, "FCN", "fcn_mnist", SeedResult(0.9834, 238)),
+        _seed("t1-simple-cnn", 1, 2, "Simple CNN", "simple_cnn_mnist", SeedResult(0.9928, 246)),
+        _seed("t1-residual-cnn", 1, 3, "Residual CNN", "residual_cnn_mnist", SeedResult(0.9940, 333)),
+        _seed("t2-fcn", 2, 1, "FCN", "fcn_cifar", SeedResult(0.5340, 247, params_printed=1462538)),
+        _seed("t2-residual-cnn", 2, 2, "Residual CNN", "residual_cnn_cifar",
+              SeedResult(0.8193, 364, params_printed=160906)),
+        _seed("t2-regularized-residual", 2, 3, "Regularized Residual CNN", "regularized_residual_cnn",
+              SeedResult(0.8349, 408)),
+        _seed("t3-k3", 3, 1, "k=3", "kernel_cnn_k3", SeedResult(0.9035, 385)),
+        _seed("t3-k5", 3, 2, "k=5", "kernel_cnn_k5", SeedResult(0.8089, 396, params_printed=161450)),
+        _seed("t3-k7", 3, 3, "k=7", "kernel_cnn_k7", SeedResult(0.8067, 437)),
+        _seed("t3-k1x3", 3, 4, "1×1+3×3", "kernel_cnn_k1x3", SeedResult(0.8038, 379)),
+        _seed("t4-2conv", 4, 1, "2 conv", "depth_2conv", SeedResult(0.7227, 259)),
+        _seed("t4-4conv", 4, 2, "4 conv", "depth_4conv", SeedResult(0.7918, 299)),
+        _seed("t4-6conv", 4, 3, "6 conv", "depth_6conv", SeedResult(0.7576, 300)),
+        _seed("t4-residual", 4, 4, "residual", "depth_residual", SeedResult(0.8147, 370)),
+        _seed("t5-custom-conv", 5, 1, "custom conv", "custom_conv_cnn", SeedResult(0.6730, 255)),
+        _seed("t5-attention", 5, 2, "attention", "se_attention_cnn", SeedResult(0.7069, 264)),
+        _seed("t5-custom-activation", 5, 3, "custom activation", "custom_activation_cnn",
+              SeedResult(0.6774, 261, params_printed=268810)),
+        _seed("t5-custom-pooling", 5, 4, "custom pooling", "custom_pooling_cnn", SeedResult(0.6878, 292)),
+        _seed("t6-basic", 6, 1, "basic", "residual_cnn_cifar", SeedResult(0.8148, 380)),
+        _seed("t6-bottleneck", 6, 2, "bottleneck", "resnet50_cifar", SeedResult(0.8341, 1891), epochs=10),
+        _seed("t6-wide", 6, 3, "wide", "wrn16_4_cifar", SeedResult(0.8462, 454), epochs=10),
     ],
     "kernel-eq": [
         Experiment(f"eq-{v}", "kernel-eq", 7, i + 1, f"equal params, {v}", f"kernel_eq_{v}", 15)

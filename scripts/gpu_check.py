@@ -250,11 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     cmd = train_all_command(args, args.only, export)
     print("running: " + " ".join(cmd[1:]), flush=True)
     rc, suite_wall = run_bounded(cmd, log, args.budget_s, env)
-    from convkit.train.config import resolve_config
+    from convkit.train.config import TrainOverrides, resolve_config
 
     # resolve_config gives each run folder's path (device plays no part in it)
-    run_dirs = {name: Path(resolve_config(name, sample=args.dry_run, out=args.runs_dir, device="cpu").run_dir)
-                for name in args.only}
+    overrides = TrainOverrides(sample=args.dry_run, out=args.runs_dir, device="cpu")
+    run_dirs = {name: Path(resolve_config(name, overrides).run_dir) for name in args.only}
     rows = [experiment_row(name, run_dir) for name, run_dir in run_dirs.items()]
     report = {"dry_run": args.dry_run, "install": args.install, "command": cmd[1:], "train_all_exit": rc,
               "budget_s": args.budget_s, "suite_wall_s": suite_wall, "log": str(log), "machine": machine,

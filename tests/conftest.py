@@ -31,9 +31,10 @@ def shared_data() -> Path:
 
 def train_sample_run(out: Path, experiment: str, epochs: int = 1, **kw) -> Path:
     """Train ``experiment`` on the embedded sample on CPU and return its run directory."""
-    from convkit.train import resolve_config, train_experiment
+    from convkit.train import TrainOverrides, resolve_config, train_experiment
 
-    cfg = resolve_config(experiment, epochs=epochs, device="cpu", sample=True, out=out, compile=False, **kw)
+    overrides = TrainOverrides(epochs=epochs, device="cpu", sample=True, out=out, compile=False, **kw)
+    cfg = resolve_config(experiment, overrides)
     train_experiment(cfg, quiet=True)
     return Path(cfg.run_dir)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import shutil
 import tarfile
@@ -13,7 +14,7 @@ import torch
 
 from convkit.data.decode import read_idx, safe_extractall
 from convkit.data.load import load_dataset
-from convkit.data.loader import DeviceLoader, make_generator, random_crop, random_flip
+from convkit.data.loader import DeviceLoader, LoaderOptions, make_generator, random_crop, random_flip
 from convkit.data.sources import find_source, sample_dir
 from convkit.errors import DataError
 
@@ -141,12 +142,12 @@ def test_loader_batches_cover_split_and_are_normalized():
     x = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8)
     y = torch.arange(50) % 10
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.2, 0.2)
-    test = DeviceLoader(x, y, 16, mean, std, torch.device("cpu"), train=False)
+    test = DeviceLoader(x, y, 16, mean, std, torch.device("cpu"), LoaderOptions(train=False))
     batches = list(test.epoch())
     assert [len(b[1]) for b in batches] == [16, 16, 16, 2]
     expected = (x.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     torch.testing.assert_close(torch.cat([b[0] for b in batches]), expected)
-    train = DeviceLoader(x, y, 16, mean, std, torch.device("cpu"), train=True)
+    train = DeviceLoader(x, y, 16, mean, std, torch.device("cpu"), LoaderOptions(train=True))
     labels = torch.cat([b[1] for b in train.epoch(make_generator(torch.device("cpu"), 1))])
     assert len(labels) == 48  # last partial batch dropped: static shapes for torch.compile
 
@@ -154,7 +155,7 @@ def test_loader_batches_cover_split_and_are_normalized():
 def test_loader_permutation_is_seeded():
     x = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1).expand(40, 1, 4, 4).contiguous()
     y = torch.arange(40)
-    ld = DeviceLoader(x, y, 8, (0.0,), (1.0,), torch.device("cpu"), train=True)
+    ld = DeviceLoader(x, y, 8, (0.0,), (1.0,), torch.device("cpu"), LoaderOptions(train=True))
     a = torch.cat([b[1] for b in ld.epoch(make_generator(torch.device("cpu"), 3))])
     b = torch.cat([b[1] for b in ld.epoch(make_generator(torch.device("cpu"), 3))])
     c = torch.cat([b[1] for b in ld.epoch(make_generator(torch.device("cpu"), 4))])
@@ -183,9 +184,10 @@ def test_channels_last_survives_augmentation():
     x = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
     y = torch.arange(40) % 10
     cpu = torch.device("cpu")
-    kw = {"mean": (0.5, 0.4, 0.3), "std": (0.2, 0.2, 0.2), "device": cpu, "train": True, "crop_pad": 2, "flip": True}
-    cl = DeviceLoader(x, y, 16, channels_last=True, **kw)
-    nchw = DeviceLoader(x, y, 16, channels_last=False, **kw)
+    kw = {"mean": (0.5, 0.4, 0.3), "std": (0.2, 0.2, 0.2), "device": cpu}
+    augment = LoaderOptions(train=True, crop_pad=2, flip=True)
+    cl = DeviceLoader(x, y, 16, options=dataclasses.replace(augment, channels_last=True), **kw)
+    nchw = DeviceLoader(x, y, 16, options=augment, **kw)
     batches = list(cl.epoch(make_generator(cpu, 5)))
     reference = list(nchw.epoch(make_generator(cpu, 5)))
     assert len(batches) == 2
@@ -194,5 +196,6 @@ def test_channels_last_survives_augmentation():
         assert xb.stride() == (8 * 8 * 3, 1, 8 * 3, 3)  # N, C, H, W strides of NHWC storage
         assert torch.equal(xb, xr) and torch.equal(yb, yr)  # same values, only the layout differs
     assert reference[0][0].is_contiguous()
-    test_batch = next(DeviceLoader(x, y, 16, channels_last=True, **{**kw, "train": False}).epoch())[0]
+    in_order = dataclasses.replace(augment, train=False, channels_last=True)
+    test_batch = next(DeviceLoader(x, y, 16, options=in_order, **kw).epoch())[0]
     assert test_batch.is_contiguous(memory_format=torch.channels_last)

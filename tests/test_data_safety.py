@@ -24,7 +24,7 @@ from convkit.data.load import load_dataset
 from convkit.data.sources import sample_dir
 from convkit.errors import ConvkitError, DataError
 from convkit.evaluate.model_io import Overrides, inspect_model, parse_floats
-from convkit.train.config import resolve_config
+from convkit.train.config import TrainOverrides, resolve_config
 
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -459,12 +459,13 @@ def test_non_finite_metadata_normalization_is_rejected(tmp_path):
 ])
 def test_resolve_config_bounds_numbers(kwargs, needle):
     with pytest.raises(ConvkitError) as info:
-        resolve_config("t1-fcn", device="cpu", **kwargs)
+        resolve_config("t1-fcn", TrainOverrides(device="cpu", **kwargs))
     assert needle in info.value.message and info.value.exit_code == 2 and "\n" not in info.value.message
 
 
 def test_resolve_config_accepts_the_limits():
-    cfg = resolve_config("t1-fcn", device="cpu", lr=10.0, epochs=10000, batch_size=65536, seed=2**32 - 1)
+    cfg = resolve_config("t1-fcn", TrainOverrides(device="cpu", lr=10.0, epochs=10000, batch_size=65536,
+                                                    seed=2**32 - 1))
     assert cfg.epochs == 10000 and cfg.recipe.batch_size == 65536 and cfg.recipe.lr == 10.0
 
 

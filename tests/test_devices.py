@@ -7,7 +7,7 @@ import pytest
 import convkit.train.config as config_mod
 from convkit.devices import gpu_visible, resolve_default_device
 from convkit.errors import ConvkitError
-from convkit.train import resolve_config
+from convkit.train import TrainOverrides, resolve_config
 
 
 @pytest.mark.parametrize("env, node, visible", [
@@ -39,12 +39,12 @@ def test_resolve_config_refuses_silent_cpu_run_on_old_driver(tmp_path, monkeypat
     monkeypatch.setattr(config_mod.torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "all")
     with pytest.raises(ConvkitError, match="driver ≥ 580"):
-        resolve_config("t1-fcn", out=tmp_path)
+        resolve_config("t1-fcn", TrainOverrides(out=tmp_path))
     # an explicit --device cpu is the way out
-    assert resolve_config("t1-fcn", out=tmp_path, device="cpu").device == "cpu"
+    assert resolve_config("t1-fcn", TrainOverrides(out=tmp_path, device="cpu")).device == "cpu"
     monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "void")
     monkeypatch.setattr(config_mod, "gpu_visible", lambda: False)
-    assert resolve_config("t1-fcn", out=tmp_path).device == "cpu"
+    assert resolve_config("t1-fcn", TrainOverrides(out=tmp_path)).device == "cpu"
 
 
 def test_cli_exit_2_with_driver_message(tmp_path, monkeypatch):

@@ -11,12 +11,13 @@ import pytest
 from convkit.distribute import balance, local_executor, parse_devices
 from convkit.errors import ConvkitError
 from convkit.pipeline import SuitePlan, train_all
+from convkit.train import TrainOverrides
 
 TRAIN = {"epochs": 1, "batch_size": 256, "device": "cpu", "sample": True, "compile": False}
 
 
 def _plan(tmp_path: Path, only: list[str], **kw) -> SuitePlan:
-    return SuitePlan(only=only, train_kwargs={**TRAIN, "out": str(tmp_path)}, evaluate=False, quiet=True,
+    return SuitePlan(only=only, train=TrainOverrides(**TRAIN, out=str(tmp_path)), evaluate=False, quiet=True,
                      export_kwargs={"n_images": 32}, **kw)
 
 

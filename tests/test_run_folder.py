@@ -105,9 +105,9 @@ def test_resume_refuses_other_data(tmp_path):
 
 def test_retraining_removes_stale_exports_and_evaluate_asks_for_a_re_export(tmp_path, monkeypatch):
     import convkit.train.run as run_mod
-    from convkit.train import resolve_config, train_experiment
+    from convkit.train import TrainOverrides, resolve_config, train_experiment
 
-    cfg = resolve_config("t1-fcn", epochs=2, batch_size=256, device="cpu", sample=True, out=tmp_path)
+    cfg = resolve_config("t1-fcn", TrainOverrides(epochs=2, batch_size=256, device="cpu", sample=True, out=tmp_path))
     real, calls = run_mod.train_epoch, []
 
     def stop_in_epoch_2(*a, **k):

@@ -12,13 +12,13 @@ import torch
 
 import convkit.train.run as run_mod
 from convkit.errors import ConvkitError, TrainingDiverged
-from convkit.train import resolve_config, train_experiment
+from convkit.train import TrainOverrides, resolve_config, train_experiment
 from convkit.train.loop import EpochStats
 
 
 def _cfg(tmp_path, experiment="t1-fcn", **kw):
     kw = {"epochs": 1, "device": "cpu", "sample": True, "out": tmp_path, "compile": False, **kw}
-    return resolve_config(experiment, **kw)
+    return resolve_config(experiment, TrainOverrides(**kw))
 
 
 def test_one_epoch_run_writes_every_artifact(tmp_path):
@@ -121,7 +121,7 @@ def test_bad_config_values(tmp_path, kw, match):
     if kw.get("device") == "cuda" and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     with pytest.raises(ConvkitError, match=match):
-        resolve_config("t1-fcn", **{"out": tmp_path, "device": "cpu", **kw})
+        resolve_config("t1-fcn", TrainOverrides(**{"out": tmp_path, "device": "cpu", **kw}))
 
 
 def test_unwritable_output(tmp_path):
@@ -197,7 +197,7 @@ def test_adam_is_fused_on_cuda_only(tmp_path):
 
 
 def test_evaluate_pads_the_tail_and_counts_only_real_rows():
-    from convkit.data.loader import DeviceLoader
+    from convkit.data.loader import DeviceLoader, LoaderOptions
     from convkit.train.loop import evaluate
 
     torch.manual_seed(0)
@@ -206,7 +206,8 @@ def test_evaluate_pads_the_tail_and_counts_only_real_rows():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10)).eval()
     shapes = []
     model.register_forward_pre_hook(lambda mod, args: shapes.append(args[0].shape[0]))
-    loader = DeviceLoader(x, y, 16, (0.5,) * 3, (0.25,) * 3, torch.device("cpu"), train=False, channels_last=True)
+    loader = DeviceLoader(x, y, 16, (0.5,) * 3, (0.25,) * 3, torch.device("cpu"),
+                          LoaderOptions(train=False, channels_last=True))
     stats = evaluate(model, loader, "none")
     assert shapes == [16, 16, 16, 16]  # 50 = 3×16 + 2: the tail of 2 ran padded to 16
     with torch.no_grad():
@@ -276,7 +277,7 @@ def test_checkpoints_are_written_first_last_and_by_interval(tmp_path, monkeypatc
     real_save = run_mod.save_checkpoint
 
     def spy(run_dir, **kw):
-        saved.append(kw["epoch"])
+        saved.append(kw["record"].epoch)
         return real_save(run_dir, **kw)
 
     monkeypatch.setattr(run_mod, "save_checkpoint", spy)
@@ -292,19 +293,19 @@ def test_checkpoints_are_written_first_last_and_by_interval(tmp_path, monkeypatc
 def test_max_images_caps_matching_experiments_and_spreads_over_classes():
     from convkit.data.load import load_dataset
 
-    cfgs = {n: resolve_config(n, device="cpu", sample=True, max_images=[("t6-wide", 120), ("t6-*", 200)])
-            for n in ("t6-wide", "t6-bottleneck", "t1-fcn")}
+    caps = TrainOverrides(device="cpu", sample=True, max_images=[("t6-wide", 120), ("t6-*", 200)])
+    cfgs = {n: resolve_config(n, caps) for n in ("t6-wide", "t6-bottleneck", "t1-fcn")}
     assert [cfgs[n].max_images for n in ("t6-wide", "t6-bottleneck", "t1-fcn")] == [120, 200, None]
     data = load_dataset("cifar10", sample=True, max_images=120)
     assert len(data.train_images) == len(data.train_labels) == 120 and len(data.test_images) == 120
     assert len(set(data.train_labels.tolist())) == 10  # evenly spaced through the split: every class kept
     with pytest.raises(ConvkitError):
-        resolve_config("t1-fcn", device="cpu", max_images=0)
+        resolve_config("t1-fcn", TrainOverrides(device="cpu", max_images=0))
 
 
 def test_config_records_the_augmentation_training_used(tmp_path):
     # The fast recipe says crop 4 + flip, but MNIST trains with a 2-pixel crop and no flip: record what ran.
-    mnist = resolve_config("t1-fcn", epochs=1, device="cpu", sample=True, out=tmp_path, compile=False)
+    mnist = resolve_config("t1-fcn", TrainOverrides(epochs=1, device="cpu", sample=True, out=tmp_path, compile=False))
     assert mnist.recipe.crop_pad == 4 and mnist.recipe.flip
     assert mnist.to_dict()["augmentation"] == {"crop_pad": 2, "flip": False}
     train_experiment(mnist, quiet=True)
@@ -312,7 +313,7 @@ def test_config_records_the_augmentation_training_used(tmp_path):
         doc = json.loads((Path(mnist.run_dir) / name).read_text())
         assert doc["config"]["augmentation"] == {"crop_pad": 2, "flip": False}, name
         assert doc["config"]["recipe"]["crop_pad"] == 4
-    cifar = resolve_config("t5-custom-conv", device="cpu", sample=True, out=tmp_path)
+    cifar = resolve_config("t5-custom-conv", TrainOverrides(device="cpu", sample=True, out=tmp_path))
     assert cifar.to_dict()["augmentation"] == {"crop_pad": cifar.recipe.crop_pad, "flip": cifar.recipe.flip}
-    seed = resolve_config("t1-fcn", recipe="seed", device="cpu", sample=True, out=tmp_path)
+    seed = resolve_config("t1-fcn", TrainOverrides(recipe="seed", device="cpu", sample=True, out=tmp_path))
     assert seed.to_dict()["augmentation"] == {"crop_pad": 0, "flip": False}

@@ -7,7 +7,8 @@ one evaluation pass), ``run`` (set up → epochs → metrics), ``cli`` (the ``co
 import importlib
 
 # Loaded on first use, so that importing the package (as `convkit --help` does for its cli module) stays cheap.
-_EXPORTS = {"TrainConfig": "config", "resolve_config": "config", "train_experiment": "run"}
+_EXPORTS = {"TrainConfig": "config", "TrainOverrides": "config", "resolve_config": "config",
+            "train_experiment": "run"}
 __all__ = list(_EXPORTS)
 
 

@@ -6,10 +6,14 @@ Module-level imports stay light (click only): the training machinery is imported
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any, Mapping
 
 import click
 
 from convkit.errors import ConvkitError
+
+if TYPE_CHECKING:
+    from convkit.train.config import TrainOverrides
 
 
 def _default_out() -> str:
@@ -42,11 +46,15 @@ def training_options(fn):
     return fn
 
 
-def config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample, data_dir, out,
-                  max_images=()) -> dict:
-    """Return the keyword arguments of ``resolve_config`` from the training options."""
-    return dict(recipe=recipe, epochs=epochs, batch_size=batch_size, lr=lr, device=device, compile=compile_,
-                seed=seed, sample=sample, data_dir=data_dir, out=out, max_images=parse_max_images(max_images))
+def overrides_from_cli(options: Mapping[str, Any]) -> TrainOverrides:
+    """Return the TrainOverrides of the training options (``training_options``) among a command's parsed
+    ``options`` (click's ``ctx.params``: name → value)."""
+    from convkit.train.config import TrainOverrides  # imports torch: only when a command runs
+
+    return TrainOverrides(recipe=options["recipe"], epochs=options["epochs"], batch_size=options["batch_size"],
+                          lr=options["lr"], device=options["device"], compile=options["compile_"],
+                          seed=options["seed"], sample=options["sample"], data_dir=options["data_dir"],
+                          out=options["out"], max_images=parse_max_images(options["max_images"]))
 
 
 def parse_max_images(values) -> list[tuple[str, int]] | None:
@@ -69,8 +77,7 @@ def train_cmd(experiment, recipe, epochs, batch_size, lr, device, compile_, seed
     """Train one EXPERIMENT (see `convkit list`) and write runs/<suite>/<experiment>/."""
     from convkit.train import resolve_config, train_experiment
 
-    cfg = resolve_config(experiment, **config_kwargs(recipe, epochs, batch_size, lr, device, compile_, seed, sample,
-                                                     data_dir, out, max_images))
+    cfg = resolve_config(experiment, overrides_from_cli(click.get_current_context().params))
     if resume and overwrite:
         raise ConvkitError("--resume and --overwrite contradict each other; pick one")
     m = train_experiment(cfg, resume=resume, quiet=quiet, overwrite=overwrite)

@@ -107,59 +107,66 @@ def _check_seed(seed: int) -> None:
                            "from it and must fit torch's 64-bit generator")
 
 
-def resolve_config(
-    experiment: str,
-    *,
-    recipe: str = "fast",
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    device: str | None = None,
-    compile: bool | None = None,
-    seed: int = 0,
-    sample: bool = False,
-    data_dir: str | Path | None = None,
-    out: str | Path = "runs",
-    max_images: int | list[tuple[str, int]] | None = None,
-    run_name: str | None = None,
-) -> TrainConfig:
-    """Return the TrainConfig for ``experiment`` with the recipe's values and the given overrides applied.
+@dataclass(frozen=True)
+class TrainOverrides:
+    """The training options a run takes from the command line (or a caller): each None keeps the recipe's or the
+    experiment's value. Frozen and picklable: train-all passes it unchanged to worker processes and Ray tasks.
 
     ``max_images`` caps the images of each split: a number, or (experiment glob, number) pairs of which the
-    first that matches applies (e.g. ``[("t6-*", 256)]`` for the two large models of a demo). ``run_name`` names
-    the run folder (default: the experiment's name; train-all --seeds uses <experiment>-seed<N>).
+    first that matches applies (e.g. ``[("t6-*", 256)]`` for the two large models of a demo).
     """
-    for name, value in (("epochs", epochs), ("batch-size", batch_size), ("lr", lr)):
+
+    recipe: str = "fast"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    device: str | None = None
+    compile: bool | None = None  # None: compile on CUDA only
+    seed: int = 0
+    sample: bool = False
+    data_dir: str | Path | None = None
+    out: str | Path = "runs"
+    max_images: int | list[tuple[str, int]] | None = None
+
+
+def resolve_config(experiment: str, overrides: TrainOverrides | None = None,
+                   run_name: str | None = None) -> TrainConfig:
+    """Return the TrainConfig for ``experiment`` with the recipe's values and ``overrides`` applied (None: none).
+
+    ``run_name`` names the run folder (default: the experiment's name; train-all --seeds uses <experiment>-seed<N>).
+    """
+    overrides = overrides or TrainOverrides()
+    for name, value in (("epochs", overrides.epochs), ("batch-size", overrides.batch_size), ("lr", overrides.lr)):
         _check_number(name, value)
-    _check_seed(seed)
+    _check_seed(overrides.seed)
     exp = get_experiment(experiment)
-    base = get_recipe(recipe)
-    overrides = {k: v for k, v in (("batch_size", batch_size), ("lr", lr)) if v is not None}
-    rec = dataclasses.replace(base, **overrides)
-    dev = check_device(device or default_device())
+    base = get_recipe(overrides.recipe)
+    changed = {k: v for k, v in (("batch_size", overrides.batch_size), ("lr", overrides.lr)) if v is not None}
+    rec = dataclasses.replace(base, **changed)
+    dev = check_device(overrides.device or default_device())
     on_cuda = dev.type == "cuda"
-    suite_dir = f"{exp.suite}-sample" if sample else exp.suite
+    suite_dir = f"{exp.suite}-sample" if overrides.sample else exp.suite
     return TrainConfig(
         experiment=exp.name,
         suite=exp.suite,
         model=exp.model,
         dataset=exp.dataset,
         recipe=rec,
-        epochs=epochs or rec.epochs or exp.seed_epochs,
+        epochs=overrides.epochs or rec.epochs or exp.seed_epochs,
         device=str(dev),
-        compile=on_cuda if compile is None else compile,  # compile by default on CUDA only
+        compile=on_cuda if overrides.compile is None else overrides.compile,  # compile by default on CUDA only
         amp="bf16" if on_cuda else "none",
         channels_last=on_cuda,
-        seed=seed,
-        sample=sample,
-        data_dir=str(data_dir) if data_dir else None,
-        run_dir=str(Path(out) / suite_dir / (run_name or exp.name)),
-        max_images=_images_for(exp.name, max_images),
+        seed=overrides.seed,
+        sample=overrides.sample,
+        data_dir=str(overrides.data_dir) if overrides.data_dir else None,
+        run_dir=str(Path(overrides.out) / suite_dir / (run_name or exp.name)),
+        max_images=_images_for(exp.name, overrides.max_images),
     )
 
 
 def _images_for(experiment: str, max_images) -> int | None:
-    """Return the image cap that applies to ``experiment`` (see resolve_config); ConvkitError when not positive."""
+    """Return the image cap that applies to ``experiment`` (see TrainOverrides); ConvkitError when not positive."""
     if isinstance(max_images, (list, tuple)):
         max_images = next((n for pattern, n in max_images if fnmatch.fnmatch(experiment, pattern)), None)
     if max_images is not None and not 0 < int(max_images) <= 10_000_000:

@@ -75,27 +75,37 @@ class GradNormTracker:
         return dict(zip(self.names, means))
 
 
+@dataclass
+class TrainStep:
+    """How each training step updates the model: the optimizer, its schedule (stepped after every step, None for
+    none), the autocast precision ("bf16" or "none") and the cross-entropy's label smoothing."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    amp: str
+    label_smoothing: float = 0.0
+
+
 def train_epoch(
     model: Callable,
     loader: DeviceLoader,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    step: TrainStep,
     gen: torch.Generator,
-    amp: str,
-    label_smoothing: float,
     grad_tracker: GradNormTracker | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> EpochStats:
-    """Run one epoch of training in train mode; returns the epoch's mean loss and accuracy (train mode, as the study)."""
+    """Run one epoch of training in train mode, each batch updated as ``step`` says; returns the epoch's mean loss
+    and accuracy (train mode, as the study)."""
+    optimizer, scheduler = step.optimizer, step.scheduler
     device = loader.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     synchronize(device)
     t0 = time.perf_counter()
     for x, y in loader.epoch(gen):
-        with autocast(device, amp):
+        with autocast(device, step.amp):
             logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            loss = F.cross_entropy(logits, y, label_smoothing=step.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_tracker is not None:

@@ -20,6 +20,7 @@ from convkit.artifacts import (
     GRAD_NORMS,
     HISTORY,
     METRICS,
+    CheckpointRecord,
     fresh_run_folder,
     holds_run,
     load_checkpoint,
@@ -33,14 +34,14 @@ from convkit.artifacts import (
 from convkit.atomic import ensure_writable_dir, write_csv
 from convkit.compilation import compile_model
 from convkit.data.load import load_dataset
-from convkit.data.loader import DeviceLoader, make_generator
+from convkit.data.loader import DeviceLoader, LoaderOptions, make_generator
 from convkit.devices import exact_fp32
 from convkit.envinfo import environment
 from convkit.errors import ConvkitError, TrainingDiverged, failure_of
 from convkit.models import create_model
 from convkit.onnx_meta import file_sha256
 from convkit.train.config import TrainConfig
-from convkit.train.loop import GradNormTracker, autocast, evaluate, padded_batches, synchronize, train_epoch
+from convkit.train.loop import GradNormTracker, TrainStep, autocast, evaluate, padded_batches, synchronize, train_epoch
 from convkit.train.optim import build_optimizer
 from convkit.uncertainty import wilson
 
@@ -205,14 +206,14 @@ def set_up(cfg: TrainConfig, resume: bool, overwrite: bool = False) -> RunState:
         model = model.to(memory_format=torch.channels_last)
     mcfg = model.default_cfg
     train_loader = DeviceLoader(data.train_images, data.train_labels, cfg.recipe.batch_size, mcfg.mean, mcfg.std,
-                                device, train=True, crop_pad=cfg.crop_pad, flip=cfg.flip,
-                                channels_last=cfg.channels_last)
+                                device, LoaderOptions(train=True, crop_pad=cfg.crop_pad, flip=cfg.flip,
+                                                      channels_last=cfg.channels_last))
     if len(train_loader) == 0:
         raise ConvkitError(
             f"--batch-size {cfg.recipe.batch_size} exceeds the {len(data.train_images)} training images; lower it"
         )
     test_loader = DeviceLoader(data.test_images, data.test_labels, cfg.recipe.batch_size, mcfg.mean, mcfg.std,
-                               device, train=False, channels_last=cfg.channels_last)
+                               device, LoaderOptions(train=False, channels_last=cfg.channels_last))
     optimizer, scheduler = build_optimizer(model, cfg, len(train_loader))
     state = RunState(cfg, final, device, model, data, train_loader, test_loader, optimizer, scheduler,
                      environment(device))
@@ -251,6 +252,7 @@ def run_epochs(state: RunState, compiled, quiet: bool) -> None:
     """
     cfg, model, device = state.cfg, state.model, state.device
     tracker = GradNormTracker(model, every=cfg.grad_norm_every)
+    step = TrainStep(state.optimizer, state.scheduler, cfg.amp, cfg.recipe.label_smoothing)
     terminal = sys.stdout.isatty()  # a bar only on a terminal; elsewhere (CI logs, nohup, docker run without -t)
     bar = tqdm(total=(cfg.epochs - state.start_epoch) * len(state.train_loader), desc=cfg.experiment, unit="step",
                disable=quiet or not terminal, leave=False, dynamic_ncols=True)
@@ -260,8 +262,7 @@ def run_epochs(state: RunState, compiled, quiet: bool) -> None:
         epoch_seed = cfg.seed * 100_003 + epoch
         torch.manual_seed(epoch_seed)
         model.train()
-        tr = train_epoch(compiled, state.train_loader, state.optimizer, state.scheduler,
-                         make_generator(device, epoch_seed), cfg.amp, cfg.recipe.label_smoothing, tracker,
+        tr = train_epoch(compiled, state.train_loader, step, make_generator(device, epoch_seed), tracker,
                          on_step=lambda: bar.update(1))
         model.eval()
         te = evaluate(compiled, state.test_loader, cfg.amp)
@@ -284,9 +285,11 @@ def run_epochs(state: RunState, compiled, quiet: bool) -> None:
         if epoch + 1 == cfg.epochs:  # measured before the last checkpoint, which records it for metrics.json's readers
             state.final = {**final_fp32_accuracy(state), "parameters": count_parameters(model)}
         if checkpoint_due(state, epoch + 1):
+            record = CheckpointRecord(epoch=epoch + 1, config=cfg.to_dict(), history=state.history,
+                                      grad_norms=state.grad_rows, environment=state.env,
+                                      data_checksum=state.data.checksum, final=state.final)
             save_checkpoint(state.run_dir, model=model, optimizer=state.optimizer, scheduler=state.scheduler,
-                            epoch=epoch + 1, config=cfg.to_dict(), history=state.history, grad_norms=state.grad_rows,
-                            environment=state.env, data_checksum=state.data.checksum, final=state.final)
+                            record=record)
             state.saved_epoch, state.saved_at = epoch + 1, time.monotonic()
         write_csv(state.run_dir / HISTORY, state.history)
         write_csv(state.run_dir / GRAD_NORMS, state.grad_rows)

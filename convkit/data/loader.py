@@ -3,6 +3,7 @@ device-side permutation and augmented with batched tensor ops, so there is no pe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -52,11 +53,23 @@ def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How a DeviceLoader walks its split: ``train`` (shuffle, drop the last partial batch, augment) or in order;
+    the augmentations (a random crop of ``crop_pad`` reflect-padded pixels, a random left-right ``flip``), which
+    apply only when training; and the batches' memory layout (``channels_last``)."""
+
+    train: bool
+    crop_pad: int = 0
+    flip: bool = False
+    channels_last: bool = False
+
+
 class DeviceLoader:
     """Iterates (normalized float images, labels) batches of one split held on ``device``.
 
-    ``train=True`` shuffles with a device-side permutation, drops the last partial batch (static shapes
-    keep torch.compile from recompiling) and applies the augmentations; ``train=False`` walks the split in
+    ``options.train`` shuffles with a device-side permutation, drops the last partial batch (static shapes
+    keep torch.compile from recompiling) and applies the augmentations; otherwise the loader walks the split in
     order and keeps every image.
     """
 
@@ -68,19 +81,17 @@ class DeviceLoader:
         mean: tuple[float, ...],
         std: tuple[float, ...],
         device: torch.device,
-        train: bool,
-        crop_pad: int = 0,
-        flip: bool = False,
-        channels_last: bool = False,
+        options: LoaderOptions,
     ):
         self.images = images.to(device, non_blocking=True)
         self.labels = labels.to(device, non_blocking=True)
         self.batch_size = batch_size
         self.device = device
-        self.train = train
-        self.crop_pad = crop_pad
-        self.flip = flip
-        self.channels_last = channels_last
+        self.options = options
+        self.train = options.train
+        self.crop_pad = options.crop_pad
+        self.flip = options.flip
+        self.channels_last = options.channels_last
         self.scale, self.shift = normalization(mean, std, device)
 
     def __len__(self) -> int:
