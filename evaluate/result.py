@@ -12,8 +12,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convkit.artifacts import read_artifact
-
 
 @dataclass
 class EvalResult:
@@ -83,5 +81,7 @@ EMPTY = {"created": "", "input": "", "model": {}, "variants": {}, "dataset": {},
 def read_eval(path: Path | str) -> EvalResult | None:
     """Return the EvalResult of the eval.json at ``path``, None when there is none (ConvkitError, exit 2, for a
     file of another schema or unreadable JSON: convkit.artifacts.read_artifact)."""
+    from convkit.artifacts import read_artifact  # torch comes with it: `convkit --help` never loads this
+
     doc = read_artifact(Path(path), "eval")
     return None if doc is None else EvalResult.from_json(doc)
