@@ -71,7 +71,7 @@ def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_
     drop = gates.parse_points(max_accuracy_drop, "--max-accuracy-drop", gates.MAX_ACC_DROP)
     device = single_device(devices, jobs, device)
     plan = SuitePlan(suite=suite, only=list(only) or None, export=not no_export, evaluate=not no_evaluate,
-                     precisions=tuple(precisions), export_kwargs={"max_acc_drop": drop}, max_accuracy_drop=drop,
+                     precisions=tuple(precisions), max_accuracy_drop=drop,
                      resume=resume, overwrite=overwrite, quiet=quiet, seeds=parse_seeds(seeds),
                      corruptions=options_from_cli(corruptions, severities),
                      train=replace(overrides_from_cli(click.get_current_context().params), device=device))

@@ -16,7 +16,7 @@ from typing import Callable
 from convkit.artifacts import FAILURE, holds_run, write_artifact
 from convkit.errors import ConvkitError, failure_of
 from convkit.evaluate import evaluate_model, gate_error, quick_options
-from convkit.export import export_run
+from convkit.export import ExportSettings, export_run
 from convkit.report.build import build_report
 from convkit.suite import Experiment, get_experiment, seeded_name, select_experiments, split_seeded
 from convkit.summary import record_plan, write_summary
@@ -33,8 +33,8 @@ class SuitePlan:
     export: bool = True
     evaluate: bool = True
     precisions: tuple[str, ...] = ()  # fp16 / int8 variants beside fp32
-    export_kwargs: dict = field(default_factory=dict)  # gates for export_run
-    max_accuracy_drop: dict | None = None  # evaluation gate, points per precision
+    max_accuracy_drop: dict | None = None  # the accuracy gate of export and evaluation, points per precision
+    export_images: int | None = None  # export's parity images (None: export's default)
     corruptions: object = None  # evaluate.robustness.CorruptionOptions: corrupted test splits too; None = skip
     resume: bool = False
     overwrite: bool = False
@@ -94,7 +94,7 @@ def run_experiment(plan: SuitePlan, name: str, device: str | None = None) -> dic
         stage = "export"
         if plan.export:
             _progress(plan, f"{name}: export")
-            export_run(run_dir, precisions=plan.precisions, **plan.export_kwargs)
+            export_run(run_dir, export_settings(plan))
         stage = "evaluate"
         if plan.export and plan.evaluate:
             _progress(plan, f"{name}: evaluate")
@@ -106,6 +106,12 @@ def run_experiment(plan: SuitePlan, name: str, device: str | None = None) -> dic
         if run_dir.is_dir():  # one that failed before its folder existed is recorded by train_all
             record_failure(run_dir, name, stage, message)
         return {"experiment": name, "run_dir": str(run_dir), "failed": stage, "error": message}
+
+
+def export_settings(plan: SuitePlan) -> ExportSettings:
+    """Return the export settings of the plan: its precisions, gate and parity images over export's defaults."""
+    given = {"max_acc_drop": plan.max_accuracy_drop, "n_images": plan.export_images}
+    return ExportSettings(precisions=plan.precisions, **{k: v for k, v in given.items() if v is not None})
 
 
 def _progress(plan: SuitePlan, line: str) -> None:

@@ -18,7 +18,7 @@ TRAIN = {"epochs": 1, "batch_size": 256, "device": "cpu", "sample": True, "compi
 
 def _plan(tmp_path: Path, only: list[str], **kw) -> SuitePlan:
     return SuitePlan(only=only, train=TrainOverrides(**TRAIN, out=str(tmp_path)), evaluate=False, quiet=True,
-                     export_kwargs={"n_images": 32}, **kw)
+                     export_images=32, **kw)
 
 
 def test_balance_puts_the_longest_first_and_evens_the_load():
