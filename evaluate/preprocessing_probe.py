@@ -171,7 +171,10 @@ def check_preprocessing(spec, session, entry: dict, images, labels: np.ndarray, 
     if dims or result["collapse"]:
         found = probe(session, spec, images, labels, (dataset_mean, dataset_std), batch, dims=dims or None)
         result["probe"] = found
-        result["verdict"] = "unverified" if found["better"] else "checked" if dims else "stated"
+        # only a defaulted value can be unverified: a collapse with every value stated (flags, a config file,
+        # convkit's own metadata) is reported, but a stated value is not overruled by a probe on a model that
+        # predicts one class (an untrained model "prefers" BGR at p = 0.02 by chance)
+        result["verdict"] = ("unverified" if found["better"] else "checked") if dims else "stated"
     result["warnings"], result["notes"] = _messages(spec, result)
     return result
 
@@ -184,7 +187,7 @@ def _messages(spec, result: dict) -> tuple[list[str], list[str]]:
         values = ", ".join(f"{k} ({spec.sources.get(k)})" for k in defaulted)
         warnings.append(f"{spec.path.name}: {values} {'was' if len(defaulted) == 1 else 'were'} defaulted or "
                         f"guessed, not stated by a flag, a config file or metadata")
-    if found and found["better"]:
+    if found and found["better"] and defaulted:
         b, cur = found["better"], found["current"]
         warnings.append(f"PREPROCESSING UNVERIFIED: `{b['flags']}` gives {b['accuracy']:.2f}, the preprocessing used "
                         f"{cur['accuracy']:.2f} on the same {found['images']} images (exact McNemar p = "
@@ -197,5 +200,8 @@ def _messages(spec, result: dict) -> tuple[list[str], list[str]]:
         flags = (best["flags"] or "the preprocessing used") if best else ""
         hint = (f"; probe on {found['images']} images: accuracy {best['accuracy']:.2f} with {flags}" if best else
                 "; no convention the probe tried runs on this model")
-        warnings.append(f"PREDICTIONS COLLAPSED: {result['collapse']}; the preprocessing is probably wrong{hint}")
+        cause = ("the preprocessing is probably wrong" if defaulted else
+                 "every preprocessing value was stated, so the model itself is the likely cause (untrained, or "
+                 "trained on other data)")
+        warnings.append(f"PREDICTIONS COLLAPSED: {result['collapse']}; {cause}{hint}")
     return warnings, notes

@@ -123,6 +123,26 @@ def test_bgr_uint8_model_probe_names_the_channel_order_and_exit_4(tmp_path):
     assert _eval_json(model)["accuracy"][0]["accuracy"] == pytest.approx(truth, abs=1e-12)
 
 
+def test_collapse_under_stated_preprocessing_is_reported_not_overruled(tmp_path):
+    """Every value stated (here wrongly: --channel-order rgb for a BGR model): the accuracy is the model's under
+    what was stated, computed independently; the collapse is warned about with the probe's finding, but a stated
+    value is never called unverified (exit 0), as an untrained convkit model with its own metadata must not be."""
+    data = colour_folder(tmp_path / "data")
+    model = bgr_uint8_nhwc_model(tmp_path / "bgr.onnx")
+    xs, y = _folder_arrays(data, lambda im: im.resize((16, 16), Image.Resampling.BILINEAR))
+    as_stated = _ort_accuracy(model, xs, y)  # fed RGB, as stated
+    assert as_stated < 0.5 < _ort_accuracy(model, [x[:, :, ::-1] for x in xs], y)
+
+    code, out = _cli([model, "--data", data, "--channel-order", "rgb", "--classes", _classes(tmp_path)])
+    assert code == 0, out
+    assert "PREDICTIONS COLLAPSED" in out and "every preprocessing value was stated" in out, out
+    assert "--channel-order bgr" in out and "PREPROCESSING UNVERIFIED" not in out, out
+    doc = _eval_json(model)
+    assert doc["preprocessing"]["verdict"] == "stated" and "preprocessing" not in doc["summary"]
+    assert doc["preprocessing"]["probe"]["best"]["flags"].startswith("--channel-order bgr")
+    assert doc["accuracy"][0]["accuracy"] == pytest.approx(as_stated, abs=1e-12)
+
+
 def brightness_mlp(path: Path, side: int = 8) -> Path:
     """A flattened one-channel classifier [N, S*S] on 0..1 pixels, no normalization: class 0 "bright" when the
     mean pixel is above 0.5, class 1 "dark" below."""
