@@ -32,7 +32,7 @@ import torch
 
 from convkit.errors import ConvkitError, failure_of
 from convkit.models import get_model_config
-from convkit.pipeline import SuitePlan, config_of, record_failure, run_experiment
+from convkit.pipeline import SuitePlan, record_failure, run_experiment
 from convkit.suite import find_experiment, split_seeded
 from convkit.train.config import check_device
 
@@ -87,7 +87,8 @@ def local_executor(devices: list[str], jobs: int = 1) -> Callable:
     """Return an executor running the experiments in ``jobs`` processes per device of ``devices``."""
     slots = [d for d in devices for _ in range(max(1, jobs))]
 
-    def execute(plan: SuitePlan, names: list[str], echo: Callable[[str], None] = print) -> list[dict]:
+    def execute(plan: SuitePlan, configs: dict, echo: Callable[[str], None] = print) -> list[dict]:
+        names = list(configs)
         groups = balance(names, len(slots))
         echo(f"running {len(names)} experiments in {len(slots)} processes on {', '.join(dict.fromkeys(devices))}")
         results: dict[str, dict] = {}
@@ -99,22 +100,18 @@ def local_executor(devices: list[str], jobs: int = 1) -> Callable:
                     results.update({r["experiment"]: r for r in fut.result()})
                 except Exception as exc:  # the process died (OOM killer, segfault): its experiments failed
                     for name in futures[fut]:
-                        results.setdefault(name, _lost(plan, name, f"worker process died ({type(exc).__name__})"))
+                        results.setdefault(name, _lost(Path(configs[name].run_dir), name,
+                                                       f"worker process died ({type(exc).__name__})"))
         return [results[n] for n in names]
 
     return execute
 
 
-def _lost(plan: SuitePlan, name: str, why: str) -> dict:
-    """Return (and record in the run folder) the result of an experiment whose worker never reported back."""
-    run_dir = _run_dir(plan, name)
+def _lost(run_dir: Path, name: str, why: str) -> dict:
+    """Return (and record in ``run_dir``) the result of an experiment whose worker never reported back."""
     run_dir.mkdir(parents=True, exist_ok=True)
     record_failure(run_dir, name, "worker", why)
     return {"experiment": name, "run_dir": str(run_dir), "failed": "worker", "error": why}
-
-
-def _run_dir(plan: SuitePlan, name: str) -> Path:
-    return Path(config_of(name, plan.train).run_dir)
 
 
 def ray_task(plan: SuitePlan, name: str) -> tuple[dict, bytes]:
@@ -190,7 +187,8 @@ def ray_executor(address: str | None, jobs: int = 1) -> Callable:
     """Return an executor running one Ray task per experiment on the cluster at ``address`` ("auto": the
     running one; None: a local instance), with 1/``jobs`` of a GPU per task where the cluster has GPUs."""
 
-    def execute(plan: SuitePlan, names: list[str], echo: Callable[[str], None] = print) -> list[dict]:
+    def execute(plan: SuitePlan, configs: dict, echo: Callable[[str], None] = print) -> list[dict]:
+        names = list(configs)
         ray = connect_ray(address)
         gpus = 1.0 / max(1, jobs) if ray.cluster_resources().get("GPU") else 0
         task = ray.remote(ray_task).options(num_gpus=gpus, max_retries=1)
@@ -201,10 +199,11 @@ def ray_executor(address: str | None, jobs: int = 1) -> Callable:
             name = refs[ref]
             try:
                 res, blob = ray.get(ref)
-                unpack_run(blob, _run_dir(plan, name).parent)
-                res = {**res, "run_dir": str(_run_dir(plan, name))}
+                run_dir = Path(configs[name].run_dir)
+                unpack_run(blob, run_dir.parent)
+                res = {**res, "run_dir": str(run_dir)}
             except Exception as exc:  # the task raised (Ray wraps it: report the cause), or its worker died twice
-                res = _lost(plan, name, failure_of(getattr(exc, "cause", None) or exc).message)
+                res = _lost(Path(configs[name].run_dir), name, failure_of(getattr(exc, "cause", None) or exc).message)
             echo(f"{name}: {'FAILED in ' + res['failed'] + ': ' + res['error'] if res['failed'] else 'done'}")
             results[name] = res
         return [results[n] for n in names]

@@ -78,15 +78,16 @@ def check_existing(plan: SuitePlan, configs: list) -> None:
         raise ConvkitError(f"{held[0]}{more} already holds a run; pass --resume to continue or --overwrite to replace")
 
 
-def run_experiment(plan: SuitePlan, name: str, device: str | None = None) -> dict:
+def run_experiment(plan: SuitePlan, name: str, device: str | None = None, cfg=None) -> dict:
     """Train, export and evaluate one experiment; returns {"experiment", "run_dir", "failed": stage or None,
     "error"}. Any failure is caught, recorded in the run folder (failure.json) and returned; Ctrl-C propagates.
 
-    ``device`` overrides the plan's (the local multi-device and Ray executors give each experiment its own).
+    ``cfg`` is its TrainConfig when already resolved (train-all resolves each once); else it is resolved here,
+    with ``device`` over the plan's (the local multi-device and Ray executors give each experiment its own).
     """
     if plan.on_start is not None:
         plan.on_start(name)
-    cfg = config_of(name, replace(plan.train, device=device) if device else plan.train)
+    cfg = cfg or config_of(name, replace(plan.train, device=device) if device else plan.train)
     run_dir = Path(cfg.run_dir)
     stage = "train"
     try:
@@ -134,17 +135,18 @@ def train_all(plan: SuitePlan, echo: Callable[[str], None] = print, executor: Ca
     """Run every experiment of ``plan``, then rebuild the suite summary; returns write_summary's dict plus
     "failed" (names of experiments that failed in any stage).
 
-    ``executor(plan, names, echo) -> [run_experiment results]`` runs the experiments: one after another here
-    by default; ``convkit.distribute`` has one per GPU in local processes and one on a Ray cluster.
+    ``executor(plan, configs, echo) -> [run_experiment results]`` runs the experiments (``configs``: run name →
+    its TrainConfig, resolved once here): one after another here by default; ``convkit.distribute`` has one per
+    GPU in local processes and one on a Ray cluster (each resolves its experiments again for its own device).
     """
     names = job_names(plan)
-    configs = [config_of(n, plan.train) for n in names]  # bad options fail before any work
-    check_existing(plan, configs)
-    suite_dir = Path(configs[0].run_dir).parent
+    configs = {n: config_of(n, plan.train) for n in names}  # bad options fail before any work
+    check_existing(plan, list(configs.values()))
+    suite_dir = Path(configs[names[0]].run_dir).parent
     t0 = time.perf_counter()
-    results = (executor or run_sequentially)(plan, names, echo)
+    results = (executor or run_sequentially)(plan, configs, echo)
     failed = [r["experiment"] for r in results if r["failed"]]
-    if not any(Path(c.run_dir).is_dir() for c in configs):  # every experiment failed before its first epoch:
+    if not any(Path(c.run_dir).is_dir() for c in configs.values()):  # every experiment failed before its first epoch:
         return {"summary": None, "results": {}, "failed": failed, "report": None}  # no empty suite folder left
     record_plan(suite_dir, plan.suite, names)  # so the summary lists every one, run or not
     for r in results:  # failed before its run folder existed: a folder for its failure record
@@ -165,14 +167,15 @@ def write_report(suite_dir: Path, echo: Callable[[str], None]) -> str | None:
         return None
 
 
-def run_sequentially(plan: SuitePlan, names: list[str], echo: Callable[[str], None] = print) -> list[dict]:
-    """Run the experiments one after another in this process; returns their run_experiment results."""
-    results = []
+def run_sequentially(plan: SuitePlan, configs: dict, echo: Callable[[str], None] = print) -> list[dict]:
+    """Run the experiments (run name → TrainConfig) one after another in this process; returns their
+    run_experiment results."""
+    results, names = [], list(configs)
     for i, name in enumerate(names, 1):
-        exp, cfg = get_experiment(split_seeded(name)[0]), config_of(name, plan.train)
+        exp, cfg = get_experiment(split_seeded(name)[0]), configs[name]
         echo(f"[{i}/{len(names)}] {name} ({exp.model}, {exp.dataset}, {cfg.epochs} epochs, seed {cfg.seed}, "
              f"{cfg.device})")
-        res = run_experiment(plan, name)
+        res = run_experiment(plan, name, cfg=cfg)
         if res["failed"]:
             echo(f"[{i}/{len(names)}] {name} FAILED in {res['failed']}: {res['error']}")
         results.append(res)

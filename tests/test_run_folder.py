@@ -222,3 +222,20 @@ def test_reference_logits_are_computed_once_per_checkpoint_and_data(trained, mon
     evaluate_model(trained, EvalOptions(data=DataOptions(max_images=100), providers=ProviderOptions(provider="cpu"),
                                         timing=TimingOptions(latency=False)))
     assert calls == [1, 1]
+
+
+def test_train_all_resolves_each_experiment_config_once(tmp_path, monkeypatch):
+    """train-all resolves an experiment's TrainConfig once (validating every one before any work) and hands it to
+    the run; two seeds of one experiment are two runs, each resolved once."""
+    import convkit.pipeline as pipeline
+    from convkit.train import TrainOverrides
+
+    real, calls = pipeline.resolve_config, []
+    monkeypatch.setattr(pipeline, "resolve_config", lambda *a, **k: calls.append(k.get("run_name") or a[0])
+                        or real(*a, **k))
+    plan = pipeline.SuitePlan(only=["t1-fcn"], seeds=(0, 1), export=False, quiet=True,
+                              train=TrainOverrides(epochs=1, batch_size=64, device="cpu", sample=True, out=tmp_path,
+                                                   max_images=256))
+    result = pipeline.train_all(plan, echo=lambda line: None)
+    assert result["failed"] == [] and sorted(calls) == ["t1-fcn-seed0", "t1-fcn-seed1"], calls
+    assert (tmp_path / "seed-sample" / "t1-fcn-seed1" / "metrics.json").is_file()
