@@ -29,7 +29,7 @@ TIE_GAP = 1e-5
 # `resnet50.Server.target_latency = 15`): the MLPerf benchmark closest to the classifiers of convkit's suites. The
 # serving scenarios' p99 bound and the deployment recommendation's default.
 LATENCY_BOUND_MS = 15.0
-# export.json's overall verdict over every precision (convkit.export/2; /1 said "pass" / "fail")
+# export.json's overall verdict over every precision (convkit.export/2; /1 wrote the words pass and fail)
 PASSED, FAILED = "passed", "failed"
 
 

@@ -188,8 +188,8 @@ def ort_table(rows: list[tuple[Experiment, RunData | None, dict]]) -> tuple:
     """Return the table block of ONNX Runtime figures (accuracy, deltas, latency, int8, ECE) for one seed table."""
     out = []
     for exp, run, s in rows:
-        gate = {True: "pass", False: "**FAIL**"}.get(s.get("gate"), NOT_MEASURED if s.get("seeds") is None else
-                                                      f"per seed ({s['seeds']} seeds)")
+        pooled = NOT_MEASURED if s.get("seeds") is None else f"per seed ({s['seeds']} seeds)"
+        gate = {True: "passed", False: "**FAILED**"}.get(s.get("gate"), pooled)
         fp16 = (s["fp16_acc"] - s["ort_acc"]) * 100 if s.get("fp16_acc") is not None and s.get("ort_acc") else None
         cost = -s["int8_cost_pts"] if s.get("int8_cost_pts") is not None else None
         out.append([f"{exp.row}. {exp.title}", s.get("provider") or NOT_MEASURED, eval_data_of(run),
