@@ -28,8 +28,9 @@ def cap(value, limit: int = MAX_TEXT) -> str:
 
 def md_text(value, limit: int = MAX_TEXT) -> str:
     """Return ``value`` as Markdown text showing exactly its characters: one line, capped, HTML-escaped
-    (``<``, ``>``, ``&``, quotes), and ``\\``, ``[``, ``]``, ``|`` backslash-escaped."""
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(cap(value, limit), quote=True))
+    (``<``, ``>``, ``&``: quotes need nothing in Markdown text, and ``&#x27;`` is unreadable where the file is
+    read as plain text), and ``\\``, ``[``, ``]``, ``|`` backslash-escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(cap(value, limit), quote=False))
 
 
 def md_code(value, limit: int = MAX_TEXT) -> str:

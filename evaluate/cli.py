@@ -79,7 +79,9 @@ def _summary_line(path: str, res: EvalResult) -> str:
             why = next((r.get("unstable") for r in res.latency if r["backend"] == "ort" and r["provider"] == kind
                         and r["batch"] == 1), None)
             flag = f" — UNSTABLE ({why}): rerun on a quiet machine" if why else ""
-            parts.append(f"  ORT {kind} batch-1 p50 {s[f'ort_{kind}_b1_p50_ms']:.3f} ms{flag}")
+            ci = s.get(f"ort_{kind}_b1_p50_ms_ci")
+            band = f" [{ci[0]:.3f}, {ci[1]:.3f}] (95 %, order statistics)" if ci else " (too few calls for an interval)"
+            parts.append(f"  ORT {kind} batch-1 p50 {s[f'ort_{kind}_b1_p50_ms']:.3f} ms{band}{flag}")
     if "ort_max_batch_ips" in s:
         parts.append(f"  best throughput {s['ort_max_batch_ips']:,.0f} images/s (batch ÷ mean latency)")
     unstable = [r for r in res.latency if r.get("unstable")]
