@@ -378,6 +378,11 @@ def test_report_section_computes_mce_against_the_suite_baseline(tmp_path):
     assert ce_table[2][1] == ["Simple CNN", f"{0.4 / 0.6 * 100:.0f} %", f"{0.3 / 0.8 * 100:.0f} %"]
     text = " ".join(next(b for b in blocks if b[0] == "ul")[1])
     assert "Lowest mCE" in text and "Simple CNN" in text and "int8 costs more under shift for 1 of 1" in text
+    # at 100 images a difference of two top-1 figures is noise within ±1.96·sqrt(0.25/100)·100·√2 = ±13.9 points:
+    # the CNN's 82.50 % vs the FCN's 65.00 % mean corrupted top-1 (+17.50) is beyond it; int8's extra 1.9-point
+    # loss under shift is not
+    assert "+17.50 points against the next, FCN: beyond sampling noise (±13.9 points)" in text, text
+    assert "beyond sampling noise for 0 of them" in text, text
     assert any(b[0] == "img" for b in blocks) and (tmp_path / "robustness-table-1.png").is_file()
     # a baseline that loses less than the sampling noise (±9.8 points at 100 images) under a corruption: the
     # relative mCE, a ratio over that loss, is not printed as a figure

@@ -106,20 +106,42 @@ def _worst(m: ModelRobustness) -> str | None:
     return max(per_c, key=per_c.get) if per_c else None
 
 
+def _beyond(points: float, noise: float | None) -> bool:
+    """Return True when a difference of ``points`` between two figures on the same images exceeds the sampling
+    noise of a difference (√2 × the one-figure half-width ``noise``: unpaired, hence conservative for paired rows)."""
+    return noise is not None and abs(points) > noise * 2 ** 0.5
+
+
+def _versus(points: float, noise: float | None) -> str:
+    """Return "beyond / within sampling noise (±bound points)" for a difference of ``points`` (see ``_beyond``)."""
+    if noise is None:
+        return "sampling noise not known"
+    return f"{'beyond' if _beyond(points, noise) else 'within'} sampling noise (±{noise * 2 ** 0.5:.1f} points)"
+
+
 def observations(models: list[ModelRobustness], scores: dict, base_name: str | None) -> list[str]:
     """Return sentences computed from the section's numbers: who survives best, who degrades least, what hurts
-    most, and what int8 costs under shift."""
+    most, and what int8 costs under shift; each difference between rows says whether it exceeds sampling noise
+    at the section's image count (the report calls no difference real inside it)."""
     obs = []
-    ranked = [(m, scores[m.label].mce) for m in models if scores.get(m.label) and scores[m.label].mce is not None]
+    counts = [m.n for m in models if m.n]
+    noise = R.noise_points(min(counts)) if counts else None
+    ranked = sorted(((m, scores[m.label].mce) for m in models
+                     if scores.get(m.label) and scores[m.label].mce is not None), key=lambda mv: mv[1])
     if ranked:
-        m, v = min(ranked, key=lambda mv: mv[1])
-        obs.append(f"Lowest mCE (survives corruption best, against `{base_name}` = 100 %): {m.label}, {v * 100:.1f} %.")
+        m, v = ranked[0]
+        line = f"Lowest mCE (against `{base_name}` = 100 %): {m.label}, {v * 100:.1f} %"
+        if len(ranked) > 1 and _mean_corrupted(m) is not None and _mean_corrupted(ranked[1][0]) is not None:
+            ahead = (_mean_corrupted(m) - _mean_corrupted(ranked[1][0])) * 100
+            line += (f"; its mean corrupted top-1 is {ahead:+.2f} points against the next, {ranked[1][0].label}: "
+                     + _versus(ahead, noise))
+        obs.append(line + ".")
     drops = [(m, (m.clean - _mean_corrupted(m)) * 100) for m in models
              if m.clean is not None and _mean_corrupted(m) is not None]
     if len(drops) > 1:
         lo, hi = min(drops, key=lambda d: d[1]), max(drops, key=lambda d: d[1])
         obs.append(f"Clean → corrupted top-1 drop: smallest {lo[0].label} ({lo[1]:.2f} points), largest "
-                   f"{hi[0].label} ({hi[1]:.2f} points).")
+                   f"{hi[0].label} ({hi[1]:.2f} points); their difference is {_versus(hi[1] - lo[1], noise)}.")
     per_c: dict[str, list[float]] = {}
     for m in models:
         if m.clean is None:
@@ -132,10 +154,12 @@ def observations(models: list[ModelRobustness], scores: dict, base_name: str | N
                    + ", ".join(f"{c} {np.mean(per_c[c]):.2f} points" for c in worst) + ".")
     gaps = [(m, m.int8_gap) for m in models if m.int8_gap]
     if gaps:
+        costlier = [g for _, g in gaps if g["corrupted"] < g["clean"]]
+        real = [g for g in costlier if _beyond((g["corrupted"] - g["clean"]) * 100, noise)]
         obs.append("int8 − fp32 top-1, clean vs corrupted: " + "; ".join(
             f"{m.label} {pts(g['clean'] * 100)} vs {pts(g['corrupted'] * 100)} points" for m, g in gaps)
-            + (". int8 costs more under shift for " + str(sum(g['corrupted'] < g['clean'] for _, g in gaps))
-               + f" of {len(gaps)} row(s)."))
+            + f". int8 costs more under shift for {len(costlier)} of {len(gaps)} row(s); beyond sampling noise "
+            + f"for {len(real)} of them.")
     else:
         obs.append(f"int8 under shift: {NOT_MEASURED} (no int8 variant evaluated with --corruptions).")
     return obs
