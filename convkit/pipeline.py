@@ -20,7 +20,7 @@ from convkit.export import ExportSettings, export_run
 from convkit.report.build import build_report
 from convkit.suite import Experiment, get_experiment, seeded_name, select_experiments, split_seeded
 from convkit.summary import record_plan, write_summary
-from convkit.train import TrainOverrides, resolve_config, train_experiment
+from convkit.train import TrainConfig, TrainOverrides, resolve_config, train_experiment
 
 
 @dataclass
@@ -78,7 +78,7 @@ def check_existing(plan: SuitePlan, configs: list) -> None:
         raise ConvkitError(f"{held[0]}{more} already holds a run; pass --resume to continue or --overwrite to replace")
 
 
-def run_experiment(plan: SuitePlan, name: str, device: str | None = None, cfg=None) -> dict:
+def run_experiment(plan: SuitePlan, name: str, device: str | None = None, cfg: TrainConfig | None = None) -> dict:
     """Train, export and evaluate one experiment; returns {"experiment", "run_dir", "failed": stage or None,
     "error"}. Any failure is caught, recorded in the run folder (failure.json) and returned; Ctrl-C propagates.
 
@@ -167,7 +167,8 @@ def write_report(suite_dir: Path, echo: Callable[[str], None]) -> str | None:
         return None
 
 
-def run_sequentially(plan: SuitePlan, configs: dict, echo: Callable[[str], None] = print) -> list[dict]:
+def run_sequentially(plan: SuitePlan, configs: dict[str, TrainConfig],
+                     echo: Callable[[str], None] = print) -> list[dict]:
     """Run the experiments (run name → TrainConfig) one after another in this process; returns their
     run_experiment results."""
     results, names = [], list(configs)
