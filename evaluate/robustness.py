@@ -186,9 +186,12 @@ def markdown_lines(doc: dict | None) -> list[str]:
     if not doc:
         return []
     keys = list(doc["summary"]["variants"])
+    bound = _difference_bound(doc["n"])
     intro = (f"{len(doc['corruptions'])} corruptions × severities {', '.join(map(str, doc['severities']))} of the "
              f"{doc['n']} test images, {doc['parameters']} parameters, seed {doc['seed']}. Cells: top-1 averaged "
-             "over the severities (change vs the same variant on clean data, points).")
+             "over the severities (change vs the same variant on clean data, points)."
+             + (f" At {doc['n']} images a difference of two top-1 figures within ±{bound:.1f} points (√2 × the "
+                "widest 95 % half-width; unpaired, so conservative) is within sampling noise." if bound else ""))
     lines = ["## Corruption robustness", "", intro, "",
              "| corruption | " + " | ".join(f"`{k}`" for k in keys) + " |", "|---|" + "---:|" * len(keys)]
     for c in doc["corruptions"]:
@@ -203,13 +206,25 @@ def markdown_lines(doc: dict | None) -> list[str]:
     summ = doc["summary"]["variants"]
     lines.append("| **mean** | " + " | ".join(f"**{summ[k]['mean_corrupted_accuracy']:.4f}**" for k in keys) + " |")
     for provider, g in doc["summary"]["int8_minus_fp32"].items():
+        change = (g["corrupted"] - g["clean"]) * 100
+        verdict = ("" if not bound else
+                   f"; the change, {change:+.2f} points, is {'beyond' if abs(change) > bound else 'within'} "
+                   "sampling noise")
         lines += ["", (f"int8 − fp32 top-1 on {provider}: {g['clean'] * 100:+.2f} points clean, "
-                       f"{g['corrupted'] * 100:+.2f} points on corrupted data (mean over corruptions and severities).")]
+                       f"{g['corrupted'] * 100:+.2f} points on corrupted data (mean over corruptions and severities)"
+                       f"{verdict}.")]
     if doc.get("skipped"):
         lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in doc["skipped"].items()) + "."]
     if doc.get("left_out"):
         lines += ["", "Not generated: " + "; ".join(f"{k} ({v})" for k, v in doc["left_out"].items()) + "."]
     return lines + [""]
+
+
+def _difference_bound(n: int | None) -> float | None:
+    """Return the half-width, in points, within which two top-1 figures on ``n`` images differ by sampling noise
+    alone (√2 × convkit.robustness.noise_points), None without images."""
+    one = robustness.noise_points(n) if n else None
+    return one * 2 ** 0.5 if one else None
 
 
 def check_applicable(options: CorruptionOptions | None, images) -> None:

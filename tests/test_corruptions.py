@@ -328,6 +328,8 @@ def test_ort_on_corrupted_splits_equals_plain_onnxruntime(tmp_path):
         assert row["ece"] == pytest.approx(calibration_bins(z, te_y)["ece"], abs=1e-9)
     md = (tmp_path / "m_eval" / "eval.md").read_text()
     assert "## Corruption robustness" in md and "frost" in md  # the left-out ones are named
+    # 500 images: two top-1 figures differ by noise alone within √2 · 1.96 · sqrt(0.25 / 500) · 100 = 6.2 points
+    assert f"within ±{2 ** 0.5 * 1.96 * (0.25 / 500) ** 0.5 * 100:.1f} points" in md and len(te_y) == 500
 
 
 def test_bad_corruption_flags_exit_2(tmp_path):
