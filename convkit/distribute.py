@@ -30,7 +30,7 @@ from typing import Callable
 
 import torch
 
-from convkit.errors import ConvkitError, failure_of
+from convkit.errors import ConvkitError, failure_of, first_line
 from convkit.models import get_model_config
 from convkit.pipeline import SuitePlan, record_failure, run_experiment
 from convkit.suite import find_experiment, split_seeded
@@ -179,7 +179,7 @@ def connect_ray(address: str | None):
         raise ConvkitError("--ray: no running Ray cluster found; start one (`ray start --head`), or pass "
                            "--ray ADDRESS (e.g. ray://head:10001) or set RAY_ADDRESS") from None
     except ValueError as exc:  # Ray's wording for a missing client extra or a malformed address
-        raise ConvkitError(f"--ray {address}: {str(exc).splitlines()[0][:200]}") from None
+        raise ConvkitError(f"--ray {address}: {first_line(exc, 200)}") from None
     return ray
 
 

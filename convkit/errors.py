@@ -1,4 +1,7 @@
-"""One exception type for every user-facing failure, carrying its exit code (the CLI group reports it)."""
+"""One exception type for every user-facing failure, carrying its exit code (the CLI group reports it), and the
+one way a foreign exception becomes a line of text (``first_line``, ``one_line``, ``failure_of``)."""
+
+import re
 
 # Exit codes, distinct per kind of failure so scripts can tell them apart.
 EXIT_GATE_FAILED = 1  # a quality gate (parity, accuracy drop) failed
@@ -29,6 +32,24 @@ class TrainingDiverged(ConvkitError):
         super().__init__(message, EXIT_DIVERGED)
 
 
+# "decode_jpeg, /__w/vision/.../decode_jpeg.cpp:171, " — where in a library's C++ the error was raised.
+_SOURCE_LOCATION = re.compile(r"(?:\b\w+,\s*)?\S+\.(?:c|cc|cpp|cxx|cu|h|hpp):\d+\b,?\s*")
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """Return the first non-empty line of ``exc``'s message without C++ source locations, at most ``limit``
+    characters; its type name when the message is empty."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = _SOURCE_LOCATION.sub("", lines[0]).strip(" ,") if lines else ""
+    return text[:limit] or type(exc).__name__
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """Return ``exc`` as "Type: first line" (see ``first_line``)."""
+    text = first_line(exc, limit)
+    return text if text == type(exc).__name__ else f"{type(exc).__name__}: {text}"
+
+
 def failure_of(exc: BaseException) -> ConvkitError:
     """Return ``exc`` when it is a ConvkitError, else a ConvkitError (exit 1) saying `Type: first line`.
 
@@ -37,5 +58,4 @@ def failure_of(exc: BaseException) -> ConvkitError:
     """
     if isinstance(exc, ConvkitError):
         return exc
-    first = (str(exc).strip().splitlines() or [""])[0][:300]
-    return ConvkitError(f"{type(exc).__name__}: {first}", EXIT_GATE_FAILED)
+    return ConvkitError(one_line(exc), EXIT_GATE_FAILED)

@@ -19,7 +19,7 @@ import torch
 from onnx import TensorProto, helper
 
 from convkit.envinfo import physical_cores
-from convkit.errors import ConvkitError
+from convkit.errors import ConvkitError, first_line
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 GPU_KINDS = ("cuda", "tensorrt")
@@ -167,8 +167,7 @@ def make_session(model, cfg: ProviderConfig, cuda_graph: bool = False):
     try:
         sess = ort.InferenceSession(model, sess_options=so, providers=providers)
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConvkitError(f"ONNX Runtime cannot load the model on {cfg.kind}: {msg[:300]}") from None
+        raise ConvkitError(f"ONNX Runtime cannot load the model on {cfg.kind}: {first_line(exc)}") from None
     got = sess.get_providers()
     if got[0] != PROVIDERS[cfg.kind]:
         raise ProviderUnavailable(explain_unavailable(cfg.kind) + f"; ORT would have run on {got[0]} instead")

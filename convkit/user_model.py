@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from convkit.artifacts import MODEL_SOURCE, RunModel, load_weights, read_artifact
-from convkit.errors import ConvkitError
+from convkit.errors import ConvkitError, one_line
 from convkit.onnx_meta import file_sha256
 
 # state_dict keys of the usual checkpoint layouts, in timm's order (timm.models._helpers.load_state_dict)
@@ -174,8 +174,8 @@ def _call_factory(source: ModelSource) -> torch.nn.Module:
     try:
         model = factory(**source.kwargs)
     except Exception as exc:  # noqa: BLE001 — the user's factory may raise anything
-        raise ConvkitError(f"{what}(**{json.dumps(source.kwargs)[:200]}) failed: {type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+        called = f"{what}(**{json.dumps(source.kwargs)[:200]})"
+        raise ConvkitError(f"{called} failed: {one_line(exc, 200)}") from None
     if not isinstance(model, torch.nn.Module):
         raise ConvkitError(f"{what} returned a {type(model).__name__}, not a torch.nn.Module")
     return model

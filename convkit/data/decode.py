@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import shutil
 import tarfile
 import warnings
@@ -18,21 +17,12 @@ from torchvision.io import ImageReadMode, decode_image
 
 from convkit.data.catalog import get_dataset_info
 from convkit.data.sources import MNIST_FILES, Source, find_source, fresh_dir, remove_if_empty, writable_cache
-from convkit.errors import DataError
+from convkit.errors import DataError, first_line
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
 # What torchvision.io.decode_image reads; other files in a class folder are not images of the dataset.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
-# "decode_jpeg, /__w/vision/.../decode_jpeg.cpp:171, " — where in torchvision's C++ the error was raised.
-_SOURCE_LOCATION = re.compile(r"(?:\b\w+,\s*)?\S+\.(?:c|cc|cpp|cxx|cu|h|hpp):\d+\b,?\s*")
-
-
-def one_line(exc: BaseException) -> str:
-    """Return the first line of ``exc``'s message without C++ source locations (its type name if empty)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = _SOURCE_LOCATION.sub("", lines[0]).strip(" ,") if lines else ""
-    return text or type(exc).__name__
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -44,7 +34,7 @@ def read_idx(path: Path) -> np.ndarray:
     except PermissionError:
         raise  # load_dataset reports it as "permission denied", with the fix
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"cannot read {path}: {one_line(exc)}; replace the file with an intact copy") from None
+        raise DataError(f"cannot read {path}: {first_line(exc)}; replace the file with an intact copy") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file; replace it with the original MNIST file")
     ndim = data[3]
@@ -137,7 +127,7 @@ def _read_image(path: Path, mode, shape: tuple[int, int, int]) -> torch.Tensor:
     try:
         image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
     except (RuntimeError, ValueError) as exc:
-        raise DataError(f"cannot decode image {path} ({one_line(exc)}); remove or replace it") from None
+        raise DataError(f"cannot decode image {path} ({first_line(exc)}); remove or replace it") from None
     if tuple(image.shape) != shape:
         raise DataError(f"image {path} is {image.shape[2]}x{image.shape[1]}, the dataset's are "
                         f"{shape[2]}x{shape[1]}; resize or remove it")
@@ -247,7 +237,7 @@ def _open_tarball(path: Path) -> tarfile.TarFile:
         raise
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         what = "a gzip-compressed tar archive" if mode == "r:gz" else "a tar archive"
-        raise DataError(f"broken tarball {path}: not {what} ({one_line(exc)}); download it again") from None
+        raise DataError(f"broken tarball {path}: not {what} ({first_line(exc)}); download it again") from None
 
 
 def _unpack_tarball(src: Source) -> Source:
@@ -260,12 +250,12 @@ def _unpack_tarball(src: Source) -> Source:
             with _open_tarball(src.path) as tar:
                 safe_extractall(tar, dest)
         except (tarfile.TarError, EOFError, zlib.error) as exc:
-            raise DataError(f"broken tarball {src.path} ({one_line(exc)}); download it again") from None
+            raise DataError(f"broken tarball {src.path} ({first_line(exc)}); download it again") from None
         except PermissionError:
             raise
         except OSError as exc:
             if not dest.is_dir():  # else a concurrent run unpacked the same archive first: use its copy
-                raise DataError(f"broken tarball {src.path} ({one_line(exc)}); download it again") from None
+                raise DataError(f"broken tarball {src.path} ({first_line(exc)}); download it again") from None
         finally:
             if made:
                 remove_if_empty(extracted)

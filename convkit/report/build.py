@@ -11,7 +11,7 @@ import torch.nn as nn
 from convkit import artifacts as A
 from convkit.atomic import ensure_writable_dir, write_text
 from convkit.data.catalog import display_name
-from convkit.errors import ConvkitError
+from convkit.errors import ConvkitError, one_line
 from convkit.models import create_model, get_model_config
 from convkit.plotting import plot_style
 from convkit.report import figures as F
@@ -108,7 +108,7 @@ def run_figures(run: RunData, out: Path, ctx: dict) -> dict:
         try:
             figs.update(_model_figures(run, rm, out, ctx))
         except Exception as exc:  # e.g. a checkpoint whose model no longer runs: one run must not sink the report
-            figs["conv1_note"] = f"{NOT_MEASURED} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+            figs["conv1_note"] = f"{NOT_MEASURED} ({one_line(exc, 120)})"
     return figs
 
 

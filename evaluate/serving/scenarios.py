@@ -30,10 +30,10 @@ import numpy as np
 
 from convkit import gates
 from convkit.artifacts import LOADGEN_DIR
-from convkit.errors import ConvkitError
+from convkit.errors import ConvkitError, one_line
 from convkit.evaluate.accuracy import classification_metrics
 from convkit.evaluate.serving.backend import Backend
-from convkit.evaluate.serving.sut import QueueSUT, SutConfig, one_line
+from convkit.evaluate.serving.sut import QueueSUT, SutConfig
 
 SCENARIOS = {"single-stream": "SingleStream", "multi-stream": "MultiStream", "server": "Server", "offline": "Offline"}
 MLPERF_MODEL = "resnet50"

@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from convkit.errors import one_line
 from convkit.evaluate.serving.backend import Backend
 
 _STOP = object()
@@ -55,12 +56,6 @@ class SutConfig:
         if scenario in ("server", "offline"):
             return self
         return replace(self, batch_timeout_ms=0.0, max_batch=max(1, samples_per_query))
-
-
-def one_line(exc: BaseException) -> str:
-    """Return ``exc`` as one short line: its type and the first line of its message."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 class QueueSUT:
