@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from convkit.compilation import compile_model
+from convkit.errors import one_line
 from convkit.evaluate.model_io import NP_TYPES
 from convkit.evaluate.options import TimingOptions
 from convkit.uncertainty import Interval, median_interval, pair_level, ratio_interval, ratio_verdict
@@ -239,7 +240,7 @@ def _cuda_graph_row(base: dict, graph_session: Callable, spec, x: np.ndarray, ti
         graph_timing = Timing(max(timing.warmup, 3), timing.runs, timing.min_seconds, timing.max_runs)
         return [{**base, "backend": "ort-cudagraph", **ort_device_latency(session, spec, x, graph_timing, device_id)}]
     except Exception as exc:  # graphs need every node on CUDA; report, don't fail
-        msg = getattr(exc, "message", None) or str(exc).splitlines()[0][:200]
+        msg = getattr(exc, "message", None) or one_line(exc, 200)
         notes.append(f"{base['precision']} CUDA graph at batch {len(x)} not measured: {msg}")
         return []
 
@@ -260,7 +261,7 @@ def torch_rows(reference, providers: list[str], images_u8: np.ndarray, opts: Tim
                     stats = torch_latency(reference.model, x, timing_of(opts), device, compile=mode == "compile")
                 except Exception as exc:
                     notes.append(f"PyTorch {mode} on {device} at batch {b} not measured: "
-                                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+                                 f"{one_line(exc, 200)}")
                     continue
                 rows.append({"precision": "fp32", "provider": "cpu" if device == "cpu" else "cuda",
                              "backend": f"torch-{mode}", **stats})

@@ -16,7 +16,7 @@ from onnx import TensorProto
 from convkit.artifacts import VARIANT_FILES
 from convkit.data.catalog import get_dataset_info
 from convkit.data.folder import IMAGENET_MEAN, IMAGENET_STD
-from convkit.errors import ConvkitError
+from convkit.errors import ConvkitError, first_line
 from convkit.gates import VARIANTS
 from convkit.onnx_meta import capped_metadata
 from convkit.preprocessing_config import ConfigPreprocessing
@@ -174,8 +174,7 @@ def load_onnx(path: Path):
     try:  # by path: external data resolves beside the model file (onnx refuses locations that leave its folder)
         onnx.checker.check_model(str(path))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ConvkitError(f"{path} is not a valid ONNX model (truncated or corrupt): {first}") from None
+        raise ConvkitError(f"{path} is not a valid ONNX model (truncated or corrupt): {first_line(exc, 200)}") from None
     return model
 
 

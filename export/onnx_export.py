@@ -13,7 +13,7 @@ import warnings
 import onnx
 import torch
 
-from convkit.errors import ConvkitError
+from convkit.errors import ConvkitError, first_line, one_line
 
 OPSET = 18  # pinned ai.onnx opset, recorded in every file's metadata and export.json
 TRACE_BATCH = 2  # the example batch the exporter traces with (>= 2 so the batch dim is not specialised)
@@ -123,7 +123,7 @@ def describe_export_failure(exc: BaseException, model, example, dynamic_shapes) 
     stage = "export to ONNX" if type(exc).__name__ == "ConversionError" else "torch.export tracing"
     # The innermost exception's first line is the most specific reason.
     innermost = chain[-1]
-    reason = f"{type(innermost).__name__}: {str(innermost).strip().splitlines()[0] if str(innermost).strip() else ''}"
+    reason = one_line(innermost)
     summary = re.search(r"## Exception summary\s+<class '([\w.]+)'>: ([^\n]+)", text)
     if summary:
         reason = f"{summary.group(1).rsplit('.', 1)[-1]}: {summary.group(2).strip()}"
@@ -146,5 +146,4 @@ def check_onnx(model_proto):
         onnx.checker.check_model(model_proto, full_check=True)
         return onnx.shape_inference.infer_shapes(model_proto, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConvkitError(f"exported ONNX graph fails onnx.checker/shape inference: {first}") from None
+        raise ConvkitError(f"exported ONNX graph fails onnx.checker/shape inference: {first_line(exc)}") from None

@@ -17,7 +17,7 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
-from convkit.errors import ConvkitError
+from convkit.errors import ConvkitError, one_line
 from convkit.export.onnx_export import INPUT_NAME
 
 CALIB_METHOD = "MinMax"
@@ -144,9 +144,8 @@ def to_int8(model_proto, calib: np.ndarray) -> tuple[object, dict]:
         try:
             upgraded = version_converter.convert_version(model_proto, INT8_OPSET)
         except Exception as exc:
-            first = str(exc).splitlines()[0][:200] if str(exc) else ""
             raise ConvkitError(f"int8: cannot convert the fp32 graph to opset {INT8_OPSET} "
-                               f"({type(exc).__name__}: {first})") from None
+                               f"({one_line(exc, 200)})") from None
         settings["opset"] = INT8_OPSET
         onnx.save_model(upgraded, str(src))
         try:
@@ -162,5 +161,5 @@ def to_int8(model_proto, calib: np.ndarray) -> tuple[object, dict]:
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                                 calibrate_method=CalibrationMethod.MinMax, use_external_data_format=False)
         except Exception as exc:
-            raise ConvkitError(f"int8 quantization failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+            raise ConvkitError(f"int8 quantization failed ({one_line(exc, 200)})") from None
         return prune_opset_imports(onnx.load(str(dst))), settings

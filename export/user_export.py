@@ -38,7 +38,7 @@ from convkit.data.catalog import get_dataset_info
 from convkit.data.folder import FolderImages, list_labelled
 from convkit.data.load import load_dataset
 from convkit.devices import reference_device
-from convkit.errors import EXIT_GATE_FAILED, ConvkitError
+from convkit.errors import EXIT_GATE_FAILED, ConvkitError, one_line
 from convkit.export.onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, check_onnx, describe_export_failure, export_onnx
 from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, variant_gate
 from convkit.export.pipeline import CALIB_SEED, ExportSettings, write_files
@@ -83,9 +83,8 @@ def _export(source, contract, out: Path, settings: ExportSettings, exporter: str
     try:
         ref = torch_logits(module, x, device=settings.device)  # x: the model's input already (the contract applied)
     except Exception as exc:  # noqa: BLE001 — the user's forward may raise anything on the wrong input
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise ConvkitError(f"the model failed on a batch of input {list(x.shape)} (N, C, H, W): {type(exc).__name__}: "
-                           f"{first}; check --input-size and the data") from None
+        raise ConvkitError(f"the model failed on a batch of input {list(x.shape)} (N, C, H, W): "
+                           f"{one_line(exc, 200)}; check --input-size and the data") from None
     if ref.ndim != 2 or ref.shape[1] != len(contract.classes):
         raise ConvkitError(f"the model returns {list(ref.shape)} for a batch of images, expected [N, "
                            f"{len(contract.classes)}] (one score per class of the data); check --model-kwargs")
