@@ -87,3 +87,11 @@ def noise_points(n: int) -> float | None:
     """Return the 95 % half-width, in points, of a top-1 measured on ``n`` images at the widest case (50 %):
     1.96 · sqrt(0.25 / n) · 100 (normal approximation); None without images."""
     return 1.96 * (0.25 / n) ** 0.5 * 100 if n else None
+
+
+def difference_noise_points(n: int | None) -> float | None:
+    """Return the half-width, in points, within which two top-1 figures on ``n`` images differ by sampling noise
+    alone: √2 × ``noise_points`` (unpaired, hence conservative for two models on the same images); None without
+    images."""
+    one = noise_points(n) if n else None
+    return one * 2 ** 0.5 if one else None

@@ -186,7 +186,7 @@ def markdown_lines(doc: dict | None) -> list[str]:
     if not doc:
         return []
     keys = list(doc["summary"]["variants"])
-    bound = _difference_bound(doc["n"])
+    bound = robustness.difference_noise_points(doc["n"])
     intro = (f"{len(doc['corruptions'])} corruptions × severities {', '.join(map(str, doc['severities']))} of the "
              f"{doc['n']} test images, {doc['parameters']} parameters, seed {doc['seed']}. Cells: top-1 averaged "
              "over the severities (change vs the same variant on clean data, points)."
@@ -218,13 +218,6 @@ def markdown_lines(doc: dict | None) -> list[str]:
     if doc.get("left_out"):
         lines += ["", "Not generated: " + "; ".join(f"{k} ({v})" for k, v in doc["left_out"].items()) + "."]
     return lines + [""]
-
-
-def _difference_bound(n: int | None) -> float | None:
-    """Return the half-width, in points, within which two top-1 figures on ``n`` images differ by sampling noise
-    alone (√2 × convkit.robustness.noise_points), None without images."""
-    one = robustness.noise_points(n) if n else None
-    return one * 2 ** 0.5 if one else None
 
 
 def check_applicable(options: CorruptionOptions | None, images) -> None:

@@ -106,17 +106,16 @@ def _worst(m: ModelRobustness) -> str | None:
     return max(per_c, key=per_c.get) if per_c else None
 
 
-def _beyond(points: float, noise: float | None) -> bool:
-    """Return True when a difference of ``points`` between two figures on the same images exceeds the sampling
-    noise of a difference (√2 × the one-figure half-width ``noise``: unpaired, hence conservative for paired rows)."""
-    return noise is not None and abs(points) > noise * 2 ** 0.5
+def _beyond(points: float, bound: float | None) -> bool:
+    """Return True when a difference of ``points`` exceeds ``bound`` (convkit.robustness.difference_noise_points)."""
+    return bound is not None and abs(points) > bound
 
 
-def _versus(points: float, noise: float | None) -> str:
-    """Return "beyond / within sampling noise (±bound points)" for a difference of ``points`` (see ``_beyond``)."""
-    if noise is None:
+def _versus(points: float, bound: float | None) -> str:
+    """Return "beyond / within sampling noise (±bound points)" for a difference of ``points``."""
+    if bound is None:
         return "sampling noise not known"
-    return f"{'beyond' if _beyond(points, noise) else 'within'} sampling noise (±{noise * 2 ** 0.5:.1f} points)"
+    return f"{'beyond' if _beyond(points, bound) else 'within'} sampling noise (±{bound:.1f} points)"
 
 
 def observations(models: list[ModelRobustness], scores: dict, base_name: str | None) -> list[str]:
@@ -125,7 +124,7 @@ def observations(models: list[ModelRobustness], scores: dict, base_name: str | N
     at the section's image count (the report calls no difference real inside it)."""
     obs = []
     counts = [m.n for m in models if m.n]
-    noise = R.noise_points(min(counts)) if counts else None
+    bound = R.difference_noise_points(min(counts)) if counts else None
     ranked = sorted(((m, scores[m.label].mce) for m in models
                      if scores.get(m.label) and scores[m.label].mce is not None), key=lambda mv: mv[1])
     if ranked:
@@ -134,14 +133,14 @@ def observations(models: list[ModelRobustness], scores: dict, base_name: str | N
         if len(ranked) > 1 and _mean_corrupted(m) is not None and _mean_corrupted(ranked[1][0]) is not None:
             ahead = (_mean_corrupted(m) - _mean_corrupted(ranked[1][0])) * 100
             line += (f"; its mean corrupted top-1 is {ahead:+.2f} points against the next, {ranked[1][0].label}: "
-                     + _versus(ahead, noise))
+                     + _versus(ahead, bound))
         obs.append(line + ".")
     drops = [(m, (m.clean - _mean_corrupted(m)) * 100) for m in models
              if m.clean is not None and _mean_corrupted(m) is not None]
     if len(drops) > 1:
         lo, hi = min(drops, key=lambda d: d[1]), max(drops, key=lambda d: d[1])
         obs.append(f"Clean → corrupted top-1 drop: smallest {lo[0].label} ({lo[1]:.2f} points), largest "
-                   f"{hi[0].label} ({hi[1]:.2f} points); their difference is {_versus(hi[1] - lo[1], noise)}.")
+                   f"{hi[0].label} ({hi[1]:.2f} points); their difference is {_versus(hi[1] - lo[1], bound)}.")
     per_c: dict[str, list[float]] = {}
     for m in models:
         if m.clean is None:
@@ -155,7 +154,7 @@ def observations(models: list[ModelRobustness], scores: dict, base_name: str | N
     gaps = [(m, m.int8_gap) for m in models if m.int8_gap]
     if gaps:
         costlier = [g for _, g in gaps if g["corrupted"] < g["clean"]]
-        real = [g for g in costlier if _beyond((g["corrupted"] - g["clean"]) * 100, noise)]
+        real = [g for g in costlier if _beyond((g["corrupted"] - g["clean"]) * 100, bound)]
         obs.append("int8 − fp32 top-1, clean vs corrupted: " + "; ".join(
             f"{m.label} {pts(g['clean'] * 100)} vs {pts(g['corrupted'] * 100)} points" for m, g in gaps)
             + f". int8 costs more under shift for {len(costlier)} of {len(gaps)} row(s); beyond sampling noise "

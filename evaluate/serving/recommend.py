@@ -134,7 +134,7 @@ def withheld_reason(result: EvalResult) -> str | None:
 
 def recommend(result: EvalResult, latency_bound_ms: float = LATENCY_BOUND_MS, objective: str = "throughput",
               max_drop: dict | None = None) -> dict:
-    """Return the deployment recommendation for the model of ``result`` (an eval.json dict).
+    """Return the deployment recommendation for the model of ``result`` (an EvalResult).
 
     Keys: ``recommended`` and ``runner_up`` (candidates as in ``candidates``, or None), ``versus_runner_up``
     (``versus``: the recommendation is better only beyond the interval, else the text says they tie), ``met``
