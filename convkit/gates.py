@@ -29,6 +29,9 @@ TIE_GAP = 1e-5
 # `resnet50.Server.target_latency = 15`): the MLPerf benchmark closest to the classifiers of convkit's suites. The
 # serving scenarios' p99 bound and the deployment recommendation's default.
 LATENCY_BOUND_MS = 15.0
+# what the recommendation prints when no --latency-bound-ms was given: where the default comes from, and why
+LATENCY_BOUND_SOURCE = ("default: MLPerf's ResNet-50 Server p99 bound, mlperf.conf resnet50.Server.target_latency, "
+                        "the MLPerf benchmark closest to an image classifier; set --latency-bound-ms to your service's")
 # export.json's overall verdict over every precision (convkit.export/2; /1 wrote the words pass and fail)
 PASSED, FAILED = "passed", "failed"
 

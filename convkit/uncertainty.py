@@ -139,6 +139,21 @@ def median_interval(values, level: float = LEVEL) -> Interval | None:
     return Interval(float(x[rank - 1]), float(x[n - rank]), level)
 
 
+def quantile_interval(values, q: float, level: float = LEVEL) -> Interval | None:
+    """Return the distribution-free interval of the ``q`` quantile (0 < q < 1): order statistics x(l) and x(u),
+    l = the ``(1 − level) / 2`` quantile of Binomial(n, q), u = its ``(1 + level) / 2`` quantile + 1 (for q = 1/2
+    the median's interval); None when there are too few values for either end (e.g. p99 from under ~300 calls)."""
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    n = len(x)
+    if n == 0:
+        return None
+    low = int(stats.binom.ppf((1 - level) / 2, n, q))
+    high = int(stats.binom.ppf((1 + level) / 2, n, q)) + 1
+    if low < 1 or high > n:
+        return None
+    return Interval(float(x[low - 1]), float(x[high - 1]), level)
+
+
 def pair_level(level: float = LEVEL) -> float:
     """Return the level of each of two intervals whose combination holds at ``level`` (Bonferroni)."""
     return 1 - (1 - level) / 2

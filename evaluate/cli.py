@@ -73,17 +73,7 @@ def _summary_line(path: str, res: EvalResult) -> str:
                 if a.get("top5_accuracy") is not None else "")
         parts.append(f"  {a['precision']} ORT {a['provider']}: acc "
                      f"{format_interval(a['accuracy'], a.get('accuracy_ci'))}{top5}{extra}")
-    s = res.summary
-    for kind in ("cpu", "cuda"):
-        if f"ort_{kind}_b1_p50_ms" in s:
-            why = next((r.get("unstable") for r in res.latency if r["backend"] == "ort" and r["provider"] == kind
-                        and r["batch"] == 1), None)
-            flag = f" — UNSTABLE ({why}): rerun on a quiet machine" if why else ""
-            ci = s.get(f"ort_{kind}_b1_p50_ms_ci")
-            band = f" [{ci[0]:.3f}, {ci[1]:.3f}] (95 %, order statistics)" if ci else " (too few calls for an interval)"
-            parts.append(f"  ORT {kind} batch-1 p50 {s[f'ort_{kind}_b1_p50_ms']:.3f} ms{band}{flag}")
-    if "ort_max_batch_ips" in s:
-        parts.append(f"  best throughput {s['ort_max_batch_ips']:,.0f} images/s (batch ÷ mean latency)")
+    parts += serving_cli.headline_lines(res)  # one line per precision: accuracy, batch-1 p50, best throughput
     unstable = [r for r in res.latency if r.get("unstable")]
     if unstable:
         parts.append(f"  warning: {len(unstable)} of {len(res.latency)} latency figures are unstable "

@@ -19,7 +19,7 @@ from convkit.compilation import compile_model
 from convkit.errors import one_line
 from convkit.evaluate.model_io import NP_TYPES
 from convkit.evaluate.options import TimingOptions
-from convkit.uncertainty import Interval, median_interval, pair_level, ratio_interval, ratio_verdict
+from convkit.uncertainty import Interval, median_interval, pair_level, quantile_interval, ratio_interval, ratio_verdict
 
 CLOCK = "time.perf_counter around each call, after torch.cuda.synchronize() on GPU"
 # A figure is unstable when its tail or its spread is large: p90 more than 1.5× p50 (one call in ten much slower,
@@ -91,6 +91,7 @@ def summarize(ms: np.ndarray, batch: int, first_ms: float) -> dict:
         "p50_ci_pair_ms": _ci_list(median_interval(ms, pair_level())),
         "p90_ms": p90,
         "p99_ms": float(np.percentile(ms, 99)),
+        "p99_ci_ms": _ci_list(quantile_interval(ms, 0.99)),
         "mean_ms": mean,
         "std_ms": std,
         "min_ms": float(ms.min()),
@@ -153,6 +154,13 @@ def ort_device_latency(session, spec, x: np.ndarray, timing: Timing, device_id: 
     Buffers are torch CUDA tensors bound by pointer and never re-bound, so the same session also serves
     CUDA-graph replay (``enable_cuda_graph``), which needs fixed addresses.
     """
+    call, sync = ort_device_call(session, spec, x, device_id)
+    return measure(call, len(x), timing, sync)
+
+
+def ort_device_call(session, spec, x: np.ndarray, device_id: int = 0):
+    """Return (call, sync): one ``run_with_iobinding`` of ``session`` on ``x`` copied once to CUDA device
+    ``device_id`` (input and output bound by pointer, kept alive by the closures), and the device synchronisation."""
     dev = torch.device("cuda", device_id)
     x_dev = torch.from_numpy(x).to(dev).contiguous()
     out_meta = next(o for o in session.get_outputs() if o.name == spec.output_name)
@@ -165,8 +173,12 @@ def ort_device_latency(session, spec, x: np.ndarray, timing: Timing, device_id: 
         if o.name != spec.output_name:
             io.bind_output(o.name, "cuda", device_id)
     torch.cuda.synchronize(dev)
-    # x_dev and y_dev stay referenced by this frame for the whole measurement
-    return measure(lambda: session.run_with_iobinding(io), len(x), timing, lambda: torch.cuda.synchronize(dev))
+    buffers = (x_dev, y_dev)  # referenced by the closure for as long as the call is used
+
+    def call():
+        return session.run_with_iobinding(io) if buffers else None
+
+    return call, lambda: torch.cuda.synchronize(dev)
 
 
 def torch_latency(model, x: np.ndarray, timing: Timing, device: str = "cpu", compile: bool = False) -> dict:

@@ -39,6 +39,7 @@ from convkit.evaluate.options import EvalOptions
 from convkit.evaluate.result import EvalResult
 from convkit.evaluate.serving import section as serving_section
 from convkit.evaluate.serving.recommend import recommend
+from convkit.evaluate.serving.remeasure import session_remeasurer
 from convkit.evaluate.target import Target, resolve_target
 from convkit.onnx_meta import file_sha256
 from convkit.preprocessing_config import find_config, read_config, write_sidecar
@@ -116,7 +117,10 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> EvalResult:
     if opts.serving is not None and opts.serving.scenarios:  # LoadGen scenarios when asked
         measured.serving = serving_section.serve(serving_request(setup, opts), opts.serving, measured.latency)
     result = assemble(setup, opts, measured, sha256, provenance, given_path)
-    recommendation = recommend(result, serving_section.latency_bound(opts.serving), max_drop=opts.max_accuracy_drop)
+    recommendation = recommend(result, serving_section.latency_bound(opts.serving), max_drop=opts.max_accuracy_drop,
+                               bound_source=serving_section.latency_bound_source(opts.serving),
+                               remeasure=session_remeasurer(setup.specs, setup.configs, setup.data.images,
+                                                            opts.providers.device_id))
     return write_outputs(dataclasses.replace(result, recommendation=recommendation), setup.target,
                          setup.primary[1].class_names)
 

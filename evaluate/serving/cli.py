@@ -9,6 +9,7 @@ import click
 from convkit import gates
 from convkit.evaluate.options import MAX_BATCH_SIZE
 from convkit.evaluate.result import EvalResult
+from convkit.uncertainty import format_interval
 
 # A target above this is no single machine's: LoadGen's Python SUT callbacks top out far below it.
 MAX_SERVER_QPS = 1_000_000
@@ -28,9 +29,10 @@ def cli_options(command):
                           "(needs `pip install mlcommons-loadgen`)."),
         click.option("--quick", is_flag=True,
                      help="Short LoadGen runs (2 s, >= 64 queries) for CI and demos; reported as not valid."),
-        click.option("--latency-bound-ms", type=click.FloatRange(0, 600_000, min_open=True),
-                     default=gates.LATENCY_BOUND_MS,
-                     show_default=True, help="p99 bound for Server and the recommendation (MLPerf ResNet-50 Server: 15)."),
+        click.option("--latency-bound-ms", type=click.FloatRange(0, 600_000, min_open=True), default=None,
+                     help=f"p99 bound for Server and the recommendation, your service's (default: "
+                          f"{gates.LATENCY_BOUND_MS:g}, MLPerf's ResNet-50 Server bound; the recommendation says "
+                          "which it used)."),
         click.option("--max-batch", type=click.IntRange(1, MAX_BATCH_SIZE), default=16, show_default=True,
                      help="SUT dynamic batching: most samples per batch (Server, Offline)."),
         click.option("--batch-timeout-ms", type=click.FloatRange(0, 10_000), default=2.0, show_default=True,
@@ -63,6 +65,33 @@ def summary_lines(result: EvalResult) -> list[str]:
     return lines
 
 
+def headline_lines(result: EvalResult) -> list[str]:
+    """Return one terminal line per precision × provider — top-1 with its interval, batch-1 p50 with its interval
+    and the input shape, the best median throughput with its batch — and the latency bound the recommendation
+    used, with its source."""
+    lines = []
+    shape = "×".join(str(v) for v in (result.model or {}).get("image_shape_chw") or []) or "?"
+    for a in result.accuracy or []:
+        prec, kind = a.get("precision"), a.get("provider")
+        acc = ("outputs degenerate" if a.get("degenerate") else
+               f"top-1 {format_interval(a.get('accuracy'), a.get('accuracy_ci'))}")
+        rows = [r for r in result.latency or [] if (r.get("precision"), r.get("provider"), r.get("backend")) ==
+                (prec, kind, "ort") and r.get("p50_ms")]
+        b1 = next((r for r in rows if r.get("batch") == 1), None)
+        p50 = (f"batch-1 p50 {format_interval(b1['p50_ms'], b1.get('p50_ci_ms'), '.3f')} ms on 1×{shape}"
+               + (" UNSTABLE" if b1.get("unstable") else "") if b1 else "batch-1 p50 not measured")
+        stable = [r for r in rows if not r.get("unstable")] or rows  # an UNSTABLE figure only when all are
+        best = max(stable, key=lambda r: r["batch"] / r["p50_ms"], default=None)
+        thr = (f"best throughput {best['batch'] * 1e3 / best['p50_ms']:,.0f} images/s at batch {best['batch']} "
+               f"(batch ÷ p50)" + (" UNSTABLE" if best.get("unstable") else "") if best else "throughput not measured")
+        lines.append(f"  {prec} {kind}: {acc}; {p50}; {thr}")
+    rec = result.recommendation
+    if rec and rec.get("latency_bound_ms") is not None:
+        lines.append(f"  latency bound {rec['latency_bound_ms']:g} ms p99 "
+                     f"({rec.get('latency_bound_source') or gates.LATENCY_BOUND_SOURCE})")
+    return lines
+
+
 def options_from_cli(scenario, quick, latency_bound_ms, max_batch, batch_timeout_ms, workers, server_qps,
                      threads: int | None = None):
     """Return the ScenarioOptions of the CLI values (ConvkitError for an unknown scenario); intra-op threads per
@@ -80,5 +109,6 @@ def options_from_cli(scenario, quick, latency_bound_ms, max_batch, batch_timeout
     total = int(threads or physical_cores())
     sut = SutConfig(max_batch=max_batch, batch_timeout_ms=batch_timeout_ms, workers=workers,
                     intra_op_threads=max(1, total // workers))
-    return ScenarioOptions(scenarios=names, quick=quick, latency_bound_ms=latency_bound_ms,
-                           server_qps=server_qps, sut=sut)
+    bound = {} if latency_bound_ms is None else {"latency_bound_ms": latency_bound_ms,
+                                                 "latency_bound_source": "--latency-bound-ms"}
+    return ScenarioOptions(scenarios=names, quick=quick, server_qps=server_qps, sut=sut, **bound)

@@ -54,6 +54,7 @@ class ScenarioOptions:
     scenarios: tuple[str, ...] = ()
     quick: bool = False
     latency_bound_ms: float = gates.LATENCY_BOUND_MS
+    latency_bound_source: str = gates.LATENCY_BOUND_SOURCE  # "--latency-bound-ms" when given, else the default's why
     server_qps: float | None = None  # pin Server to this target QPS instead of bisecting
     bisect_steps: int = 7
     accuracy: bool = True  # also run LoadGen's accuracy mode once

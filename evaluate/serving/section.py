@@ -116,6 +116,11 @@ def latency_bound(opts: ScenarioOptions | None) -> float:
     return opts.latency_bound_ms if opts is not None else gates.LATENCY_BOUND_MS
 
 
+def latency_bound_source(opts: ScenarioOptions | None) -> str:
+    """Return where the latency bound came from: "--latency-bound-ms", or the default and why."""
+    return opts.latency_bound_source if opts is not None else gates.LATENCY_BOUND_SOURCE
+
+
 def write_server_png(path: Path, row: dict, bound_ms: float) -> Path | None:
     """Write p50/p99 latency vs target QPS of a Server search (matplotlib Agg); returns the path, None when the
     row has no bisection."""
@@ -178,9 +183,25 @@ def markdown_lines(result: EvalResult) -> list[str]:
                 lines.append(f"- {r['precision']} {r['provider']} SingleStream p90 {r['p90_ms']:.3f} ms vs "
                              f"closed-loop batch-1 p90 {r['closed_loop_p90_ms']:.3f} ms ({r['p90_ratio']:.2f}×){flag}")
         lines.append("")
-    rec = result.recommendation
-    if rec:
-        lines += ["## Deployment recommendation", "", rec["text"], ""]
-        lines += [f"- not chosen: {w}" for w in rec["why_not"]] + [""]
-    return lines
+    return lines + recommendation_lines(result.recommendation)
+
+
+def recommendation_lines(rec: dict | None) -> list[str]:
+    """Return the "Deployment recommendation" section of eval.md and the report: the latency bound and its source,
+    the statistic ranked on, the recommendation (or the tie), every other configuration with why it lost, the
+    figures re-measured and the LoadGen results left unranked; [] without a recommendation."""
+    if not rec:
+        return []
+    lines = ["## Deployment recommendation", ""]
+    if rec.get("latency_bound_ms") is not None:
+        lines += [f"Latency bound: p99 ≤ {rec['latency_bound_ms']:g} ms ({rec.get('latency_bound_source') or 'source not recorded'}). "
+                  f"Ranked on: {rec.get('statistic') or 'not recorded'}; two configurations tie when the interval "
+                  "of their ratio holds 1.", ""]
+    lines += [rec["text"], ""]
+    if rec.get("remeasured"):
+        lines += [f"Re-measured interleaved before ranking (their table figures were UNSTABLE or tied with one "
+                  f"that was): {', '.join(rec['remeasured'])}.", ""]
+    lines += [f"- not chosen: {w}" for w in rec.get("why_not") or []]
+    lines += [f"- {w}" for w in rec.get("not_ranked") or []]
+    return lines + [""]
 
