@@ -74,7 +74,8 @@ def _with_figures(c: dict, stats: dict) -> dict:
     return {**c, "throughput": c["batch"] * 1e3 / stats["p50_ms"], "throughput_ci": thr_ci.to_list() if thr_ci else None,
             "throughput_basis": THROUGHPUT_BASIS, "p50_ms": stats["p50_ms"],
             "p50_ci_pair_ms": ci.to_list() if ci else None, "p99_ms": stats.get("p99_ms"),
-            "p99_ci_ms": stats.get("p99_ci_ms"), "n": stats.get("n"), "unstable": stats.get("unstable")}
+            "p99_ci_ms": stats.get("p99_ci_ms"), "n": stats.get("n"), "unstable": stats.get("unstable"),
+            **({"unstable_note": stats["unstable_note"]} if stats.get("unstable_note") else {})}
 
 
 def loadgen_rows(result: EvalResult) -> list[str]:

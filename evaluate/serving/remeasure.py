@@ -5,6 +5,13 @@ stands. The finalists are timed again in rounds — a few calls of each in turn,
 spell of the machine falls on all of them alike instead of on whichever was being timed; their per-call times
 accumulate until every one is stable (or the rounds run out, which the recommendation then says).
 
+When is a re-measured figure fit to rank? The ranking statistic is the median, so what must hold is what the median
+depends on: p90/p50 within latency.py's bound (most calls near the median) and the median pinned down — its 95 %
+interval within ±``SETTLED_HALF_WIDTH`` of it. latency.py's other flag, std/mean, is driven by a handful of calls
+preempted for milliseconds (a 10 ms stall among 0.03 ms calls puts it far above 0.5 however many calls are
+added); it moves the mean and the p99, which the bound check judges from the p99's own interval, not the median.
+A re-measured figure that only std/mean flags is ranked, with that reason kept in ``unstable_note``.
+
 ``interleaved`` is the timing loop over plain callables (unit-tested with a fake clock-free source);
 ``session_remeasurer`` builds the callables of an evaluation's ONNX Runtime sessions.
 """
@@ -20,6 +27,25 @@ import numpy as np
 from convkit.evaluate import latency as lat
 
 
+SETTLED_HALF_WIDTH = 0.05
+
+
+def unsettled(stats: dict) -> str | None:
+    """Return why a re-measured figure (latency.summarize's statistics) cannot be ranked on its median, else None:
+    p90/p50 above latency.UNSTABLE_P90_OVER_P50, no interval of the p50, or that interval wider than
+    ±SETTLED_HALF_WIDTH of it."""
+    p50, p90 = stats["p50_ms"], stats["p90_ms"]
+    if p50 > 0 and p90 / p50 > lat.UNSTABLE_P90_OVER_P50:
+        return f"p90/p50 {p90 / p50:.2f} > {lat.UNSTABLE_P90_OVER_P50:g}"
+    ci = stats.get("p50_ci_ms")
+    if not ci:
+        return "too few calls for an interval of the p50"
+    half = max(p50 - ci[0], ci[1] - p50) / p50 if p50 > 0 else float("inf")
+    if half > SETTLED_HALF_WIDTH:
+        return f"p50 95 % interval [{ci[0]:.3g}, {ci[1]:.3g}] ms is wider than ±{SETTLED_HALF_WIDTH:.0%}"
+    return None
+
+
 @dataclass(frozen=True)
 class Rounds:
     """How hard to try: at least ``min_rounds``, at most ``max_rounds``; each round times every finalist for at
@@ -33,7 +59,8 @@ class Rounds:
 
 def interleaved(calls: dict, rounds: Rounds = Rounds(), clock: Callable[[], float] = time.perf_counter) -> dict:
     """Return {key: latency statistics (latency.summarize) plus ``rounds``} for ``calls``: {key: (call, sync,
-    batch)}, timed in interleaved rounds until every figure is stable (after ``min_rounds``) or ``max_rounds``."""
+    batch)}, timed in interleaved rounds until every figure is settled (after ``min_rounds``) or ``max_rounds``.
+    ``unstable`` is then ``unsettled``'s reason (None when rankable) and ``unstable_note`` latency.py's flag."""
     times: dict = {k: [] for k in calls}
     stats: dict = {}
     for done in range(1, rounds.max_rounds + 1):
@@ -45,11 +72,15 @@ def interleaved(calls: dict, rounds: Rounds = Rounds(), clock: Callable[[], floa
                 call()
                 sync()
                 times[key].append(clock() - t)
-        stats = {k: {**lat.summarize(np.asarray(v) * 1e3, calls[k][2], float("nan")), "rounds": done}
+        stats = {k: _settled(lat.summarize(np.asarray(v) * 1e3, calls[k][2], float("nan")), done)
                  for k, v in times.items()}
         if done >= rounds.min_rounds and not any(s["unstable"] for s in stats.values()):
             break
     return stats
+
+
+def _settled(stats: dict, done: int) -> dict:
+    return {**stats, "unstable": unsettled(stats), "unstable_note": stats["unstable"], "rounds": done}
 
 
 def session_remeasurer(specs: dict, configs: dict, images_u8, device_id: int = 0, rounds: Rounds = Rounds()):

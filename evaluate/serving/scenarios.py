@@ -33,7 +33,7 @@ from convkit.artifacts import LOADGEN_DIR
 from convkit.errors import ConvkitError, one_line
 from convkit.evaluate.accuracy import classification_metrics
 from convkit.evaluate.serving.backend import Backend
-from convkit.evaluate.serving.sut import QueueSUT, SutConfig
+from convkit.evaluate.serving.sut import QueueSUT, SutConfig, make_sut
 
 SCENARIOS = {"single-stream": "SingleStream", "multi-stream": "MultiStream", "server": "Server", "offline": "Offline"}
 MLPERF_MODEL = "resnet50"
@@ -337,7 +337,7 @@ class Served:
 
 def _make_sut(served: Served, config: SutConfig):
     def factory(complete):
-        sut = QueueSUT(served.backend_factory, served.inputs, complete, config, served.fixed_batch).start()
+        sut = make_sut(served.backend_factory, served.inputs, complete, config, served.fixed_batch).start()
         try:  # fresh sessions: pay ORT's lazy first-run work before LoadGen's clock starts, not in its p99
             sut.warm_up(sorted({1, config.max_batch}), repeats=1)
         except Exception as exc:

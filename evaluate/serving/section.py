@@ -161,7 +161,9 @@ def markdown_lines(result: EvalResult) -> list[str]:
     if rows:
         st = serving.get("settings", {})
         lines += ["## Serving (MLPerf LoadGen)", "",
-                  f"LoadGen issues the queries and measures; the SUT is a queue in front of {st.get('workers')} ORT "
+                  f"LoadGen issues the queries and measures. SingleStream runs each query synchronously inside "
+                  f"LoadGen's issue callback on one ORT session (as MLPerf's reference harness does); the other "
+                  f"scenarios' SUT is a queue in front of {st.get('workers')} ORT "
                   f"session(s) × {st.get('intra_op_threads')} intra-op thread(s) (inter-op "
                   f"{st.get('inter_op_threads')}), dynamic batching for Server and Offline up to "
                   f"{st.get('max_batch')} samples or {st.get('batch_timeout_ms')} ms. Latency bound "

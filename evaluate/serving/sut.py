@@ -1,5 +1,9 @@
 """A system under test as a real inference server builds one: a queue of samples in front of runtime backends
-(evaluate/serving/backend.py: ONNX Runtime today), each drained by its own worker thread that batches dynamically.
+(evaluate/serving/backend.py: ONNX Runtime today), each drained by its own worker thread that batches dynamically
+— and, for SingleStream, ``SyncSUT``: no queue, no thread; each query runs inside ``issue`` on the caller's thread,
+as MLPerf's reference harness does (vision/classification_and_detection/python/main.py maps SingleStream to
+RunnerBase, which runs the model inside issue_queries). SingleStream sends the next query only after the last
+completed, so a queue there could only add a thread hand-off to every measured latency.
 
 ``QueueSUT`` knows nothing about LoadGen: ``issue`` takes (response id, sample index) pairs and every finished
 sample is handed to a ``complete`` callback with its output row. ``evaluate/serving/scenarios.py`` connects it to
@@ -37,6 +41,7 @@ class SutConfig:
     intra_op_threads: int = 1  # ORT intra-op threads per session
     inter_op_threads: int = 1  # ORT inter-op threads per session (sequential execution: 1 is enough)
     device_id: int = 0
+    synchronous: bool = False  # run each query inside issue (SyncSUT): SingleStream
 
     def to_dict(self) -> dict:
         """Return the settings as a flat JSON-able dict."""
@@ -52,10 +57,13 @@ class SutConfig:
         Dynamic batching (wait up to the timeout for more samples) only where queries arrive independently:
         Server and Offline. SingleStream/MultiStream issue the next query after the last one finished, so
         waiting could only add latency; their batch is what is already queued (1, or the query's 8 samples).
+        SingleStream runs synchronously on one session (``SyncSUT``).
         """
         if scenario in ("server", "offline"):
             return self
-        return replace(self, batch_timeout_ms=0.0, max_batch=max(1, samples_per_query))
+        single = scenario == "single-stream"
+        return replace(self, batch_timeout_ms=0.0, max_batch=max(1, samples_per_query), synchronous=single,
+                       workers=1 if single else self.workers)
 
 
 class QueueSUT:
@@ -158,22 +166,27 @@ class QueueSUT:
             batch = self._next_batch()
             if batch is None:
                 return
-            ids = [b[0] for b in batch]
-            if self.error is not None:
-                self._complete_empty(ids)
-                continue
-            try:
-                y = backend.run(self._gather([b[1] for b in batch]))
-                if y.ndim != 2 or y.shape[0] < len(ids):
-                    raise ValueError(f"the output has shape {list(y.shape)} for a batch of {len(ids)}")
-            except Exception as exc:  # the model failed: report it, and never leave LoadGen waiting
-                with self._lock:
-                    self.error = self.error or one_line(exc)
-                self._complete_empty(ids)
+            if not self._run_batch(backend, [b[0] for b in batch], [b[1] for b in batch]):
                 self._drain()
-                continue
-            self.batches.append(len(ids))
-            self.complete(list(zip(ids, y[:len(ids)])))
+
+    def _run_batch(self, backend: Backend, ids: list, indices: list) -> bool:
+        """Run one batch and complete its samples; returns False when the model failed (``error`` set, every sample
+        completed empty so the load generator never waits)."""
+        if self.error is not None:
+            self._complete_empty(ids)
+            return True
+        try:
+            y = backend.run(self._gather(indices))
+            if y.ndim != 2 or y.shape[0] < len(ids):
+                raise ValueError(f"the output has shape {list(y.shape)} for a batch of {len(ids)}")
+        except Exception as exc:  # the model failed: report it, and never leave LoadGen waiting
+            with self._lock:
+                self.error = self.error or one_line(exc)
+            self._complete_empty(ids)
+            return False
+        self.batches.append(len(ids))
+        self.complete(list(zip(ids, y[:len(ids)])))
+        return True
 
     def _drain(self) -> None:
         ids = []
@@ -191,3 +204,34 @@ class QueueSUT:
 
     def _complete_empty(self, ids: list) -> None:
         self.complete([(rid, None) for rid in ids])
+
+
+class SyncSUT(QueueSUT):
+    """SingleStream's SUT: ``issue`` runs the query on the caller's thread (LoadGen's issue thread) and completes it
+    before returning — no queue, no worker thread, one backend. The rest (loading, warm-up, padding to a static
+    batch, the one-line error and empty completions after a failure) is QueueSUT's."""
+
+    def load(self) -> "SyncSUT":
+        """Load the one backend; returns self."""
+        if not self.backends:
+            self.backends = [self._factory().load()]
+        return self
+
+    def start(self) -> "SyncSUT":
+        """Load the backend (no thread to start); returns self."""
+        return self.load()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Nothing runs in the background: nothing to stop."""
+
+    def issue(self, samples) -> None:
+        """Run the (response id, sample index) pairs as one batch and complete them; returns once they are."""
+        samples = list(samples)
+        self._run_batch(self.backends[0], [s[0] for s in samples], [s[1] for s in samples])
+
+
+def make_sut(backend_factory: Callable[[], Backend], inputs: np.ndarray, complete: Callable[[list], None],
+             config: SutConfig, fixed_batch: int | None = None) -> QueueSUT:
+    """Return the SUT ``config`` asks for, unstarted: SyncSUT when ``config.synchronous``, else QueueSUT."""
+    cls = SyncSUT if config.synchronous else QueueSUT
+    return cls(backend_factory, inputs, complete, config, fixed_batch)
