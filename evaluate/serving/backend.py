@@ -66,13 +66,18 @@ class OrtBackend:
     name: str = "onnxruntime"
     session: object = None
 
+    _host: bool = False  # decided once in load: CPU sessions skip run_batch's provider check on every call
+
     def load(self) -> OrtBackend:
         """Build the session; returns self."""
         self.session = self.session_factory()
+        self._host = not uses_io_binding(self.session)
         return self
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Return the output [batch, classes] for the host batch ``x``."""
+        if self._host:
+            return self.session.run([self.output_name], {self.input_name: x})[0]
         return run_batch(self.session, self.input_name, self.output_name, x, self.device_id)
 
     @property

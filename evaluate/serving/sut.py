@@ -137,6 +137,11 @@ class QueueSUT:
         return out
 
     def _gather(self, indices: list[int]) -> np.ndarray:
+        if len(indices) == 1 and not self.fixed_batch:
+            # a view into the preprocessed samples, as MLPerf's reference feeds one: a fresh copy per query (what
+            # fancy indexing makes) measured ~2× slower to run on a small model than the aligned view
+            i = indices[0] % len(self.inputs)
+            return self.inputs[i:i + 1]
         idx = np.asarray(indices, dtype=np.int64) % len(self.inputs)
         if self.fixed_batch and len(idx) < self.fixed_batch:
             idx = np.concatenate([idx, np.repeat(idx[:1], self.fixed_batch - len(idx))])
