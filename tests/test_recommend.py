@@ -129,7 +129,7 @@ def test_interleaved_rounds_alternate_and_stop_when_stable():
     """A fake clock: each call advances it by its planted duration; the first rounds of A are noisy."""
     now = [0.0]
     order = []
-    a_times = iter([0.001, 0.001, 0.001, 0.003] * 5 + [0.001] * 10_000)  # p90/p50 3 until the slow are < 10 %
+    a_times = iter([0.001, 0.003] * 10 + [0.001] * 10_000)  # two modes: the median is not settled at first
 
     def call(name, durations):
         def run():
@@ -142,15 +142,15 @@ def test_interleaved_rounds_alternate_and_stop_when_stable():
     runs = [k for i, k in enumerate(order) if i == 0 or order[i - 1] != k]
     assert runs[:4] == ["A", "B", "A", "B"]  # rounds alternate
     assert stats["B"]["p50_ms"] == pytest.approx(2.0) and stats["B"]["batch"] == 4
-    a = np.asarray([0.001, 0.001, 0.001, 0.003] * 5 + [0.001] * (order.count("A") - 20)) * 1e3
-    assert order.count("A") >= 50  # not stable before the five slow calls are under a tenth of the calls
+    a = np.asarray([0.001, 0.003] * 10 + [0.001] * (order.count("A") - 20)) * 1e3
+    assert order.count("A") >= 30  # 20 or 30 calls: the median's interval still reaches the slow mode
     assert stats["A"]["p50_ms"] == pytest.approx(np.percentile(a, 50))
     assert stats["A"]["unstable"] is None and stats["A"]["rounds"] < 40
 
 
 def test_a_remeasured_figure_is_settled_by_its_median_not_by_rare_stalls():
-    """Thousands of 0.03 ms calls with three 10 ms stalls: latency.py flags std/mean, but p90/p50 is 1 and the
-    median's interval is tight, so the figure may be ranked on its median; a bimodal one may not."""
+    """Thousands of 0.03 ms calls with three 10 ms stalls: latency.py flags std/mean, but the median's interval is
+    tight, so the figure may be ranked on its median; one whose median could fall in either of two modes may not."""
     from convkit.evaluate.latency import summarize
     from convkit.evaluate.serving.remeasure import unsettled
 
@@ -159,15 +159,16 @@ def test_a_remeasured_figure_is_settled_by_its_median_not_by_rare_stalls():
     stats = summarize(calls, 1, 0.0)
     assert stats["unstable"] and "std/mean" in stats["unstable"] and "p90/p50" not in stats["unstable"]
     assert unsettled(stats) is None
-    bimodal = summarize(np.concatenate([np.full(800, 0.03), np.full(200, 0.09)]), 1, 0.0)  # p90/p50 = 3
-    assert unsettled(bimodal).startswith("p90/p50 3.00")
+    # half the calls in a slow mode: the median could land in either, its interval spans both
+    bimodal = summarize(np.concatenate([np.full(500, 0.03), np.full(500, 0.09)]), 1, 0.0)
+    assert "wider than ±5%" in unsettled(bimodal)
 
 
 def test_latency_bound_source_in_recommendation_and_eval_md():
     rows = [_row("fp32", 1, 0.5, (0.48, 0.52))]
     rec = recommend(_result(rows))
     assert rec["latency_bound_ms"] == gates.LATENCY_BOUND_MS and rec["latency_bound_source"].startswith("default")
-    assert "mlperf.conf" in rec["text"]
+    assert "15 ms p99 bound (MLPerf's default)" in rec["text"] and "mlperf.conf" in rec["latency_bound_source"]
     md = "\n".join(recommendation_lines(rec))
     assert f"p99 ≤ {gates.LATENCY_BOUND_MS:g} ms (default" in md
     rec = recommend(_result(rows), latency_bound_ms=7, bound_source="--latency-bound-ms")

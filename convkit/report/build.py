@@ -16,9 +16,10 @@ from convkit.models import create_model, get_model_config
 from convkit.plotting import plot_style
 from convkit.report import figures as F
 from convkit.report import robustness
-from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, load_run, other_evaluations
+from convkit.report.collect import EVAL_JSON, NOT_MEASURED, RunData, confusion_of, dig, load_run, other_evaluations
 from convkit.report.doc import to_html, to_markdown
-from convkit.report.internals import first_conv_view, fixed_test_image, stage_maps
+from convkit.report.deployment import deployment_blocks
+from convkit.report.internals import first_conv_view, fixed_test_image, row_kernel, stage_maps
 from convkit.report.receptive_field import receptive_fields
 from convkit.report.stats import (
     acc_cell,
@@ -66,21 +67,39 @@ def _model_figures(run: RunData, rm: A.RunModel, out: Path, ctx: dict) -> dict:
     """The figures that need the trained model: first conv, and stage features for table 4 rows."""
     figs: dict = {}
     rel = run.path.name
-    img = fixed_test_image(rm.config, rm.default_cfg.dataset, rm.default_cfg.classes, ctx.setdefault("images", {}))
+    dataset, classes = _data_of(rm)
+    if dataset is None:  # a user model exported on an image folder: no catalog test image to show it
+        return {"conv1_note": f"{NOT_MEASURED} (the model was measured on an image folder, not a catalog dataset)"}
+    img = fixed_test_image(rm.config, dataset, classes, ctx.setdefault("images", {}))
     if img is None:
-        return {"conv1_note": f"{NOT_MEASURED} (the {rm.default_cfg.dataset} test data is not on this machine)"}
+        return {"conv1_note": f"{NOT_MEASURED} (the {dataset} test data is not on this machine)"}
     caption = f"test image 0\n({img.class_name})"
-    view = first_conv_view(rm.model, img, rm.mean, rm.std)
+    kernel = row_kernel(rm.model_name)
+    view = first_conv_view(rm.model, img, rm.mean, rm.std, kernel,
+                           rm.model_input if rm.contract is not None else None)
     if view is None:
         figs["conv1_note"] = "no convolution: this model is fully connected"
     else:
-        figs["conv1"] = F.first_conv(view, img.image, caption, run.name, out / f"{rel}-conv1.png")
+        what = f"the {kernel}×{kernel} conv this row is about" if kernel is not None else "first conv"
+        figs["conv1"] = F.first_conv(view, img.image, caption, run.name, out / f"{rel}-conv1.png", what=what)
+        figs["conv1_layer"] = view["layer"]
     if run.experiment and run.experiment.table == DEPTH_TABLE:
         stages = stage_maps(rm.model, img, rm.mean, rm.std)
         if stages:
             figs["stages"] = F.stage_maps(stages, f"{run.name}: feature maps after each stage ({img.class_name})",
                                           out / f"{rel}-stages.png")
     return figs
+
+
+def _data_of(rm: A.RunModel) -> tuple[str | None, tuple[str, ...]]:
+    """Return (catalog dataset, class names) the model was measured on: a user model's recorded contract (dataset
+    None when it was an image folder), else its registered architecture's default config."""
+    if rm.contract is not None:
+        return rm.contract.dataset, tuple(rm.contract.classes)
+    cfg = rm.default_cfg
+    if isinstance(cfg, dict):  # a model whose default_cfg is timm's dict, not convkit's ModelConfig
+        return cfg.get("dataset"), tuple(cfg.get("classes") or ())
+    return cfg.dataset, tuple(cfg.classes)
 
 
 def run_figures(run: RunData, out: Path, ctx: dict) -> dict:
@@ -109,6 +128,10 @@ def run_figures(run: RunData, out: Path, ctx: dict) -> dict:
             figs.update(_model_figures(run, rm, out, ctx))
         except Exception as exc:  # e.g. a checkpoint whose model no longer runs: one run must not sink the report
             figs["conv1_note"] = f"{NOT_MEASURED} ({one_line(exc, 120)})"
+    try:
+        figs["deployment"] = deployment_blocks(run, out, lambda p: _rel(p, out.parent))
+    except Exception as exc:  # a damaged eval.json: said in the run's section, the other runs still reported
+        figs["deployment"] = [("p", f"Accuracy, latency and deployment: could not be read ({one_line(exc, 160)}).")]
     return figs
 
 
@@ -135,12 +158,15 @@ def run_blocks(run: RunData, figs: dict, suite_dir: Path) -> list[tuple]:
     if others:
         b.append(("p", "Evaluations on other data than the run's test split (in no table above):"))
         b.append(("ul", others))
+    b += figs.get("deployment") or []
     _image_or_note(b, figs.get("curves"), suite_dir, "Learning curves", f"{NOT_MEASURED} (no {A.HISTORY})")
     _image_or_note(b, figs.get("confusion"), suite_dir, "Confusion matrix", f"{NOT_MEASURED} (not evaluated)")
     if figs.get("pairs"):
         b.append(("p", "Most confused pairs (true → predicted): "
                   + "; ".join(f"{t} → {p} ({n})" for t, p, n in figs["pairs"]) + "."))
-    _image_or_note(b, figs.get("conv1"), suite_dir, "First convolution", figs.get("conv1_note", NOT_MEASURED))
+    conv_title = ("The k×k convolution this row is about" if run.model_name and row_kernel(run.model_name)
+                  else "First convolution")
+    _image_or_note(b, figs.get("conv1"), suite_dir, conv_title, figs.get("conv1_note", NOT_MEASURED))
     if figs.get("stages"):
         b.append(("img", _rel(figs["stages"], suite_dir), "Feature maps after each stage"))
     _image_or_note(b, figs.get("grads"), suite_dir, "Gradient flow", f"{NOT_MEASURED} (no {A.GRAD_NORMS})")
@@ -365,9 +391,11 @@ def suite_blocks(runs: list[RunData], stats: dict, out: Path, suite_dir: Path) -
     for r in runs:
         for e in r.eval_entries():
             prov, prec = e.get("provider"), e.get("precision")
-            ms, acc = r.latency_b1(prec, prov), dig(e, "accuracy")
-            if isinstance(prov, str) and ms and isinstance(acc, (int, float)):
-                lat.setdefault(prov, []).append((r.name, prec, ms, acc))
+            row, acc = r.latency_b1_row(prec, prov), dig(e, "accuracy")
+            ms = dig(row, "p50_ms")
+            if isinstance(prov, str) and isinstance(ms, (int, float)) and ms > 0 and isinstance(acc, (int, float)):
+                lat.setdefault(prov, []).append((r.name, prec, ms, acc, dig(row, "p50_ci_ms"),
+                                                 dig(e, "accuracy_ci"), dig(row, "unstable")))
     b: list[tuple] = [("h2", "All experiments")]
     for path, alt in ((F.params_vs_accuracy(pts_, out / "params-accuracy.png"), "Parameters vs test accuracy"),
                       (F.latency_vs_accuracy(lat, out / "latency-accuracy.png"), "Batch-1 latency vs accuracy")):
@@ -383,7 +411,8 @@ def _suite_of(runs: list[RunData]) -> str | None:
 def _intro(suite_dir: Path, runs: list[RunData], suite: str | None) -> list[tuple]:
     evaluated = sum(1 for r in runs if r.eval_entries())
     blocks = [("h1", f"convkit report — {suite_dir.name}"),
-              ("p", f"Built from {len(runs)} run folder(s) of suite `{suite or 'unknown'}` ({evaluated} evaluated "
+              ("p", f"Built from {len(runs)} run folder(s) "
+                  f"{f'of suite `{suite}`' if suite else 'outside the built-in suites (your own models)'} ({evaluated} evaluated "
                     f"with ONNX Runtime). Every number and statement below is computed from the files in the run "
                     f"folders; \"{NOT_MEASURED}\" marks what they do not hold. Figures are in `{A.REPORT_DIR}/`.")]
     capped = [(r.name, dig(r.config, "max_images")) for r in runs if dig(r.config, "max_images")]
@@ -394,12 +423,24 @@ def _intro(suite_dir: Path, runs: list[RunData], suite: str | None) -> list[tupl
     return blocks
 
 
+def report_folders(suite_dir: Path) -> list[Path]:
+    """Return the folders to report on: ``suite_dir`` itself when it is one run, user-model or evaluation folder
+    (it holds a run file or an eval.json), else its run folders and its evaluation folders (`convkit evaluate
+    model.onnx` writes <stem>_eval/ holding only the evaluation). ConvkitError (exit 2) when there is none."""
+    if suite_dir.is_dir() and any((suite_dir / m).is_file() for m in (*A.RUN_MARKERS, EVAL_JSON)):
+        return [suite_dir]
+    found = A.run_folders(suite_dir, allow_empty=True)
+    evaluations = [p for p in sorted(suite_dir.iterdir()) if p.is_dir() and (p / EVAL_JSON).is_file()
+                   and p not in found]
+    return sorted(found + evaluations) or A.run_folders(suite_dir)  # none: run_folders says what is missing
+
+
 def build_report(suite_dir: Path | str) -> dict:
     """Write ``report.md``, ``report.html`` and the figures of ``suite_dir``; returns {"md", "html", "figures",
     "runs", "seconds"}. Raises ConvkitError when the folder holds no run."""
     t0 = time.perf_counter()
     suite_dir = Path(suite_dir)
-    runs = [load_run(p) for p in A.run_folders(suite_dir)]
+    runs = [load_run(p) for p in report_folders(suite_dir)]
     out = ensure_writable_dir(suite_dir / A.REPORT_DIR)
     suite = _suite_of(runs)
     exps = SUITES.get(suite, []) if suite else []

@@ -155,8 +155,10 @@ def _channels_note(n_in: int) -> str:
     return {1: "grayscale", 3: "RGB"}.get(n_in, f"mean over {n_in} inputs")
 
 
-def first_conv(view: dict, image: np.ndarray, caption: str, title: str, path: Path, channels: int = 8) -> Path:
-    """Write the fixed image, the first conv's filters (top row) and its pre-activation maps (bottom row)."""
+def first_conv(view: dict, image: np.ndarray, caption: str, title: str, path: Path, channels: int = 8,
+               what: str = "first conv") -> Path:
+    """Write the fixed image, the conv's filters (top row) and its pre-activation maps (bottom row); ``what``
+    names the layer in the title ("first conv", or the k×k conv a kernel-size row is about)."""
     w, maps = view["weights"], view["maps"]
     n = min(channels, w.shape[0])
     size = maps.shape[-1]
@@ -178,7 +180,7 @@ def first_conv(view: dict, image: np.ndarray, caption: str, title: str, path: Pa
     _mosaic_row(fig.add_subplot(gs[1, 1]), [maps[c] for c in range(n)], [str(c) for c in range(n)],
                 "activation maps before the nonlinearity (channel; red > 0 > blue, one scale)",
                 cmap="RdBu_r", vmin=-lim, vmax=lim)
-    fig.suptitle(f"{title}: first conv `{view['layer']}`, {w.shape[0]} filters, {w.shape[1]} input channel(s)")
+    fig.suptitle(f"{title}: {what} `{view['layer']}`, {w.shape[0]} filters, {w.shape[1]} input channel(s)")
     return save(fig, path)
 
 
@@ -364,8 +366,43 @@ def params_vs_accuracy(points: list[tuple[str, int, float, int]], path: Path) ->
     return save(fig, path)
 
 
-def latency_vs_accuracy(points: dict[str, list[tuple[str, str, float, float]]], path: Path) -> Path | None:
-    """Write batch-1 p50 latency vs ORT accuracy, a panel per provider, marker per precision, labelled points."""
+def _real_log_ticks(axis, values) -> None:
+    """Log axis with plain-number labels at real ticks: the usual 1-2-5 decades when the data spans a decade or
+    more, else ticks at a few of the data's own values (a short range would otherwise show one tick or none)."""
+    from matplotlib.ticker import FixedLocator
+
+    vals = sorted(v for v in values if v and v > 0)
+    _plain_log_axis(axis)
+    if not vals:
+        return
+    if vals[-1] / vals[0] >= 10:
+        from matplotlib.ticker import LogLocator
+
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        return
+    picks = sorted({float(f"{v:.2g}") for v in np.geomspace(vals[0], vals[-1], 4)})
+    axis.set_major_locator(FixedLocator(picks))
+    axis.set_minor_locator(FixedLocator([]))
+
+
+def _point(ax, x, y, xerr, yerr, marker, color, unstable: bool, label=None) -> None:
+    """One point with its interval bars; an UNSTABLE figure drawn hollow (face colour none)."""
+    ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=marker, color=color, ecolor=color, elinewidth=0.8, capsize=2,
+                mfc="none" if unstable else color, label=label, zorder=2)
+
+
+def _err(value, ci):
+    """Return matplotlib's [[below], [above]] of ``value``'s interval ``ci`` ([low, high]), None without one."""
+    if not ci or ci[0] is None or ci[1] is None:
+        return None
+    return [[max(0.0, value - ci[0])], [max(0.0, ci[1] - value)]]
+
+
+def latency_vs_accuracy(points: dict[str, list[tuple]], path: Path) -> Path | None:
+    """Write batch-1 p50 latency vs ORT accuracy, a panel per provider, marker per precision, labelled points.
+
+    A point is (name, precision, p50 ms, accuracy) or (…, p50 interval, accuracy interval, unstable): intervals are
+    drawn as bars, UNSTABLE latencies hollow; the log x axis carries real ticks however short its range."""
     providers = sorted(p for p in points if points[p])
     if not providers:
         return None
@@ -373,26 +410,79 @@ def latency_vs_accuracy(points: dict[str, list[tuple[str, str, float, float]]], 
     axes = fig.subplots(1, len(providers), squeeze=False)[0]
     for ax, prov in zip(axes, providers):
         ax.set_xscale("log")
+        pts_all = [tuple(p) + (None, None, None)[:max(0, 7 - len(p))] for p in points[prov]]
         by_exp: dict[str, list] = {}
-        for name, prec, ms, acc in points[prov]:
+        for name, prec, ms, acc, *_ in pts_all:
             by_exp.setdefault(name, []).append((list(PRECISION_STYLE).index(prec) if prec in PRECISION_STYLE else 9,
                                                 ms, acc))
         for name in sorted(by_exp):  # a grey line joins one experiment's precisions, so int8 points stay attributable
             pts_ = sorted(by_exp[name])
             if len(pts_) > 1:
                 ax.plot([q[1] for q in pts_], [q[2] for q in pts_], color="0.6", lw=0.8, zorder=1)
+        hollow = False
         for prec, (marker, color) in PRECISION_STYLE.items():
-            sel = [p for p in points[prov] if p[1] == prec]
-            if sel:
-                ax.scatter([p[2] for p in sel], [p[3] for p in sel], marker=marker, color=color, label=prec, zorder=2)
+            for i, (name, p, ms, acc, ms_ci, acc_ci, unstable) in enumerate(q for q in pts_all if q[1] == prec):
+                hollow = hollow or bool(unstable)
+                _point(ax, ms, acc, _err(ms, ms_ci), _err(acc, acc_ci), marker, color, bool(unstable),
+                       prec if i == 0 else None)
         # One label per experiment (at its fp32 point when there is one): variants sit close to it.
         named = {}
-        for name, prec, ms, acc in sorted(points[prov], key=lambda p: (p[0], p[1] != "fp32", p[1])):
+        for name, prec, ms, acc, *_ in sorted(pts_all, key=lambda p: (p[0], p[1] != "fp32", p[1])):
             named.setdefault(name, (ms, acc))
         _label_points(ax, [v[0] for v in named.values()], [v[1] for v in named.values()], list(named))
-        _plain_log_axis(ax.xaxis)
-        ax.set_xlabel("ORT batch-1 p50 latency (ms, log)")
-        ax.set_ylabel("ORT test accuracy")
-        ax.set_title(f"Latency vs accuracy — {prov} provider")
+        xs = [q[2] for q in pts_all] + [c for q in pts_all if q[4] for c in q[4]]
+        _real_log_ticks(ax.xaxis, xs)
+        ax.set_xlabel("ORT batch-1 p50 latency (ms, log; bars: 95 % interval)")
+        ax.set_ylabel("ORT test accuracy (bars: 95 % interval)")
+        ax.set_title(f"Latency vs accuracy — {prov} provider" + (" (hollow: UNSTABLE latency)" if hollow else ""))
         ax.legend(title="precision")
+    return save(fig, path)
+
+
+def throughput_vs_batch(rows: list[dict], title: str, path: Path) -> Path | None:
+    """Write median throughput (batch ÷ p50) and p50 per call against batch size, a line per precision × provider ×
+    backend, with interval bars (throughput: from the p50's 97.5 % interval; p50: 95 %) and UNSTABLE figures
+    hollow; both axes log with ticks at the measured batch sizes. None without rows."""
+    if not rows:
+        return None
+    fig = new_figure(11, 4.4, layout="constrained")
+    ax_t, ax_p = fig.subplots(1, 2)
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r.get("precision"), r.get("provider"), r.get("backend")), []).append(r)
+    styles = iter(LINESTYLES * 8)
+    hollow = False
+    for (prec, prov, backend), rs in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        rs = sorted(rs, key=lambda r: r["batch"])
+        marker, color = PRECISION_STYLE.get(prec, ("D", "tab:gray"))
+        ls, label = next(styles), f"{prec} {prov} {backend}"
+        b = [r["batch"] for r in rs]
+        thr = [r["batch"] * 1e3 / r["p50_ms"] for r in rs]
+        ax_t.plot(b, thr, ls=ls, color=color, lw=1, zorder=1)
+        ax_p.plot(b, [r["p50_ms"] for r in rs], ls=ls, color=color, lw=1, zorder=1)
+        for i, r in enumerate(rs):
+            unstable = bool(r.get("unstable"))
+            hollow = hollow or unstable
+            pair = r.get("p50_ci_pair_ms")
+            t_ci = [r["batch"] * 1e3 / pair[1], r["batch"] * 1e3 / pair[0]] if pair and pair[0] > 0 else None
+            _point(ax_t, r["batch"], thr[i], None, _err(thr[i], t_ci), marker, color, unstable,
+                   label if i == 0 else None)
+            _point(ax_p, r["batch"], r["p50_ms"], None, _err(r["p50_ms"], r.get("p50_ci_ms")), marker, color,
+                   unstable)
+    batches = sorted({r["batch"] for r in rows})
+    from matplotlib.ticker import FixedLocator
+
+    for ax, ylabel in ((ax_t, "images/s (batch ÷ p50)"), (ax_p, "p50 per call (ms)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(batches))
+        ax.xaxis.set_minor_locator(FixedLocator([]))
+        ax.xaxis.set_major_formatter(FuncFormatter(_plain_number))
+        ax.set_xlim(batches[0] / 1.5, batches[-1] * 1.5)
+        _real_log_ticks(ax.yaxis, [y for line in ax.get_lines() for y in line.get_ydata()])
+        ax.set_xlabel("batch size (log)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="major", alpha=0.3)
+    ax_t.legend(fontsize=7)
+    fig.suptitle(title + (" — hollow: UNSTABLE figure" if hollow else ""), fontsize=10)
     return save(fig, path)

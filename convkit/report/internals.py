@@ -6,6 +6,7 @@ the test split the run was trained with), so repeated reports show the same pict
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,16 +67,42 @@ def _capture(model: nn.Module, x: torch.Tensor, modules: list[tuple[str, nn.Modu
     return outs
 
 
-def first_conv_view(model: nn.Module, img: FixedImage, mean, std) -> dict | None:
-    """Return {"layer", "weights" [out, in, k, k], "maps" [out, H, W]} of the first conv, None without one.
+def row_kernel(model_name: str | None) -> int | None:
+    """Return the kernel size a kernel-size row is about, from its architecture's name: kernel_cnn_k5 → 5,
+    kernel_eq_k7 → 7, the 1×1+3×3 rows (…_k1x3) → 1 (the 1×1 convolution they add); None for other models."""
+    m = re.fullmatch(r"kernel_(?:cnn|eq)_k(\d+)(?:x\d+)?", model_name or "")
+    return int(m.group(1)) if m else None
 
-    ``maps`` are the conv's own outputs for the fixed image, i.e. before any normalization or nonlinearity.
+
+def row_conv(model: nn.Module, kernel: int | None) -> tuple[str, nn.Conv2d] | None:
+    """Return (path, module) of the convolution a row is about: the first k×k convolution after the stem (the
+    study's figures 20–23 show the k×k layer the row varies, not the 3×3 stem every row shares), else the stem
+    when it is k×k; the first convolution when ``kernel`` is None or no k×k convolution exists."""
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        return None
+    if kernel is not None:
+        sized = [c for c in convs if tuple(c[1].kernel_size) == (kernel, kernel)]
+        after_stem = [c for c in sized if c[0] != convs[0][0]]
+        if after_stem or sized:
+            return (after_stem or sized)[0]
+    return convs[0]
+
+
+def first_conv_view(model: nn.Module, img: FixedImage, mean, std, kernel: int | None = None,
+                    prepare=None) -> dict | None:
+    """Return {"layer", "weights" [out, in, k, k], "maps" [out, H, W]} of the row's convolution (``row_conv``: the
+    first conv, or the first k×k one for a kernel-size row), None without one.
+
+    ``maps`` are the conv's own outputs for the fixed image, i.e. before any normalization or nonlinearity;
+    ``prepare(uint8 NCHW tensor)`` makes the model's input when given (a user model's recorded contract).
     """
-    found = first_conv(model)
+    found = row_conv(model, kernel)
     if found is None:
         return None
     name, conv = found
-    maps = _capture(model, _input(img, mean, std), [found])[name]
+    x = prepare(torch.from_numpy(np.ascontiguousarray(img.image))[None]) if prepare else _input(img, mean, std)
+    maps = _capture(model, x, [found])[name]
     return {"layer": name, "weights": conv.weight.detach().float().numpy().copy(), "maps": maps}
 
 

@@ -211,7 +211,8 @@ def recommend(result: EvalResult, latency_bound_ms: float = LATENCY_BOUND_MS, ob
     why = [f"{c['name']}: {reasons[c['name']]}" for c in sorted(cands, key=lambda c: _order(c, ranked))
            if c is not best and c["name"] in reasons]
     separation = versus(best, runner, objective) if best is not None else None
-    text = (_text(best, runner, cands, latency_bound_ms, source, objective, tied) +
+    short = "--latency-bound-ms" if source == "--latency-bound-ms" else "MLPerf's default"
+    text = (_text(best, runner, cands, latency_bound_ms, short, objective, tied) +
             _tie_text(runner, separation, objective, tied))
     return {**base, "met": best is not None, "recommended": best, "runner_up": runner, "versus_runner_up": separation,
             "tied": [c["name"] for c in tied], "ranking": [c["name"] for c in ranked], "why_not": why,
