@@ -88,6 +88,11 @@ def test_p99_interval_straddling_the_bound_does_not_qualify():
     rec = recommend(_result(rows), latency_bound_ms=15)
     assert rec["recommended"]["batch"] == 1
     assert any("may exceed the 15 ms bound" in w for w in rec["why_not"])
+    # faster, and only noise keeps it out: the answer is stated as a tie with it
+    assert rec["contested"] == ["fp32 cpu ort batch 8"] and "UNDECIDED" in rec["text"]
+    rows[0]["p99_ci_ms"] = [15.5, 17.0]  # over the bound beyond noise: out, no tie
+    rec = recommend(_result(rows), latency_bound_ms=15)
+    assert rec["contested"] == [] and "TIE" not in rec["text"]
 
 
 def test_never_chosen_from_an_unstable_figure():
@@ -123,6 +128,9 @@ def test_never_chosen_from_an_unstable_figure():
     rec = recommend(res, latency_bound_ms=15, remeasure=still_unstable)
     assert rec["recommended"]["precision"] == "fp32"
     assert any("UNSTABLE" in w and "even after re-measuring" in w for w in rec["why_not"])
+    # its unsettled 8,000 images/s could beat fp32's 2,000: a stated tie, never a confident answer
+    assert rec["contested"] == ["int8 cpu ort batch 8"] and "int8 cpu ort batch 8" in rec["tied"]
+    assert rec["text"].startswith("TIE — ") and "UNDECIDED against int8 cpu ort batch 8" in rec["text"]
 
 
 def test_interleaved_rounds_alternate_and_stop_when_stable():

@@ -211,13 +211,36 @@ def recommend(result: EvalResult, latency_bound_ms: float = LATENCY_BOUND_MS, ob
     why = [f"{c['name']}: {reasons[c['name']]}" for c in sorted(cands, key=lambda c: _order(c, ranked))
            if c is not best and c["name"] in reasons]
     separation = versus(best, runner, objective) if best is not None else None
+    unsettled = [c for c in eligible if c["unstable"]] + [c for c in cands if "may exceed" in reasons.get(c["name"], "")]
+    contested = [c for c in unsettled if best is not None and _could_beat(c, best, objective)]
     short = "--latency-bound-ms" if source == "--latency-bound-ms" else "MLPerf's default"
-    text = (_text(best, runner, cands, latency_bound_ms, short, objective, tied) +
-            _tie_text(runner, separation, objective, tied))
+    text = (_text(best, runner, cands, latency_bound_ms, short, objective, tied or contested) +
+            _tie_text(runner, separation, objective, tied) + _contested_text(contested, reasons))
     return {**base, "met": best is not None, "recommended": best, "runner_up": runner, "versus_runner_up": separation,
-            "tied": [c["name"] for c in tied], "ranking": [c["name"] for c in ranked], "why_not": why,
+            "tied": [c["name"] for c in tied + contested], "contested": [c["name"] for c in contested],
+            "ranking": [c["name"] for c in ranked], "why_not": why,
             "not_ranked": loadgen_rows(result), "remeasured": remeasured, "text": text,
             "accuracy_gate": {f"{p} {k}": v for (p, k), v in gates.items()}}
+
+
+def _could_beat(c: dict, best: dict, objective: str) -> bool:
+    """Return True when unsettled candidate ``c``'s point figure reaches the recommendation's interval: it might
+    be the better one, and only a settled figure could say."""
+    if objective == "throughput":
+        ci = best.get("throughput_ci")
+        return c["throughput"] >= (ci[0] if ci else best["throughput"])
+    ci = best.get("p50_ci_pair_ms")
+    return c["p50_ms"] <= (ci[1] if ci else best["p50_ms"])
+
+
+def _contested_text(contested: list[dict], reasons: dict) -> str:
+    """Return the sentence naming the configurations that might beat the recommendation but could not be settled
+    (UNSTABLE after re-measuring, or a p99 straddling the bound): the recommendation is then a stated tie."""
+    if not contested:
+        return ""
+    parts = [f"{c['name']} ({c['throughput']:,.0f} images/s; {reasons[c['name']]})" for c in contested]
+    return ("; UNDECIDED against " + "; ".join(parts) + ": its figure could be the better one but is not settled, "
+            "so this is a tie until a quieter machine settles it")
 
 
 def _order(c: dict, ranked: list[dict]) -> tuple:
