@@ -106,6 +106,10 @@ def test_block_runs(block: Block, workdir: Path):
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S)
     assert proc.returncode == 0, f"{block.id} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     _RAN[block.text] = block.id
+    if os.environ.get("CONVKIT_DOC_OUTPUTS"):  # the transcripts in the guides are refreshed from these
+        out = Path(os.environ["CONVKIT_DOC_OUTPUTS"]) / (block.id.replace("/", "_").replace(":", "_") + ".txt")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(proc.stdout + proc.stderr, encoding="utf-8")
 
 
 def test_skips_say_why_and_their_commands_parse():
