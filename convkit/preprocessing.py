@@ -48,6 +48,8 @@ DEFAULTS = {"resize_mode": "shorter", "size": None, "resize": None, "crop": "cen
             "pad_value": 0.0, "pad_space": "pixel", "interpolation": "bilinear", "convention": "pillow",
             "antialias": True, "input_range": "1", "mean": (0.0,), "std": (1.0,), "channel_order": "rgb",
             "layout": "NCHW", "dtype": "float32"}
+DEFAULT_SOURCES = {"channel_order": "default: rgb", "input_range": "default: 0..1",
+                   "resize_mode": "default: shorter side, center crop (torchvision)"}
 SOURCE_KINDS = ("flag", "config", "metadata", "catalog", "default", "guessed", "probed", "input shape", "model")
 
 
@@ -200,7 +202,7 @@ def resolve(layers: list[tuple[str, dict]], base: Preprocessing | None = None) -
 
     This is the one place preprocessing is resolved: evaluate, the probe and ``export --model`` all call it.
     """
-    base = base or Preprocessing(sources={k: "default" for k in FIELDS})
+    base = base or Preprocessing(sources={k: DEFAULT_SOURCES.get(k, "default") for k in FIELDS})
     values, sources = {}, dict(base.sources)
     for key in FIELDS:
         for source, layer in layers:
