@@ -121,7 +121,8 @@ def load_image(path: Path, channels: int, size: tuple[int, int], resize: int | t
             im = to_8bit(path, im).convert("L" if channels == 1 else "RGB")
             nh, nw = P.resized_size(pre, im.size[1], im.size[0])
             if (nw, nh) != im.size:
-                check_size(path, (nw, nh), f"would be, resized to {nh}×{nw},")
+                to = f"a shorter side of {pre.resize}" if pre.resize_mode == "shorter" and pre.resize else f"{nh}×{nw}"
+                check_size(path, (nw, nh), f"would be, resized to {to},")
             arr, content = P.fit(im, pre)
     except Image.DecompressionBombError as exc:  # its header claims more pixels than Pillow opens
         raise DataError(f"{path}: Pillow refuses to decode it ({str(exc).rstrip('.')}); shrink the image or leave "
