@@ -191,7 +191,8 @@ def _hugging_face(doc: dict, where: str) -> dict:
     else:
         out.update(mean=(0.0,), std=(1.0,))
     if "resample" in doc:
-        if doc["resample"] not in PIL_RESAMPLE or isinstance(doc["resample"], bool):
+        if not isinstance(doc["resample"], int) or isinstance(doc["resample"], bool) or \
+                doc["resample"] not in PIL_RESAMPLE:
             raise ConvkitError(f"{where}: resample {str(doc['resample'])[:20]!r} is not one of PIL's "
                                f"{', '.join(f'{k} ({v})' for k, v in PIL_RESAMPLE.items())}")
         out["interpolation"] = PIL_RESAMPLE[doc["resample"]]

@@ -73,6 +73,7 @@ class ModelSpec:
     other_sources: dict = field(default_factory=dict)
     flat: bool = False  # the input is [N, C*H*W]: images are flattened (in ``layout`` order) before the model
     output_kind: str = "scores"  # "scores" [N, K]; "squeeze" [N, K, 1, 1]; "zipmap" a sequence of {class: prob}
+    conflicts: list = field(default_factory=list)  # where a config file and the metadata disagree (the config won)
 
     mean = property(lambda self: self.pre.mean)
     std = property(lambda self: self.pre.std)
@@ -374,7 +375,21 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
                      fixed_batch=in_dims[0], image_shape=(c, h, w), num_classes=n_classes, dataset=dataset,
                      class_names=class_names, pre=pre,
                      precision=meta.get("precision") or _precision_from_name(path), metadata=meta,
-                     other_sources=sources, flat=flat, output_kind=kind)
+                     other_sources=sources, flat=flat, output_kind=kind, conflicts=conflicts(ov, meta))
+
+
+def conflicts(ov: Overrides, meta: dict) -> list[str]:
+    """Return, in words, each field a config file and the model's metadata both state with different values (the
+    config won, being higher in flag > config > metadata), unless a flag settled it."""
+    if ov.config is None:
+        return []
+    cfg, md, flags = ov.config.values(), metadata_fields(meta), ov.flags()
+    shown = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+    return [f"{ov.config.source} says {k} {shown(P.check_field(k, cfg[k], ov.config.source))} where the model's "
+            f"metadata says {shown(P.check_field(k, md[k], 'metadata'))}; the config won (flag > config > "
+            f"metadata): pass --{k.replace('_', '-')} to choose, or remove the config"
+            for k in P.FIELDS if k in cfg and k in md and flags.get(k) is None
+            and P.check_field(k, cfg[k], "config") != P.check_field(k, md[k], "metadata")]
 
 
 DTYPE_OF_INPUT = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",

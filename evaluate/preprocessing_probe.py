@@ -243,7 +243,7 @@ def check_preprocessing(spec, session, entry: dict, images, labels: np.ndarray, 
 
 def _messages(spec, result: dict) -> tuple[list[str], list[str]]:
     """Return (warnings, notes) in words: what was defaulted, what the probe found, a collapse."""
-    warnings, notes = [], []
+    warnings, notes = [f"{spec.path.name}: {c}" for c in spec.conflicts], []
     defaulted, found = result["defaulted"], result["probe"]
     if defaulted:
         values = ", ".join(f"{k} ({spec.sources.get(k)})" for k in defaulted)
@@ -266,6 +266,8 @@ def _messages(spec, result: dict) -> tuple[list[str], list[str]]:
         cause = (f"the geometry ({spec.pre.geometry_line()}) was defaulted, not stated: state it (--resize-mode, "
                  f"--size, --pad) or pass the model's config" if geometry else
                  "the preprocessing is probably wrong" if defaulted else
+                 "a config file overrode the model's metadata (see above): check which is right" if spec.conflicts
+                 else
                  "every preprocessing value was stated, so the model itself is the likely cause (untrained, or "
                  "trained on other data)")
         warnings.append(f"PREDICTIONS COLLAPSED: {result['collapse']}; {cause}{hint}")
