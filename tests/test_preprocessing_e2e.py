@@ -157,3 +157,71 @@ def test_saved_preprocessing_needs_no_flags(ocr_case, tmp_path):
         assert doc["model"]["sources"]["resize_mode"] == ("config: cls.convkit.json" if label == "sidecar"
                                                           else "metadata")
         sidecar.unlink(missing_ok=True)
+
+
+HASHNET = '''
+import hashlib
+
+import torch
+
+SEEN = []
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 3)
+
+    def forward(self, x):
+        if not torch.jit.is_tracing():
+            SEEN.append(hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest())
+        return self.conv(x).mean(dim=(2, 3))
+
+
+def build():
+    torch.manual_seed(0)
+    return Net()
+'''
+
+
+def test_onnx_runtime_and_the_pytorch_reference_get_byte_identical_input(tmp_path, monkeypatch):
+    """A user model exported with a keep-ratio + model-space pad geometry, then evaluated: every array ONNX Runtime
+    is fed in the accuracy pass is one the PyTorch module received, byte for byte (hashed), as Polygraphy feeds one
+    buffer to every runner."""
+    import hashlib
+    import sys
+
+    import onnxruntime
+
+    (tmp_path / "hashnet.py").write_text(HASHNET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rng = np.random.default_rng(3)
+    for c in ("a", "b"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(10):
+            h = int(rng.integers(10, 30))
+            _image(rng, h, int(h * rng.uniform(0.5, 5))).save(tmp_path / "data" / c / f"{i}.png")
+    out = tmp_path / "export"
+    runner = CliRunner()
+    res = runner.invoke(main, ["export", "--model", "hashnet:build", "--data", str(tmp_path / "data"),
+                               "--input-size", "3,16,40", "--resize-mode", "height", "--pad", "end",
+                               "--pad-space", "model", "--mean", "0.5", "--std", "0.5", "--channel-order", "bgr",
+                               "--exporter", "torchscript", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    meta = {p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props}
+    saved = json.loads(meta["convkit_preprocessing"])["preprocessing"]
+    assert saved["resize_mode"] == "height" and saved["size"] == [16, 40] and saved["pad_space"] == "model"
+    seen = sys.modules["hashnet"].SEEN
+    seen.clear()
+    fed = []
+    original = onnxruntime.InferenceSession.run
+
+    def recording(self, names, feed, *args, **kwargs):
+        fed.extend(hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest() for v in feed.values())
+        return original(self, names, feed, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", recording)
+    res = runner.invoke(main, ["evaluate", str(out), "--provider", "cpu", "--no-latency", "--threads", "1"])
+    assert res.exit_code in (0, 4), res.output
+    assert seen and fed and set(seen) <= set(fed), (seen, fed)
+    assert "height 16, keep ratio, width ≤ 40" in res.output
