@@ -181,24 +181,41 @@ def probe(session, spec, images, labels: np.ndarray, dataset_norm: tuple, batch:
     rng = np.random.default_rng(PROBE_SEED)
     idx = np.sort(rng.choice(len(labels), size=min(n, len(labels)), replace=False))
     y = np.asarray(labels)[idx]
-    geoms = geometries(spec) if dims and "geometry" in dims else [(spec.pre, "")]
     pixel_dims = None if dims is None else [d for d in dims if d != "geometry"]
-    results, base = [], None
-    for gpre, gflags in geoms:
+    results: list[dict] = []
+    base: list = []  # the current preprocessing's correctness, once measured
+
+    def run(gpre, gflags: str, convs: list[dict]) -> list[dict]:
         x = images.with_preprocessing(gpre)[idx] if gflags else images[idx]
-        gspec = dataclasses.replace(spec, pre=gpre)
-        for conv in conventions(gspec, *dataset_norm, pixel_dims):
+        gspec, out = dataclasses.replace(spec, pre=gpre), []
+        for conv in convs:
+            flags = " ".join(f for f in (conv["flags"], gflags) if f)
+            if any(r["flags"] == flags for r in results):
+                continue
             candidate = dataclasses.replace(gspec, pre=gpre.replace("probed", **conv["fields"]))
             try:
                 correct = ort_scores(session, candidate, x, batch).argmax(1) == y
             except Exception:  # noqa: BLE001 — ORT refuses shapes of the wrong layout; that convention is skipped
                 continue
-            if base is None:
-                base = correct
-            b, c, p = mcnemar_better(base, correct)
-            results.append({"flags": " ".join(f for f in (conv["flags"], gflags) if f),
-                            "accuracy": float(correct.mean()), "only_this_right": b, "only_current_right": c,
-                            "p_value": p})
+            base.append(correct) if not base else None
+            b, c, p = mcnemar_better(base[0], correct)
+            out.append({"flags": flags, "accuracy": float(correct.mean()), "only_this_right": b,
+                        "only_current_right": c, "p_value": p, "_conv": conv, "_geometry": (gpre, gflags)})
+        results.extend(out)
+        return out
+
+    # the pixel conventions at the current geometry; then, when the geometry is unverified, every geometry at the
+    # best of those, and the pixel conventions again at the best geometry (a staged search, not every product)
+    found = run(spec.pre, "", conventions(spec, *dataset_norm, pixel_dims))
+    if dims and "geometry" in dims and found:
+        best_conv = max(found, key=lambda r: r["accuracy"])["_conv"]
+        for gpre, gflags in geometries(spec)[1:]:
+            run(gpre, gflags, [{**best_conv, "fields": best_conv["fields"]}])
+        gpre, gflags = max(results, key=lambda r: r["accuracy"])["_geometry"]
+        if gflags:
+            run(gpre, gflags, conventions(dataclasses.replace(spec, pre=gpre), *dataset_norm, pixel_dims))
+    for r in results:
+        del r["_conv"], r["_geometry"]
     compared = max(len(results) - 1, 1)
     threshold = ALPHA / compared
     current = results[0] if results else None

@@ -225,3 +225,86 @@ def test_onnx_runtime_and_the_pytorch_reference_get_byte_identical_input(tmp_pat
     assert res.exit_code in (0, 4), res.output
     assert seen and fed and set(seen) <= set(fed), (seen, fed)
     assert "height 16, keep ratio, width ≤ 40" in res.output
+
+
+def _geometry_input(path, mode: str, th: int, tw: int) -> np.ndarray:
+    """squash / letterbox (centred, black) / height + right pad (0 in model space), then (x/255 − 0.5)/0.5, in PIL +
+    numpy."""
+    im = Image.open(path).convert("RGB")
+    w, h = im.size
+    if mode == "squash":
+        nh, nw, top, left, pad = th, tw, 0, 0, -1.0
+    elif mode == "letterbox":
+        r = min(th / h, tw / w)
+        nh, nw = round(h * r), round(w * r)
+        top, left, pad = (th - nh) // 2, (tw - nw) // 2, -1.0  # a black pixel after normalisation
+    else:
+        nh, nw, top, left, pad = th, min(tw, math.ceil(th * w / h)), 0, 0, 0.0
+    x = (np.asarray(im.resize((nw, nh), Image.Resampling.BILINEAR), np.float32) / 255.0 - 0.5) / 0.5
+    out = np.full((th, tw, 3), pad, np.float32)
+    out[top:top + nh, left:left + nw] = x
+    return out.transpose(2, 0, 1)[None]
+
+
+GEOMETRY_FLAGS = {"squash": ["--resize-mode", "squash"],
+                  "letterbox": ["--resize-mode", "letterbox", "--pad", "center", "--pad-value", "0"],
+                  "height": ["--resize-mode", "height", "--pad", "end", "--pad-value", "0", "--pad-space", "model"]}
+
+
+class _SpatialNet(torch.nn.Module):
+    """Position matters (no global pooling): a crop, squash or pad moves what each weight sees."""
+
+    def __init__(self, size):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 5, stride=4, padding=2)
+        n = 4 * (-(-size[0] // 4)) * (-(-size[1] // 4))
+        self.fc = torch.nn.Linear(n, 2)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=g) * 0.3)
+            self.fc.weight.copy_(torch.randn(self.fc.weight.shape, generator=g) / n ** 0.5)
+            self.fc.bias.zero_()
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+@pytest.mark.parametrize("mode, size", [("squash", (32, 32)), ("letterbox", (32, 32)), ("height", (24, 72))])
+def test_each_geometry_right_flags_true_accuracy_defaults_exit_4(tmp_path, mode, size):
+    """A fixed-size model labelled by its own predictions under ``mode``: the right flags give 1.0; with the pixels
+    stated and the geometry defaulted (a center crop), the probe names ``mode`` and exits 4."""
+    rng = np.random.default_rng(5)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    paths = []
+    for i in range(150):
+        h = int(rng.integers(20, 60))
+        p = raw / f"{i:03d}.png"
+        _image(rng, h, int(h * rng.uniform(0.4, 3.5))).save(p)
+        paths.append(p)
+    net = _SpatialNet(size).eval()
+    xs = np.concatenate([_geometry_input(p, mode, *size) for p in paths])
+    with torch.no_grad():
+        logits = net(torch.from_numpy(xs))
+        net.fc.bias[1] -= float(np.median((logits[:, 1] - logits[:, 0]).numpy()))
+    model = tmp_path / "m.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, *size),), str(model), dynamo=False, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17)
+    scores = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": xs})[0]
+    for name in ("neg", "pos"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+    for p, lab, s in zip(paths, scores.argmax(1), scores):
+        if abs(s[1] - s[0]) > 1e-3:
+            p.rename(tmp_path / "data" / ("neg", "pos")[lab] / p.name)
+    (tmp_path / "classes.txt").write_text("neg\npos\n")
+    common = [model, "--data", tmp_path / "data", "--classes", tmp_path / "classes.txt", "--mean", "0.5", "--std",
+              "0.5", "--input-range", "1", "--channel-order", "rgb", "--no-latency", "--threads", 2]
+    res, text = _invoke([*common, *GEOMETRY_FLAGS[mode], "--out", tmp_path / "right"])
+    assert res.exit_code == 0, text
+    assert json.loads((tmp_path / "right" / "eval.json").read_text())["accuracy"][0]["accuracy"] == 1.0
+    res, text = _invoke([*common, "--out", tmp_path / "defaults"])
+    assert res.exit_code == 4, text
+    err = [line for line in text.splitlines() if line.startswith("error:")][0]
+    assert " ".join(GEOMETRY_FLAGS[mode]) in err, err
+    doc = json.loads((tmp_path / "defaults" / "eval.json").read_text())
+    assert doc["accuracy"][0]["accuracy"] < 1.0 and doc["preprocessing"]["probe"]["better"]["accuracy"] == 1.0
