@@ -265,3 +265,32 @@ def test_stray_config_disagreeing_with_metadata_says_which_won(tmp_path):
     out = res.output + (res.stderr if res.stderr_bytes is not None else "")
     assert "config: config.json" in out and "mean [0.9] where the model's metadata says [0.5]" in out, out
     assert "the model itself is the likely cause" not in out
+
+
+def test_fixed_batch_padding_keeps_the_model_space_pad(tmp_path):
+    """A model with a fixed batch of 4 on 6 images: the last chunk is filled with copies, and each image's
+    model-space pad still lands where its content ends (compared with P.apply image by image)."""
+    from convkit.data.folder import FolderImages
+    from convkit.evaluate.accuracy import ort_scores
+    from convkit.evaluate.model_io import Overrides, inspect_model
+    from convkit.providers import ProviderConfig, make_session
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 3, 8, 24])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3 * 8 * 24])
+    shape = helper.make_tensor("s", TensorProto.INT64, [2], [4, 3 * 8 * 24])
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["y"])], "g", [x], [y], [shape])
+    path = tmp_path / "id.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), str(path))
+    data = tmp_path / "d"
+    (data / "a").mkdir(parents=True)
+    for i in range(6):
+        Image.fromarray(_image(10 + 3 * i, 12, seed=i)).save(data / "a" / f"{i}.png")
+    ov = Overrides(folder="d", folder_classes=[str(i) for i in range(3 * 8 * 24)],
+                   geometry={"resize_mode": "height", "pad": "end", "pad_value": 7.0, "pad_space": "model",
+                             "size": (8, 24)}, mean=(0.5,), std=(0.5,))
+    spec = inspect_model(path, ov)
+    paths = sorted((data / "a").iterdir())
+    images = FolderImages(paths, 3, (8, 24), pre=spec.pre)
+    got = ort_scores(make_session(str(path), ProviderConfig("cpu", threads=1)), spec, images, 256)
+    want = np.concatenate([P.apply(np.asarray(Image.open(p).convert("RGB")), spec.pre).reshape(1, -1) for p in paths])
+    np.testing.assert_array_equal(got, want)
