@@ -199,6 +199,8 @@ def test_terminal_headline_per_precision():
     assert len(fp32) == len(int8) == 1
     assert "top-1 0.9000 [0.8800, 0.9200]" in fp32[0]
     assert "batch-1 p50 0.800 [0.780, 0.820] ms on 1×3×32×32" in fp32[0]
+    res.method = {"input_shape_timed": "[batch, 3, 32, 32] (NCHW float32)"}  # what the evaluation records
+    assert "ms on [1, 3, 32, 32] (NCHW float32);" in serving_cli.headline_lines(res)[0]
     assert f"best throughput {64e3 / 20:,.0f} images/s at batch 64" in fp32[0]  # 3,200 > 1,250 at batch 1
     # int8: batch 256 (12,800/s) is flagged UNSTABLE, so the headline gives the best stable one: batch 64
     assert f"best throughput {64e3 / 8:,.0f} images/s at batch 64" in int8[0]

@@ -70,7 +70,9 @@ def headline_lines(result: EvalResult) -> list[str]:
     and the input shape, the best median throughput with its batch — and the latency bound the recommendation
     used, with its source."""
     lines = []
-    shape = "×".join(str(v) for v in (result.model or {}).get("image_shape_chw") or []) or "?"
+    timed = (result.method or {}).get("input_shape_timed")  # e.g. "[batch, 3, 48, 192] (NCHW float32)"
+    chw = "×".join(str(v) for v in (result.model or {}).get("image_shape_chw") or [])
+    shape = timed.replace("batch", "1", 1) if isinstance(timed, str) else f"1×{chw}" if chw else "input not recorded"
     for a in result.accuracy or []:
         prec, kind = a.get("precision"), a.get("provider")
         acc = ("outputs degenerate" if a.get("degenerate") else
@@ -78,7 +80,7 @@ def headline_lines(result: EvalResult) -> list[str]:
         rows = [r for r in result.latency or [] if (r.get("precision"), r.get("provider"), r.get("backend")) ==
                 (prec, kind, "ort") and r.get("p50_ms")]
         b1 = next((r for r in rows if r.get("batch") == 1), None)
-        p50 = (f"batch-1 p50 {format_interval(b1['p50_ms'], b1.get('p50_ci_ms'), '.3f')} ms on 1×{shape}"
+        p50 = (f"batch-1 p50 {format_interval(b1['p50_ms'], b1.get('p50_ci_ms'), '.3f')} ms on {shape}"
                + (" UNSTABLE" if b1.get("unstable") else "") if b1 else "batch-1 p50 not measured")
         stable = [r for r in rows if not r.get("unstable")] or rows  # an UNSTABLE figure only when all are
         best = max(stable, key=lambda r: r["batch"] / r["p50_ms"], default=None)
@@ -93,9 +95,9 @@ def headline_lines(result: EvalResult) -> list[str]:
 
 
 def options_from_cli(scenario, quick, latency_bound_ms, max_batch, batch_timeout_ms, workers, server_qps,
-                     threads: int | None = None):
+                     threads: int | None = None, device_id: int = 0):
     """Return the ScenarioOptions of the CLI values (ConvkitError for an unknown scenario); intra-op threads per
-    worker = ``threads`` (default: physical cores) // workers, at least 1."""
+    worker = ``threads`` (default: physical cores) // workers, at least 1; the SUT's sessions use GPU ``device_id``."""
     from convkit.envinfo import physical_cores
     from convkit.evaluate.serving.scenarios import ScenarioOptions, check_server_qps, parse_scenarios, require_loadgen
     from convkit.evaluate.serving.sut import SutConfig
@@ -108,7 +110,7 @@ def options_from_cli(scenario, quick, latency_bound_ms, max_batch, batch_timeout
 
     total = int(threads or physical_cores())
     sut = SutConfig(max_batch=max_batch, batch_timeout_ms=batch_timeout_ms, workers=workers,
-                    intra_op_threads=max(1, total // workers))
+                    intra_op_threads=max(1, total // workers), device_id=device_id)
     bound = {} if latency_bound_ms is None else {"latency_bound_ms": latency_bound_ms,
                                                  "latency_bound_source": "--latency-bound-ms"}
     return ScenarioOptions(scenarios=names, quick=quick, server_qps=server_qps, sut=sut, **bound)
