@@ -201,8 +201,8 @@ def recommendation_lines(rec: dict | None) -> list[str]:
                   "of their ratio holds 1.", ""]
     lines += [rec["text"], ""]
     if rec.get("remeasured"):
-        lines += [f"Re-measured interleaved before ranking (their table figures were UNSTABLE or tied with one "
-                  f"that was): {', '.join(rec['remeasured'])}.", ""]
+        lines += [f"Re-measured interleaved before ranking (the finalists: at least one of their table figures was "
+                  f"UNSTABLE): {', '.join(rec['remeasured'])}.", ""]
     lines += [f"- not chosen: {w}" for w in rec.get("why_not") or []]
     lines += [f"- {w}" for w in rec.get("not_ranked") or []]
     return lines + [""]
