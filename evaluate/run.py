@@ -38,7 +38,7 @@ from convkit.evaluate.options import EvalOptions
 from convkit.evaluate.result import EvalResult
 from convkit.evaluate.serving import section as serving_section
 from convkit.evaluate.serving.recommend import recommend
-from convkit.evaluate.serving.remeasure import session_remeasurer
+from convkit.evaluate.serving.remeasure import remeasure_rounds, session_remeasurer
 from convkit.evaluate.target import Target, resolve_target
 from convkit.onnx_meta import file_sha256
 from convkit.preprocessing_config import find_config, read_config, write_sidecar
@@ -119,7 +119,7 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> EvalResult:
     recommendation = recommend(result, serving_section.latency_bound(opts.serving), max_drop=opts.max_accuracy_drop,
                                bound_source=serving_section.latency_bound_source(opts.serving),
                                remeasure=session_remeasurer(setup.specs, setup.configs, setup.data.images,
-                                                            opts.providers.device_id))
+                                                            opts.providers.device_id, remeasure_rounds(opts)))
     return write_outputs(dataclasses.replace(result, recommendation=recommendation), setup.target,
                          setup.primary[1].class_names)
 

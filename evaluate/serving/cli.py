@@ -73,10 +73,13 @@ def headline_lines(result: EvalResult) -> list[str]:
     timed = (result.method or {}).get("input_shape_timed")  # e.g. "[batch, 3, 48, 192] (NCHW float32)"
     chw = "×".join(str(v) for v in (result.model or {}).get("image_shape_chw") or [])
     shape = timed.replace("batch", "1", 1) if isinstance(timed, str) else f"1×{chw}" if chw else "input not recorded"
-    for a in result.accuracy or []:
-        prec, kind = a.get("precision"), a.get("provider")
-        acc = ("outputs degenerate" if a.get("degenerate") else
-               f"top-1 {format_interval(a.get('accuracy'), a.get('accuracy_ci'))}")
+    entries = {(a.get("precision"), a.get("provider")): a for a in result.accuracy or []}
+    for r in result.latency or []:  # a precision timed but not scored still gets its line
+        if r.get("backend") == "ort":
+            entries.setdefault((r.get("precision"), r.get("provider")), {})
+    for (prec, kind), a in entries.items():
+        acc = ("outputs degenerate" if a.get("degenerate") else "top-1 not measured" if a.get("accuracy") is None
+               else f"top-1 {format_interval(a.get('accuracy'), a.get('accuracy_ci'))}")
         rows = [r for r in result.latency or [] if (r.get("precision"), r.get("provider"), r.get("backend")) ==
                 (prec, kind, "ort") and r.get("p50_ms")]
         b1 = next((r for r in rows if r.get("batch") == 1), None)

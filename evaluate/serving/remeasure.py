@@ -55,6 +55,12 @@ class Rounds:
     seconds: float = 0.15
 
 
+def remeasure_rounds(opts) -> Rounds:
+    """Return the re-measurement's effort for EvalOptions ``opts``: each round's seconds per finalist follow the
+    timing asked for (a quarter of ``--min-seconds``, at most 0.15 s), so a quick evaluation re-measures quickly."""
+    return Rounds(seconds=min(Rounds.seconds, max(0.0, opts.timing.min_seconds) / 4))
+
+
 def interleaved(calls: dict, rounds: Rounds = Rounds(), clock: Callable[[], float] = time.perf_counter) -> dict:
     """Return {key: latency statistics (latency.summarize) plus ``rounds``} for ``calls``: {key: (call, sync,
     batch)}, timed in interleaved rounds until every figure is settled (after ``min_rounds``) or ``max_rounds``.
