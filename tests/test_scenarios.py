@@ -265,12 +265,12 @@ def test_evaluate_cli_scenario_quick(small_run):
     assert set(rows) == {"single-stream", "offline", "accuracy"}
     assert rows["accuracy"]["accuracy"] == out["accuracy"][0]["accuracy"]
     assert rows["single-stream"]["closed_loop_p90_ms"] > 0 and rows["single-stream"]["sut_intra_op_threads"] == 1
-    assert out["recommendation"]["met"] and out["recommendation"]["text"].startswith("deploy ")
+    assert out["recommendation"]["met"] and "deploy " in out["recommendation"]["text"]  # or "TIE — deploy …"
     for name in ("single-stream", "offline"):
         assert (small_run / "loadgen" / f"fp32-cpu-{name}" / "mlperf_log_summary.txt").is_file()
     md = (small_run / "eval.md").read_text()
     assert "## Serving (MLPerf LoadGen)" in md and "## Deployment recommendation" in md
-    assert "LoadGen single-stream fp32 cpu" in res.output and "recommendation: deploy" in res.output
+    assert "LoadGen single-stream fp32 cpu" in res.output and "recommendation: " in res.output
 
 
 def test_evaluate_without_loadgen(small_run, monkeypatch):

@@ -57,8 +57,9 @@ class Rounds:
 
 def remeasure_rounds(opts) -> Rounds:
     """Return the re-measurement's effort for EvalOptions ``opts``: each round's seconds per finalist follow the
-    timing asked for (a quarter of ``--min-seconds``, at most 0.15 s), so a quick evaluation re-measures quickly."""
-    return Rounds(seconds=min(Rounds.seconds, max(0.0, opts.timing.min_seconds) / 4))
+    timing asked for (a quarter of ``--min-seconds``, between 0.05 and 0.15 s), so a quick evaluation re-measures
+    quickly yet with enough calls to settle a median."""
+    return Rounds(seconds=min(Rounds.seconds, max(0.05, opts.timing.min_seconds / 4)))
 
 
 def interleaved(calls: dict, rounds: Rounds = Rounds(), clock: Callable[[], float] = time.perf_counter) -> dict:
