@@ -32,6 +32,7 @@ COMMANDS = {
     "train-all": "convkit.commands:train_all_cmd",
     "summarize": "convkit.commands:summarize_cmd",
     "report": "convkit.report.cli:report_cmd",
+    "compare": "convkit.compare.cli:compare_cmd",
 }
 
 # What Ctrl-C leaves behind, per command: the user's next step.

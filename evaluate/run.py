@@ -32,7 +32,7 @@ from convkit.envinfo import environment, physical_cores
 from convkit.errors import EXIT_GATE_FAILED, EXIT_UNVERIFIED, ConvkitError
 from convkit.evaluate import accuracy as acc
 from convkit.evaluate import latency as lat
-from convkit.evaluate import markdown, preprocessing_probe, robustness
+from convkit.evaluate import markdown, predictions, preprocessing_probe, robustness
 from convkit.evaluate.images import ReadingOptions, TestData, catalog_data, folder_data, read_classes
 from convkit.evaluate.model_io import ModelSpec, Overrides, default_normalization, inspect_model
 from convkit.evaluate.options import EvalOptions
@@ -117,8 +117,9 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> EvalResult:
         measured.serving = serving_section.serve(serving_request(setup, opts), opts.serving, measured.latency)
     result = assemble(setup, opts, measured, sha256, provenance, given_path)
     recommendation = recommend(result, serving_section.latency_bound(opts.serving), max_drop=opts.max_accuracy_drop)
-    return write_outputs(dataclasses.replace(result, recommendation=recommendation), setup.target,
-                         setup.primary[1].class_names)
+    result = dataclasses.replace(result, recommendation=recommendation,
+                                 files=predictions.write_evaluation(setup.target, setup.data, result, measured.accuracy))
+    return write_outputs(result, setup.target, setup.primary[1].class_names)
 
 
 def measure(setup: Setup, opts: EvalOptions) -> Measured:
@@ -432,7 +433,7 @@ def _gpu_info() -> dict:
 
 
 def _strip(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k not in ("predictions", "tie_mask", "labels")}
+    return {k: v for k, v in metrics.items() if k not in ("predictions", "tie_mask", "labels", "top_k")}
 
 
 def write_outputs(result: EvalResult, target: Target, class_names: list[str]) -> EvalResult:
@@ -444,7 +445,7 @@ def write_outputs(result: EvalResult, target: Target, class_names: list[str]) ->
     out = ensure_writable_dir(target.out_dir)
     names = target.names
     files = markdown.write_figures(out, names, result, class_names)
-    files.update(eval_md=str(out / names.md), eval_json=str(out / names.json))
+    files.update(**result.files, eval_md=str(out / names.md), eval_json=str(out / names.json))
     result = dataclasses.replace(result, files=files)
     markdown.write_markdown(out / names.md, result)
     write_artifact(out / names.json, "eval", result.to_json())
