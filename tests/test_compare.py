@@ -275,14 +275,16 @@ def test_job_summary_only_when_the_variable_is_set(tmp_path, monkeypatch):
 
 
 # ---- end to end: two ONNX files made here ------------------------------------------------------------------------
-def _linear_model(path: Path, w: np.ndarray):
-    """[N, 3, 32, 32] float → [N, 10] logits = flatten(x) @ w, built with onnx.helper."""
+def _linear_model(path: Path, w: np.ndarray, bias: np.ndarray):
+    """[N, 3, 32, 32] float → [N, 10] logits = flatten(x) @ w + bias, built with onnx.helper."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     inits = [numpy_helper.from_array(w.astype(np.float32), "W"),
-             numpy_helper.from_array(np.array([0, -1], np.int64), "s")]
-    nodes = [helper.make_node("Reshape", ["x", "s"], ["f"]), helper.make_node("MatMul", ["f", "W"], ["y"])]
+             numpy_helper.from_array(np.array([0, -1], np.int64), "s"),
+             numpy_helper.from_array(bias.astype(np.float32), "B")]
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["f"]), helper.make_node("MatMul", ["f", "W"], ["m"]),
+             helper.make_node("Add", ["m", "B"], ["y"])]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -300,10 +302,9 @@ def test_two_onnx_files_end_to_end_and_stored_evaluations_agree(tmp_path):
     data = load_dataset("cifar10", sample=True)
     x, y = data.train_images.numpy() / 255.0, data.train_labels.numpy()
     cents = np.stack([x[y == c].reshape((y == c).sum(), -1).mean(0) for c in range(10)])
-    w = cents.T - 0.5 * 0  # nearest-centroid by dot product: a weak but real classifier
-    a = _linear_model(tmp_path / "a.onnx", w)
-    noisy = w + np.random.default_rng(0).normal(0, w.std() * 0.8, w.shape)
-    b = _linear_model(tmp_path / "b.onnx", noisy)
+    bias = -0.5 * (cents ** 2).sum(1)  # nearest centroid: a weak but real classifier
+    a = _linear_model(tmp_path / "a.onnx", cents.T, bias)
+    b = _linear_model(tmp_path / "b.onnx", cents.T + np.random.default_rng(0).normal(0, 0.02, cents.T.shape), bias)
     flags = ["--dataset", "cifar10", "--sample", "--mean", "0,0,0", "--std", "1,1,1", "--threads", 1]
     res, out = compare(a, b, *flags, "--blocks", 6, "--block-calls", 5, "--out", tmp_path / "out")
     assert res.exit_code in (0, 1, 4), out
