@@ -274,6 +274,29 @@ def test_job_summary_only_when_the_variable_is_set(tmp_path, monkeypatch):
     assert "<img" not in text and (tmp_path / "o2" / "compare.md").read_text() in text
 
 
+def _latency_row(p50, ci, p99):
+    return {"precision": "fp32", "provider": "cpu", "backend": "ort", "batch": 1, "p50_ms": p50, "p50_ci_pair_ms": ci,
+            "p99_ms": p99, "unstable": None}
+
+
+def test_stored_latency_only_on_matching_hardware(tmp_path):
+    base, new = planted(1000, 0)
+    hw, prov = {"cpu": "Xeon", "cpu_physical_cores": 2}, {"used": ["cpu"], "options": {"cpu": {"threads": 2}}}
+    b = stored(tmp_path / "base", base, hardware=hw, providers=prov, latency=[_latency_row(1.0, [0.95, 1.05], 2.0)])
+    n = stored(tmp_path / "new", new, created="t2", hardware=hw, providers=prov,
+               latency=[_latency_row(1.5, [1.42, 1.58], 2.2)])
+    res, out = compare(b, n, "--out", tmp_path / "o")
+    assert res.exit_code == 1, out  # [1.42 / 1.05, 1.58 / 0.95] = [1.352, 1.663] lies above 1.05
+    p50 = json.loads((tmp_path / "o" / "compare.json").read_text())["checks"][4]
+    assert p50["verdict"] == "regressed" and p50["ratio_ci"] == pytest.approx([1.42 / 1.05, 1.58 / 0.95])
+    assert "×1.100 (no interval from stored figures: reported, not gated)" in out
+    other = stored(tmp_path / "other", planted(1000, 0)[1], created="t3", hardware={**hw, "cpu": "EPYC"},
+                   providers=prov, latency=[_latency_row(1.5, [1.42, 1.58], 2.2)])
+    res, out = compare(b, other, "--out", tmp_path / "o")
+    assert res.exit_code == 0, out
+    assert "skipped      latency p50: measured on different hardware (cpu: Xeon vs EPYC)" in out
+
+
 # ---- end to end: two ONNX files made here ------------------------------------------------------------------------
 def _linear_model(path: Path, w: np.ndarray, bias: np.ndarray):
     """[N, 3, 32, 32] float → [N, 10] logits = flatten(x) @ w + bias, built with onnx.helper."""
@@ -332,4 +355,4 @@ def test_two_onnx_files_end_to_end_and_stored_evaluations_agree(tmp_path):
     stored_top1 = json.loads((tmp_path / "out2" / "compare.json").read_text())["checks"][0]
     assert (stored_top1["only_base_right"], stored_top1["only_candidate_right"]) == (
         top1["only_base_right"], top1["only_candidate_right"])
-    assert "latency p50: skipped" in out or "latency p50" in out
+    assert "latency p50: a stored evaluation has no batch-1 latency" in out  # evaluated with --no-latency

@@ -28,12 +28,18 @@ def _run(base: str, new: str, opts: dict) -> dict:
     else:
         if opts["data_path"] or opts["dataset"]:
             raise ConvkitError("--data/--dataset apply to two .onnx files; stored evaluations carry their own data")
-        b, n = inputs.load_stored(base, opts["variant"]), inputs.load_stored(new, opts["variant"])
+        b = inputs.load_stored(base, opts["variant"])
+        n = inputs.load_stored(new, opts["new_variant"] or opts["variant"])
     notes = inputs.refuse_mismatch(b.predictions, n.predictions, opts["allow_preprocessing_change"])
     notes += [x for side in (b, n) for x in side.notes]
     doc = gate.compare(b, n, gate_opts, times, ab, notes)
     out = Path(opts["out"])
-    sheet = outputs.contact_sheet(out / outputs.SHEET_PNG, doc, n.images if n.images is not None else b.images)
+    images = n.images if n.images is not None else b.images
+    if images is None and doc["flips"]["lost"] and b.predictions.image_paths is None:
+        images = inputs.catalog_images(b.predictions)
+    sheet = outputs.contact_sheet(out / outputs.SHEET_PNG, doc, images)
+    if doc["flips"]["lost"] and sheet is None:
+        doc["notes"].append("no contact sheet: the images are not readable here")
     doc["files"] = outputs.write_all(doc, out, Path(opts["junit"]) if opts["junit"] else None, sheet)
     return doc
 
@@ -71,6 +77,8 @@ def eval_options(opts: dict):
 @click.option("--junit", type=click.Path(), default=None, help="Also write a JUnit XML file: one test case per check.")
 @click.option("--variant", default=None,
               help="Which stored variant to compare, e.g. int8 or fp16/cuda (default: each evaluation's primary).")
+@click.option("--new-variant", default=None,
+              help="NEW's variant when it differs from BASE's, e.g. --variant fp32/cpu --new-variant fp32/cuda.")
 @click.option("--allow-preprocessing-change", is_flag=True,
               help="Compare even when the preprocessing differs (the change is printed).")
 @click.option("--data", "data_path", type=click.Path(), default=None,

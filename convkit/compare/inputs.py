@@ -4,6 +4,7 @@ latency timed in interleaved blocks."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +81,22 @@ def stored_images(preds: pred_file.Predictions):
     if preds.image_paths is None or not root or not Path(root).is_dir():
         return None
     return [Path(root) / p for p in preds.image_paths]
+
+
+def catalog_images(preds: pred_file.Predictions):
+    """Return the test images of a stored evaluation on a catalog dataset, found where `convkit evaluate` finds it
+    (the embedded sample, else $CONVKIT_DATA) and checked against the recorded checksum; None when not found here."""
+    from convkit.evaluate.images import catalog_data
+
+    spread = re.search(r":first-(\d+)-spread$", preds.data_checksum)
+    for sample in (True, False):
+        try:
+            data = catalog_data(preds.dataset, None, sample, int(spread.group(1)) if spread else None)
+        except (ConvkitError, ValueError, KeyError):
+            continue
+        if data.checksum == preds.data_checksum and len(data.labels) == preds.n:
+            return data.images
+    return None
 
 
 def refuse_mismatch(base: pred_file.Predictions, new: pred_file.Predictions, allow_preprocessing_change: bool
