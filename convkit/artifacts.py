@@ -81,6 +81,7 @@ SCHEMAS = {
     "reference": "convkit.reference/1",
     "plan": "convkit.plan/1",
     "model_source": "convkit.model_source/1",
+    "compare": "convkit.compare/1",
 }
 
 

@@ -445,7 +445,7 @@ def write_outputs(result: EvalResult, target: Target, class_names: list[str]) ->
     out = ensure_writable_dir(target.out_dir)
     names = target.names
     files = markdown.write_figures(out, names, result, class_names)
-    files.update(**result.files, eval_md=str(out / names.md), eval_json=str(out / names.json))
+    files.update({**result.files, "eval_md": str(out / names.md), "eval_json": str(out / names.json)})
     result = dataclasses.replace(result, files=files)
     markdown.write_markdown(out / names.md, result)
     write_artifact(out / names.json, "eval", result.to_json())

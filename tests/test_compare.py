@@ -274,6 +274,26 @@ def test_job_summary_only_when_the_variable_is_set(tmp_path, monkeypatch):
     assert "<img" not in text and (tmp_path / "o2" / "compare.md").read_text() in text
 
 
+def test_report_shows_a_comparison_kept_in_the_suite_folder(tmp_path):
+    from convkit.report import comparison
+    from convkit.report.doc import to_html, to_markdown
+
+    base, new = planted(2000, 30)
+    b, n = stored(tmp_path / "evals" / "base", base), stored(tmp_path / "evals" / "<b>new`x", new, created="t2")
+    suite = tmp_path / "suite"
+    res, out = compare(b, n, "--margin", 0.2, "--out", suite / "compare")
+    assert res.exit_code == 1, out
+    assert comparison.blocks(tmp_path / "evals") == []  # no comparison there: no section
+    md = to_markdown(comparison.blocks(suite))
+    assert md.startswith("## Comparison: regressed (`compare/`)")
+    assert "| top-1 accuracy | regressed |" in md and "30 images only base right" in md
+    assert md.count("<b>") == 1 and "/<b>new'x` (fp32/cpu)" in md  # the folder name: in a code span, as text
+    html = to_html(comparison.blocks(suite), suite, "r")
+    assert "<b>new" not in html
+    (suite / "compare" / "compare.json").write_text('{"schema": "convkit.compare/9"}')
+    assert "not shown" in to_markdown(comparison.blocks(suite))
+
+
 def _latency_row(p50, ci, p99):
     return {"precision": "fp32", "provider": "cpu", "backend": "ort", "batch": 1, "p50_ms": p50, "p50_ci_pair_ms": ci,
             "p99_ms": p99, "unstable": None}

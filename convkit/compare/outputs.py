@@ -8,7 +8,8 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from convkit.atomic import atomic_path, write_json, write_text
+from convkit.artifacts import write_artifact
+from convkit.atomic import atomic_path, write_text
 from convkit.compare.gate import INFO, SKIPPED
 from convkit.compare.stats import INCONCLUSIVE, REGRESSED
 from convkit.errors import ConvkitError
@@ -103,7 +104,7 @@ def write_all(doc: dict, out_dir: Path, junit_file: Path | None, sheet: str | No
         files["junit"] = str(write_text(Path(junit_file), junit(doc)))
     text = markdown(doc, sheet)
     write_text(out_dir / COMPARE_MD, text)
-    write_json(out_dir / COMPARE_JSON, {"schema": "convkit.compare/1", **doc, "files": files})
+    write_artifact(out_dir / COMPARE_JSON, "compare", {**doc, "files": files})
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         try:

@@ -16,6 +16,7 @@ from convkit.models import create_model, get_model_config
 from convkit.plotting import plot_style
 from convkit.report import figures as F
 from convkit.report import robustness
+from convkit.report import comparison
 from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, load_run, other_evaluations
 from convkit.report.doc import to_html, to_markdown
 from convkit.report.internals import first_conv_view, fixed_test_image, stage_maps
@@ -419,6 +420,7 @@ def build_report(suite_dir: Path | str) -> dict:
         for table in ran:
             rows = [(e, *per_exp[e.name]) for e in exps if e.table == table]
             blocks += table_section(table, rows, figs, out, suite_dir, exps, by_name)
+    blocks += comparison.blocks(suite_dir)  # a `convkit compare` result kept in the suite folder
     others = [r for r in runs if r.experiment is None or r.experiment not in exps]
     if others:
         blocks.append(("h2", "Other runs (not rows of this suite)"))
