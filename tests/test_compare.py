@@ -230,6 +230,26 @@ def test_tiny_data_is_inconclusive_with_the_images_needed(tmp_path):
     assert f"about {needed:,} images would decide it" in out
 
 
+def test_flips_in_one_class_are_found_after_holm(tmp_path):
+    base, new = planted(2000, 0, seed=5)
+    v = new.variants["fp32/cpu"]
+    ids = v.top_ids.copy()
+    right3 = np.flatnonzero((base.labels == 3) & (ids[:, 0] == 3))[:30]
+    ids[right3] = (ids[right3] + 1) % 10  # 30 images of class 3 turned wrong, nothing else
+    new.variants["fp32/cpu"] = pf.VariantPredictions(ids, v.top_probs)
+    b, n = stored(tmp_path / "base", base), stored(tmp_path / "new", new, created="t2")
+    res, out = compare(b, n, "--margin", 0.5, "--out", tmp_path / "o")
+    doc = json.loads((tmp_path / "o" / "compare.json").read_text())
+    rows = {r["class"]: r for r in doc["per_class"]}
+    # exact McNemar on class 3: 2 · 0.5³⁰; Holm multiplies the smallest of the 10 classes' p-values by 10
+    assert rows["c3"]["p_holm"] == pytest.approx(10 * 2 * 0.5 ** 30, rel=1e-9)
+    assert rows["c3"]["delta"] == pytest.approx(-30 / int((base.labels == 3).sum()))
+    assert [r["p_holm"] for c, r in rows.items() if c != "c3"] == [1.0] * 9
+    per_class_check = next(c for c in doc["checks"] if c["name"] == "per-class recall")
+    assert per_class_check["verdict"] == "regressed" and per_class_check["regressed_classes"] == ["c3"]
+    assert res.exit_code == 1 and "c3 -" in out
+
+
 def test_refusals_other_data_classes_preprocessing(tmp_path):
     base, new = planted(500, 0)
     b = stored(tmp_path / "base", base)
