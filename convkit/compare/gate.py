@@ -145,8 +145,9 @@ def latency_checks(base: Side, new: Side, opts: GateOptions, times: dict | None,
     so it is reported, not gated), else skipped with the reason."""
     if times is not None:
         figures = latency_ab.ab_checks(times["base_ms"], times["new_ms"], opts.latency_margin, ab)
-        return [check(f"latency {q} (batch 1, interleaved A/B)", f["verdict"], latency_text(f, opts.latency_margin),
-                      f, method=ab.describe()) for q, f in figures.items()]
+        return [tail_policy(check(f"latency {q} (batch 1, interleaved A/B)", f["verdict"],
+                                  latency_text(f, opts.latency_margin), f, method=ab.describe()))
+                for q, f in figures.items()]
     why = stored_latency_mismatch(base, new)
     if why:
         return [check("latency p50", SKIPPED, why), check("latency p99", SKIPPED, why)]
@@ -163,6 +164,16 @@ def latency_checks(base: Side, new: Side, opts: GateOptions, times: dict | None,
                   method=method),
             check("latency p99 (batch 1, stored)", INFO, f"p99 {p99['base_ms']:.3f} → {p99['new_ms']:.3f} ms, ×"
                   f"{p99['ratio']:.3f} (no interval from stored figures: reported, not gated)", p99)]
+
+
+def tail_policy(c: dict) -> dict:
+    """Return the check with a p99 that is not decided turned into information: the tail of a few hundred calls
+    on a shared machine is rarely bounded within a few percent (bench/compare_aa.py), so p99 fails the gate only
+    when its whole interval lies beyond the margin, and never makes the verdict inconclusive on its own."""
+    if "p99" in c["name"] and c["verdict"] == INCONCLUSIVE:
+        return {**c, "verdict": INFO, "summary": c["summary"] + " (not decided: reported; p99 is gated only when "
+                                                                "clearly beyond the margin)"}
+    return c
 
 
 def latency_text(f: dict, margin: float) -> str:
