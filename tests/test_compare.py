@@ -269,6 +269,11 @@ def test_refusals_other_data_classes_preprocessing(tmp_path):
     assert not (tmp_path / "o").exists()  # nothing written
     res, out = compare(b, p, "--out", tmp_path / "o", "--allow-preprocessing-change")
     assert res.exit_code == 0 and "preprocessing changed (allowed by --allow-preprocessing-change): mean" in out
+    # an evaluation whose outputs were degenerate has nothing to compare: exit 4, one line
+    d = stored(tmp_path / "degenerate", planted(500, 0)[1], accuracy=[
+        {"precision": "fp32", "provider": "cpu", "degenerate": "output 'y' holds NaN or Inf for 500 of 500 images"}])
+    res, out = compare(b, d, "--out", tmp_path / "o")
+    assert res.exit_code == 4 and "outputs degenerate" in out and len(out.strip().splitlines()) == 1
     # a predictions file of another evaluation than its eval.json
     (tmp_path / "pre" / "eval.predictions.npz").replace(tmp_path / "x.npz")
     stored(tmp_path / "tmp2", moved, created="other")

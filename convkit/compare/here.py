@@ -10,7 +10,7 @@ import numpy as np
 
 from convkit.compare import latency_ab
 from convkit.compare.inputs import Side
-from convkit.errors import ConvkitError
+from convkit.errors import EXIT_UNVERIFIED, ConvkitError
 from convkit.evaluate import accuracy as acc
 from convkit.evaluate import predictions as pred_file
 from convkit.evaluate.latency import make_batch
@@ -36,6 +36,10 @@ def evaluate_pair(base: Path, new: Path, opts: EvalOptions, ab: latency_ab.AbTim
     sessions = [make_session(str(s.primary[1].path), s.configs[provider]) for s in setups]
     specs = [s.primary[1] for s in setups]
     scores = paired_scores(sessions, specs, a.data.images, opts.data.eval_batch)
+    for path, spec, s in zip((base, new), specs, scores):
+        why = acc.degenerate_reason(s, a.data.labels, spec.output_name)
+        if why:
+            raise ConvkitError(f"{path}: outputs degenerate ({why}): nothing to compare", EXIT_UNVERIFIED)
     sides = []
     for path, setup, spec, s in zip((base, new), setups, specs, scores):
         dataset = {"name": spec.dataset, **setup.data.reading}

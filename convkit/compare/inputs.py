@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convkit.errors import ConvkitError
+from convkit.errors import EXIT_UNVERIFIED, ConvkitError
 from convkit.evaluate import predictions as pred_file
 from convkit.evaluate.result import EvalResult, read_eval
 from convkit.text import cap
@@ -71,7 +71,16 @@ def load_stored(path: str | Path, variant: str | None) -> Side:
         raise ConvkitError(f"{json_path.parent / name} belongs to another evaluation than {json_path} (created "
                            f"{cap(preds.created, 40)} vs {cap(evaluation.created, 40)}); re-run `convkit evaluate`")
     key, _ = preds.variant(variant)
-    return Side(str(path), preds, evaluation, stored_images(preds), key)
+    prec, _, provider = key.partition("/")
+    entry = next((a for a in evaluation.accuracy if (a.get("precision"), a.get("provider")) == (prec, provider)), {})
+    if entry.get("degenerate"):
+        raise ConvkitError(f"{json_path}: {key} outputs degenerate ({cap(entry['degenerate'])}): nothing to compare",
+                           EXIT_UNVERIFIED)
+    notes = []
+    if (evaluation.preprocessing or {}).get("verdict") == "unverified":
+        notes.append(f"{path}: its preprocessing was unverified (a probe found better values): both sides are "
+                     f"compared as evaluated")
+    return Side(str(path), preds, evaluation, stored_images(preds), key, notes)
 
 
 def stored_images(preds: pred_file.Predictions):
