@@ -40,8 +40,10 @@ def small_cnn(path: Path) -> Path:
     rng = np.random.default_rng(0)
     w = {"w1": rng.normal(0, 0.1, (16, 3, 3, 3)), "w2": rng.normal(0, 0.1, (32, 16, 3, 3)),
          "w3": rng.normal(0, 0.1, (32, 10))}
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c2"], ["r2"]),
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
              helper.make_node("GlobalAveragePool", ["r2"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
              helper.make_node("MatMul", ["f", "w3"], ["y"])]
     graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
@@ -54,7 +56,8 @@ def small_cnn(path: Path) -> Path:
 
 
 def as_gated(p50: str, p99: str) -> str:
-    """Return the latency part of compare's verdict: p50 as judged; p99 counts only when regressed (gate.tail_policy)."""
+    """Return the latency part of compare's verdict: p50 as judged; p99 counts only when regressed
+    (gate.tail_policy)."""
     if "regressed" in (p50, p99):
         return "regressed"
     return p50
@@ -111,8 +114,9 @@ def main() -> None:
     print("|---|---:|---:|")
     print(f"| convkit compare p50, margin 0 | {share('p50_0')} | {share('p50_0', 'inconclusive')} |")
     print(f"| convkit compare p99, margin 0 | {share('p99_0')} | {share('p99_0', 'inconclusive')} |")
-    print(f"| convkit compare p50, margin {margin:.0%} (default) | {share('p50_m')} | {share('p50_m', 'inconclusive')} |")
-    print(f"| convkit compare p99, margin {margin:.0%} (default) | {share('p99_m')} | {share('p99_m', 'inconclusive')} |")
+    for q in ("p50", "p99"):
+        print(f"| convkit compare {q}, margin {margin:.0%} (default) | {share(q + '_m')} "
+              f"| {share(q + '_m', 'inconclusive')} |")
     print(f"| convkit compare's latency verdict as gated (p50, and p99 only when clearly beyond) "
           f"| {share('gate')} | {share('gate', 'inconclusive')} |")
     print(f"| github-action-benchmark default (mean ratio > 200 %) | {share('gha', True)} | — |")
@@ -124,7 +128,8 @@ def main() -> None:
 def power(run, timing, tries: int, p50_ms: float, margin: float) -> None:
     """Print how often each planted slowdown is called regressed (p50), at margin 0 and the default margin."""
     print(f"\nPower: B = A + a busy-wait of a share of A's p50 ({p50_ms:.3f} ms) per call; {tries} tries each\n")
-    print(f"| planted slowdown | p50 regressed, margin 0 | p50 regressed, margin {margin:.0%} | measured p50 ratio (median) |")
+    print(f"| planted slowdown | p50 regressed, margin 0 | p50 regressed, margin {margin:.0%} "
+          f"| measured p50 ratio (median) |")
     print("|---:|---:|---:|---:|")
     smallest = {0.0: None, margin: None}
     for share in SLOWDOWNS:

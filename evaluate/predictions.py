@@ -41,7 +41,8 @@ READING_KEYS = ("resize", "crop", "interpolation")
 
 
 def file_name(eval_prefix: str) -> str:
-    """Return the predictions file name beside ``<eval_prefix>.json`` (eval.predictions.npz, eval.int8.predictions.npz)."""
+    """Return the predictions file name beside ``<eval_prefix>.json``: eval.predictions.npz,
+    eval.int8.predictions.npz."""
     return eval_prefix + SUFFIX
 
 

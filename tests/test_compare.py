@@ -70,7 +70,8 @@ def planted(n: int = 10_000, wrong: int = 0, seed: int = 0, base_acc: float = 0.
 
     def preds(t1):
         ids = ((t1[:, None] + np.arange(5)[None, :]) % 10).astype(np.uint16)
-        return pf.Predictions(labels, CLASSES, "sum-a", "planted", dict(PRE), {"fp32/cpu": pf.VariantPredictions(ids, probs)})
+        variants = {"fp32/cpu": pf.VariantPredictions(ids, probs)}
+        return pf.Predictions(labels, CLASSES, "sum-a", "planted", dict(PRE), variants)
 
     return preds(top1), preds(new_top1)
 

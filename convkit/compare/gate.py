@@ -153,7 +153,8 @@ def latency_checks(base: Side, new: Side, opts: GateOptions, times: dict | None,
         return [check("latency p50", SKIPPED, why), check("latency p99", SKIPPED, why)]
     rows = [batch1_row(side) for side in (base, new)]
     if any(r.get("unstable") for r in rows):
-        why = "a stored batch-1 figure is flagged unstable: " + "; ".join(r["unstable"] for r in rows if r.get("unstable"))
+        flagged = "; ".join(r["unstable"] for r in rows if r.get("unstable"))
+        why = f"a stored batch-1 figure is flagged unstable: {flagged}"
         return [check("latency p50", SKIPPED, why), check("latency p99", SKIPPED, why)]
     versus = compare_latency(rows[1], rows[0])
     f = {"base_ms": rows[0]["p50_ms"], "new_ms": rows[1]["p50_ms"], "ratio": versus["ratio"],

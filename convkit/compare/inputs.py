@@ -50,8 +50,9 @@ def find_eval_json(path: Path) -> Path:
     if len(others) == 1:
         return others[0]
     if others:
-        raise ConvkitError(f"{path} holds {len(others)} evaluations on other data ({', '.join(p.parent.name for p in others[:5])}); "
-                           f"pass the one to compare, e.g. {others[0]}")
+        names = ", ".join(p.parent.name for p in others[:5])
+        raise ConvkitError(f"{path} holds {len(others)} evaluations on other data ({names}); pass the one to "
+                           f"compare, e.g. {others[0]}")
     raise ConvkitError(f"{path} holds no {EVAL_JSON}; run `convkit evaluate {path}` first")
 
 
