@@ -402,3 +402,38 @@ def test_two_onnx_files_end_to_end_and_stored_evaluations_agree(tmp_path):
     assert (stored_top1["only_base_right"], stored_top1["only_candidate_right"]) == (
         top1["only_base_right"], top1["only_candidate_right"])
     assert "latency p50: a stored evaluation has no batch-1 latency" in out  # evaluated with --no-latency
+
+
+@pytest.mark.slow
+def test_evaluate_on_a_folder_stores_paths_and_top5_as_plain_onnxruntime_computes_them(tmp_path):
+    import onnxruntime as ort
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    root = tmp_path / "pics"
+    names = []
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+            names.append(f"{c}/{i}.png")
+    w = rng.normal(0, 0.01, (3 * 32 * 32, 10))
+    model = _linear_model(tmp_path / "m.onnx", w, np.zeros(10))
+    classes = tmp_path / "classes.txt"
+    classes.write_text("cat\ndog\n" + "\n".join(f"x{i}" for i in range(8)) + "\n")
+    r = CliRunner().invoke(main, ["evaluate", str(model), "--data", str(root), "--classes", str(classes), "--crop", "32",
+                                  "--mean", "0,0,0", "--std", "1,1,1", "--no-latency", "--threads", "1"],
+                           catch_exceptions=False)
+    assert r.exit_code in (0, 4), r.output
+    preds = pf.read(tmp_path / "m_eval" / "eval.predictions.npz")
+    assert preds.image_paths == names and preds.preprocessing["crop"] == [32, 32]
+    assert preds.extra["data_root"] == str(root)
+    # independent: PIL pixels / 255 through plain onnxruntime, softmax with numpy
+    x = np.stack([np.asarray(Image.open(root / n), np.float32).transpose(2, 0, 1) / 255 for n in names])
+    logits = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    soft = np.exp(logits - logits.max(1, keepdims=True))
+    soft /= soft.sum(1, keepdims=True)
+    _, v = preds.variant()
+    assert np.array_equal(v.top_ids, np.argsort(-logits, 1)[:, :5])
+    assert np.allclose(v.top_probs.astype(np.float64), np.sort(soft, 1)[:, ::-1][:, :5], atol=2e-3)
+    assert list(preds.labels) == [0] * 6 + [1] * 6
