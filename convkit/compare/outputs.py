@@ -46,7 +46,7 @@ def markdown(doc: dict, sheet: str | None = None) -> str:
            "| check | verdict | figures |", "|---|---|---|"]
     out += [f"| {md_text(c['name'])} | {SYMBOL.get(c['verdict'], '')} {c['verdict']} | {md_text(c['summary'], 1000)} |"
             for c in doc["checks"]]
-    worst = sorted(doc["per_class"], key=lambda r: r["delta"])[:10]
+    worst = sorted((r for r in doc["per_class"] if r["delta"] < 0), key=lambda r: r["delta"])[:10]
     if worst:
         out += ["", "## Classes with the largest drops", "", "| class | n | base | new | Δ pts | p (Holm) |",
                 "|---|---:|---:|---:|---:|---:|"]
