@@ -392,6 +392,7 @@ def test_two_onnx_files_end_to_end_and_stored_evaluations_agree(tmp_path):
     assert [c["name"].split(" (")[0] for c in doc["checks"][-2:]] == ["latency p50", "latency p99"]
     assert all(c["ratio_ci"][0] <= c["ratio"] <= c["ratio_ci"][1] for c in doc["checks"][-2:])
     assert (tmp_path / "out" / "flips.png").is_file()
+    assert doc["latency_hardware"]["onnxruntime"] == ort.__version__  # what the A/B ran on is recorded
     # every evaluation stores its predictions: compare the two stored evaluations, same accuracy figures
     for m in (a, b):
         r = CliRunner().invoke(main, ["evaluate", str(m), *map(str, flags), "--no-latency"], catch_exceptions=False)

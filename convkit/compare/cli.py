@@ -33,6 +33,10 @@ def _run(base: str, new: str, opts: dict) -> dict:
     notes = inputs.refuse_mismatch(b.predictions, n.predictions, opts["allow_preprocessing_change"])
     notes += [x for side in (b, n) for x in side.notes]
     doc = gate.compare(b, n, gate_opts, times, ab, notes)
+    if times is not None:  # what the A/B's figures were measured on, as eval.json records it
+        from convkit.evaluate.run import hardware
+
+        doc["latency_hardware"] = hardware(opts["provider"] != "cpu", 0)
     out = Path(opts["out"])
     images = n.images if n.images is not None else b.images
     if images is None and doc["flips"]["lost"] and b.predictions.image_paths is None:
