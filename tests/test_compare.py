@@ -251,6 +251,18 @@ def test_flips_in_one_class_are_found_after_holm(tmp_path):
     assert res.exit_code == 1 and "c3 -" in out
 
 
+def test_variants_of_one_evaluation_are_compared_by_name(tmp_path):
+    base, new = planted(3000, 40, seed=6)
+    both = pf.Predictions(base.labels, CLASSES, "sum-a", "planted", dict(PRE),
+                          {"fp32/cpu": base.variants["fp32/cpu"], "int8/cpu": new.variants["fp32/cpu"]})
+    run = stored(tmp_path / "run", both)
+    res, out = compare(run, run, "--variant", "fp32", "--new-variant", "int8", "--margin", 0.2, "--out", tmp_path / "o")
+    assert res.exit_code == 1 and "new " in out and "[int8/cpu] vs base" in out and "[fp32/cpu]" in out
+    assert "40 images only base right" in out
+    res, out = compare(run, run, "--variant", "fp16", "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "no predictions of 'fp16'" in out and "fp32/cpu, int8/cpu" in out
+
+
 def test_refusals_other_data_classes_preprocessing(tmp_path):
     base, new = planted(500, 0)
     b = stored(tmp_path / "base", base)
