@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from convkit.compare import DEFAULT_LATENCY_MARGIN_PERCENT, DEFAULT_MARGIN_POINTS
 from convkit.errors import ConvkitError
 
 
@@ -70,11 +71,12 @@ def eval_options(opts: dict):
 @click.command("compare")
 @click.argument("base", type=click.Path())
 @click.argument("new", type=click.Path())
-@click.option("--margin", type=click.FloatRange(0, 100), default=0.5, show_default=True,
+@click.option("--margin", type=click.FloatRange(0, 100), default=DEFAULT_MARGIN_POINTS, show_default=True,
               help="Accuracy points NEW may lose and still pass (non-inferiority, top-1, top-5 and per class). 0.5 is "
                    "stricter than MLPerf's 99 %-of-reference rule and decides on 10,000 images for models that "
                    "disagree on up to ~6 % of them; an ORT upgrade or provider switch decides at 0.2.")
-@click.option("--latency-margin", type=click.FloatRange(0, 1000), default=5.0, show_default=True,
+@click.option("--latency-margin", type=click.FloatRange(0, 1000), default=DEFAULT_LATENCY_MARGIN_PERCENT,
+              show_default=True,
               help="Percent slower NEW may be at p50/p99 and still pass.")
 @click.option("--out", type=click.Path(), default="compare", show_default=True,
               help="Folder for compare.md, compare.json and flips.png.")

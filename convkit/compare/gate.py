@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convkit.compare import latency_ab
+from convkit.compare import DEFAULT_LATENCY_MARGIN_PERCENT, DEFAULT_MARGIN_POINTS, latency_ab
 from convkit.compare.inputs import Side
 from convkit.compare.stats import INCONCLUSIVE, PASSED, REGRESSED, ece_change, non_inferiority, per_class
 from convkit.errors import EXIT_GATE_FAILED, EXIT_UNVERIFIED
@@ -15,13 +15,7 @@ from convkit.evaluate.latency import compare_latency
 
 SKIPPED, INFO = "skipped", "info"
 EXIT_CODES = {PASSED: 0, REGRESSED: EXIT_GATE_FAILED, INCONCLUSIVE: EXIT_UNVERIFIED}
-# Default non-inferiority margin, in accuracy points. MLPerf's closed division accepts a quantized model at 99 % of
-# the FP32 reference (about 0.8 points at 80 % top-1); 0.5 points is stricter, and still decides on a 10,000-image
-# test split for two models that disagree on up to ~6 % of the images (95 % half-width 1.96·√0.06 / 100 ≈ 0.48
-# points). An execution-provider switch or an ORT upgrade (a fraction of a percent of images flip) decides at a
-# 0.2-point margin on the same split; a retrained model usually needs 0.5 or more.
-DEFAULT_MARGIN_POINTS = 0.5
-DEFAULT_LATENCY_MARGIN = 0.05  # a slowdown within 5 % is not a regression: below what block-interleaving resolves here
+DEFAULT_LATENCY_MARGIN = DEFAULT_LATENCY_MARGIN_PERCENT / 100  # as a fraction of the base figure
 MAX_FLIPS_LISTED = 1000
 HARDWARE_KEYS = ("cpu", "cpu_physical_cores", "gpu", "nvidia_smi")
 
