@@ -130,6 +130,9 @@ def preprocessing_record(spec_description: dict, dataset: dict) -> dict:
     resized and cropped; two evaluations compared image by image must agree on it."""
     rec = {k: spec_description.get(k) for k in PREPROCESSING_KEYS}
     rec.update({k: dataset.get(k) for k in READING_KEYS if dataset.get(k) is not None})
+    value = spec_description.get("preprocessing_value")  # convkit.preprocessing's one value: geometry and pixels
+    if isinstance(value, dict):  # the input dtype follows the file's precision, not the pixels: left out
+        rec.update({k: v for k, v in value.items() if k != "dtype"})
     for key in ("mean", "std"):
         if isinstance(rec.get(key), list):
             rec[key] = [round(float(v), 6) for v in rec[key]]

@@ -439,7 +439,7 @@ def test_evaluate_on_a_folder_stores_paths_and_top5_as_plain_onnxruntime_compute
                            catch_exceptions=False)
     assert r.exit_code in (0, 4), r.output
     preds = pf.read(tmp_path / "m_eval" / "eval.predictions.npz")
-    assert preds.image_paths == names and preds.preprocessing["crop"] == [32, 32]
+    assert preds.image_paths == names and preds.preprocessing["size"] == [32, 32]  # the one preprocessing value
     assert preds.extra["data_root"] == str(root)
     # independent: PIL pixels / 255 through plain onnxruntime, softmax with numpy
     x = np.stack([np.asarray(Image.open(root / n), np.float32).transpose(2, 0, 1) / 255 for n in names])

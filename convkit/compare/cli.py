@@ -9,6 +9,7 @@ import click
 
 from convkit.compare import DEFAULT_LATENCY_MARGIN_PERCENT, DEFAULT_MARGIN_POINTS
 from convkit.errors import ConvkitError
+from convkit.preprocessing_flags import geometry_options
 
 
 def _run(base: str, new: str, opts: dict) -> dict:
@@ -52,6 +53,7 @@ def _run(base: str, new: str, opts: dict) -> dict:
 def eval_options(opts: dict):
     """Return the EvalOptions two files are evaluated with here (the evaluation's own defaults otherwise)."""
     from convkit.evaluate.options import DataOptions, EvalOptions, ProviderOptions, TimingOptions
+    from convkit.preprocessing_flags import geometry_from_cli
 
     def floats(text):
         return tuple(float(v) for v in text.split(",")) if text else None
@@ -61,9 +63,8 @@ def eval_options(opts: dict):
     except ValueError:
         raise ConvkitError("--mean/--std take comma-separated numbers, e.g. 0.5,0.5,0.5") from None
     data = DataOptions(dataset=opts["dataset"], data_dir=opts["data_dir"], data_path=opts["data_path"],
-                       classes=opts["classes"], resize=opts["resize"], crop=opts["crop"],
-                       interpolation=opts["interpolation"], sample=opts["sample"], mean=mean, std=std,
-                       max_images=opts["max_images"])
+                       classes=opts["classes"], geometry=geometry_from_cli(opts), sample=opts["sample"], mean=mean,
+                       std=std, max_images=opts["max_images"])
     return EvalOptions(data=data, providers=ProviderOptions(provider=opts["provider"], threads=opts["threads"]),
                        timing=TimingOptions(latency=False))
 
@@ -94,9 +95,7 @@ def eval_options(opts: dict):
 @click.option("--sample/--no-sample", default=None, help="Use the embedded sample of --dataset.")
 @click.option("--max-images", type=click.IntRange(1), default=None, help="At most this many test images.")
 @click.option("--classes", type=click.Path(), default=None, help="Class names file, one per line (as evaluate).")
-@click.option("--resize", type=click.IntRange(1, 4096), default=None, help="--data: shorter side (as evaluate).")
-@click.option("--crop", type=click.IntRange(1, 4096), default=None, help="--data: center crop (as evaluate).")
-@click.option("--interpolation", type=click.Choice(["bilinear", "bicubic"]), default=None, help="As evaluate.")
+@geometry_options
 @click.option("--mean", default=None, help="Per-channel mean (as evaluate).")
 @click.option("--std", default=None, help="Per-channel std (as evaluate).")
 @click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
