@@ -282,6 +282,12 @@ def test_refusals_other_data_classes_preprocessing(tmp_path):
     assert not (tmp_path / "o").exists()  # nothing written
     res, out = compare(b, p, "--out", tmp_path / "o", "--allow-preprocessing-change")
     assert res.exit_code == 0 and "preprocessing changed (allowed by --allow-preprocessing-change): mean" in out
+    # one .onnx file and one evaluation, or --data with stored evaluations: refused, one line
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    res, out = compare(tmp_path / "m.onnx", b, "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "not one of each" in out and len(out.strip().splitlines()) == 1
+    res, out = compare(b, b, "--dataset", "cifar10", "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "stored evaluations carry their own data" in out
     # an evaluation whose outputs were degenerate has nothing to compare: exit 4, one line
     d = stored(tmp_path / "degenerate", planted(500, 0)[1], accuracy=[
         {"precision": "fp32", "provider": "cpu", "degenerate": "output 'y' holds NaN or Inf for 500 of 500 images"}])
