@@ -106,18 +106,33 @@ class Predictions:
         raise ConvkitError(f"no predictions of {key!r} in this evaluation; it holds {', '.join(self.variants)}")
 
 
-def top_k(scores: np.ndarray, k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:
-    """Return (class ids [N, k], probabilities [N, k] float16) of the ``k`` highest scores per row, best first.
+def top_k(scores: np.ndarray, k: int = TOP_K, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Return (class ids [N, k], probabilities [N, k] float16) of the ``k`` highest scores per row, best first (ties:
+    the lower class id first).
 
     Probabilities are the softmax of the scores, or the scores themselves when every row already is a
-    probability distribution (convkit.calibration's rule), so ECE can be recomputed from the top-1 column.
+    probability distribution (convkit.calibration's rule), so ECE can be recomputed from the top-1 column. Rows
+    are taken ``chunk`` at a time: 50,000 × 1,000 scores need no second full-size float64 copy.
     """
-    from convkit.calibration import _probabilities  # one rule for "is this already probabilities"
-
-    probs = _probabilities(np.asarray(scores))
-    k = min(k, probs.shape[1])
-    ids = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return ids.astype(id_dtype(probs.shape[1])), np.take_along_axis(probs, ids, axis=1).astype(np.float16)
+    scores = np.asarray(scores)
+    n, classes = scores.shape
+    k = min(k, classes)
+    # convkit.calibration's rule, over all rows: non-negative rows summing to 1 are probabilities already
+    as_probs = n > 0 and bool(np.all(scores >= -1e-6) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3))
+    ids = np.empty((n, k), dtype=id_dtype(classes))
+    probs = np.empty((n, k), dtype=np.float16)
+    for start in range(0, n, chunk):
+        rows = scores[start:start + chunk].astype(np.float64)
+        if not as_probs:  # softmax of the logits
+            rows = np.exp(rows - rows.max(axis=1, keepdims=True))
+            rows /= rows.sum(axis=1, keepdims=True)
+        p = rows
+        top = np.argpartition(-p, k - 1, axis=1)[:, :k] if k < classes else np.tile(np.arange(classes), (len(p), 1))
+        picked = np.take_along_axis(p, top, axis=1)
+        order = np.lexsort((top, -picked), axis=1)  # by probability, then class id
+        ids[start:start + chunk] = np.take_along_axis(top, order, axis=1)
+        probs[start:start + chunk] = np.take_along_axis(picked, order, axis=1)
+    return ids, probs
 
 
 def id_dtype(num_classes: int):
