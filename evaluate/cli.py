@@ -15,6 +15,7 @@ from convkit.evaluate.options import MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_RUNS, M
 from convkit.evaluate.result import EvalResult
 from convkit.evaluate.serving import cli as serving_cli
 from convkit.text import cap
+from convkit.trust import trust_option
 from convkit.uncertainty import format_interval, format_paired
 
 
@@ -183,6 +184,7 @@ def _summary_line(path: str, res: EvalResult) -> str:
 @click.option("--corruption-seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the corrupted copies (each corruption and severity draws from its own generator).")
 @serving_cli.cli_options
+@trust_option
 def evaluate_cmd(paths, onnx_paths, **cli):
     """Evaluate ONNX models (files or run directories) under ONNX Runtime: accuracy, confusion, latency.
 

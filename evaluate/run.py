@@ -45,6 +45,7 @@ from convkit.preprocessing_config import find_config, read_config, write_sidecar
 from convkit.provenance import eval_dir, eval_record
 from convkit.providers import ProviderConfig, make_session, preload_cuda_libraries, select_providers
 from convkit.reference import reference_logits
+from convkit.trust import SourceFile, UntrustedSource
 
 # The columns this stage adds to the suite summary: (title, key of eval.json's "summary", format).
 SUMMARY_COLUMNS = (
@@ -70,6 +71,8 @@ class Setup:
     configs: dict[str, ProviderConfig]
     threads: int
     notes: list[str]
+    # a user model's model_source.json whose code was not run (convkit.trust): the folder's record without a module
+    source_file: SourceFile | None = None
 
     @property
     def primary(self) -> tuple[str, ModelSpec]:
@@ -151,7 +154,8 @@ def serving_request(setup: Setup, opts: EvalOptions) -> serving_section.ServingR
 def keyed_by_data(setup: Setup, sha256: dict[str, str]) -> dict:
     """Point ``setup.target.out_dir`` at where this evaluation belongs (a run's own eval.json only on the run's own
     data, else eval/<data-key>/ beside it: convkit.provenance); returns eval.json's provenance record."""
-    ref, target = setup.reference, setup.target
+    target = setup.target
+    ref = setup.reference if setup.reference is not None else setup.source_file
     trained_on = ref.data_checksum if ref is not None else None
     if ref is not None and trained_on is None and not setup.data.reading:  # a user model or an older checkpoint:
         trained_on = setup.data.checksum  # no data recorded, so its dataset's test split counts as its own
@@ -217,13 +221,19 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
         spec = inspect_model(f, overrides)
         specs[spec.precision if prec == "model" else prec] = spec
     primary = next(iter(specs.values()))
-    reference = load_run_model(target.run_dir) if target.run_dir is not None else None
+    notes: list[str] = []
+    try:
+        reference = load_run_model(target.run_dir) if target.run_dir is not None else None
+        recorded, source_file = (reference.config if reference is not None else None), None
+    except UntrustedSource as exc:  # code named by a file is never run: measured without the PyTorch reference
+        reference, recorded, source_file = None, exc.config, exc.source_file
+        notes.append(f"no PyTorch reference: {exc.message}")
+        check_fresh_exports(specs, exc.source_file)
     if reference is not None:
         check_fresh_exports(specs, reference)
-    notes: list[str] = []
     data_dir, sample, max_images = d.data_dir, d.sample, d.max_images
-    if reference is not None and data_dir is None and sample is None:  # the data it was trained on
-        data_dir, sample, trained_max = data_settings(reference.config, primary.dataset)
+    if recorded is not None and data_dir is None and sample is None:  # the data it was trained on
+        data_dir, sample, trained_max = data_settings(recorded, primary.dataset)
         max_images = max_images or trained_max
     if reference is not None and reference.contract is None and reference.config.get("dataset") != primary.dataset:
         notes.append(f"the checkpoint was trained on {reference.config.get('dataset')}, evaluated on {primary.dataset}")
@@ -236,7 +246,7 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
                                  cudnn_conv_algo_search=p.cudnn_conv_algo_search) for k in providers}
     if any(k != "cpu" for k in providers):
         provider_notes.append(preload_cuda_libraries())
-    return Setup(target, specs, reference, data, providers, configs, threads, notes + provider_notes)
+    return Setup(target, specs, reference, data, providers, configs, threads, notes + provider_notes, source_file)
 
 
 def recorded_data(run_dir: Path | None) -> str | None:

@@ -64,6 +64,7 @@ def user_model_options(f):
         click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True,
                      help="torchscript: the legacy exporter, for models the dynamo exporter cannot export."),
         click.option("--sample", is_flag=True, help="--dataset: use the embedded sample (1,000/500 images)."),
+        click.option("--overwrite", is_flag=True, help="Replace the export already in --out (else refused)."),
     ]
     for opt in reversed(opts):
         f = opt(f)

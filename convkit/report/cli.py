@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import click
 
+from convkit.trust import trust_option
+
 
 @click.command("report")
 @click.argument("suite_dir", type=click.Path(file_okay=False))
+@trust_option
 def report_cmd(suite_dir):
     """Write SUITE_DIR/report.md and a self-contained report.html (figures in SUITE_DIR/report/)."""
     from convkit.report.build import build_report  # lazy: keeps `convkit --help` free of torch/matplotlib
