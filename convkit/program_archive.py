@@ -104,13 +104,15 @@ def load_program(path: Path) -> torch.nn.Module:
     """Return the graph module of the torch.export program at ``path`` after ``check_program``; ConvkitError (one
     line, torch's own log of the failure silenced) when torch cannot deserialize it."""
     check_program(path)
-    logger = logging.getLogger("torch.export")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)  # torch logs a failed load with its traceback before raising
+    loggers = [logging.getLogger(name) for name in ("torch.export", "torch._export")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)  # torch logs a failed load with its traceback before raising
     try:
         return torch.export.load(str(path)).module()
     except Exception as exc:  # noqa: BLE001 — any load failure is a bad input file
         raise ConvkitError(f"{term(path)} is not a torch.export program torch {torch.__version__} can load "
                            f"({first_line(exc, 120)}); write it with torch.export.save") from None
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
