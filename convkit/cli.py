@@ -20,7 +20,9 @@ import click
 
 from convkit import __version__
 from convkit.errors import EXIT_BUG, EXIT_INTERRUPTED, ConvkitError, failure_of
+from convkit.text import term
 
+MAX_MESSAGE = 4000  # characters of one error line (foreign parts are capped on their own)
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 # command name → "module:attribute" of its click command, in the order --help lists them.
@@ -83,7 +85,7 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ConvkitError as exc:
-            click.echo(f"error: {exc.message}", err=True)
+            click.echo(f"error: {term(exc.message, MAX_MESSAGE)}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo(INTERRUPTED.get(ctx.invoked_subcommand, "interrupted"), err=True)

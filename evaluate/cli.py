@@ -14,7 +14,7 @@ from convkit.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, ConvkitError, failu
 from convkit.evaluate.options import MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS, MAX_WARMUP
 from convkit.evaluate.result import EvalResult
 from convkit.evaluate.serving import cli as serving_cli
-from convkit.text import cap
+from convkit.text import cap, term
 from convkit.trust import trust_option
 from convkit.uncertainty import format_interval, format_paired
 
@@ -95,7 +95,7 @@ def _summary_line(path: str, res: EvalResult) -> str:
     parts += serving_cli.summary_lines(res)
     for n in res.notes:
         parts.append(f"  note: {cap(n, 1000)}")
-    parts.append(f"  → {res.files.get('eval_md')}")
+    parts.append(f"  → {term(res.files.get('eval_md'))}")
     return "\n".join(parts)
 
 
@@ -256,7 +256,7 @@ def evaluate_each(targets: list[str], opts, accept_defaults: bool) -> int:
             err = failure_of(exc)
         if err is not None:
             prefix = f"{path}: " if len(targets) > 1 else ""
-            click.echo(f"error: {prefix}{err.message}", err=True)
+            click.echo(f"error: {prefix}{term(err.message, 4000)}", err=True)
             # one of several with bad input is exit 1, as the README says (the others were still evaluated);
             # a gate (1) or untrustworthy numbers (4) keep their code
             several_bad = len(targets) > 1 and err.exit_code == EXIT_BAD_INPUT

@@ -11,6 +11,7 @@ import click
 
 from convkit import gates
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError, failure_of
+from convkit.text import term
 
 
 def _describe(res: dict) -> str:
@@ -21,7 +22,7 @@ def _describe(res: dict) -> str:
         if entry and "parity" in entry:
             parts.append(f"{precision} agreement {entry['parity']['argmax_agreement']:.2%}, "
                          f"acc Δ {entry['gate']['acc_delta'] * 100:+.2f} pts, {entry['size_bytes'] / 1e6:.2f} MB")
-    return "; ".join(parts) + f" → {res['out_dir']}"
+    return "; ".join(parts) + f" → {term(res['out_dir'])}"
 
 
 def user_model_options(f):
@@ -134,7 +135,7 @@ def export_cmd(run_dirs, all_dirs, checkpoint, experiment, precisions, atol, max
                 raise
             exc = failure_of(exc)
             prefix = f"{name}: " if len(jobs) > 1 and not exc.message.startswith(name) else ""
-            click.echo(f"error: {prefix}{exc.message}", err=True)
+            click.echo(f"error: {prefix}{term(exc.message, 4000)}", err=True)
             # alone, its own code; one of several failing is exit 1 (README: the others still ran)
             worst = max(worst, exc.exit_code if len(jobs) == 1 else EXIT_GATE_FAILED)
     if len(jobs) > 1 and worst:

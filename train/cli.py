@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import click
 
 from convkit.errors import ConvkitError
+from convkit.text import term
 
 if TYPE_CHECKING:
     from convkit.train.config import TrainOverrides
@@ -85,4 +86,4 @@ def train_cmd(experiment, recipe, epochs, batch_size, lr, device, compile_, seed
         click.echo(f"warning: {m['experiment']}: {warning}", err=True)
     click.echo(f"{m['experiment']}: test acc {m['test_acc']:.4f}, test loss {m['test_loss']:.4f}, "
                f"{m['parameters']:,} params, {m['train_time_s']:.1f}s training + {m['compile_time_s']:.1f}s compile "
-               f"→ {cfg.run_dir}")
+               f"→ {term(cfg.run_dir)}")
