@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import io
 import os
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from convkit import __version__
 from convkit.errors import EXIT_BUG, EXIT_INTERRUPTED, ConvkitError, failure_of
 from convkit.text import term
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a Unix tool killed by a closed pipe exits with
 MAX_MESSAGE = 4000  # characters of one error line (foreign parts are capped on their own)
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -90,6 +92,9 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo(INTERRUPTED.get(ctx.invoked_subcommand, "interrupted"), err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:  # `convkit list | head`: the reader left; nothing to say, as Unix tools do
+            _quiet_stdout()
+            sys.exit(EXIT_BROKEN_PIPE)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug: one line for the user, the traceback in a log file
@@ -97,6 +102,15 @@ class LazyGroup(click.Group):
             click.echo(f"error: {failure_of(exc).message} — this is a bug in convkit: please report it with "
                        f"the log at {log}", err=True)
             sys.exit(EXIT_BUG)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush into a closed pipe raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # not a real file (a test's runner)
+        pass
 
 
 def write_bug_log(exc: BaseException) -> str:

@@ -206,6 +206,10 @@ def evaluate_cmd(paths, onnx_paths, **cli):
         raise ConvkitError("no model given; pass .onnx files or run directories (or --onnx PATH)")
     if cli["out"] and len(targets) > 1:
         raise ConvkitError("--out needs a single model; evaluate one .onnx at a time or drop --out")
+    if cli["out"]:
+        from convkit.artifacts import check_out_name  # lazy: keeps `convkit --help` free of torch
+
+        check_out_name(cli["out"])
     worst = evaluate_each(targets, options_from_cli(cli), cli["accept_defaults"])
     if worst:
         sys.exit(worst)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from convkit.artifacts import (
     MODEL_SOURCE,
     VARIANT_FILES,
     REFERENCE,
+    check_out_name,
     rejected_name,
     run_lock,
     save_reference_logits,
@@ -88,24 +88,6 @@ def export_user_model(source: ModelSource, contract: DataContract, out_dir, sett
         if made:
             _remove_if_empty(out)
         raise
-
-
-def check_out_name(out: Path) -> None:
-    """Raise ConvkitError (exit 2) when ``--out``'s last name is longer than the file system takes (its lock and
-    temporary files add a few characters)."""
-    limit = _name_max(out)
-    if len(f".{out.name}.lock".encode("utf-8", "surrogateescape")) > limit:
-        raise ConvkitError(f"--out name {term(out.name, 60)!s} is {len(out.name.encode('utf-8', 'surrogateescape'))} "
-                           f"bytes; this file system takes names of at most {limit - 16} bytes here: choose a shorter "
-                           f"--out")
-
-
-def _name_max(out: Path) -> int:
-    folder = next((p for p in [out.parent, *out.parent.parents] if p.exists()), Path("."))
-    try:
-        return os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):
-        return 255
 
 
 def export_files(out: Path) -> list[Path]:
