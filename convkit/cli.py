@@ -40,8 +40,10 @@ COMMANDS = {
 
 # What Ctrl-C leaves behind, per command: the user's next step.
 INTERRUPTED = {
-    "train": "interrupted; the last completed epoch is saved: rerun with --resume to continue",
-    "train-all": "interrupted; the last completed epoch is saved: rerun with --resume to continue",
+    "train": "interrupted; checkpoint.pt holds the last epoch saved (saved after the first epoch, then at most every "
+             "5 min): rerun with --resume to continue from it",
+    "train-all": "interrupted; each run's checkpoint.pt holds its last epoch saved (after its first epoch, then at "
+                 "most every 5 min): rerun with --resume to continue",
     "export": "interrupted; files already exported are complete, the current one was not written",
 }
 
@@ -89,8 +91,9 @@ class LazyGroup(click.Group):
         except ConvkitError as exc:
             click.echo(f"error: {term(exc.message, MAX_MESSAGE)}", err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo(INTERRUPTED.get(ctx.invoked_subcommand, "interrupted"), err=True)
+        except KeyboardInterrupt as exc:  # training's says exactly which epoch its checkpoint holds
+            click.echo(getattr(exc, "message", None) or INTERRUPTED.get(ctx.invoked_subcommand, "interrupted"),
+                       err=True)
             sys.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:  # `convkit list | head`: the reader left; nothing to say, as Unix tools do
             _quiet_stdout()
