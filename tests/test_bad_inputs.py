@@ -94,6 +94,8 @@ CASES = [
                                        "--sample", "--out", "{tmp}/" + "x" * 300], "choose a shorter --out"),
     ("evaluate: a 300-byte --out name", ["evaluate", "{run}", "--no-latency", "--out", "{tmp}/" + "y" * 300],
      "choose a shorter --out"),
+    ("train-all: unknown corruption, before training", ["train-all", "--only", "t1-fcn", *FRESH, "--corruptions",
+                                                         "bogus"], "unknown corruption 'bogus'"),
     ("summarize a missing folder", ["summarize", "{tmp}/nope"], "not found"),
     ("report of an empty folder", ["report", "{tmp}/empty"], "{tmp}/empty"),
     ("unknown command", ["trian", "t1-fcn"], "trian"),
