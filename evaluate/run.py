@@ -212,7 +212,8 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
     config = read_config(config_file) if config_file else None
     overrides = Overrides(dataset=d.dataset, mean=d.mean, std=d.std, layout=d.layout, input_range=d.input_range,
                           output=d.output, channel_order=d.channel_order,
-                          class_names=read_classes(d.classes) if d.classes else None,
+                          class_names=read_classes(d.classes) if d.classes else recorded_classes(target.run_dir),
+                          class_names_source="flag" if d.classes else f"recorded: {MODEL_SOURCE}",
                           folder=Path(data_path).name if folder else None,
                           folder_classes=folder.classes if folder else None, config=config,
                           input_shape=d.input_shape)
@@ -257,6 +258,15 @@ def recorded_data(run_dir: Path | None) -> str | None:
     doc = read_artifact(Path(run_dir) / MODEL_SOURCE, "model_source")
     data = ((doc or {}).get("contract") or {}).get("data")
     return str(data) if data else None
+
+
+def recorded_classes(run_dir: Path | None) -> list[str] | None:
+    """Return the class names a user model was exported with (its model_source.json holds them all; the ONNX
+    metadata's copy is cut beyond 256 KB), None for anything else."""
+    if run_dir is None:
+        return None
+    classes = ((read_artifact(Path(run_dir) / MODEL_SOURCE, "model_source") or {}).get("contract") or {}).get("classes")
+    return [str(c) for c in classes] if isinstance(classes, list) and classes else None
 
 
 def reading_options(d, config) -> ReadingOptions:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -242,7 +243,8 @@ def export_model(module: torch.nn.Module, input_shape: tuple[int, int, int], exp
     """Return the ONNX proto of ``module``: the dynamo exporter (convkit's default), or the TorchScript one when
     asked; ConvkitError naming the operator or module that failed."""
     if exporter == "dynamo":
-        return export_onnx(module, input_shape)
+        with quiet_torch_logs():  # a failed trace logs the whole FX graph before the one-line error
+            return export_onnx(module, input_shape)
     example = torch.zeros(2, *input_shape)
     buf = io.BytesIO()
     try:
@@ -254,6 +256,19 @@ def export_model(module: torch.nn.Module, input_shape: tuple[int, int, int], exp
     except Exception as exc:  # noqa: BLE001 — the exporter raises many types; one line naming the culprit
         raise ConvkitError(describe_export_failure(exc, module, example, None)) from None
     return onnx.load_from_string(buf.getvalue())
+
+
+@contextlib.contextmanager
+def quiet_torch_logs():
+    """Silence logging at WARNING and below, and stderr, while the block runs (torch logs a failed trace's whole
+    graph); the failure itself is raised and reported as one line."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # and prints it
+            yield
+    finally:
+        logging.disable(previous)
 
 
 def _write_source(out: Path, source: ModelSource, contract: DataContract, data: UserData, sample: bool) -> str:

@@ -51,6 +51,20 @@ NETS = textwrap.dedent('''
 
     def quits():
         sys.exit(0)
+
+
+    class DataDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = build()
+
+        def forward(self, x):
+            y = self.net(x)
+            return y * 2 if y.sum() > 0 else y  # control flow on the data: torch.export cannot trace it
+
+
+    def data_dependent():
+        return DataDependent()
 ''')
 EXPORT = ["--dataset", "cifar10", "--sample", "--n-images", "40"]
 
@@ -256,6 +270,7 @@ def test_a_second_export_to_the_same_out_needs_overwrite(tmp_path, nets):
 @pytest.mark.parametrize("factory, needle", [
     ("safety_nets:pair", "returns a dict (keys logits, aux)"),
     ("safety_nets:quits", "called sys.exit(0)"),
+    ("safety_nets:data_dependent", "cannot export DataDependent"),  # one line, not torch's 90-line FX graph dump
 ])
 def test_bad_factories_are_one_line_and_leave_no_folder(tmp_path, nets, factory, needle):
     out = tmp_path / "new" / "out"
@@ -276,3 +291,32 @@ def test_a_full_disk_during_export_keeps_no_partial_export(tmp_path, nets, monke
     assert code == 2, text
     _one_error_line(text, "cannot write the export")
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_classes_beyond_the_metadata_cap_need_no_classes_flag_at_evaluate(tmp_path, nets):
+    """3,000 class names of 100 characters (300 KB) are cut in the ONNX metadata (256 KB cap); evaluate takes them
+    from model_source.json, which holds them all (before: the cut list was used and --classes was needed)."""
+    from PIL import Image
+
+    names = [f"{i:05d}-" + "n" * 94 for i in range(3000)]
+    (tmp_path / "classes.txt").write_text("\n".join(names) + "\n")
+    for k, idx in enumerate((0, 1500, 2999)):
+        folder = tmp_path / "pics" / names[idx]
+        folder.mkdir(parents=True)
+        for j in range(2):
+            Image.new("RGB", (32, 32), (80 * k, 40 * j, 0)).save(folder / f"{j}.png")
+    from safety_nets import build
+
+    torch.save(build(3000).state_dict(), tmp_path / "w.pt")
+    out = tmp_path / "wide"
+    code, text = _cli("export", "--model", "safety_nets:build", "--model-kwargs", '{"num_classes": 3000}',
+                      "--weights", tmp_path / "w.pt", "--data",
+                      tmp_path / "pics", "--classes", tmp_path / "classes.txt", "--input-size", "3,32,32", "--mean",
+                      "0.5", "--std", "0.25", "--out", out)
+    assert code == 0, text
+    meta = {p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props}
+    assert len(meta["class_names"]) > 256 * 1024  # as written; readers cut it
+    code, text = _cli("evaluate", out, "--provider", "cpu", "--threads", "1", "--no-latency")
+    assert code in (0, 4), text  # 4: an untrained model's outputs may be degenerate; the classes are the point
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["model"]["class_names"] == names
