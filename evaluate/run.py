@@ -463,11 +463,18 @@ def write_outputs(result: EvalResult, target: Target, class_names: list[str]) ->
     """
     out = ensure_writable_dir(target.out_dir)
     names = target.names
-    files = markdown.write_figures(out, names, result, class_names)
-    files.update(eval_md=str(out / names.md), eval_json=str(out / names.json))
-    result = dataclasses.replace(result, files=files)
-    markdown.write_markdown(out / names.md, result)
-    write_artifact(out / names.json, "eval", result.to_json())
+    before = {p: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    try:
+        files = markdown.write_figures(out, names, result, class_names)
+        files.update(eval_md=str(out / names.md), eval_json=str(out / names.json))
+        result = dataclasses.replace(result, files=files)
+        markdown.write_markdown(out / names.md, result)
+        write_artifact(out / names.json, "eval", result.to_json())
+    except BaseException:  # a full disk midway: no confusion.csv or eval.md is left without the eval.json it needs
+        for path in (p for p in out.iterdir() if p.is_file()):
+            if before.get(path) != path.stat().st_mtime_ns and not path.name.startswith("."):
+                path.unlink(missing_ok=True)
+        raise
     return result
 
 

@@ -83,3 +83,51 @@ def test_ctrl_c_during_training_says_which_epoch_the_checkpoint_holds(tmp_path, 
     message = err.value.message
     assert "holds epoch 1 of 5" in message and "epochs 2–2 finished since are not saved" in message
     assert "--resume to continue from epoch 2" in message
+
+
+def test_report_removes_the_temporary_figures_a_killed_build_left(sample_runs, tmp_path):
+    import shutil
+    import time
+
+    from click.testing import CliRunner
+
+    from convkit.cli import main
+
+    suite = tmp_path / "seed-sample"
+    shutil.copytree(sample_runs["t1-fcn"], suite / "t1-fcn")
+    (suite / "report").mkdir()
+    old = suite / "report" / ".t1-fcn-curves.png.k9x2.tmp"  # what kill -9 during a figure's write leaves
+    old.write_bytes(b"half a png")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    live = suite / "report" / ".t1-fcn-grads.png.a1b2.tmp"  # a build running now, beside this one
+    live.write_bytes(b"being written")
+    r = CliRunner().invoke(main, ["report", str(suite)])
+    assert r.exit_code == 0, r.output
+    assert not old.exists() and live.exists()
+
+
+def test_a_full_disk_during_evaluate_leaves_no_lone_confusion_csv(tmp_path, monkeypatch):
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from convkit.cli import main
+    from convkit.evaluate import run as evaluate_run
+    from tests.test_bad_inputs import tiny_classifier
+
+    model = tiny_classifier(tmp_path / "m.onnx", 3)
+    for i, c in enumerate("abc"):
+        (tmp_path / "pics" / c).mkdir(parents=True)
+        Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)).save(tmp_path / "pics" / c / "0.png")
+
+    def full_disk(path, kind, doc):
+        raise ConvkitError(f"cannot write {path}: No space left on device; free space on that disk")
+
+    monkeypatch.setattr(evaluate_run, "write_artifact", full_disk)
+    out = tmp_path / "o"
+    r = CliRunner().invoke(main, ["evaluate", str(model), "--data", str(tmp_path / "pics"), "--no-latency",
+                                  "--accept-defaults", "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert "No space left on device" in r.output
+    assert sorted(p.name for p in out.iterdir()) == []  # no confusion.csv, confusion.png or eval.md alone
