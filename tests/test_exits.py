@@ -131,3 +131,19 @@ def test_a_full_disk_during_evaluate_leaves_no_lone_confusion_csv(tmp_path, monk
     assert r.exit_code == 2, r.output
     assert "No space left on device" in r.output
     assert sorted(p.name for p in out.iterdir()) == []  # no confusion.csv, confusion.png or eval.md alone
+
+
+def test_a_decoded_cache_file_with_foreign_keys_is_rebuilt(tmp_path, monkeypatch):
+    import torch
+
+    from convkit.data.load import load_dataset
+    from convkit.data.sources import locate, sample_dir
+
+    monkeypatch.setenv("CONVKIT_CACHE", str(tmp_path / "cache"))
+    src = locate("mnist", sample_dir())
+    cache = tmp_path / "cache" / "tensors" / f"mnist-{src.checksum[:16]}.pt"
+    cache.parent.mkdir(parents=True)
+    torch.save({"images": torch.zeros(3), "whatever": torch.ones(2)}, cache)  # before: KeyError, exit 70
+    ds = load_dataset("mnist", sample=True)
+    assert ds.test_images.shape[1:] == (1, 28, 28) and len(ds.test_images) == len(ds.test_labels) > 0
+    assert set(torch.load(cache, weights_only=True)) == {"train_images", "train_labels", "test_images", "test_labels"}
