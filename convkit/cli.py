@@ -13,6 +13,7 @@ import datetime
 import importlib
 import io
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -67,6 +68,23 @@ class LazyGroup(click.Group):
     def main(self, *args, **kwargs):
         """Run the CLI; usage errors (a bad option value, a missing argument) are one line too, exit 2."""
         kwargs.pop("standalone_mode", None)
+        if not args and kwargs.get("args") is None:  # the real entry point (a test's runner passes its args)
+            return self._main_then_exit(*args, **kwargs)
+        return self._main(*args, **kwargs)
+
+    def _main_then_exit(self, *args, **kwargs):
+        """Run ``_main``; once it has ended, Ctrl-C (during the interpreter's shutdown: worker pools, threads) says
+        that the command had finished and exits with the command's own status."""
+        status = 0
+        try:
+            self._main(*args, **kwargs)
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            raise
+        finally:
+            _after_finish(status)
+
+    def _main(self, *args, **kwargs):
         try:
             return super().main(*args, standalone_mode=False, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:  # bare `convkit`: the help, as click shows it
@@ -105,6 +123,23 @@ class LazyGroup(click.Group):
             click.echo(f"error: {failure_of(exc).message} — this is a bug in convkit: please report it with "
                        f"the log at {log}", err=True)
             sys.exit(EXIT_BUG)
+
+
+def _after_finish(status: int) -> None:
+    """Make a later Ctrl-C print that the command had finished (its output is complete) and exit ``status``."""
+    def interrupted_after(signum, frame):
+        try:
+            sys.stdout.flush()
+            sys.stderr.write(f"interrupted after the command had finished (exit {status}): what it printed and "
+                             f"wrote is complete\n")
+            sys.stderr.flush()
+        finally:
+            os._exit(status)
+
+    try:
+        signal.signal(signal.SIGINT, interrupted_after)
+    except ValueError:  # not the main thread: nothing to install
+        pass
 
 
 def _quiet_stdout() -> None:

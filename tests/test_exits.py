@@ -147,3 +147,18 @@ def test_a_decoded_cache_file_with_foreign_keys_is_rebuilt(tmp_path, monkeypatch
     ds = load_dataset("mnist", sample=True)
     assert ds.test_images.shape[1:] == (1, 28, 28) and len(ds.test_images) == len(ds.test_labels) > 0
     assert set(torch.load(cache, weights_only=True)) == {"train_images", "train_labels", "test_images", "test_labels"}
+
+
+def test_ctrl_c_after_the_command_finished_says_so_and_keeps_its_exit_status(tmp_path):
+    """SIGINT while the interpreter shuts down (after the command's last line): before, it exited 130 with no
+    word (or a traceback from an exit handler); now it says the command had finished and exits with its status."""
+    script = ("import atexit, os, signal, sys, time\n"
+              "from convkit.cli import main\n"
+              "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(5)))\n"
+              "sys.argv = ['convkit', '--version']\n"
+              "main()\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("convkit, version")
+    assert proc.stderr.strip() == "interrupted after the command had finished (exit 0): what it printed and wrote " \
+                                  "is complete"
