@@ -25,10 +25,10 @@ from convkit.program_archive import load_program
 from convkit.text import term
 from convkit.trust import require_trusted
 
-# state_dict keys of the usual checkpoint layouts, in timm's order (timm.models._helpers.load_state_dict)
-KINDS = ("factory", "timm", "program")
+KINDS = ("factory", "timm", "program")  # the sources model_source.json may name; anything else is refused
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 FACTORY_SPEC = re.compile(rf"{_NAME}(?:\.{_NAME})*:{_NAME}(?:\.{_NAME})*")  # MODULE:FACTORY, as entry points name them
+# state_dict keys of the usual checkpoint layouts, in timm's order (timm.models._helpers.load_state_dict)
 STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "model_state_dict")
 MAX_KWARGS_CHARS = 10_000
 
