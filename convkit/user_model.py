@@ -184,7 +184,9 @@ def _call_factory(source: ModelSource) -> torch.nn.Module:
         what = source.spec
     called = f"{what}(**{json.dumps(source.kwargs)[:200]})"
     try:
-        model = factory(**source.kwargs)
+        with torch.random.fork_rng(devices=[]):  # a factory without --weights initialises randomly: the same way
+            torch.manual_seed(0)  # at export and at evaluate, so the reference is the model that was exported
+            model = factory(**source.kwargs)
     except SystemExit as exc:  # a script's factory may end the process: convkit says so instead of exiting
         raise ConvkitError(f"{term(called)} called sys.exit({term(exc.code, 40)}) instead of returning a "
                            f"model; make the factory return the nn.Module") from None
