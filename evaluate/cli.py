@@ -11,7 +11,8 @@ import click
 
 from convkit import gates
 from convkit.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, ConvkitError, failure_of
-from convkit.evaluate.options import MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS, MAX_WARMUP
+from convkit.evaluate.options import MAX_BATCH_SIZE, MAX_RUNS, MAX_THREADS, MAX_WARMUP
+from convkit.preprocessing_flags import geometry_from_cli, geometry_options
 from convkit.evaluate.result import EvalResult
 from convkit.evaluate.serving import cli as serving_cli
 from convkit.text import cap, term
@@ -53,11 +54,11 @@ def _summary_line(path: str, res: EvalResult) -> str:
         parts.append(f"  data: {cap(ds.get('label', ds['name']))}, {ds['n']} images ({cap(ds['source'], 400)})")
     pre = res.preprocessing
     if pre:
-        if res.dataset.get("resize"):
+        if res.dataset.get("geometry"):
             d = res.dataset
-            parts.append(f"  images: resize shorter side {d['resize']} [{d['resize_source']}], "
-                         f"{d['interpolation']} [{d['interpolation_source']}], center crop "
-                         f"{d['crop'][0]}×{d['crop'][1]} [{d['crop_source']}]")
+            src = d.get("geometry_sources", {})
+            parts.append(f"  geometry: {cap(d['geometry'], 300)} [mode {src.get('resize_mode')}; size "
+                         f"{src.get('size')}]")
         parts.append(f"  preprocessing: {pre['used']}")
         parts += [f"  WARNING: {cap(w, 1000)}" for w in pre["warnings"]]
         parts += [f"  note: {cap(n, 1000)}" for n in pre.get("notes", [])]
@@ -82,7 +83,9 @@ def _summary_line(path: str, res: EvalResult) -> str:
             flag = f" — UNSTABLE ({why}): rerun on a quiet machine" if why else ""
             ci = s.get(f"ort_{kind}_b1_p50_ms_ci")
             band = f" [{ci[0]:.3f}, {ci[1]:.3f}] (95 %, order statistics)" if ci else " (too few calls for an interval)"
-            parts.append(f"  ORT {kind} batch-1 p50 {s[f'ort_{kind}_b1_p50_ms']:.3f} ms{band}{flag}")
+            shape = res.method.get("input_shape_timed")
+            parts.append(f"  ORT {kind} batch-1 p50 {s[f'ort_{kind}_b1_p50_ms']:.3f} ms{band}{flag}"
+                         + (f" (input {shape})" if shape else ""))
     if "ort_max_batch_ips" in s:
         parts.append(f"  best throughput {s['ort_max_batch_ips']:,.0f} images/s (batch ÷ mean latency)")
     unstable = [r for r in res.latency if r.get("unstable")]
@@ -112,14 +115,7 @@ def _summary_line(path: str, res: EvalResult) -> str:
 @click.option("--classes", "classes_file", type=click.Path(), default=None,
               help="Text file of class names, one per line, in the model's output order (default: the model's "
                    "metadata, else the --data folder's class names sorted, as torchvision's ImageFolder).")
-@click.option("--resize", type=click.IntRange(1, MAX_IMAGE_SIDE), default=None,
-              help=f"--data: resize the shorter side to N (at most {MAX_IMAGE_SIDE}) before the center crop "
-                   "(default: the crop size).")
-@click.option("--crop", type=click.IntRange(1, MAX_IMAGE_SIDE), default=None,
-              help=f"--data: center crop N×N, N at most {MAX_IMAGE_SIDE} (default: the model's fixed input size; "
-                   "required when it has none).")
-@click.option("--interpolation", type=click.Choice(["bilinear", "bicubic"]), default=None,
-              help="--data: resize interpolation (default: bilinear).")
+@geometry_options
 @click.option("--sample/--no-sample", default=None, help="Use the embedded sample (default: as the run was trained).")
 @click.option("--mean", default=None,
               help="Per-channel mean, e.g. 0.5,0.5,0.5, applied after --input-range (default: metadata, else the "
@@ -172,7 +168,8 @@ def _summary_line(path: str, res: EvalResult) -> str:
 @click.option("--torch-compile/--no-torch-compile", default=True, show_default=True,
               help="Also measure torch.compile on CUDA.")
 @click.option("--no-latency", is_flag=True, help="Accuracy only.")
-@click.option("--device-id", type=int, default=0, show_default=True, help="GPU index.")
+@click.option("--device-id", type=click.IntRange(0, 1023), default=0, show_default=True,
+              help="GPU index (cuda:N): the GPU providers, the PyTorch reference, timings and the hardware record.")
 @click.option("--out", type=click.Path(), default=None,
               help="Output folder (default: the run directory for a run's model, <stem>_eval beside any other .onnx). "
                    "In a run folder, an evaluation on other data than the run's goes to eval/<data-key>/, never over "
@@ -219,26 +216,27 @@ def options_from_cli(cli: dict):
     """Return the EvalOptions of evaluate's click values ``cli`` (ConvkitError, exit 2, for a malformed one)."""
     from convkit.evaluate import robustness
     from convkit.evaluate.model_io import parse_floats
+    from convkit.devices import Device
     from convkit.evaluate.options import DataOptions, EvalOptions, ProviderOptions, TimingOptions
 
     serving = {k: cli[k] for k in serving_cli.OPTION_NAMES}
     return EvalOptions(
         data=DataOptions(dataset=cli["dataset"], data_dir=cli["data_dir"], data_path=cli["data_path"],
-                         classes=cli["classes_file"], resize=cli["resize"], crop=cli["crop"],
-                         interpolation=cli["interpolation"], sample=cli["sample"],
+                         classes=cli["classes_file"], geometry=geometry_from_cli(cli), sample=cli["sample"],
                          mean=parse_floats(cli["mean"], "--mean"), std=parse_floats(cli["std"], "--std"),
                          layout=cli["layout"], input_range=cli["input_range"], output=cli["output_name"],
                          channel_order=cli["channel_order"], preprocessing_config=cli["preprocessing_config"],
                          input_shape=_input_shape(cli["input_shape"]), accept_defaults=cli["accept_defaults"],
                          save_preprocessing=cli["save_preprocessing"]),
-        providers=ProviderOptions(provider=cli["provider"], device_id=cli["device_id"], threads=cli["threads"],
+        providers=ProviderOptions(provider=cli["provider"], gpu=Device.gpu(cli["device_id"]), threads=cli["threads"],
                                   cudnn_conv_algo_search=cli["cudnn_conv_algo_search"]),
         timing=TimingOptions(latency=not cli["no_latency"], warmup=cli["warmup"], runs=cli["runs"],
                              min_seconds=cli["min_seconds"], batch_sizes=_batch_sizes(cli["batch_sizes"]),
                              cuda_graph=cli["cuda_graph"], torch_compile=cli["torch_compile"]),
         precisions=tuple(p.strip() for p in cli["precisions"].split(",")) if cli["precisions"] else None,
         max_accuracy_drop=gates.parse_points(cli["max_accuracy_drop"], "--max-accuracy-drop", gates.MAX_ACC_DROP),
-        out=cli["out"], serving=serving_cli.options_from_cli(**serving, threads=cli["threads"]),
+        out=cli["out"], serving=serving_cli.options_from_cli(**serving, threads=cli["threads"],
+                                                          device_id=cli["device_id"]),
         corruptions=robustness.options_from_cli(cli["corruptions"], cli["severities"], cli["corruption_seed"]),
     )
 

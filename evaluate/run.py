@@ -27,13 +27,12 @@ from convkit.artifacts import (
 from convkit.atomic import ensure_writable_dir
 from convkit.data.catalog import display_name, get_dataset_info
 from convkit.data.folder import list_labelled
-from convkit.devices import reference_device
 from convkit.envinfo import environment, physical_cores
 from convkit.errors import EXIT_GATE_FAILED, EXIT_UNVERIFIED, ConvkitError
 from convkit.evaluate import accuracy as acc
 from convkit.evaluate import latency as lat
 from convkit.evaluate import markdown, preprocessing_probe, robustness
-from convkit.evaluate.images import ReadingOptions, TestData, catalog_data, folder_data, read_classes
+from convkit.evaluate.images import TestData, catalog_data, folder_data, read_classes
 from convkit.evaluate.model_io import ModelSpec, Overrides, default_normalization, inspect_model
 from convkit.evaluate.options import EvalOptions
 from convkit.evaluate.result import EvalResult
@@ -112,7 +111,7 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> EvalResult:
     setup = prepare(target, opts)
     measured = measure(setup, opts)
     if opts.data.save_preprocessing:
-        sidecar = write_sidecar(setup.primary[1].path, setup.primary[1], setup.data.reading)
+        sidecar = save_preprocessing(setup.primary[1])
         setup.notes.append(f"preprocessing written to {sidecar.name}: the next evaluation of this file needs no flags")
     sha256 = {p: file_sha256(s.path) for p, s in setup.specs.items()}
     provenance = keyed_by_data(setup, sha256)  # where the outputs go (LoadGen's logs too) depends on the data
@@ -132,7 +131,7 @@ def measure(setup: Setup, opts: EvalOptions) -> Measured:
     old_threads = torch.get_num_threads()
     torch.set_num_threads(setup.threads)
     try:
-        reference = pytorch_reference(setup, images, labels, reference_device(opts.providers.reference_device))
+        reference = pytorch_reference(setup, images, labels, opts.providers.reference())
         sessions = open_sessions(setup)
         accuracy, failures = acc.ort_accuracy(sessions, setup.specs, images, labels, reference,
                                               opts.max_accuracy_drop, opts.data.eval_batch)
@@ -175,7 +174,11 @@ def pytorch_reference(setup: Setup, images, labels: np.ndarray, device: str) -> 
     if setup.reference is None:
         return None
     own_data = setup.reference.data_checksum in (None, setup.data.checksum)  # other data never touches the run cache
-    scores = reference_logits(setup.reference, images, setup.data.checksum if own_data else None, device)
+    spec = setup.primary[1]
+    same_input = (setup.reference.contract is not None and spec.layout == "NCHW" and not spec.flat
+                  and spec.pre.dtype == "float32")  # a user model takes what ORT takes: feed both one array
+    scores = reference_logits(setup.reference, images, setup.data.checksum if own_data else None, device,
+                              spec.prepare if same_input else None, preprocessing_digest(spec.pre))
     return acc.pytorch_accuracy(scores, labels, setup.primary[1].class_names, device)
 
 
@@ -216,7 +219,7 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
                           class_names_source="flag" if d.classes else f"recorded: {MODEL_SOURCE}",
                           folder=Path(data_path).name if folder else None,
                           folder_classes=folder.classes if folder else None, config=config,
-                          input_shape=d.input_shape)
+                          input_shape=d.input_shape, geometry=dict(d.geometry))
     specs = {}
     for prec, f in files.items():
         spec = inspect_model(f, overrides)
@@ -238,7 +241,7 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
         max_images = max_images or trained_max
     if reference is not None and reference.contract is None and reference.config.get("dataset") != primary.dataset:
         notes.append(f"the checkpoint was trained on {reference.config.get('dataset')}, evaluated on {primary.dataset}")
-    data = (folder_data(Path(data_path).name, folder, primary, reading_options(d, config)) if folder else
+    data = (folder_data(Path(data_path).name, folder, primary) if folder else
             catalog_data(primary.dataset, data_dir, bool(sample), max_images))
     providers, provider_notes = select_providers(opts.providers.provider, opts.providers.device_id)
     threads = int(opts.providers.threads or physical_cores())
@@ -267,16 +270,6 @@ def recorded_classes(run_dir: Path | None) -> list[str] | None:
         return None
     classes = ((read_artifact(Path(run_dir) / MODEL_SOURCE, "model_source") or {}).get("contract") or {}).get("classes")
     return [str(c) for c in classes] if isinstance(classes, list) and classes else None
-
-
-def reading_options(d, config) -> ReadingOptions:
-    """Return how --data images are resized and cropped: each flag, else the config file's value, else None."""
-    def pick(flag, key):
-        if flag is not None:
-            return flag, "flag"
-        value = getattr(config, key) if config is not None else None
-        return (value, config.source) if value is not None else (None, None)
-    return ReadingOptions(*pick(d.resize, "resize"), *pick(d.crop, "crop"), *pick(d.interpolation, "interpolation"))
 
 
 def check_fresh_exports(specs: dict[str, ModelSpec], reference: RunModel) -> None:
@@ -390,7 +383,8 @@ def assemble(setup: Setup, opts: EvalOptions, measured: Measured, sha256: dict[s
         gate={"passed": None if reference is None else not measured.failures, "failures": measured.failures,
               "max_drop_points": opts.max_accuracy_drop,
               **({} if reference is not None else {"note": "no reference: no PyTorch checkpoint beside the file"})},
-        method=method(opts, setup.threads, gpu_used, setup.reference.checkpoint.name if setup.reference else None),
+        method={**method(opts, setup.threads, gpu_used, setup.reference.checkpoint.name if setup.reference else None),
+                **({"input_shape_timed": timed_shape(primary, setup.data.images)} if measured.latency else {})},
         hardware=hardware(gpu_used, opts.providers.device_id),
         notes=setup.notes + (measured.serving.notes if measured.serving else []),
         preprocessing=pre,
@@ -400,12 +394,19 @@ def assemble(setup: Setup, opts: EvalOptions, measured: Measured, sha256: dict[s
     )
 
 
+def timed_shape(spec: ModelSpec, images) -> str:
+    """Return the model input shape latency was timed at, e.g. "[batch, 3, 48, 192] (NCHW float32)"."""
+    c, h, w = (images.shape[1], images.shape[2], images.shape[3])
+    dims = [c, h, w] if spec.layout == "NCHW" else [h, w, c]
+    return f"[batch, {', '.join(map(str, dims))}] ({spec.layout} {spec.pre.dtype})"
+
+
 def method(opts: EvalOptions, threads: int, gpu_used: bool, reference_file: str | None) -> dict:
     """Return the Method section: how accuracy and (when measured) latency were obtained."""
     t = opts.timing
     out = {
         "pytorch_reference": f"eager fp32 module rebuilt from {reference_file}, TF32 off; accuracy on "
-                             f"{reference_device(opts.providers.reference_device)}" if reference_file else
+                             f"{opts.providers.reference()}" if reference_file else
                              "no checkpoint at hand: ORT figures only",
         "accuracy_gate": "ORT accuracy at most max_drop_points percentage points below PyTorch's, and at most "
                          "the gate's share of images with another top-1 class than PyTorch's",
@@ -429,20 +430,22 @@ def method(opts: EvalOptions, threads: int, gpu_used: bool, reference_file: str 
 
 
 def hardware(gpu_used: bool, device_id: int) -> dict:
-    """Return the machine and software versions the figures were measured with."""
+    """Return the machine and software versions the figures were measured with (the GPU: cuda:``device_id``)."""
     env = environment(f"cuda:{device_id}" if gpu_used and torch.cuda.is_available() else "cpu")
-    return {"cpu": env.get("cpu"), "cpu_physical_cores": env.get("cpu_physical_cores"), **_gpu_info(),
+    return {"cpu": env.get("cpu"), "cpu_physical_cores": env.get("cpu_physical_cores"), **_gpu_info(device_id),
             **{k: env.get(k) for k in ("python", "platform", "convkit", "torch", "torchvision", "onnx",
                                       "onnxruntime", "cuda", "cudnn", "git_revision")}}
 
 
-def _gpu_info() -> dict:
+def _gpu_info(device_id: int) -> dict:
     info = {}
     if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
+        info["gpu"] = torch.cuda.get_device_name(device_id)
+        info["gpu_device"] = f"cuda:{device_id}"
+        info["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability(device_id)))
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+        out = subprocess.run(["nvidia-smi", f"--id={device_id}", "--query-gpu=name,driver_version,memory.total",
+                              "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=10)
         if out.returncode == 0 and out.stdout.strip():
             info["nvidia_smi"] = out.stdout.strip().splitlines()[0]
@@ -497,3 +500,21 @@ def gate_error(result: EvalResult) -> ConvkitError | None:
     if result.gate_passed is not False:
         return None
     return ConvkitError("accuracy gate failed: " + "; ".join(result.gate["failures"]), EXIT_GATE_FAILED)
+
+
+def preprocessing_digest(pre) -> str:
+    """Return a short digest of the whole preprocessing value (it keys cached reference logits)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(pre.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_preprocessing(spec: ModelSpec) -> Path:
+    """Write the whole preprocessing of ``spec`` beside its file (the sidecar) and into its ONNX metadata (one
+    key, convkit.preprocessing.METADATA_KEY); returns the sidecar's path. A file carrying it needs no flags."""
+    from convkit.onnx_meta import write_preprocessing_metadata
+
+    if not spec.has_convkit_metadata:  # a run's export keeps the bytes its export.json hashed
+        write_preprocessing_metadata(spec.path, spec.pre)
+    return write_sidecar(spec.path, spec.pre)
