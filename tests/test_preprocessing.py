@@ -310,3 +310,10 @@ def test_near_chance_only_when_chance_is_inside_the_wilson_interval():
         assert (ci.low <= 0.5 <= ci.high) == chance
         reason = collapse_reason(labels, preds, ["a", "b"]) or ""
         assert ("indistinguishable from chance" in reason) == chance, reason
+
+
+def test_no_crop_refuses_an_image_larger_than_the_input():
+    arr = _image(30, 60)
+    with pytest.raises(ConvkitError, match="exceeds the input 32×32 and the crop is none"):
+        P.apply(arr, _pre(resize_mode="shorter", size=(32, 32), crop="none"))
+    assert P.apply(arr, _pre(resize_mode="letterbox", size=(32, 32), crop="none")).shape == (1, 3, 32, 32)
