@@ -56,6 +56,7 @@ SUMMARY_COLUMNS = (
 )
 # declared only by evaluations whose preprocessing was partly defaulted: "checked" or "unverified" (see probe)
 PREPROCESSING_COLUMN = ("preprocessing", "preprocessing", "s")
+GEOMETRY_COLUMN = ("geometry", "geometry", "s")  # declared by evaluations of --data folders
 
 
 @dataclass
@@ -362,6 +363,9 @@ def assemble(setup: Setup, opts: EvalOptions, measured: Measured, sha256: dict[s
     if pre["verdict"] != "stated":  # a column only where the preprocessing was not all stated
         summary["preprocessing"] = pre["verdict"]
         columns.append(list(PREPROCESSING_COLUMN))
+    if setup.data.reading:  # images read from a folder: the geometry behind the number, in the suite summary too
+        summary["geometry"] = setup.data.reading["geometry"]
+        columns.append(list(GEOMETRY_COLUMN))
     return EvalResult(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         input=given_path,
