@@ -129,7 +129,7 @@ def run_blocks(run: RunData, figs: dict, suite_dir: Path) -> list[tuple]:
     if run.problems:
         b.append(("ul", [f"unreadable: {p}" for p in run.problems]))
     if run.provenance and run.provenance.findings:
-        b.append(("p", "Held back (shown as STALE / EDITED above, used in no comparison):"))
+        b.append(("p", "Held back (shown as STALE / EDITED / UNVERIFIED above, used in no comparison):"))
         b.append(("ul", run.provenance.lines()))
     others = other_evaluations(run)
     if others:
