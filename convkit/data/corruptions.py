@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
 from PIL import Image
 
-from convkit.atomic import save_torch
+from convkit.data.cache import load_verified, save_verified
 from convkit.data.sources import cache_dir
 
 SMALL_MAX_SIDE = 64  # up to this side: CIFAR-10-C's parameters; above: ImageNet-C's
@@ -379,21 +379,15 @@ def corrupted_split(images_u8: np.ndarray, data_checksum: str, name: str, severi
                     seed: int = 0) -> tuple[np.ndarray, bool]:
     """Return (the corrupted split, whether it came from the cache).
 
-    The cache entry stores its key and is used only when the key and the image shape match; a damaged or
-    foreign entry is regenerated, and a cache that cannot be written only costs the generation next time.
+    The cache entry stores its key and the sha256 of its pixels (convkit.data.cache) and is used only when both
+    check and the image shape matches; a damaged, foreign or altered entry is regenerated (a line on stderr says
+    so), and a cache that cannot be written only costs the generation next time.
     """
     key = cache_key(data_checksum, name, severity, seed)
     path = cache_file(key)
-    if path.is_file():
-        try:
-            doc = torch.load(path, weights_only=True)
-            if doc.get("key") == key and tuple(doc["images"].shape) == images_u8.shape:
-                return doc["images"].numpy(), True
-        except Exception:  # a damaged cache entry is rebuilt, never fatal
-            pass
+    cached = load_verified(path, key, f"corrupted split {name}/{severity}")
+    if cached is not None and set(cached) == {"images"} and tuple(cached["images"].shape) == images_u8.shape:
+        return cached["images"].numpy(), True
     out = corrupt(images_u8, name, severity, seed)
-    try:
-        save_torch(path, {"key": key, "images": torch.from_numpy(out)})
-    except Exception:  # like the decoded-tensor cache: a full disk only costs the generation next time
-        pass
+    save_verified(path, key, {"images": torch.from_numpy(out)})
     return out, False
