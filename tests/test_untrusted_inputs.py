@@ -53,3 +53,94 @@ def test_an_altered_decoded_data_cache_entry_is_rebuilt(tmp_path, monkeypatch, c
     torch.save({"train_images": torch.zeros(1), "bogus": torch.ones(2)}, entry)
     assert torch.equal(load_dataset("mnist", sample=True).test_images, expected)
     assert "older or foreign layout" in capsys.readouterr().err
+
+
+# ---- item 7: unreadable class folders, EXIF orientation -----------------------------------------------------------
+def _folder(root, n_per_class: int = 2, classes: str = "abc", side: int = 8):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def _deny(monkeypatch, folder):
+    """What ``chmod 000 folder`` does for a user other than root (these tests may run as root): listing it fails."""
+    import os
+
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.path.abspath(os.fspath(path)) == os.path.abspath(folder):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    os.chmod(folder, 0)
+
+
+def test_an_unreadable_class_folder_is_an_error_not_a_smaller_dataset(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from convkit.cli import main
+    from tests.test_bad_inputs import tiny_classifier
+
+    data = _folder(tmp_path / "pics")
+    model = tiny_classifier(tmp_path / "m.onnx", 3)
+    _deny(monkeypatch, data / "b")
+    try:
+        r = CliRunner().invoke(main, ["evaluate", str(model), "--data", str(data), "--provider", "cpu",
+                                      "--out", str(tmp_path / "out")])
+    finally:
+        (data / "b").chmod(0o755)
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2, r.output
+    assert len(lines) == 1 and "cannot be read" in lines[0] and str(data / "b") in lines[0], r.output
+    assert not (tmp_path / "out" / "eval.json").exists()
+
+
+def test_exif_orientation_is_applied_and_counted(tmp_path):
+    from PIL import Image
+
+    from convkit.data.folder import list_labelled, load_image
+
+    stored = np.zeros((6, 10), np.uint8)
+    stored[0, :], stored[:, 0] = 255, 100  # asymmetric: a turn shows
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display" (EXIF 2.32, tag 274)
+    (tmp_path / "d" / "x").mkdir(parents=True)
+    Image.fromarray(stored).save(tmp_path / "d" / "x" / "rotated.png", exif=exif)
+    Image.fromarray(stored).save(tmp_path / "d" / "x" / "upright.png")
+    shown = np.rot90(stored, k=-1)  # what a viewer shows: the stored pixels turned clockwise
+    got = load_image(tmp_path / "d" / "x" / "rotated.png", 1, shown.shape, None)
+    assert np.array_equal(got[0], shown)
+    assert np.array_equal(load_image(tmp_path / "d" / "x" / "upright.png", 1, stored.shape, None)[0], stored)
+    files = list_labelled(tmp_path / "d")
+    assert files.rotated == 1 and "1 of 2 images stored rotated" in files.source
+    # the training reader (torchvision) applies it too
+    from torchvision.io import ImageReadMode
+
+    from convkit.data.decode import _read_image
+
+    t = _read_image(tmp_path / "d" / "x" / "rotated.png", ImageReadMode.GRAY, (1, *shown.shape))
+    assert np.array_equal(t[0].numpy(), shown)
+
+
+# ---- item 6: data keyed by content --------------------------------------------------------------------------------
+def test_the_data_key_changes_when_pixels_change_at_the_same_size(tmp_path):
+    from PIL import Image
+
+    from convkit.data.folder import list_labelled
+
+    data = _folder(tmp_path / "d", classes="ab")
+    before = list_labelled(data).checksum
+    path = data / "a" / "0.bmp"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+    with_bmp = list_labelled(data).checksum
+    size = path.stat().st_size
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(path)  # rewritten: same name, same size
+    assert path.stat().st_size == size
+    assert len({before, with_bmp, list_labelled(data).checksum}) == 3
