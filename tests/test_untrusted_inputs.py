@@ -144,3 +144,20 @@ def test_the_data_key_changes_when_pixels_change_at_the_same_size(tmp_path):
     Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(path)  # rewritten: same name, same size
     assert path.stat().st_size == size
     assert len({before, with_bmp, list_labelled(data).checksum}) == 3
+
+
+# ---- item 11: bounds checked before allocating ------------------------------------------------------------------
+def test_a_huge_severity_range_is_refused_before_it_is_built():
+    import tracemalloc
+
+    from convkit.errors import ConvkitError
+    from convkit.robustness import parse_severities
+
+    tracemalloc.start()
+    for text in ("1-60000000", "1-3000000000", "-5-3", "5-1"):
+        with pytest.raises(ConvkitError, match="--severities"):
+            parse_severities(text)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20  # a 60-million list alone is 480 MB of pointers
+    assert parse_severities("2-4") == (2, 3, 4)
