@@ -161,3 +161,52 @@ def test_a_huge_severity_range_is_refused_before_it_is_built():
     tracemalloc.stop()
     assert peak < 1 << 20  # a 60-million list alone is 480 MB of pointers
     assert parse_severities("2-4") == (2, 3, 4)
+
+
+def test_a_100000_class_model_never_builds_a_dense_confusion_matrix(tmp_path):
+    """classification_metrics of a 100,000-class output on 40 images, under a 4 GiB address-space limit (the dense
+    matrix alone is 74.5 GiB): the confused pairs, accuracy and per-class rows match a Counter over the images."""
+    import collections
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    k, n = 100_000, 40
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 6, n)  # few true classes, so mistakes repeat
+    preds = np.where(rng.random(n) < 0.5, labels, rng.integers(0, 6, n))
+    np.save(tmp_path / "labels.npy", labels)
+    np.save(tmp_path / "preds.npy", preds)
+    code = ("import resource, json, sys\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+            "import numpy as np\n"
+            "from convkit.evaluate.accuracy import classification_metrics\n"
+            f"labels, preds = np.load({str(tmp_path / 'labels.npy')!r}), np.load({str(tmp_path / 'preds.npy')!r})\n"
+            f"scores = np.zeros((len(labels), {k}), np.float32)\n"
+            "scores[np.arange(len(labels)), preds] = 5.0\n"
+            f"m = classification_metrics(scores, labels, [f'c{{i}}' for i in range({k})])\n"
+            "print(json.dumps({key: m[key] for key in ('accuracy', 'confused_pairs', 'per_class', 'confusion')}))\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["accuracy"] == pytest.approx(float((labels == preds).mean()))
+    mistakes = collections.Counter((int(t), int(p)) for t, p in zip(labels, preds) if t != p)
+    support = collections.Counter(int(t) for t in labels)
+    want = sorted(mistakes.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
+    assert [(p["true"], p["predicted"], p["count"], p["share_of_true"]) for p in got["confused_pairs"]] == [
+        (f"c{t}", f"c{p}", c, pytest.approx(c / support[t])) for (t, p), c in want]
+    present = sorted(set(labels.tolist()) | set(preds.tolist()))
+    assert [r["class"] for r in got["per_class"]] == [f"c{i}" for i in present]
+    for r in got["per_class"]:
+        i = int(r["class"][1:])
+        right = int(((labels == i) & (preds == i)).sum())
+        assert r["support"] == support[i] and r["recall"] == pytest.approx(right / support[i] if support[i] else 0)
+    # the classes present are few: their matrix is kept, and it is the Counter's
+    idx = {c: j for j, c in enumerate(present)}
+    dense = np.zeros((len(present), len(present)), int)
+    for t, p in zip(labels, preds):
+        dense[idx[int(t)], idx[int(p)]] += 1
+    assert got["confusion"] == dense.tolist()
