@@ -210,3 +210,32 @@ def test_a_100000_class_model_never_builds_a_dense_confusion_matrix(tmp_path):
     for t, p in zip(labels, preds):
         dense[idx[int(t)], idx[int(p)]] += 1
     assert got["confusion"] == dense.tolist()
+
+
+def test_a_deflated_weights_zip_is_refused_by_its_declared_sizes(tmp_path):
+    """A 100 MB member deflated to ~100 KB (torch.save stores its members): refused from the zip's directory,
+    before anything is expanded; an archive larger than half the memory is refused the same way."""
+    import tracemalloc
+    import zipfile
+
+    from convkit.archive_bounds import check_zip_sizes
+    from convkit.errors import ConvkitError
+    from convkit.user_model import read_state_dict
+
+    bomb = tmp_path / "weights.pt"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z, z.open("archive/data/0", "w") as fh:
+        for _ in range(100):
+            fh.write(bytes(1 << 20))
+    declared = zipfile.ZipFile(bomb).infolist()[0]
+    assert declared.file_size == 100 << 20 and declared.compress_size < 1 << 20
+    tracemalloc.start()
+    with pytest.raises(ConvkitError, match="would expand from") as err:
+        read_state_dict(bomb)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20 and "\n" not in err.value.message
+    plain = tmp_path / "small.pt"
+    torch.save({"w": torch.zeros(1000)}, plain)
+    with pytest.raises(ConvkitError, match="more than half the memory available"):
+        check_zip_sizes(plain, "--weights", available=1000)
+    assert set(read_state_dict(plain)) == {"w"}
