@@ -239,3 +239,20 @@ def test_a_deflated_weights_zip_is_refused_by_its_declared_sizes(tmp_path):
     with pytest.raises(ConvkitError, match="more than half the memory available"):
         check_zip_sizes(plain, "--weights", available=1000)
     assert set(read_state_dict(plain)) == {"w"}
+
+
+def test_parity_images_are_capped_to_a_memory_budget(tmp_path, monkeypatch):
+    """Export holds its parity images as float32: their number is capped so they fit PARITY_FLOAT_BYTES (here made
+    small), and the data's description says so; 3×4096×4096 inputs (201 MB each) get 5 under the default 1 GiB."""
+    import convkit.export.parity as P
+    from convkit.export.pipeline import ExportSettings
+    from convkit.export.user_export import load_user_data
+    from convkit.user_model import DataContract
+
+    assert P.parity_image_cap((3, 4096, 4096)) == (1 << 30) // (4 * 3 * 4096 * 4096) == 5
+    data = _folder(tmp_path / "d", n_per_class=8, classes="ab", side=16)
+    per_image = 4 * 3 * 16 * 16
+    monkeypatch.setattr(P, "PARITY_FLOAT_BYTES", 5 * per_image + 7)
+    contract = DataContract(None, str(data), ("a", "b"), (3, 16, 16), (0.5,) * 3, (0.5,) * 3)
+    got = load_user_data(contract, ExportSettings(n_images=100), sample=False)
+    assert got.images.shape == (5, 3, 16, 16) and "parity on 5 images" in got.source
