@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from convkit import artifacts as A
-from convkit import consistency
+from convkit import consistency, data_freshness
 from convkit.errors import ConvkitError
 from convkit.onnx_meta import file_sha256, read_metadata
 
@@ -263,4 +263,10 @@ def _check_eval(run_dir: Path, evaluation: dict, ckpt: _Checkpoint) -> list[Find
         out.append(Finding(A.EvalNames(A.EVAL_PREFIX).json, None if whole else precision, status, why, refresh))
     if not any(f.precision is None for f in out):
         out += _inconsistent(A.EvalNames(A.EVAL_PREFIX).json, consistency.eval_problems(evaluation), refresh)
+    if not any(f.precision is None for f in out):
+        changed = data_freshness.changed_data(evaluation)
+        if changed:
+            where = data_freshness.folder_of(evaluation)
+            out.append(Finding(A.EvalNames(A.EVAL_PREFIX).json, None, STALE, changed,
+                               f"{refresh} --data {where}" if where else refresh))
     return out

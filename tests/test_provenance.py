@@ -313,3 +313,71 @@ def test_a_swapped_model_whose_hashes_were_deleted_is_unverified(copy):
     _edit(run / "metrics.json", lambda d: d.pop("checkpoint_sha256"))
     _, summary, _ = _report_and_summary(copy)
     assert any("metrics.json UNVERIFIED" in line for line in summary["held_back"]["t1-fcn"])
+
+
+# ---- data keyed by content; evaluations of changed data are stale (issue 27, item 6) ---------------------------
+def _mnist_tree(root: Path, per_class: int = 3) -> Path:
+    """An ImageFolder tree mnist/{train,test}/<digit>/ of the sample's images, ``per_class`` of each digit."""
+    from convkit.data.load import load_dataset
+
+    data = load_dataset("mnist", sample=True)
+    for split, (x, y) in {"train": (data.train_images, data.train_labels),
+                          "test": (data.test_images, data.test_labels)}.items():
+        for digit in range(10):
+            (root / "mnist" / split / str(digit)).mkdir(parents=True, exist_ok=True)
+            for i in np.flatnonzero(y.numpy() == digit)[:per_class]:
+                Image.fromarray(x[i, 0].numpy()).save(root / "mnist" / split / str(digit) / f"{i}.png")
+    return root
+
+
+def test_an_evaluation_of_data_changed_since_is_stale_until_re_evaluated(tmp_path):
+    data = _mnist_tree(tmp_path / "data")
+    r, _ = _cli("train", "t1-fcn", "--data-dir", data, "--epochs", "1", "--device", "cpu", "--batch-size", "10",
+                "--quiet", "--out", tmp_path / "runs")
+    assert r.exit_code == 0, r.output
+    [run] = [p.parent for p in (tmp_path / "runs").rglob("metrics.json")]
+    r, _ = _cli("export", run, "--n-images", "20")
+    assert r.exit_code == 0, r.output
+    r, _ = _cli("evaluate", run, *EVAL_FAST, "--max-accuracy-drop", "fp32=100")
+    assert r.exit_code == 0, r.output
+    suite = run.parent
+    _, summary, _ = _report_and_summary(suite)
+    assert not summary["held_back"]
+    # one more test image: the evaluation (and its figures) no longer describe the data at its location
+    extra = data / "mnist" / "test" / "3" / "extra.png"
+    shutil.copyfile(next((data / "mnist" / "test" / "5").iterdir()), extra)
+    summary_md, summary, report_md = _report_and_summary(suite)
+    held = " ".join(summary["held_back"][run.name])
+    assert "eval.json STALE" in held and "changed since" in held
+    assert "ort_test_acc" not in summary["results"][run.name] and "eval.json STALE" in report_md
+    # re-evaluating the run on its own data (at the location it was trained on) replaces its eval.json
+    r, _ = _cli("evaluate", run, *EVAL_FAST, "--max-accuracy-drop", "fp32=100")
+    assert r.exit_code == 0, r.output
+    doc = json.loads((run / "eval.json").read_text())
+    assert doc["dataset"]["n"] == 31 and not (run / "eval").exists()
+    assert any("changed since training" in n for n in doc["notes"])
+    _, summary, _ = _report_and_summary(suite)
+    assert not any("eval.json" in line for line in summary["held_back"].get(run.name, []))
+    # an evaluation on other data (eval/<key>/) goes stale when an image is rewritten in place, same size
+    other = _image_folder(tmp_path / "other", n=12)
+    r, _ = _cli("evaluate", run, "--data", other, *EVAL_FAST, "--max-accuracy-drop", "fp32=100")
+    assert r.exit_code == 0, r.output
+    first = next(other.rglob("*.png"))
+    pixels = np.asarray(Image.open(first)).copy()
+    pixels[0, 0] ^= 0xFF  # same size, other content
+    Image.fromarray(pixels).save(first.with_suffix(".bmp"))
+    size = first.with_suffix(".bmp").stat().st_size
+    first.unlink()
+    r, _ = _cli("evaluate", run, "--data", other, *EVAL_FAST, "--max-accuracy-drop", "fp32=100")
+    assert r.exit_code == 0, r.output
+    keyed = sorted((run / "eval").iterdir())
+    assert len(keyed) == 2  # other data, other key: the earlier evaluation was not overwritten
+    bmp = first.with_suffix(".bmp")
+    pixels[0, 0] ^= 0x0F
+    Image.fromarray(pixels).save(bmp)
+    assert bmp.stat().st_size == size
+    r, _ = _cli("report", suite)
+    assert r.exit_code == 0, r.output
+    report_md = (suite / "report.md").read_text()
+    stale = [ln for ln in report_md.splitlines() if "eval.json STALE: the data it was measured on" in ln]
+    assert len(stale) == 2 and all(ln.startswith("- `eval/") and f"--data {other}" in ln for ln in stale)

@@ -46,6 +46,7 @@ class LabelledFiles:
     source: str
     checksum: str  # sha256 over each (relative path, sha256 of the file's bytes, label): the data's content
     rotated: int = 0  # images whose EXIF orientation is not the identity (turned upright when read)
+    location: str = ""  # the folder or CSV given, as given
 
 
 EXIF_ORIENTATION = 0x0112
@@ -116,7 +117,7 @@ def list_labelled(path: Path | str) -> LabelledFiles:
             if rotated else "EXIF orientation applied: none stored rotated")
     return LabelledFiles(paths, labels, classes,
                          f"{kind} {path} ({len(paths)} images, {len(classes)} classes{dropped}; {exif})",
-                         checksum, rotated)
+                         checksum, rotated, str(path))
 
 
 def read_text_file(path: Path, what: str) -> str:
