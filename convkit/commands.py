@@ -12,6 +12,7 @@ import click
 
 from convkit import gates
 from convkit.errors import ConvkitError
+from convkit.text import cap
 from convkit.train.cli import overrides_from_cli, training_options
 
 
@@ -141,3 +142,6 @@ def summarize_cmd(suite_dir):
     not_run = sum(1 for v in result["status"].values() if v == "not run")
     click.echo(f"summary: {result['summary']} ({len(result['results'])} runs, {len(result['failed'])} failed"
                + (f", {not_run} planned but not run" if not_run else "") + ")")
+    for run, lines in (result.get("held_back") or {}).items():  # figures not shown: say so where it is printed
+        click.echo(f"held back: {cap(run, 80)}: {cap(lines[0], 300)}"
+                   + (f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""))

@@ -257,7 +257,8 @@ def write_summary(suite_dir: Path, notes: list[str] | None = None, outcomes: lis
     js = write_artifact(suite_dir / SUMMARY_JSON, "summary", {
         "suite": suite_dir.name, "failed": failed, "not_run": [n for n, s in status.items() if s == "not run"],
         "status": status, "results": results, "held_back": held_back, "seeds": seeds})
-    return {"summary": str(md), "json": str(js), "results": results, "failed": failed, "status": status}
+    return {"summary": str(md), "json": str(js), "results": results, "failed": failed, "status": status,
+            "held_back": held_back}
 
 
 def provenance_lines(rows: list[dict]) -> list[str]:

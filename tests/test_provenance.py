@@ -253,6 +253,8 @@ def test_an_edited_summary_block_of_eval_json_is_flagged(copy):
     assert (low, high) == pytest.approx(_wilson(k, fp32["n"]), abs=1e-9)  # the file is consistent as written
     assert not low <= 0.987 <= high
     _edit(run / "eval.json", lambda d: d["summary"].update(ort_test_acc=0.987))
+    r, lines = _cli("summarize", copy)  # the terminal says what is held back, where the count of runs is printed
+    assert r.exit_code == 0 and any(ln.startswith("held back: t1-fcn: eval.json EDITED") for ln in lines), r.output
     summary_md, summary, report_md = _report_and_summary(copy)
     held = " ".join(summary["held_back"]["t1-fcn"])
     assert "eval.json EDITED" in held and "outside its own interval" in held and "ort_test_acc" in held
