@@ -102,6 +102,7 @@ def test_an_unreadable_class_folder_is_an_error_not_a_smaller_dataset(tmp_path, 
     assert not (tmp_path / "out" / "eval.json").exists()
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchvision 0.29's codecs, as decode.py silences it
 def test_exif_orientation_is_applied_and_counted(tmp_path):
     from PIL import Image
 
