@@ -58,7 +58,7 @@ def _file_facts(path: Path) -> tuple[str, bool]:
         try:
             with Image.open(fh) as im:  # reads the header only
                 rotated = im.getexif().get(EXIF_ORIENTATION, 1) not in (1, None)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):  # load_image names it when it is read
+        except Exception:  # noqa: BLE001 — undecodable, a bomb, a bad EXIF block: load_image names it when read
             rotated = False
         fh.seek(0)
         return hashlib.file_digest(fh, "sha256").hexdigest(), rotated
