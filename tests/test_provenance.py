@@ -332,6 +332,7 @@ def _mnist_tree(root: Path, per_class: int = 3) -> Path:
     return root
 
 
+@pytest.mark.slow  # trains, exports and evaluates a run of its own on a folder it then changes (~1.5 min here)
 def test_an_evaluation_of_data_changed_since_is_stale_until_re_evaluated(tmp_path):
     data = _mnist_tree(tmp_path / "data")
     r, _ = _cli("train", "t1-fcn", "--data-dir", data, "--epochs", "1", "--device", "cpu", "--batch-size", "10",
