@@ -35,6 +35,8 @@ def _same(a, b) -> bool:
         return math.isclose(float(a), float(b), rel_tol=TOL, abs_tol=1e-12)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     return a == b
 
 
@@ -105,6 +107,34 @@ def eval_problems(doc: dict) -> list[str]:
     if summary is not None:
         derived = _derived_eval_summary(doc)
         out += summary_problems(summary, derived, "summary.") if derived is not None else []
+    return out + robustness_problems(doc.get("robustness"))
+
+
+def robustness_problems(doc) -> list[str]:
+    """Return the problems of eval.json's ``robustness``: each row's accuracy a whole number of the ``n`` images
+    and its change against the clean figure, and the summary (mean corrupted top-1, int8 − fp32 gaps) against
+    what convkit.evaluate.robustness.summarize derives from the rows."""
+    from dataclasses import fields
+
+    from convkit.evaluate.robustness import CorruptionRow, RobustnessResult, summarize  # see _derived_eval_summary
+
+    if not isinstance(doc, dict):
+        return []
+    try:
+        rows = [CorruptionRow(**r) for r in doc.get("rows") or []]
+        res = RobustnessResult(**{**{f.name: doc[f.name] for f in fields(RobustnessResult)}, "rows": rows})
+        derived = summarize(res)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return ["robustness: its rows are unreadable"]
+    out = []
+    for r in rows:
+        what = f"robustness {r.corruption}/{r.severity} {r.backend}/{r.precision}/{r.provider}"
+        out += proportion_problems(r.accuracy, doc.get("n"), None, f"{what} accuracy")
+        base = res.clean.get(f"{r.backend}/{r.precision}/{r.provider}") if isinstance(res.clean, dict) else None
+        if _num(base) is not None and _num(r.accuracy) is not None and not _same(r.delta_vs_clean, r.accuracy - base):
+            out.append(f"{what} change {r.delta_vs_clean!r} (its records give {r.accuracy - base!r})")
+    if "summary" in doc and not _same(doc["summary"], derived):
+        out.append("robustness.summary differs from what its rows give")
     return out
 
 

@@ -257,3 +257,22 @@ def test_parity_images_are_capped_to_a_memory_budget(tmp_path, monkeypatch):
     contract = DataContract(None, str(data), ("a", "b"), (3, 16, 16), (0.5,) * 3, (0.5,) * 3)
     got = load_user_data(contract, ExportSettings(n_images=100), sample=False)
     assert got.images.shape == (5, 3, 16, 16) and "parity on 5 images" in got.source
+
+
+# ---- item 4: the corruption figures are checked against their rows too --------------------------------------------
+def test_an_edited_robustness_summary_or_row_is_caught():
+    from convkit.consistency import robustness_problems
+    from convkit.evaluate.robustness import CorruptionRow, RobustnessResult
+
+    n, clean = 200, {"ort/fp32/cpu": 0.9, "ort/int8/cpu": 0.88}
+    rows = [CorruptionRow(c, s, "ort", p, "cpu", acc, 0.05, acc - clean[f"ort/{p}/cpu"])
+            for p, base in (("fp32", 0.8), ("int8", 0.7)) for c, s, acc in
+            (("contrast", 1, base), ("contrast", 5, base - 0.3), ("rotate", 1, base - 0.1))]
+    doc = RobustnessResult("MNIST-C", 0, ["contrast", "rotate"], [1, 5], n, "sum", clean, rows).to_dict()
+    assert robustness_problems(doc) == []
+    edited = {**doc, "summary": {**doc["summary"], "int8_minus_fp32": {"cpu": {"clean": 0.0, "corrupted": 0.0}}}}
+    assert robustness_problems(edited) == ["robustness.summary differs from what its rows give"]
+    doc["rows"][1]["delta_vs_clean"] = -0.65  # a −65-point "robustness result"
+    assert any("contrast/5 ort/fp32/cpu change -0.65" in p for p in robustness_problems(doc))
+    doc["rows"][1]["accuracy"] = 0.5012  # not a count of 200 images
+    assert any("not a whole number of its 200 images" in p for p in robustness_problems(doc))
