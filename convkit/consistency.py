@@ -10,7 +10,9 @@ it:
   has that many right on the diagonal;
 - the ``summary`` block a reader shows is what the stage derives from the file's per-precision records (eval.json:
   convkit.evaluate.run.summary_fields; export.json: convkit.export.pipeline.summary_fields) or the top-level
-  figures (metrics.json).
+  figures (metrics.json);
+- eval.json's ``robustness`` rows are counts of its images and agree with their change against clean data, and
+  its summary is what convkit.evaluate.robustness.summarize derives from them.
 
 Each function returns one short "what differs" text per problem; [] when the file is consistent.
 """
