@@ -267,6 +267,10 @@ def fit(image: Image.Image, pre: Preprocessing) -> tuple[np.ndarray, tuple[int, 
     nh, nw = resized_size(pre, h, w)
     if (nh, nw) != (h, w):
         image = image.resize((nw, nh), INTERPOLATIONS[pre.interpolation])
+    if pre.crop == "none" and (nh > th or nw > tw):
+        raise ConvkitError(f"an image resized to {nh}×{nw} ({pre.geometry_line()}) exceeds the input {th}×{tw} and "
+                           f"the crop is none (source {pre.source('crop')}); state --crop center or a --resize-mode "
+                           f"that fits (letterbox, squash, height)")
     arr = np.asarray(image, dtype=np.uint8)
     arr = arr[:, :, None] if arr.ndim == 2 else arr
     (sy, dy), (sx, dx) = _place(nh, th, pre), _place(nw, tw, pre)

@@ -45,6 +45,7 @@ from convkit.preprocessing_config import find_config, read_config, write_sidecar
 from convkit.provenance import eval_dir, eval_record
 from convkit.providers import ProviderConfig, make_session, preload_cuda_libraries, select_providers
 from convkit.reference import reference_logits
+from convkit.trust import SourceFile, UntrustedSource
 
 # The columns this stage adds to the suite summary: (title, key of eval.json's "summary", format).
 SUMMARY_COLUMNS = (
@@ -56,6 +57,7 @@ SUMMARY_COLUMNS = (
 )
 # declared only by evaluations whose preprocessing was partly defaulted: "checked" or "unverified" (see probe)
 PREPROCESSING_COLUMN = ("preprocessing", "preprocessing", "s")
+GEOMETRY_COLUMN = ("geometry", "geometry", "s")  # declared by evaluations of --data folders
 
 
 @dataclass
@@ -70,6 +72,8 @@ class Setup:
     configs: dict[str, ProviderConfig]
     threads: int
     notes: list[str]
+    # a user model's model_source.json whose code was not run (convkit.trust): the folder's record without a module
+    source_file: SourceFile | None = None
 
     @property
     def primary(self) -> tuple[str, ModelSpec]:
@@ -159,7 +163,8 @@ def trained_at(run_dir: Path | None) -> str | None:
 def keyed_by_data(setup: Setup, sha256: dict[str, str]) -> dict:
     """Point ``setup.target.out_dir`` at where this evaluation belongs (a run's own eval.json only on the run's own
     data, else eval/<data-key>/ beside it: convkit.provenance); returns eval.json's provenance record."""
-    ref, target = setup.reference, setup.target
+    target = setup.target
+    ref = setup.reference if setup.reference is not None else setup.source_file
     trained_on = ref.data_checksum if ref is not None else None
     if ref is not None and trained_on is None and not setup.data.reading:  # a user model or an older checkpoint:
         trained_on = setup.data.checksum  # no data recorded, so its dataset's test split counts as its own
@@ -229,7 +234,8 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
     config = read_config(config_file) if config_file else None
     overrides = Overrides(dataset=d.dataset, mean=d.mean, std=d.std, layout=d.layout, input_range=d.input_range,
                           output=d.output, channel_order=d.channel_order,
-                          class_names=read_classes(d.classes) if d.classes else None,
+                          class_names=read_classes(d.classes) if d.classes else recorded_classes(target.run_dir),
+                          class_names_source="flag" if d.classes else f"recorded: {MODEL_SOURCE}",
                           folder=Path(data_path).name if folder else None,
                           folder_classes=folder.classes if folder else None, config=config,
                           input_shape=d.input_shape, geometry=dict(d.geometry))
@@ -238,13 +244,19 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
         spec = inspect_model(f, overrides)
         specs[spec.precision if prec == "model" else prec] = spec
     primary = next(iter(specs.values()))
-    reference = load_run_model(target.run_dir) if target.run_dir is not None else None
+    notes: list[str] = []
+    try:
+        reference = load_run_model(target.run_dir) if target.run_dir is not None else None
+        recorded, source_file = (reference.config if reference is not None else None), None
+    except UntrustedSource as exc:  # code named by a file is never run: measured without the PyTorch reference
+        reference, recorded, source_file = None, exc.config, exc.source_file
+        notes.append(f"no PyTorch reference: {exc.message}")
+        check_fresh_exports(specs, exc.source_file)
     if reference is not None:
         check_fresh_exports(specs, reference)
-    notes: list[str] = []
     data_dir, sample, max_images = d.data_dir, d.sample, d.max_images
-    if reference is not None and data_dir is None and sample is None:  # the data it was trained on
-        data_dir, sample, trained_max = data_settings(reference.config, primary.dataset)
+    if recorded is not None and data_dir is None and sample is None:  # the data it was trained on
+        data_dir, sample, trained_max = data_settings(recorded, primary.dataset)
         max_images = max_images or trained_max
     if reference is not None and reference.contract is None and reference.config.get("dataset") != primary.dataset:
         notes.append(f"the checkpoint was trained on {reference.config.get('dataset')}, evaluated on {primary.dataset}")
@@ -257,7 +269,7 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
                                  cudnn_conv_algo_search=p.cudnn_conv_algo_search) for k in providers}
     if any(k != "cpu" for k in providers):
         provider_notes.append(preload_cuda_libraries())
-    return Setup(target, specs, reference, data, providers, configs, threads, notes + provider_notes)
+    return Setup(target, specs, reference, data, providers, configs, threads, notes + provider_notes, source_file)
 
 
 def recorded_data(run_dir: Path | None) -> str | None:
@@ -268,6 +280,15 @@ def recorded_data(run_dir: Path | None) -> str | None:
     doc = read_artifact(Path(run_dir) / MODEL_SOURCE, "model_source")
     data = ((doc or {}).get("contract") or {}).get("data")
     return str(data) if data else None
+
+
+def recorded_classes(run_dir: Path | None) -> list[str] | None:
+    """Return the class names a user model was exported with (its model_source.json holds them all; the ONNX
+    metadata's copy is cut beyond 256 KB), None for anything else."""
+    if run_dir is None:
+        return None
+    classes = ((read_artifact(Path(run_dir) / MODEL_SOURCE, "model_source") or {}).get("contract") or {}).get("classes")
+    return [str(c) for c in classes] if isinstance(classes, list) and classes else None
 
 
 def check_fresh_exports(specs: dict[str, ModelSpec], reference: RunModel) -> None:
@@ -360,6 +381,9 @@ def assemble(setup: Setup, opts: EvalOptions, measured: Measured, sha256: dict[s
     if pre["verdict"] != "stated":  # a column only where the preprocessing was not all stated
         summary["preprocessing"] = pre["verdict"]
         columns.append(list(PREPROCESSING_COLUMN))
+    if setup.data.reading:  # images read from a folder: the geometry behind the number, in the suite summary too
+        summary["geometry"] = setup.data.reading["geometry"]
+        columns.append(list(GEOMETRY_COLUMN))
     return EvalResult(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         input=given_path,
@@ -465,11 +489,18 @@ def write_outputs(result: EvalResult, target: Target, class_names: list[str]) ->
     """
     out = ensure_writable_dir(target.out_dir)
     names = target.names
-    files = markdown.write_figures(out, names, result, class_names)
-    files.update(eval_md=str(out / names.md), eval_json=str(out / names.json))
-    result = dataclasses.replace(result, files=files)
-    markdown.write_markdown(out / names.md, result)
-    write_artifact(out / names.json, "eval", result.to_json())
+    before = {p: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    try:
+        files = markdown.write_figures(out, names, result, class_names)
+        files.update(eval_md=str(out / names.md), eval_json=str(out / names.json))
+        result = dataclasses.replace(result, files=files)
+        markdown.write_markdown(out / names.md, result)
+        write_artifact(out / names.json, "eval", result.to_json())
+    except BaseException:  # a full disk midway: no confusion.csv or eval.md is left without the eval.json it needs
+        for path in (p for p in out.iterdir() if p.is_file()):
+            if before.get(path) != path.stat().st_mtime_ns and not path.name.startswith("."):
+                path.unlink(missing_ok=True)
+        raise
     return result
 
 

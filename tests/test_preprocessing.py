@@ -294,3 +294,26 @@ def test_fixed_batch_padding_keeps_the_model_space_pad(tmp_path):
     got = ort_scores(make_session(str(path), ProviderConfig("cpu", threads=1)), spec, images, 256)
     want = np.concatenate([P.apply(np.asarray(Image.open(p).convert("RGB")), spec.pre).reshape(1, -1) for p in paths])
     np.testing.assert_array_equal(got, want)
+
+
+def test_near_chance_only_when_chance_is_inside_the_wilson_interval():
+    """0.747 of 300 on two classes is not chance (its Wilson interval excludes 0.5, per scipy); 0.52 is."""
+    from scipy import stats
+
+    from convkit.evaluate.preprocessing_probe import collapse_reason
+
+    labels = np.array([0, 1] * 150)
+    for right, chance in ((224, False), (156, True)):
+        preds = labels.copy()
+        preds[right:] = 1 - preds[right:]
+        ci = stats.binomtest(right, 300).proportion_ci(method="wilson")
+        assert (ci.low <= 0.5 <= ci.high) == chance
+        reason = collapse_reason(labels, preds, ["a", "b"]) or ""
+        assert ("indistinguishable from chance" in reason) == chance, reason
+
+
+def test_no_crop_refuses_an_image_larger_than_the_input():
+    arr = _image(30, 60)
+    with pytest.raises(ConvkitError, match="exceeds the input 32×32 and the crop is none"):
+        P.apply(arr, _pre(resize_mode="shorter", size=(32, 32), crop="none"))
+    assert P.apply(arr, _pre(resize_mode="letterbox", size=(32, 32), crop="none")).shape == (1, 3, 32, 32)

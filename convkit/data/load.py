@@ -42,7 +42,7 @@ def _permission_denied(exc: PermissionError) -> DataError:
                      "or point --data-dir at a copy you can read")
 
 
-SPLIT_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+CACHE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")  # a decoded-data cache entry's tensors
 
 
 def _decode_cached(name: str, src) -> dict[str, torch.Tensor]:
@@ -51,7 +51,7 @@ def _decode_cached(name: str, src) -> dict[str, torch.Tensor]:
     cache_file = cache_dir() / "tensors" / f"{name}-{src.checksum[:16]}.pt"
     key = {"dataset": name, "source_checksum": src.checksum}
     cached = load_verified(cache_file, key, f"{name} data")
-    if cached is not None and set(cached) == set(SPLIT_KEYS):
+    if cached is not None and set(cached) == set(CACHE_KEYS):
         return cached
     decoded = decode(src)
     splits = {f"{s}_{k}": v for s, (x, y) in decoded.items() for k, v in (("images", x), ("labels", y))}

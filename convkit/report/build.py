@@ -395,6 +395,23 @@ def _intro(suite_dir: Path, runs: list[RunData], suite: str | None) -> list[tupl
     return blocks
 
 
+LEFTOVER_AGE_S = 300  # a figure's temporary file older than this belongs to a build that was killed
+
+
+def remove_leftovers(out: Path) -> list[Path]:
+    """Delete the temporary figure files (``.NAME.png.*.tmp``) a killed build left in ``out``: those older than
+    LEFTOVER_AGE_S, so a build running beside this one keeps its own; returns what was deleted."""
+    removed = []
+    for tmp in out.glob(".*.png.*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime > LEFTOVER_AGE_S:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:  # gone meanwhile, or not ours to delete: the report does not depend on it
+            continue
+    return removed
+
+
 def build_report(suite_dir: Path | str) -> dict:
     """Write ``report.md``, ``report.html`` and the figures of ``suite_dir``; returns {"md", "html", "figures",
     "runs", "seconds"}. Raises ConvkitError when the folder holds no run."""
@@ -403,6 +420,7 @@ def build_report(suite_dir: Path | str) -> dict:
     data_freshness.forget()  # the data is re-read once per report: it may have changed since the last one
     runs = [load_run(p) for p in A.run_folders(suite_dir)]
     out = ensure_writable_dir(suite_dir / A.REPORT_DIR)
+    remove_leftovers(out)
     suite = _suite_of(runs)
     exps = SUITES.get(suite, []) if suite else []
     ctx: dict = {}
