@@ -156,6 +156,9 @@ def _derived_eval_summary(doc: dict) -> dict | None:
     verdict = (doc.get("preprocessing") or {}).get("verdict") if isinstance(doc.get("preprocessing"), dict) else None
     if verdict not in (None, "stated"):
         out["preprocessing"] = verdict
+    geometry = (doc.get("dataset") or {}).get("geometry") if isinstance(doc.get("dataset"), dict) else None
+    if geometry is not None:  # a folder's reading (evaluate's assemble): the geometry behind the number
+        out["geometry"] = geometry
     return out
 
 
