@@ -142,3 +142,6 @@ def summarize_cmd(suite_dir):
     not_run = sum(1 for v in result["status"].values() if v == "not run")
     click.echo(f"summary: {term(result['summary'])} ({len(result['results'])} runs, {len(result['failed'])} failed"
                + (f", {not_run} planned but not run" if not_run else "") + ")")
+    for run, lines in (result.get("held_back") or {}).items():  # figures not shown: say so where it is printed
+        click.echo(f"held back: {term(run, 80)}: {term(lines[0], 300)}"
+                   + (f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""))

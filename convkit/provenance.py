@@ -8,7 +8,9 @@ Every derived artifact records the sha256 of its source (convkit.artifacts names
 
 Readers (``convkit summarize``, ``convkit report``) call ``check_run`` and get, per file and precision, whether
 its numbers can be used: a number whose source changed or is gone is *stale*, a metrics.json whose figures
-differ from the ones the checkpoint records is *edited*; neither is shown as convkit's number, used in a
+differ from the ones the checkpoint records, or whose summary block, intervals or confusion matrix disagree with
+its own per-precision records (convkit.consistency), is *edited*; a file that records no hash of its source is
+*unverified* (a swapped file cannot be told from the original); none of them is shown as convkit's number, used in a
 comparison or a "best row", and each comes with the command that refreshes it.
 
 Evaluations are keyed by their data: the run's canonical eval.json is the one on the data the run was trained
@@ -26,13 +28,14 @@ from pathlib import Path
 import torch
 
 from convkit import artifacts as A
+from convkit import consistency, data_freshness
 from convkit.errors import ConvkitError
 from convkit.onnx_meta import file_sha256, read_metadata
 
 # metrics.json figures that the checkpoint records too (its last history row, or its "final" entry).
 VERIFIED_FROM_HISTORY = ("train_loss", "train_acc", "test_loss", "test_acc")
 VERIFIED_FROM_FINAL = ("test_acc_fp32", "test_loss_fp32", "parameters")
-STALE, EDITED = "stale", "edited"
+STALE, EDITED, UNVERIFIED = "stale", "edited", "unverified"
 
 
 # ---- evaluations keyed by their data -------------------------------------------------------------------------
@@ -184,8 +187,10 @@ def check_run(run_dir: Path, metrics: dict | None, export: dict | None, evaluati
     if metrics is not None:
         out.findings += _check_metrics(run_dir, metrics, ckpt)
     if export is not None:
-        out.findings += _check_against_checkpoint(run_dir, A.EXPORT_JSON, export.get("checkpoint_sha256"), ckpt,
-                                                  f"convkit export {run_dir}")
+        refresh = f"convkit export {run_dir}"
+        out.findings += (_check_against_checkpoint(run_dir, A.EXPORT_JSON, export.get("checkpoint_sha256"), ckpt,
+                                                   refresh, required=True)
+                         or _inconsistent(A.EXPORT_JSON, consistency.export_problems(export), refresh))
     if evaluation is not None:
         out.findings += _check_eval(run_dir, evaluation, ckpt)
     return out
@@ -193,7 +198,8 @@ def check_run(run_dir: Path, metrics: dict | None, export: dict | None, evaluati
 
 def _check_metrics(run_dir: Path, metrics: dict, ckpt: _Checkpoint) -> list[Finding]:
     refresh = f"convkit train {metrics.get('experiment') or run_dir.name} --resume"
-    stale = _check_against_checkpoint(run_dir, A.METRICS, metrics.get("checkpoint_sha256"), ckpt, refresh)
+    stale = _check_against_checkpoint(run_dir, A.METRICS, metrics.get("checkpoint_sha256"), ckpt, refresh,
+                                      required=True)
     if stale:
         return stale
     if ckpt.record is None:
@@ -202,13 +208,27 @@ def _check_metrics(run_dir: Path, metrics: dict, ckpt: _Checkpoint) -> list[Find
     if edited:
         return [Finding(A.METRICS, None, EDITED, "its figures differ from the ones the checkpoint records: "
                         + ", ".join(edited[:3]), refresh)]
-    return []
+    return _inconsistent(A.METRICS, consistency.metrics_problems(metrics), refresh)
+
+
+def _inconsistent(name: str, problems: list[str], refresh: str) -> list[Finding]:
+    """Return an EDITED finding when ``name``'s figures disagree with its own records (convkit.consistency)."""
+    if not problems:
+        return []
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return [Finding(name, None, EDITED, "its figures disagree with its own records: " + "; ".join(problems[:3])
+                    + more, refresh)]
 
 
 def _check_against_checkpoint(run_dir: Path, name: str, recorded: str | None, ckpt: _Checkpoint,
-                              refresh: str) -> list[Finding]:
+                              refresh: str, required: bool = False) -> list[Finding]:
+    """Return a STALE finding when the checkpoint is gone or differs from ``recorded``; UNVERIFIED when
+    ``required`` and nothing is recorded (a hash deleted from the file: its source cannot be checked)."""
     if ckpt.sha256 is None:
         return [Finding(name, None, STALE, f"{A.CHECKPOINT} it was derived from is gone", refresh)]
+    if required and not isinstance(recorded, str):
+        return [Finding(name, None, UNVERIFIED, f"it records no sha256 of the {ckpt.path.name} it was derived "
+                        "from, so it cannot be checked against it", refresh)]
     if recorded is not None and recorded != ckpt.sha256:
         return [Finding(name, None, STALE, f"{A.CHECKPOINT} changed since it was written (sha256 "
                         f"{str(recorded)[:12]}…, now {ckpt.sha256[:12]}…)", refresh)]
@@ -222,16 +242,31 @@ def _check_eval(run_dir: Path, evaluation: dict, ckpt: _Checkpoint) -> list[Find
     if found:
         return found
     variants = evaluation.get("variants") if isinstance(evaluation.get("variants"), dict) else {}
+    if not variants:
+        return [Finding(A.EvalNames(A.EVAL_PREFIX).json, None, UNVERIFIED, "it names no model file it measured",
+                        refresh)]
     out = []
     for precision, v in variants.items():
-        name = Path(str((v or {}).get("path") or A.VARIANT_FILES.get(precision, ""))).name
-        path, recorded = run_dir / name, (v or {}).get("sha256")
+        v = v if isinstance(v, dict) else {}
+        name = Path(str(v.get("path") or A.VARIANT_FILES.get(precision, ""))).name
+        path, recorded, status = run_dir / name, v.get("sha256"), STALE
         if not path.is_file():
             why = f"{name} it measured is gone (re-exported without {precision}?)"
-        elif recorded is not None and file_sha256(path) != recorded:
+        elif not isinstance(recorded, str):  # a deleted hash: the file there may not be the one measured
+            why, status = f"it records no sha256 of the {name} it measured, so it cannot be checked against it", \
+                UNVERIFIED
+        elif file_sha256(path) != recorded:
             why = f"{name} changed since it was evaluated"
         else:
             continue
         whole = precision == "fp32"  # the fp32 file is the eval's primary: every summary number comes from it
-        out.append(Finding(A.EvalNames(A.EVAL_PREFIX).json, None if whole else precision, STALE, why, refresh))
+        out.append(Finding(A.EvalNames(A.EVAL_PREFIX).json, None if whole else precision, status, why, refresh))
+    if not any(f.precision is None for f in out):
+        out += _inconsistent(A.EvalNames(A.EVAL_PREFIX).json, consistency.eval_problems(evaluation), refresh)
+    if not any(f.precision is None for f in out):
+        changed = data_freshness.changed_data(evaluation)
+        if changed:
+            where = data_freshness.folder_of(evaluation)
+            out.append(Finding(A.EvalNames(A.EVAL_PREFIX).json, None, STALE, changed,
+                               f"{refresh} --data {where}" if where else refresh))
     return out

@@ -73,7 +73,8 @@ def parse_severities(text: str | None) -> tuple[int, ...]:
     try:
         if "-" in text:
             lo, hi = (int(p) for p in text.split("-", 1))
-            values = list(range(lo, hi + 1))
+            # the bounds are checked before the range is built: "1-60000000" must not make a 60-million list
+            values = list(range(lo, hi + 1)) if 1 <= lo <= hi <= 5 else [0]
         else:
             values = [int(p) for p in text.split(",") if p.strip()]
     except ValueError:

@@ -24,6 +24,7 @@ from convkit.artifacts import (
     run_folders,
     write_artifact,
 )
+from convkit import data_freshness
 from convkit.atomic import write_text
 from convkit.errors import ConvkitError
 from convkit.provenance import check_run
@@ -42,6 +43,7 @@ def collect(suite_dir: Path) -> list[dict]:
     """Return one row per run folder: {"name", "experiment" (or None), "values", "columns", "failure", "meta",
     "flags" (column key → "stale"/"edited": values held back), "provenance" (one note per held-back file)}."""
     rows = []
+    data_freshness.forget()  # the data is re-read once per summary: it may have changed since the last one
     for run in run_folders(suite_dir, allow_empty=True):  # plan.json alone still has rows (planned_rows)
         docs = {kind: read_artifact(run / name, kind) for name, kind in STAGE_FILES}
         prov = check_run(run, docs["metrics"], docs["export"], docs["eval"])
@@ -256,7 +258,8 @@ def write_summary(suite_dir: Path, notes: list[str] | None = None, outcomes: lis
     js = write_artifact(suite_dir / SUMMARY_JSON, "summary", {
         "suite": suite_dir.name, "failed": failed, "not_run": [n for n, s in status.items() if s == "not run"],
         "status": status, "results": results, "held_back": held_back, "seeds": seeds})
-    return {"summary": str(md), "json": str(js), "results": results, "failed": failed, "status": status}
+    return {"summary": str(md), "json": str(js), "results": results, "failed": failed, "status": status,
+            "held_back": held_back}
 
 
 def provenance_lines(rows: list[dict]) -> list[str]:

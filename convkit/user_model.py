@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from convkit.archive_bounds import check_zip_sizes
 from convkit.artifacts import MODEL_SOURCE, RunModel, load_weights, read_artifact
 from convkit.errors import ConvkitError, one_line
 from convkit.onnx_meta import file_sha256
@@ -220,7 +221,9 @@ def _check_hash(path: str, recorded: str | None, what: str) -> None:
 def read_state_dict(path: Path) -> dict:
     """Return the state_dict in ``path``: the file itself or the one under a usual key (``state_dict``, ``model``,
     ``model_state_dict``, EMA first as timm does), ``module.`` prefixes stripped. Loaded with weights_only=True: a
-    pickle that asks to create objects is refused and never executed."""
+    pickle that asks to create objects is refused and never executed; a zip that would expand beyond its bounds
+    (convkit.archive_bounds) is refused before it is expanded."""
+    check_zip_sizes(Path(path), "--weights")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 — torch raises many types for foreign or damaged files

@@ -57,31 +57,63 @@ def is_probabilities(scores: np.ndarray, atol: float = 1e-3) -> bool:
     return bool(np.all(scores >= -1e-6) and np.allclose(scores.sum(axis=1), 1.0, atol=atol))
 
 
+ROW_CHUNK_ELEMENTS = 1 << 22  # scores handled at once by _per_image: 32 MB of float64 whatever the class count
+
+
+def _per_image(scores: np.ndarray, labels: np.ndarray, probs: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Return (log-probability of each image's label, whether the label is among its 5 top scores), computed a
+    block of rows at a time: the float64 and index copies of a 100,000-class output never exist whole."""
+    step = max(1, ROW_CHUNK_ELEMENTS // max(scores.shape[1], 1))
+    logp, top5 = np.empty(len(labels)), np.empty(len(labels), dtype=bool)
+    for a in range(0, len(labels), step):
+        z, y = scores[a:a + step], labels[a:a + step]
+        rows = np.log(np.clip(z.astype(np.float64), 1e-12, None)) if probs else _log_softmax(z)
+        logp[a:a + step] = rows[np.arange(len(y)), y]
+        top5[a:a + step] = (np.argsort(-z, axis=1, kind="stable")[:, :5] == y[:, None]).any(axis=1)
+    return logp, top5
+
+
 def _log_softmax(z: np.ndarray) -> np.ndarray:
     z = z.astype(np.float64)
     z = z - z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
+def confusion_cells(labels: np.ndarray, preds: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the non-zero cells of the k×k count matrix (rows = true class, columns = predicted class) as arrays
+    (true, predicted, count), ordered by true then predicted class: memory grows with the images, never with k²
+    (a dense matrix of a 100,000-class model would be 74.5 GiB)."""
+    codes, counts = np.unique(labels.astype(np.int64) * k + preds.astype(np.int64), return_counts=True)
+    return codes // k, codes % k, counts
+
+
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
-    """Return the k×k count matrix, rows = true class, columns = predicted class."""
+    """Return the dense k×k count matrix, rows = true class, columns = predicted class (for small k only: see
+    ``confusion_cells``)."""
     cm = np.zeros((k, k), dtype=np.int64)
     np.add.at(cm, (labels.astype(np.int64), preds.astype(np.int64)), 1)
     return cm
 
 
-def _readable_matrix(cm: np.ndarray, norm: np.ndarray, present: np.ndarray, class_names: list[str]) -> dict:
+def _readable_matrix(cells: tuple, row: np.ndarray, present: np.ndarray, class_names: list[str]) -> dict:
     """Return eval.json's confusion keys: the whole k×k matrix up to MAX_MATRIX_CLASSES classes, else the matrix
     of the classes present when they are that few, else None (the confused pairs remain); ``confusion_classes``
-    names its rows and columns."""
+    names its rows and columns. Only the kept rows and columns are ever built."""
     if len(class_names) <= MAX_MATRIX_CLASSES:
         keep = np.arange(len(class_names))
     elif len(present) <= MAX_MATRIX_CLASSES:
         keep = present
     else:
         return {"confusion": None, "confusion_normalized": None, "confusion_classes": None}
-    cells = np.ix_(keep, keep)
-    return {"confusion": cm[cells].tolist(), "confusion_normalized": np.round(norm[cells], 6).tolist(),
+    where = np.full(len(class_names), -1, dtype=np.int64)
+    where[keep] = np.arange(len(keep))
+    true, pred, count = cells
+    cm = np.zeros((len(keep), len(keep)), dtype=np.int64)
+    inside = (where[true] >= 0) & (where[pred] >= 0)
+    cm[where[true[inside]], where[pred[inside]]] = count[inside]
+    totals = row[keep][:, None]
+    norm = np.divide(cm, totals, out=np.zeros(cm.shape), where=totals > 0)
+    return {"confusion": cm.tolist(), "confusion_normalized": np.round(norm, 6).tolist(),
             "confusion_classes": [class_names[i] for i in keep]}
 
 
@@ -99,33 +131,29 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: 
     labels = np.asarray(labels, dtype=np.int64)
     k = len(class_names)
     probs = is_probabilities(scores)
-    if probs:
-        logp = np.log(np.clip(scores.astype(np.float64), 1e-12, None))
-    else:
-        logp = _log_softmax(scores)
-    loss = float(-logp[np.arange(len(labels)), labels].mean()) if len(labels) else None
+    label_logp, top5 = _per_image(scores, labels, probs)
+    loss = float(-label_logp.mean()) if len(labels) else None
     if loss is not None and not np.isfinite(loss):
         loss = None
     preds = scores.argmax(axis=1)
-    cm = confusion_matrix(labels, preds, k)
-    tp = np.diag(cm).astype(np.float64)
-    col, row = cm.sum(axis=0), cm.sum(axis=1)
+    cells = confusion_cells(labels, preds, k)  # sparse: a 100,000-class model has no dense k×k anywhere
+    tp = np.bincount(labels[preds == labels], minlength=k).astype(np.float64)
+    col, row = np.bincount(preds, minlength=k), np.bincount(labels, minlength=k)
     precision = np.divide(tp, col, out=np.zeros(k), where=col > 0)
     recall = np.divide(tp, row, out=np.zeros(k), where=row > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
-    norm = np.divide(cm, row[:, None], out=np.zeros((k, k)), where=row[:, None] > 0)
-    off = cm.copy()
-    np.fill_diagonal(off, 0)
-    worst = np.argsort(-off, axis=None, kind="stable")[:CONFUSED_PAIRS]
-    pairs = [{"true": class_names[i], "predicted": class_names[j], "count": int(off[i, j]),
-              "share_of_true": float(norm[i, j])} for i, j in zip(*np.unravel_index(worst, off.shape)) if off[i, j]]
-    top5 = (np.argsort(-scores, axis=1, kind="stable")[:, :5] == labels[:, None]).any(axis=1)
+    true, pred, count = cells
+    mistakes = np.flatnonzero(true != pred)
+    # most frequent first; ties in (true, predicted) order, as a stable sort of the flattened matrix gives
+    worst = mistakes[np.argsort(-count[mistakes], kind="stable")][:CONFUSED_PAIRS]
+    pairs = [{"true": class_names[true[c]], "predicted": class_names[pred[c]], "count": int(count[c]),
+              "share_of_true": float(count[c] / row[true[c]])} for c in worst]
     # classes that are true or predicted at least once: a 2000-class model on 50 images has rows for these only
     present = np.flatnonzero((row > 0) | (col > 0))
     per_class = [{"class": class_names[i], "precision": float(precision[i]), "recall": float(recall[i]),
                   "recall_ci": _ci(int(tp[i]), int(row[i])), "f1": float(f1[i]), "support": int(row[i])}
                  for i in present]
-    matrix = _readable_matrix(cm, norm, present, class_names)
+    matrix = _readable_matrix(cells, row, present, class_names)
     n = len(labels)
     return {
         "n": int(len(labels)),

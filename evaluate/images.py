@@ -11,6 +11,7 @@ import numpy as np
 
 from convkit.data.folder import MAX_SIDE, FolderImages, LabelledFiles, read_text_file
 from convkit.data.load import load_dataset
+from convkit.data_freshness import catalog_location, folder_location
 from convkit.errors import ConvkitError
 
 
@@ -24,6 +25,7 @@ class TestData:
     source: str
     checksum: str
     reading: dict = field(default_factory=dict)  # --data: resize/crop/interpolation and where each came from
+    location: dict = field(default_factory=dict)  # where the images are: convkit.data_freshness checks them later
 
 
 def read_classes(path: str | Path) -> list[str]:
@@ -41,7 +43,8 @@ def read_classes(path: str | Path) -> list[str]:
 def catalog_data(dataset: str, data_dir, sample: bool, max_images: int | None = None) -> TestData:
     """Return the test split of catalog ``dataset`` (in memory, uint8; at most ``max_images`` per split)."""
     data = load_dataset(dataset, data_dir, sample=sample, max_images=max_images)
-    return TestData(dataset, data.test_images.numpy(), data.test_labels.numpy(), data.source, data.checksum)
+    return TestData(dataset, data.test_images.numpy(), data.test_labels.numpy(), data.source, data.checksum,
+                    location=catalog_location(dataset, data_dir, sample, max_images))
 
 
 def folder_data(name: str, files: LabelledFiles, spec) -> TestData:
@@ -69,7 +72,8 @@ def folder_data(name: str, files: LabelledFiles, spec) -> TestData:
                            f"(each side at most {MAX_SIDE})")
     images = FolderImages(files.paths, channels, pre.size, pre=pre)
     labels = np.asarray([index[lab] for lab in files.labels], dtype=np.int64)
-    return TestData(name, images, labels, files.source, files.checksum, reading_record(pre))
+    return TestData(name, images, labels, files.source, files.checksum, reading_record(pre),
+                    folder_location(files.location))
 
 
 def reading_record(pre) -> dict:

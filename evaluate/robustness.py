@@ -49,7 +49,7 @@ class CorruptionRow:
 class RobustnessResult:
     """Everything ``--corruptions`` measured for one evaluation; eval.json's "robustness"."""
 
-    parameters: str  # which published parameters: "CIFAR-10-C", "ImageNet-C", "+ MNIST-C affine"
+    parameters: str  # which published parameters: "CIFAR-10-C", "ImageNet-C" or "MNIST-C" (one channel)
     seed: int
     corruptions: list[str]
     severities: list[int]

@@ -15,6 +15,7 @@ import torch
 
 from convkit.artifacts import (
     EVAL_PREFIX,
+    METRICS,
     MODEL_SOURCE,
     EvalNames,
     RunModel,
@@ -156,6 +157,14 @@ def serving_request(setup: Setup, opts: EvalOptions) -> serving_section.ServingR
                                           opts.providers.cudnn_conv_algo_search)
 
 
+def trained_at(run_dir: Path | None) -> str | None:
+    """Return where the run in ``run_dir`` found its data (metrics.json's ``data_source``), None when unknown."""
+    try:
+        return (read_artifact(Path(run_dir) / METRICS, "metrics") or {}).get("data_source") if run_dir else None
+    except ConvkitError:  # an unreadable metrics.json: the data is not known to be the run's
+        return None
+
+
 def keyed_by_data(setup: Setup, sha256: dict[str, str]) -> dict:
     """Point ``setup.target.out_dir`` at where this evaluation belongs (a run's own eval.json only on the run's own
     data, else eval/<data-key>/ beside it: convkit.provenance); returns eval.json's provenance record."""
@@ -164,6 +173,15 @@ def keyed_by_data(setup: Setup, sha256: dict[str, str]) -> dict:
     trained_on = ref.data_checksum if ref is not None else None
     if ref is not None and trained_on is None and not setup.data.reading:  # a user model or an older checkpoint:
         trained_on = setup.data.checksum  # no data recorded, so its dataset's test split counts as its own
+    same_subset = str(trained_on).partition(":")[2] == setup.data.checksum.partition(":")[2]  # --max-images
+    if trained_on not in (None, setup.data.checksum) and same_subset \
+            and trained_at(target.run_dir) == setup.data.source:
+        # the run's own data, changed since training: this evaluation replaces the run's eval.json
+        # (convkit.data_freshness), else that one would stay stale for ever
+        setup.notes.append(f"the run's data ({setup.data.source}) changed since training (checksum "
+                           f"{trained_on[:12]}…, now {setup.data.checksum[:12]}…): this evaluation replaces the "
+                           f"run's eval.json; metrics.json's PyTorch figures are on the earlier data")
+        trained_on = setup.data.checksum
     target.out_dir = eval_dir(target.out_dir, trained_on, setup.data.name, setup.data.checksum)
     if target.run_dir is not None and "fp32" not in setup.specs and target.names.prefix == EVAL_PREFIX:
         target.names = EvalNames(f"{EVAL_PREFIX}.{'-'.join(setup.specs)}")  # eval.json's numbers are fp32's
@@ -382,7 +400,8 @@ def assemble(setup: Setup, opts: EvalOptions, measured: Measured, sha256: dict[s
                     if setup.reference is not None else None),
         dataset={"name": primary.dataset, "label": display_name(primary.dataset, setup.data.source),
                  "split": "test" if not setup.data.reading else "whole folder", "n": int(len(setup.data.labels)),
-                 "source": setup.data.source, "checksum": setup.data.checksum, **setup.data.reading},
+                 "source": setup.data.source, "checksum": setup.data.checksum, **setup.data.reading,
+                 "location": setup.data.location},
         providers={"used": setup.providers, "options": {k: c.describe() for k, c in setup.configs.items()}},
         pytorch=_strip(reference) if reference else None,
         accuracy=[_strip(a) for a in measured.accuracy],

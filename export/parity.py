@@ -15,6 +15,16 @@ from convkit.reference import tie_mask
 FP32_BATCH_SIZES = (1, 2, 7, MAX_BATCH)  # the gate runs each of these batch sizes on the exported file
 VARIANT_BATCH_SIZES = (7, MAX_BATCH)
 BATCH1_IMAGES = 64  # batch size 1 runs on the first 64 images only (one session.run per image is slow)
+# The parity images are held at once as float32 model input (and as uint8 beside it): at most this many bytes of
+# float32, so a 3×4096×4096 input (201 MB an image) is gated on 5 images, not 1,000 (23.4 GiB before round four).
+PARITY_FLOAT_BYTES = 1 << 30
+
+
+def parity_image_cap(input_shape: tuple[int, ...], budget: int | None = None) -> int:
+    """Return how many parity images of ``input_shape`` (C, H, W) fit ``budget`` bytes of float32 (default
+    PARITY_FLOAT_BYTES), at least 1."""
+    per_image = 4 * int(np.prod([int(v) for v in input_shape]))
+    return max(1, (PARITY_FLOAT_BYTES if budget is None else budget) // max(per_image, 1))
 
 
 def ort_logits(session, x: np.ndarray, batch_size: int) -> np.ndarray:

@@ -43,7 +43,8 @@ from convkit.data.load import load_dataset
 from convkit.devices import reference_device
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError, one_line
 from convkit.export.onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, check_onnx, describe_export_failure, export_onnx
-from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, variant_gate
+from convkit.export.parity import (PARITY_FLOAT_BYTES, VARIANT_BATCH_SIZES, fp32_gate, parity_image_cap, run_parity,
+                                   variant_gate)
 from convkit.export.pipeline import CALIB_SEED, ExportSettings, write_files
 from convkit.export.quantize import CALIB_METHOD, INT8_OPSET, calibration_images, to_fp16, to_int8
 from convkit.onnx_meta import ModelIdentity, build_metadata, file_sha256, set_metadata
@@ -221,7 +222,12 @@ def load_user_data(contract: DataContract, settings: ExportSettings, sample: boo
         images = FolderImages(files.paths, c, (h, w), pre=contract.pre)
         labels = np.asarray([index[lab] for lab in files.labels], dtype=np.int64)
         calib, source, checksum = None, files.source, files.checksum
-    idx = np.unique(np.linspace(0, len(labels) - 1, min(int(settings.n_images), len(labels))).astype(int))
+    cap = parity_image_cap((c, h, w))  # bounded before a single image is decoded
+    n = min(int(settings.n_images), len(labels), cap)
+    if n < min(int(settings.n_images), len(labels)):
+        source += (f" (parity on {n} images: as many {c}×{h}×{w} inputs as fit "
+                   f"{PARITY_FLOAT_BYTES >> 20} MiB of float32)")
+    idx = np.unique(np.linspace(0, len(labels) - 1, n).astype(int))
     calib_images, calib_source = _calibration(contract, calib, settings) if want_calib else (None, None)
     # a folder's images stay framed (each one's content box): a model-space pad is written by the one apply
     return UserData(images[idx], labels[idx], source, checksum, calib_images, calib_source)
@@ -232,7 +238,7 @@ def _calibration(contract: DataContract, train, settings: ExportSettings) -> tup
     if contract.calib_data:
         files = list_labelled(contract.calib_data)
         images = FolderImages(files.paths, c, (h, w), pre=contract.pre)
-        k = min(len(images), int(settings.calib_images))
+        k = min(len(images), int(settings.calib_images), parity_image_cap((c, h, w)))  # the same memory bound
         idx = np.sort(np.random.default_rng(CALIB_SEED).permutation(len(images))[:k])
         return np.asarray(images[idx]), f"--calib-data {files.source}"
     if train is None:

@@ -49,6 +49,8 @@ CASES = [
     ("evaluate: bad severities", ["evaluate", "{run}", "--corruptions", "all", "--severities", "0-9"], "--severities"),
     ("train-all: bad severities", ["train-all", "--only", "t1-fcn", "--corruptions", "contrast", "--severities", "x",
                                    *TRAIN], "--severities"),
+    ("evaluate: a 3-billion severity range", ["evaluate", "{run}", "--corruptions", "all", "--severities",
+                                              "1-3000000000"], "--severities"),
     # round three: bounds on rates, counts and sizes (memory and time)
     ("evaluate: absurd --server-qps", ["evaluate", "{run}", "--scenario", "server", "--quick", "--server-qps",
                                        "1000000000"], "--server-qps"),

@@ -168,12 +168,59 @@ def test_gaussian_filter_matches_truncated_kernel_with_nearest_edges(rgb):
     assert np.allclose(C.gaussian_filter(x, sigma), want, atol=1e-12)
 
 
-def test_glass_blur_one_channel_only_swaps_pixels(grey):
-    """Severity 1 (sigma 0.05: a 1-tap Gaussian, the identity): MNIST-C's one-channel glass blur only swaps pixels
-    with neighbours, so the values are a permutation of the input's."""
-    got = C.corrupt(grey, "glass_blur", 1, SEED)
-    assert not np.array_equal(got, grey)
-    assert np.array_equal(np.sort(got.ravel()), np.sort(grey.ravel()))
+# MNIST-C (google-research/mnist-c corruptions.py), copied here from the published code, severities 1..5
+MNIST_C = {"gaussian_noise": [.08, .12, 0.18, 0.26, 0.38], "shot_noise": [60, 25, 12, 5, 3],
+           "impulse_noise": [.03, .06, .09, 0.17, 0.27], "contrast": [0.4, .3, .2, .1, .05],
+           "glass_blur": [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)],
+           "defocus_blur": [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)]}
+
+
+def _skimage_gaussian_2d_multichannel(img: np.ndarray, sigma: float) -> np.ndarray:
+    """skimage.filters.gaussian(img, sigma, multichannel=True) on a 2-D image: axis 1 is taken for channels, so
+    only axis 0 is blurred (scipy's gaussian_filter1d: truncate 4, mode 'nearest'), by its definition."""
+    r = int(4 * sigma + 0.5)
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    h = img.shape[0]
+    return np.array([sum(k[a + r] * img[min(max(i + a, 0), h - 1)] for a in range(-r, r + 1)) for i in range(h)])
+
+
+@pytest.mark.parametrize("severity", [1, 4])
+def test_glass_blur_one_channel_is_mnist_cs(grey, severity):
+    """MNIST-C's glass_blur: blur along axis 0, then per visited pixel (h, w from 28 − d down to d + 1) a coin
+    flip and, on heads, a swap with (h + dy, w + dx), dx, dy in [−d, d); blur again. The draws come from convkit's
+    generator for (corruption, severity, seed): per iteration the coins, then the shifts, for every visited pixel."""
+    sigma, d, iterations = MNIST_C["glass_blur"][severity - 1]
+    x = np.uint8(_skimage_gaussian_2d_multichannel(grey[0, 0] / 255.0, sigma) * 255)
+    gen = _gen("glass_blur", severity)
+    visited = [(h, w) for h in range(28 - d, d, -1) for w in range(28 - d, d, -1)]
+    for _ in range(iterations):
+        heads = gen.random(len(visited)) < 0.5
+        shifts = gen.integers(-d, d, size=(len(visited), 2))
+        for (h, w), head, (dx, dy) in zip(visited, heads, shifts):
+            if head:
+                x[h, w], x[h + dy, w + dx] = x[h + dy, w + dx], x[h, w]
+    want = np.uint8(np.clip(_skimage_gaussian_2d_multichannel(x / 255.0, sigma), 0, 1) * 255)
+    assert np.array_equal(C.corrupt(grey, "glass_blur", severity, SEED)[0, 0], want)
+
+
+def test_one_channel_data_gets_mnist_c_parameters_by_channel_count_not_side(grey):
+    """A one-channel image gets MNIST-C's severities whatever its side; an RGB image as small gets CIFAR-10-C's."""
+    for side in (28, 96):  # 96 > 64: the side alone would have picked ImageNet-C's, 28 CIFAR-10-C's
+        img = np.resize(grey, (1, 1, side, side)).astype(np.uint8)
+        x = img[0].transpose(1, 2, 0).astype(np.float64) / 255.0
+        for sev in (1, 5):
+            c = MNIST_C["gaussian_noise"][sev - 1]
+            want = _published_u8(x + _gen("gaussian_noise", sev).normal(size=x.shape, scale=c))
+            assert np.array_equal(C.corrupt(img, "gaussian_noise", sev, SEED), want)
+            c = MNIST_C["contrast"][sev - 1]
+            want = _published_u8((x - x.mean()) * c + x.mean())
+            assert np.array_equal(C.corrupt(img, "contrast", sev, SEED), want)
+        assert "MNIST-C" in C.parameter_set(side, 1)
+    rgb28 = np.repeat(grey, 3, axis=1)
+    x = _float(rgb28)
+    want = _published_u8(x + _gen("gaussian_noise", 5).normal(size=x.shape, scale=0.10))  # CIFAR-10-C's s5
+    assert np.array_equal(C.corrupt(rgb28, "gaussian_noise", 5, SEED), want)
 
 
 def _warp_bilinear(img: np.ndarray, m: np.ndarray) -> np.ndarray:

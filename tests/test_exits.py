@@ -146,7 +146,9 @@ def test_a_decoded_cache_file_with_foreign_keys_is_rebuilt(tmp_path, monkeypatch
     torch.save({"images": torch.zeros(3), "whatever": torch.ones(2)}, cache)  # before: KeyError, exit 70
     ds = load_dataset("mnist", sample=True)
     assert ds.test_images.shape[1:] == (1, 28, 28) and len(ds.test_images) == len(ds.test_labels) > 0
-    assert set(torch.load(cache, weights_only=True)) == {"train_images", "train_labels", "test_images", "test_labels"}
+    # rebuilt as a verified entry (convkit.data.cache: key + content sha256 beside the tensors)
+    assert set(torch.load(cache, weights_only=True)["tensors"]) == {"train_images", "train_labels", "test_images",
+                                                                    "test_labels"}
 
 
 def test_ctrl_c_after_the_command_finished_says_so_and_keeps_its_exit_status(tmp_path):

@@ -200,8 +200,9 @@ def test_summary_and_report_escape_run_folder_strings(sample_runs, tmp_path):
 
 
 def test_summary_says_unreadable_for_a_string_where_a_number_belongs(sample_runs, tmp_path):
-    """metrics.json's summary values hand-edited to strings: summarize shows them as unreadable (before round
-    three: ValueError, exit 70), the other columns as written."""
+    """metrics.json's summary values hand-edited to strings: summarize does not stop (before round three:
+    ValueError, exit 70); since round four the edit is caught (the summary block no longer repeats the file's
+    figures) and the row is held back as EDITED; a value that does not fit its format still reads unreadable."""
     suite = tmp_path / "seed-sample"
     shutil.copytree(sample_runs["t1-fcn"], suite / "t1-fcn")
     path = suite / "t1-fcn" / "metrics.json"
@@ -211,7 +212,12 @@ def test_summary_says_unreadable_for_a_string_where_a_number_belongs(sample_runs
     r = run_cli("summarize", suite)
     assert r.exit_code == 0, r.output
     row = next(ln for ln in (suite / "summary.md").read_text().splitlines() if "| t1-fcn |" in ln)
-    assert "unreadable (lots)" in row and f"{doc['summary']['test_loss']:.4f}" in row
+    assert "EDITED" in row and "lots" not in row
+    held = json.loads((suite / "summary.json").read_text())["held_back"]["t1-fcn"][0]
+    assert "summary.parameters 'lots'" in held
+    from convkit.summary import _cell
+
+    assert _cell("lots", ",") == "unreadable (lots)"
 
 
 # ------------------------------------------------------------------------------------------ many classes

@@ -228,3 +228,159 @@ def test_numbers_of_a_replaced_checkpoint_are_all_stale(copy):
     assert "checkpoint.pt changed since it was written" in held
     assert summary["results"]["t1-fcn"] == {}  # no figure of this run is convkit's any more
     assert "Best row: FCN" not in report_md and "ORT − PyTorch accuracy: not measured" in report_md
+
+
+# ---- figures checked against the records they were derived from (issue 27, item 4) ------------------------------
+def _edit(path: Path, change) -> None:
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+
+
+def _wilson(k: int, n: int) -> tuple[float, float]:
+    """The 95 % Wilson score interval, from its published formula (Wilson 1927)."""
+    z, p = 1.959963984540054, k / n
+    centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+def test_an_edited_summary_block_of_eval_json_is_flagged(copy):
+    run = copy / "t1-fcn"
+    doc = json.loads((run / "eval.json").read_text())
+    low, high = doc["summary"]["ort_test_acc_ci"]
+    fp32 = next(e for e in doc["accuracy"] if e["precision"] == "fp32")
+    k = round(fp32["accuracy"] * fp32["n"])
+    assert (low, high) == pytest.approx(_wilson(k, fp32["n"]), abs=1e-9)  # the file is consistent as written
+    assert not low <= 0.987 <= high
+    _edit(run / "eval.json", lambda d: d["summary"].update(ort_test_acc=0.987))
+    r, lines = _cli("summarize", copy)  # the terminal says what is held back, where the count of runs is printed
+    assert r.exit_code == 0 and any(ln.startswith("held back: t1-fcn: eval.json EDITED") for ln in lines), r.output
+    summary_md, summary, report_md = _report_and_summary(copy)
+    held = " ".join(summary["held_back"]["t1-fcn"])
+    assert "eval.json EDITED" in held and "outside its own interval" in held and "ort_test_acc" in held
+    assert "0.9870" not in summary_md and "EDITED" in summary_md
+    assert "98.70 %" not in report_md and "eval.json EDITED" in report_md
+    assert "ort_test_acc" not in summary["results"]["t1-fcn"]
+
+
+def test_a_summary_figure_inside_its_interval_but_not_its_records_is_flagged(copy):
+    run = copy / "t1-fcn"
+    doc = json.loads((run / "eval.json").read_text())
+    low, high = doc["summary"]["ort_test_acc_ci"]
+    inside = round((low + doc["summary"]["ort_test_acc"]) / 2, 6)  # plausible, but no record says so
+    _edit(run / "eval.json", lambda d: d["summary"].update(ort_test_acc=inside))
+    _, summary, _ = _report_and_summary(copy)
+    held = " ".join(summary["held_back"]["t1-fcn"])
+    assert "eval.json EDITED" in held and f"ort_test_acc {inside!r} (its records give" in held
+
+
+def test_an_edited_accuracy_record_of_eval_json_is_flagged(copy):
+    run = copy / "t1-fcn"
+
+    def raise_fp32(d):
+        entry = next(e for e in d["accuracy"] if e["precision"] == "fp32")
+        entry["accuracy"] = min(1.0, entry["accuracy"] + 5 / entry["n"])  # five more right, interval untouched
+        d["summary"]["ort_test_acc"] = entry["accuracy"]
+
+    _edit(run / "eval.json", raise_fp32)
+    _, summary, report_md = _report_and_summary(copy)
+    held = " ".join(summary["held_back"]["t1-fcn"])
+    assert "eval.json EDITED" in held and "Wilson interval" in held
+
+
+def test_an_edited_summary_test_acc_of_metrics_json_is_flagged(copy):
+    run = copy / "t1-fcn"
+    _edit(run / "metrics.json", lambda d: d["summary"].update(test_acc=0.999))
+    summary_md, summary, report_md = _report_and_summary(copy)
+    held = " ".join(summary["held_back"]["t1-fcn"])
+    assert "metrics.json EDITED" in held and "summary.test_acc 0.999" in held
+    assert "0.9990" not in summary_md and "test_acc" not in summary["results"]["t1-fcn"]
+    assert "metrics.json EDITED" in report_md
+
+
+def test_a_swapped_model_whose_hashes_were_deleted_is_unverified(copy):
+    run = copy / "t1-fcn"
+    shutil.copyfile(run / "model.int8.onnx", run / "model.onnx")  # another model in model.onnx's place
+
+    def drop_hashes(d):
+        for v in d["variants"].values():
+            v.pop("sha256")
+
+    _edit(run / "eval.json", drop_hashes)
+    summary_md, summary, report_md = _report_and_summary(copy)
+    held = " ".join(summary["held_back"]["t1-fcn"])
+    assert "eval.json UNVERIFIED" in held and "records no sha256 of the model.onnx" in held
+    assert "ort_test_acc" not in summary["results"]["t1-fcn"]
+    assert "UNVERIFIED" in summary_md and "eval.json UNVERIFIED" in report_md
+    _edit(run / "metrics.json", lambda d: d.pop("checkpoint_sha256"))
+    _, summary, _ = _report_and_summary(copy)
+    assert any("metrics.json UNVERIFIED" in line for line in summary["held_back"]["t1-fcn"])
+
+
+# ---- data keyed by content; evaluations of changed data are stale (issue 27, item 6) ---------------------------
+def _mnist_tree(root: Path, per_class: int = 3) -> Path:
+    """An ImageFolder tree mnist/{train,test}/<digit>/ of the sample's images, ``per_class`` of each digit."""
+    from convkit.data.load import load_dataset
+
+    data = load_dataset("mnist", sample=True)
+    for split, (x, y) in {"train": (data.train_images, data.train_labels),
+                          "test": (data.test_images, data.test_labels)}.items():
+        for digit in range(10):
+            (root / "mnist" / split / str(digit)).mkdir(parents=True, exist_ok=True)
+            for i in np.flatnonzero(y.numpy() == digit)[:per_class]:
+                Image.fromarray(x[i, 0].numpy()).save(root / "mnist" / split / str(digit) / f"{i}.png")
+    return root
+
+
+@pytest.mark.slow  # trains, exports and evaluates a run of its own on a folder it then changes (~1.5 min here)
+def test_an_evaluation_of_data_changed_since_is_stale_until_re_evaluated(tmp_path):
+    data = _mnist_tree(tmp_path / "data")
+    r, _ = _cli("train", "t1-fcn", "--data-dir", data, "--epochs", "1", "--device", "cpu", "--batch-size", "10",
+                "--quiet", "--out", tmp_path / "runs")
+    assert r.exit_code == 0, r.output
+    [run] = [p.parent for p in (tmp_path / "runs").rglob("metrics.json")]
+    r, _ = _cli("export", run, "--n-images", "20")
+    assert r.exit_code == 0, r.output
+    r, _ = _cli("evaluate", run, *EVAL_FAST, "--max-accuracy-drop", "fp32=100")
+    assert r.exit_code == 0, r.output
+    suite = run.parent
+    _, summary, _ = _report_and_summary(suite)
+    assert not summary["held_back"]
+    # one more test image: the evaluation (and its figures) no longer describe the data at its location
+    extra = data / "mnist" / "test" / "3" / "extra.png"
+    shutil.copyfile(next((data / "mnist" / "test" / "5").iterdir()), extra)
+    summary_md, summary, report_md = _report_and_summary(suite)
+    held = " ".join(summary["held_back"][run.name])
+    assert "eval.json STALE" in held and "changed since" in held
+    assert "ort_test_acc" not in summary["results"][run.name] and "eval.json STALE" in report_md
+    # re-evaluating the run on its own data (at the location it was trained on) replaces its eval.json
+    r, _ = _cli("evaluate", run, *EVAL_FAST, "--max-accuracy-drop", "fp32=100")
+    assert r.exit_code == 0, r.output
+    doc = json.loads((run / "eval.json").read_text())
+    assert doc["dataset"]["n"] == 31 and not (run / "eval").exists()
+    assert any("changed since training" in n for n in doc["notes"])
+    _, summary, _ = _report_and_summary(suite)
+    assert not any("eval.json" in line for line in summary["held_back"].get(run.name, []))
+    # an evaluation on other data (eval/<key>/) goes stale when an image is rewritten in place, same size
+    other = _image_folder(tmp_path / "other", n=12)
+    r, _ = _cli("evaluate", run, "--data", other, *EVAL_FAST, "--max-accuracy-drop", "fp32=100")
+    assert r.exit_code == 0, r.output
+    first = next(other.rglob("*.png"))
+    pixels = np.asarray(Image.open(first)).copy()
+    pixels[0, 0] ^= 0xFF  # same size, other content
+    Image.fromarray(pixels).save(first.with_suffix(".bmp"))
+    size = first.with_suffix(".bmp").stat().st_size
+    first.unlink()
+    r, _ = _cli("evaluate", run, "--data", other, *EVAL_FAST, "--max-accuracy-drop", "fp32=100")
+    assert r.exit_code == 0, r.output
+    keyed = sorted((run / "eval").iterdir())
+    assert len(keyed) == 2  # other data, other key: the earlier evaluation was not overwritten
+    bmp = first.with_suffix(".bmp")
+    pixels[0, 0] ^= 0x0F
+    Image.fromarray(pixels).save(bmp)
+    assert bmp.stat().st_size == size
+    r, _ = _cli("report", suite)
+    assert r.exit_code == 0, r.output
+    report_md = (suite / "report.md").read_text()
+    stale = [ln for ln in report_md.splitlines() if "eval.json STALE: the data it was measured on" in ln]
+    assert len(stale) == 2 and all(ln.startswith("- `eval/") and f"--data {other}" in ln for ln in stale)

@@ -1,8 +1,11 @@
 """Common corruptions of a test split (Hendrycks & Dietterich, ICLR 2019; MNIST-C, Mu & Gilmer 2019).
 
 Each corruption maps uint8 images [N, C, H, W] to uint8 images of the same shape. Parameters are the published
-ones: CIFAR-10-C's (``make_cifar_c.py``) for inputs up to ``SMALL_MAX_SIDE`` pixels, ImageNet-C's
-(``make_imagenet_c.py``) for larger ones; the affine family is MNIST-C's (one-channel data only). The published
+ones, chosen by channel count first: one-channel data gets MNIST-C's (google-research/mnist-c ``corruptions.py``,
+``MNIST_C_PARAMS``, and its functions where they differ: glass blur swaps a pixel on a coin flip and blurs along
+the image's first axis only, as skimage's ``gaussian(multichannel=True)`` does to a 2-D array); colour data gets
+CIFAR-10-C's (``make_cifar_c.py``) up to ``SMALL_MAX_SIDE`` pixels and ImageNet-C's (``make_imagenet_c.py``)
+above. The affine family is MNIST-C's (one-channel data only). The published
 code draws from numpy's global generator; here one ``numpy.random.Generator`` seeded with (seed, corruption,
 severity) draws for the whole split, image after image, so the same seed gives the same bytes. Like the
 published datasets, the float result is truncated to uint8 (``np.uint8``), not rounded.
@@ -31,12 +34,12 @@ import torch.nn.functional as F
 from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
 from PIL import Image
 
-from convkit.atomic import save_torch
+from convkit.data.cache import load_verified, save_verified
 from convkit.data.sources import cache_dir
 
 SMALL_MAX_SIDE = 64  # up to this side: CIFAR-10-C's parameters; above: ImageNet-C's
 SEVERITIES = (1, 2, 3, 4, 5)
-GENERATOR_VERSION = 1  # bump when a formula changes: cached corrupted splits of the older version are not reused
+GENERATOR_VERSION = 2  # bump when a formula changes: cached corrupted splits of the older version are not reused
 LEFT_OUT = {
     "motion_blur": "needs ImageMagick's motion blur (the published code's), not reproduced",
     "snow": "needs ImageMagick's motion blur (the published code's), not reproduced",
@@ -68,10 +71,28 @@ AFFINE_PARAMS = {
     "scale": [1 / .9, 1 / .8, 1 / .7, 1 / .6, 1 / .5],
     "translate": [1, 2, 3, 4, 5],  # pixels, random sign per axis
 }
+# MNIST-C's ``corruptions.py`` (Mu & Gilmer 2019), severities 1..5, for one-channel data: the lists of its functions
+MNIST_C_PARAMS: dict[str, list] = {
+    "gaussian_noise": [.08, .12, 0.18, 0.26, 0.38],
+    "shot_noise": [60, 25, 12, 5, 3],
+    "impulse_noise": [.03, .06, .09, 0.17, 0.27],
+    "defocus_blur": [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)],
+    "glass_blur": [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)],  # sigma, max_delta, iterations
+    "zoom_blur": [(1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.02), (1, 1.26, 0.02), (1, 1.31, 0.03)],
+    "fog": [(1.5, 2), (2., 2), (2.5, 1.7), (2.5, 1.5), (3., 1.4)],
+    "brightness": [.1, .2, .3, .4, .5],
+    "contrast": [0.4, .3, .2, .1, .05],
+    "pixelate": [0.6, 0.5, 0.4, 0.3, 0.25],
+    "jpeg_compression": [25, 18, 15, 10, 7],
+    **AFFINE_PARAMS,
+}
 
 
-def parameter(name: str, severity: int, side: int):
-    """Return the published parameter of corruption ``name`` at ``severity`` for images ``side`` pixels wide."""
+def parameter(name: str, severity: int, side: int, channels: int = 3):
+    """Return the published parameter of corruption ``name`` at ``severity`` for images with ``channels`` channels
+    ``side`` pixels wide: MNIST-C's for one channel, else CIFAR-10-C's (small) or ImageNet-C's (large)."""
+    if channels == 1:
+        return MNIST_C_PARAMS[name][severity - 1]
     if name in AFFINE_PARAMS:
         return AFFINE_PARAMS[name][severity - 1]
     small, large = PARAMS[name]
@@ -79,9 +100,10 @@ def parameter(name: str, severity: int, side: int):
 
 
 def parameter_set(side: int, channels: int) -> str:
-    """Return which published parameters apply to images of this size: a short name for reports."""
-    base = "CIFAR-10-C" if side <= SMALL_MAX_SIDE else "ImageNet-C"
-    return base + (" + MNIST-C affine" if channels == 1 else "")
+    """Return which published parameters apply to images of this size and channel count: a name for reports."""
+    if channels == 1:
+        return "MNIST-C"
+    return "CIFAR-10-C" if side <= SMALL_MAX_SIDE else "ImageNet-C"
 
 
 # ---- helpers: float images are H×W×C in [0, 1] -----------------------------------------------------------------
@@ -192,29 +214,44 @@ def defocus_blur(x, c, rng):
     return correlate_reflect101(x, disk(radius=c[0], alias_blur=c[1]))
 
 
+def gaussian_filter_rows(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Return ``x`` (H×W×1) blurred along its first axis only: skimage's ``gaussian(x2d, sigma,
+    multichannel=True)`` on MNIST-C's 2-D image takes its columns for channels (truncate 4σ, 'nearest' edges)."""
+    radius = int(4.0 * sigma + 0.5)
+    k = np.exp(-0.5 * (np.arange(-radius, radius + 1, dtype=np.float64) / sigma) ** 2)
+    k /= k.sum()
+    pad = np.pad(x, ((radius, radius), (0, 0), (0, 0)), mode="edge")
+    return sum(k[i] * pad[i:i + x.shape[0]] for i in range(len(k)))
+
+
 def glass_blur(x, c, rng):
-    """Blur, shuffle pixels locally, blur again. Like the published code: dx, dy in [-c1, c1) (numpy's randint),
-    and for RGB the 'swap' copies the neighbour into the pixel (tuple assignment of numpy views), for one channel
-    it swaps (MNIST-C's 2-D arrays)."""
+    """Blur, shuffle pixels locally, blur again. Like the published code: dx, dy in [-c1, c1) (numpy's randint).
+    RGB (CIFAR-10-C / ImageNet-C): every visited pixel copies its neighbour (tuple assignment of numpy views),
+    blurs in both axes. One channel (MNIST-C): each visited pixel is swapped with its neighbour on a coin flip,
+    and both blurs run along the first axis only (see ``gaussian_filter_rows``)."""
     sigma, reach, iterations = c
     h, w = x.shape[:2]
-    img = np.uint8(gaussian_filter(x, sigma) * 255)
+    one = x.shape[2] == 1
+    blur = gaussian_filter_rows if one else gaussian_filter
+    img = np.uint8(blur(x, sigma) * 255)
     rows, cols = range(h - reach, reach, -1), range(w - reach, reach, -1)
-    swap = x.shape[2] == 1
     for _ in range(iterations):
-        # one draw per visited pixel, in the published visiting order (drawn at once: far faster than per pixel)
-        shifts = rng.integers(-reach, reach, size=(len(rows) * len(cols), 2)).tolist()
+        # the published visiting order; per pixel a coin (one channel) and a shift, drawn at once for speed
+        n = len(rows) * len(cols)
+        heads = (rng.random(n) < 0.5).tolist() if one else [True] * n
+        shifts = rng.integers(-reach, reach, size=(n, 2)).tolist()
         k = 0
         for i in rows:
             for j in cols:
                 dx, dy = shifts[k]
+                flip = heads[k]
                 k += 1
                 ip, jp = i + dy, j + dx
-                if swap:
+                if one and flip:
                     img[i, j, 0], img[ip, jp, 0] = img[ip, jp, 0], img[i, j, 0]
-                else:
+                elif not one:
                     img[i, j] = img[ip, jp]
-    return gaussian_filter(img / 255.0, sigma)
+    return blur(img / 255.0, sigma)
 
 
 def zoom_blur(x, c, rng):
@@ -227,7 +264,8 @@ def zoom_blur(x, c, rng):
 
 def fog(x, c, rng):
     side = x.shape[0]
-    mapsize = 256 if side <= 256 and side > SMALL_MAX_SIDE else 1 << (max(side, x.shape[1]) - 1).bit_length()
+    small_colour = side <= SMALL_MAX_SIDE and x.shape[2] != 1  # MNIST-C, like ImageNet-C, crops a 256² map
+    mapsize = 256 if side <= 256 and not small_colour else 1 << (max(side, x.shape[1]) - 1).bit_length()
     max_val = x.max()
     layer = plasma_fractal(mapsize, c[1], rng)[:x.shape[0], :x.shape[1]][..., None]
     return (x + c[0] * layer) * max_val / (max_val + c[0])
@@ -353,7 +391,7 @@ def corrupt(images_u8: np.ndarray, name: str, severity: int, seed: int = 0) -> n
     if severity not in SEVERITIES:
         raise ValueError(f"severity {severity} is not one of 1..5")
     rng = rng_for(name, severity, seed)
-    fn, param = CORRUPTIONS[name].apply, parameter(name, severity, images_u8.shape[-1])
+    fn, param = CORRUPTIONS[name].apply, parameter(name, severity, images_u8.shape[-1], images_u8.shape[1])
     out = np.empty_like(images_u8)
     for i, img in enumerate(images_u8):
         x = img.transpose(1, 2, 0).astype(np.float64) / 255.0
@@ -379,21 +417,15 @@ def corrupted_split(images_u8: np.ndarray, data_checksum: str, name: str, severi
                     seed: int = 0) -> tuple[np.ndarray, bool]:
     """Return (the corrupted split, whether it came from the cache).
 
-    The cache entry stores its key and is used only when the key and the image shape match; a damaged or
-    foreign entry is regenerated, and a cache that cannot be written only costs the generation next time.
+    The cache entry stores its key and the sha256 of its pixels (convkit.data.cache) and is used only when both
+    check and the image shape matches; a damaged, foreign or altered entry is regenerated (a line on stderr says
+    so), and a cache that cannot be written only costs the generation next time.
     """
     key = cache_key(data_checksum, name, severity, seed)
     path = cache_file(key)
-    if path.is_file():
-        try:
-            doc = torch.load(path, weights_only=True)
-            if doc.get("key") == key and tuple(doc["images"].shape) == images_u8.shape:
-                return doc["images"].numpy(), True
-        except Exception:  # a damaged cache entry is rebuilt, never fatal
-            pass
+    cached = load_verified(path, key, f"corrupted split {name}/{severity}")
+    if cached is not None and set(cached) == {"images"} and tuple(cached["images"].shape) == images_u8.shape:
+        return cached["images"].numpy(), True
     out = corrupt(images_u8, name, severity, seed)
-    try:
-        save_torch(path, {"key": key, "images": torch.from_numpy(out)})
-    except Exception:  # like the decoded-tensor cache: a full disk only costs the generation next time
-        pass
+    save_verified(path, key, {"images": torch.from_numpy(out)})
     return out, False

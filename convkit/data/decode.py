@@ -125,7 +125,9 @@ def _read_image(path: Path, mode, shape: tuple[int, int, int]) -> torch.Tensor:
     if not data:
         raise DataError(f"image {path} is empty (0 bytes); remove or replace it")
     try:
-        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
+        # EXIF orientation applied, as convkit.data.folder reads evaluation images: an image is used as it is shown
+        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode,
+                             apply_exif_orientation=True)
     except (RuntimeError, ValueError) as exc:
         raise DataError(f"cannot decode image {path} ({first_line(exc)}); remove or replace it") from None
     if tuple(image.shape) != shape:

@@ -1,6 +1,12 @@
 """Any labelled image folder: an ImageFolder tree (one subfolder per class) or a CSV of ``path,label``, decoded
 on demand in the torchvision/timm evaluation convention (shorter side resized, center crop), in parallel threads.
 
+EXIF orientation is applied (PIL's ``ImageOps.exif_transpose``, as torchvision's
+``decode_image(apply_exif_orientation=True)``): an image is measured the way a viewer shows it, as a phone
+photo is meant to be seen. torchvision's ImageFolder (PIL's ``Image.open``) ignores the tag, so a model trained
+through it on rotated phone photos saw them sideways; the folder's description counts the images whose tag is
+not the identity, so the difference is visible wherever the data is named.
+
 ``FolderImages`` behaves like a uint8 array [N, C, H, W] that is never held whole: indexing it (a slice or an
 index array) decodes just those images, so memory is bounded by the batch a caller asks for, not by N.
 """
@@ -15,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from convkit.errors import DataError
 
@@ -37,16 +43,49 @@ class LabelledFiles:
     labels: list[str]
     classes: list[str]
     source: str
-    checksum: str  # sha256 of the sorted (relative path, size, label) list: which files, not all their bytes
+    checksum: str  # sha256 over each (relative path, sha256 of the file's bytes, label): the data's content
+    rotated: int = 0  # images whose EXIF orientation is not the identity (turned upright when read)
+    location: str = ""  # the folder or CSV given, as given
 
 
-def _checksum(root: Path, paths: list[Path], labels: list[str]) -> str:
-    """Return the data key of a folder/CSV (convkit.provenance): a file replaced by one of another size, renamed or
-    relabelled changes it; reading every byte of a large folder just to name it would not be bounded."""
+EXIF_ORIENTATION = 0x0112
+
+
+def _file_facts(path: Path) -> tuple[str, bool]:
+    """Return (the sha256 of the file's bytes, whether its EXIF orientation tag turns it), streaming the file."""
+    with open(path, "rb") as fh:
+        try:
+            with Image.open(fh) as im:  # reads the header only
+                rotated = im.getexif().get(EXIF_ORIENTATION, 1) not in (1, None)
+        except Exception:  # noqa: BLE001 — undecodable, a bomb, a bad EXIF block: load_image names it when read
+            rotated = False
+        fh.seek(0)
+        return hashlib.file_digest(fh, "sha256").hexdigest(), rotated
+
+
+def _checksum(root: Path, paths: list[Path], labels: list[str]) -> tuple[str, int]:
+    """Return (the data key of a folder/CSV, the number of EXIF-rotated images): the key hashes every file's
+    bytes, so an image rewritten in place (same name and size, other pixels), renamed or relabelled changes it;
+    bounded in memory (files are streamed) and read in parallel threads."""
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        facts = list(pool.map(_file_facts, paths))
     h = hashlib.sha256()
-    for p, lab in zip(paths, labels):
-        h.update(f"{os.path.relpath(p, root)}\t{p.stat().st_size}\t{lab}\n".encode())
-    return h.hexdigest()
+    for p, lab, (digest, _) in zip(paths, labels, facts):
+        h.update(f"{os.path.relpath(p, root)}\t{digest}\t{lab}\n".encode())
+    return h.hexdigest(), sum(rotated for _, rotated in facts)
+
+
+def _check_readable(class_dir: Path) -> None:
+    """Raise DataError (exit 2) naming the first folder under ``class_dir`` this user cannot list: its images
+    would be silently missing (pathlib's rglob skips such folders)."""
+    def fail(exc: OSError) -> None:
+        raise DataError(f"class folder {exc.filename} cannot be read ({exc.strerror or type(exc).__name__}); "
+                        "make it readable (chmod/chown) or remove it from the data")
+
+    if not os.access(class_dir, os.R_OK | os.X_OK):
+        fail(PermissionError(13, "permission denied", str(class_dir)))
+    for _ in os.walk(class_dir, onerror=fail):
+        pass
 
 
 def list_labelled(path: Path | str) -> LabelledFiles:
@@ -55,6 +94,8 @@ def list_labelled(path: Path | str) -> LabelledFiles:
     path = Path(path)
     if path.is_dir():
         classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+        for c in classes:
+            _check_readable(path / c)
         pairs = [(f, c) for c in classes for f in sorted((path / c).rglob("*"))
                  if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
         kind, duplicates = "ImageFolder", 0
@@ -70,9 +111,12 @@ def list_labelled(path: Path | str) -> LabelledFiles:
     paths, labels = [p for p, _ in pairs], [lab for _, lab in pairs]
     root = path if path.is_dir() else path.parent
     dropped = f", {duplicates} duplicate row{'s' * (duplicates > 1)} read once" if duplicates else ""
+    checksum, rotated = _checksum(root, paths, labels)
+    exif = (f"EXIF orientation applied: {rotated} of {len(paths)} images stored rotated, turned upright"
+            if rotated else "EXIF orientation applied: none stored rotated")
     return LabelledFiles(paths, labels, classes,
-                         f"{kind} {path} ({len(paths)} images, {len(classes)} classes{dropped})",
-                         _checksum(root, paths, labels))
+                         f"{kind} {path} ({len(paths)} images, {len(classes)} classes{dropped}; {exif})",
+                         checksum, rotated, str(path))
 
 
 def read_text_file(path: Path, what: str) -> str:
@@ -118,6 +162,8 @@ def load_image(path: Path, channels: int, size: tuple[int, int], resize: int | t
     try:
         with Image.open(path) as im:
             check_size(path, im.size, "is")
+            if im.getexif().get(EXIF_ORIENTATION, 1) not in (1, None):  # as it is shown: see the docstring
+                im = ImageOps.exif_transpose(im)
             im = to_8bit(path, im).convert("L" if channels == 1 else "RGB")
             nh, nw = P.resized_size(pre, im.size[1], im.size[0])
             if (nw, nh) != im.size:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from convkit.atomic import save_torch
+from convkit.data.cache import load_verified, save_verified
 from convkit.data.decode import decode
 from convkit.data.sources import cache_dir, locate, sample_dir, writable_cache
 from convkit.errors import DataError
@@ -46,22 +46,16 @@ CACHE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")  # a
 
 
 def _decode_cached(name: str, src) -> dict[str, torch.Tensor]:
-    """Return the decoded tensors of ``src`` from the cache, decoding (and caching) them on a miss."""
+    """Return the decoded tensors of ``src`` from the cache, decoding (and caching) them on a miss or when the
+    entry fails its checks (convkit.data.cache: its key and the sha256 of its content)."""
     cache_file = cache_dir() / "tensors" / f"{name}-{src.checksum[:16]}.pt"
-    if cache_file.is_file():
-        try:
-            cached = torch.load(cache_file, weights_only=True)
-            if isinstance(cached, dict) and set(cached) == set(CACHE_KEYS) and all(
-                    isinstance(v, torch.Tensor) for v in cached.values()):
-                return cached
-        except Exception:  # a damaged cache entry is rebuilt, never fatal
-            pass  # (as is one with other keys: a foreign or older file)
+    key = {"dataset": name, "source_checksum": src.checksum}
+    cached = load_verified(cache_file, key, f"{name} data")
+    if cached is not None and set(cached) == set(CACHE_KEYS):
+        return cached
     decoded = decode(src)
     splits = {f"{s}_{k}": v for s, (x, y) in decoded.items() for k, v in (("images", x), ("labels", y))}
-    try:
-        save_torch(cache_file, splits)
-    except Exception:  # the cache was checked writable; a full disk only costs the decode next time
-        pass
+    save_verified(cache_file, key, splits)
     return splits
 
 

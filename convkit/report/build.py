@@ -9,6 +9,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from convkit import artifacts as A
+from convkit import data_freshness
 from convkit.atomic import ensure_writable_dir, write_text
 from convkit.data.catalog import display_name
 from convkit.errors import ConvkitError, one_line
@@ -153,7 +154,7 @@ def run_blocks(run: RunData, figs: dict, suite_dir: Path) -> list[tuple]:
     if run.problems:
         b.append(("ul", [f"unreadable: {p}" for p in run.problems]))
     if run.provenance and run.provenance.findings:
-        b.append(("p", "Held back (shown as STALE / EDITED above, used in no comparison):"))
+        b.append(("p", "Held back (shown as STALE / EDITED / UNVERIFIED above, used in no comparison):"))
         b.append(("ul", run.provenance.lines()))
     others = other_evaluations(run)
     if others:
@@ -458,6 +459,7 @@ def build_report(suite_dir: Path | str) -> dict:
     "runs", "seconds"}. Raises ConvkitError when the folder holds no run."""
     t0 = time.perf_counter()
     suite_dir = Path(suite_dir)
+    data_freshness.forget()  # the data is re-read once per report: it may have changed since the last one
     runs = [load_run(p) for p in report_folders(suite_dir)]
     out = ensure_writable_dir(suite_dir / A.REPORT_DIR)
     remove_leftovers(out)
