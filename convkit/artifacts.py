@@ -81,6 +81,7 @@ SCHEMAS = {
     "reference": "convkit.reference/1",
     "plan": "convkit.plan/1",
     "model_source": "convkit.model_source/1",
+    "diagnose": "convkit.diagnose/1",  # diagnose.json, written by convkit diagnose (convkit.export.diagnose)
 }
 
 

@@ -41,8 +41,8 @@ from convkit.devices import reference_device
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError, one_line
 from convkit.export.onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, check_onnx, describe_export_failure, export_onnx
 from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, variant_gate
-from convkit.export.pipeline import CALIB_SEED, ExportSettings, write_files
-from convkit.export.quantize import CALIB_METHOD, INT8_OPSET, calibration_images, to_fp16, to_int8
+from convkit.export.pipeline import CALIB_SEED, ExportSettings, keep_fp32_variant, keep_metadata, write_files
+from convkit.export.quantize import INT8_OPSET, calibration_images, to_fp16, to_int8
 from convkit.onnx_meta import ModelIdentity, build_metadata, file_sha256, set_metadata
 from convkit.reference import torch_logits
 from convkit.user_model import DataContract, ModelSource, build_model, source_to_json
@@ -257,10 +257,13 @@ def _gate_variant(report: dict, precision: str, proto, measured: tuple, contract
         entry["conversion"] = "onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)"
         variant = to_fp16(proto)
     else:
-        variant, quant = to_int8(proto, contract.prepare(data.calib).numpy())
+        calib = contract.prepare(data.calib).numpy()
+        variant, quant = to_int8(proto, calib, settings.calibration)
         entry["quantization"] = {**quant, "calibration_split": data.calib_source, "calibration_seed": CALIB_SEED,
-                                 "calibration_method": CALIB_METHOD}
-    set_metadata(variant, meta(precision))
+                                 "calibration_method": settings.calibration}
+        if settings.keep_fp32:
+            variant = keep_fp32_variant(proto, calib, (x.numpy(), ref, data.labels), settings, entry)
+    set_metadata(variant, {**meta(precision), **keep_metadata(entry)})
     check_onnx(variant)
     vbytes = variant.SerializeToString()
     vpar = run_parity(vbytes, x.numpy(), ref, data.labels, batch_sizes=VARIANT_BATCH_SIZES,
