@@ -26,7 +26,8 @@ def holm(p_values) -> np.ndarray:
 def per_class_drops(base_correct, candidate_correct, labels, class_names, level: float = LEVEL) -> dict:
     """Return the per-class change of ``candidate`` against ``base`` (per-image correctness, same images): for every
     class with images, its count, both accuracies, the change in points, McNemar's exact p on its images and
-    Holm's adjusted p; "significant" lists the classes whose adjusted p is below 1 − ``level``."""
+    Holm's adjusted p over every class with images ("classes_tested"); "rows" lists the classes with at least one
+    discordant image, "significant" those whose adjusted p is below 1 − ``level``."""
     base, cand, labels = np.asarray(base_correct, bool), np.asarray(candidate_correct, bool), np.asarray(labels)
     rows = []
     for k, name in enumerate(class_names):
@@ -43,15 +44,35 @@ def per_class_drops(base_correct, candidate_correct, labels, class_names, level:
     for row, p in zip(rows, adjusted):
         row["p_holm"] = float(p)
         row["significant"] = bool(p < 1 - level)
+    changed = [r for r in rows if r["only_base_right"] + r["only_candidate_right"]]
+    # classes with no discordant image (p = 1) count in Holm's family but are not listed: eval.json stays small
     return {"test": "McNemar exact, two-sided, on each class's images", "correction": CORRECTION,
-            "alpha": 1 - level, "rows": rows,
-            "significant": [r["class"] for r in rows if r["significant"]]}
+            "alpha": 1 - level, "classes_tested": len(rows), "rows": changed,
+            "significant": [r["class"] for r in changed if r["significant"]]}
 
 
 def describe_drops(result: dict, candidate: str, base: str) -> str:
     """Return one line: the classes whose change is significant after Holm, or that none is."""
     sig = [r for r in result["rows"] if r["significant"]]
     if not sig:
-        return f"{candidate} vs {base}: no class changes beyond noise (McNemar per class, Holm-corrected)"
+        return (f"{candidate} vs {base}: no class changes beyond noise ({result['classes_tested']} classes, McNemar "
+                "per class, Holm-corrected)")
     parts = [f"{r['class']} {r['delta_points']:+.1f} pts (p_Holm = {r['p_holm']:.2g})" for r in sig]
     return f"{candidate} vs {base}: " + ", ".join(parts) + " (McNemar per class, Holm-corrected)"
+
+
+def markdown_lines(accuracy: list[dict]) -> list[str]:
+    """Return eval.md's per-class changes: for each ORT entry, against PyTorch and (fp16/int8) against fp32, the
+    classes that changed beyond noise after Holm's correction, or that none did."""
+    from convkit.text import md_text
+
+    lines = []
+    for acc in accuracy:
+        for result, candidate, base in (((acc.get("vs_pytorch") or {}).get("per_class_test"), acc["precision"],
+                                         "PyTorch"), (acc.get("per_class_vs_fp32"), acc["precision"], "fp32")):
+            if isinstance(result, dict) and "rows" in result:
+                lines.append(f"- ORT {md_text(acc['provider'])}: {md_text(describe_drops(result, candidate, base))}")
+    if not lines:
+        return []
+    return ["### Per-class changes", "", "Each class's images tested with McNemar's exact test; the p-values of all "
+            "classes corrected with Holm's method (α = 0.05).", "", *lines, ""]

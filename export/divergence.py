@@ -50,7 +50,8 @@ def onnx_intermediates(proto, x: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.asarray(v[0]) for k, v in acts.items()}
 
 
-def torch_intermediates(module: torch.nn.Module, x: np.ndarray, device: str = "cpu") -> list[tuple[str, str, np.ndarray]]:
+def torch_intermediates(module: torch.nn.Module, x: np.ndarray,
+                        device: str = "cpu") -> list[tuple[str, str, np.ndarray]]:
     """Return [(module path, class, flattened output)] of every submodule whose output is one tensor, in the
     order their forward hooks fired, for ``x`` run on ``device`` in fp32 (TF32 off)."""
     fired: list[tuple[str, str, np.ndarray]] = []
@@ -129,3 +130,22 @@ def describe(result: dict) -> str:
     return (f"first module where ONNX stops matching PyTorch: {first['module']} ({first['class']}; ONNX "
             f"{'/'.join(first['op_types'])} → `{first['tensor']}`): max |Δ| {first['max_abs_diff']:.3g}, mean "
             f"{first['mean_abs_diff']:.3g} (|PyTorch| up to {first['max_abs_reference']:.3g})")
+
+
+def locate(proto, module, x: np.ndarray, device: str = "cpu") -> dict:
+    """Return ``first_divergence`` for a failed parity gate, or {"error": why} when it cannot run: locating the
+    divergence never takes the export down."""
+    try:
+        return first_divergence(proto, module, x, device)
+    except Exception as exc:  # noqa: BLE001 — a diagnosis that fails leaves the gate's report as it was
+        from convkit.errors import one_line
+
+        return {"error": one_line(exc, 200)}
+
+
+def note(report: dict) -> str:
+    """Return "; <the first diverging module>" for an export report whose fp32 gate failed, else ""."""
+    found = ((report.get("precisions") or {}).get("fp32") or {}).get("divergence")
+    if not found or "error" in found:
+        return ""
+    return "; " + describe(found)

@@ -39,6 +39,7 @@ from convkit.data.load import LoadedDataset, load_dataset
 from convkit.data.loader import normalize
 from convkit.devices import reference_device
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError, failure_of
+from convkit.export import divergence
 from convkit.export.onnx_export import MAX_BATCH, OPSET, TRACE_BATCH, check_onnx, export_onnx
 from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, variant_gate
 from convkit.export.quantize import CALIB_METHOD, CALIB_METHODS, INT8_OPSET, calibration_images, to_fp16, to_int8
@@ -155,8 +156,8 @@ def _export(checkpoint: Path, experiment: str | None, out_dir, settings: ExportS
     write_artifact(inputs.out_dir / EXPORT_JSON, "export", report)
     if report["failed"]:
         reasons = [f"{p}: {r}" for p in report["failed"] for r in report["precisions"][p]["gate"]["reasons"]]
-        raise ConvkitError(f"{inputs.experiment.name}: export gate failed: {'; '.join(reasons)} "
-                           f"(report in {inputs.out_dir / EXPORT_JSON})", EXIT_GATE_FAILED)
+        raise ConvkitError(f"{inputs.experiment.name}: export gate failed: {'; '.join(reasons)}"
+                           f"{divergence.note(report)} (report in {inputs.out_dir / EXPORT_JSON})", EXIT_GATE_FAILED)
     return report
 
 
@@ -218,6 +219,8 @@ def gate_fp32(report: dict, proto, inputs: Inputs, ref: np.ndarray, settings: Ex
     if gate["passed"]:
         return inputs.out_dir / VARIANT_FILES["fp32"], proto
     report["failed"].append("fp32")
+    report["precisions"]["fp32"]["divergence"] = divergence.locate(proto, inputs.run.model, inputs.x.numpy(),
+                                                                   settings.device)
     return inputs.out_dir / rejected_name("fp32"), proto
 
 

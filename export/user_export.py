@@ -39,6 +39,7 @@ from convkit.data.folder import FolderImages, list_labelled
 from convkit.data.load import load_dataset
 from convkit.devices import reference_device
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError, one_line
+from convkit.export import divergence
 from convkit.export.onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, check_onnx, describe_export_failure, export_onnx
 from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, variant_gate
 from convkit.export.pipeline import CALIB_SEED, ExportSettings, keep_fp32_variant, keep_metadata, write_files
@@ -98,7 +99,7 @@ def _export(source, contract, out: Path, settings: ExportSettings, exporter: str
 
     set_metadata(proto, meta("fp32"))
     check_onnx(proto)
-    files = {"fp32": _gate_fp32(report, proto, x, ref, data.labels, settings, out)}
+    files = {"fp32": _gate_fp32(report, proto, x, ref, data.labels, settings, out, module)}
     for precision in settings.precisions:
         variant = _gate_variant(report, precision, proto, (x, ref, data), contract, settings, out, meta)
         if variant is not None:
@@ -110,8 +111,8 @@ def _export(source, contract, out: Path, settings: ExportSettings, exporter: str
     write_artifact(out / EXPORT_JSON, "export", report)
     if report["failed"]:
         reasons = [f"{p}: {r}" for p in report["failed"] for r in report["precisions"][p]["gate"]["reasons"]]
-        raise ConvkitError(f"{source.describe()}: export gate failed: {'; '.join(reasons)} (report in "
-                           f"{out / EXPORT_JSON})", EXIT_GATE_FAILED)
+        raise ConvkitError(f"{source.describe()}: export gate failed: {'; '.join(reasons)}{divergence.note(report)} "
+                           f"(report in {out / EXPORT_JSON})", EXIT_GATE_FAILED)
     return report
 
 
@@ -229,7 +230,7 @@ def _base_report(source, contract, data: UserData, ref, out: Path, source_sha: s
     }
 
 
-def _gate_fp32(report: dict, proto, x, ref, labels, settings: ExportSettings, out: Path):
+def _gate_fp32(report: dict, proto, x, ref, labels, settings: ExportSettings, out: Path, module=None):
     report["gates"].update(max_acc_drop=settings.max_acc_drop, max_disagreement=settings.max_disagreement)
     fp32_bytes = proto.SerializeToString()
     parity = run_parity(fp32_bytes, x.numpy(), ref, labels, reference_device=settings.device)
@@ -238,6 +239,8 @@ def _gate_fp32(report: dict, proto, x, ref, labels, settings: ExportSettings, ou
     if gate["passed"]:
         return out / VARIANT_FILES["fp32"], proto
     report["failed"].append("fp32")
+    if module is not None:  # name the first module where the file stops matching the user's module
+        report["precisions"]["fp32"]["divergence"] = divergence.locate(proto, module, x.numpy(), settings.device)
     return out / rejected_name("fp32"), proto
 
 
