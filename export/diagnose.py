@@ -178,7 +178,7 @@ def headline(doc: dict) -> list[str]:
             drop = best["gate"].get("drop_points")
             lat = int8.get("latency") or {}
             kept, full = (lat.get("top_kept") or {}).get("1"), (lat.get("full_int8") or {}).get("1")
-            text += f"; keeping it fp32: {-drop:+.1f} pts" if drop is not None else ""
+            text += f"; keeping it fp32: {0.0 - drop + 0.0:+.1f} pts vs PyTorch" if drop is not None else ""
             if kept and full:
                 text += (f", {kept['speedup_vs_fp32']:.2f}× fp32 speed at batch 1 instead of "
                          f"{full['speedup_vs_fp32']:.2f}×")

@@ -161,7 +161,7 @@ def describe_section(section: dict) -> str:
     names = ", ".join(f"{(k['module'] or {}).get('path') or k['tensor']}" for k in section["kept"]) or "nothing"
     final = section["final"]
     drop = final["gate"].get("drop_points")
-    text = f"int8 keeping fp32: {names}; {-drop:+.2f} pts vs PyTorch" if drop is not None else f"kept {names}"
+    text = f"int8 keeping fp32: {names}; {0.0 - drop + 0.0:+.2f} pts vs PyTorch" if drop is not None else f"kept {names}"
     lat = section["latency"]
     kept, full = (lat.get("kept") or {}).get("1"), (lat.get("full_int8") or {}).get("1")
     if kept and full and kept.get("speedup_vs_fp32") and full.get("speedup_vs_fp32"):
