@@ -23,6 +23,8 @@ import onnx
 
 from convkit.artifacts import (
     CHECKPOINT,
+    DIAGNOSE_JSON,
+    DIAGNOSE_MD,
     EXPORT_JSON,
     VARIANT_FILES,
     load_run_model,
@@ -42,8 +44,6 @@ from convkit.reference import torch_logits
 from convkit.text import md_code, md_inline, md_text
 from convkit.uncertainty import format_paired, mcnemar
 
-DIAGNOSE_JSON = "diagnose.json"
-DIAGNOSE_MD = "diagnose.md"
 N_IMAGES = 1000
 
 
@@ -167,8 +167,10 @@ def headline(doc: dict) -> list[str]:
     if int8:
         loss = int8["loss_vs_pytorch"]
         lo, hi = loss["delta_ci"]
-        text = (f"int8 ({int8['calibration_method']}) loses {-loss['delta'] * 100:.1f} pts "
-                f"[{-hi * 100:.1f}, {-lo * 100:.1f}] against PyTorch on {loss['n']} images")
+        verb, sign = ("loses", -1) if loss["delta"] <= 0 else ("gains", 1)
+        low, high = sorted((sign * lo * 100, sign * hi * 100))
+        text = (f"int8 ({int8['calibration_method']}) {verb} {sign * loss['delta'] * 100:.1f} pts "
+                f"[{low:.1f}, {high:.1f}] against PyTorch on {loss['n']} images")
         best = int8["measured"][0] if int8["measured"] else None
         if best and best["gain_points"] > 0 and best["vs_full_int8"]["distinguishable"]:
             module = (best["module"] or {}).get("path") or "the model input"

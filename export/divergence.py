@@ -60,7 +60,9 @@ def torch_intermediates(module: torch.nn.Module, x: np.ndarray,
     def hook(name):
         def record(mod, args, out):
             if isinstance(out, torch.Tensor):
-                fired.append((name, type(mod).__name__, out.detach().float().cpu().numpy().ravel()))
+                # a copy now: an in-place op after the module (ReLU(inplace=True)) would overwrite the tensor
+                value = out.detach().to("cpu", torch.float32, copy=True)
+                fired.append((name, type(mod).__name__, value.numpy().ravel()))
         return record
 
     for name, sub in module.named_modules():

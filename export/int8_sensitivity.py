@@ -246,14 +246,13 @@ def rank(problem: Problem, full_proto) -> list[tuple[Candidate, dict]]:
     return sorted(ranked, key=lambda item: (item[1]["rank_sqnr_db"] is None, item[1]["rank_sqnr_db"] or 0.0))
 
 
-def sensitivity(problem: Problem, top: int = TOP_CANDIDATES) -> dict:
+def sensitivity(problem: Problem, top: int = TOP_CANDIDATES, full: Trial | None = None) -> dict:
     """Return the int8 sensitivity report: the full int8 file measured, every group ranked by SQNR, and for the
     ``top`` lowest the file with that group alone kept fp32 measured (top-1, flips vs fp32, McNemar vs full int8,
-    the share of full int8's flips it removes), ordered by flips removed, then top-1 gained. The Trials are under
-    "_trials"."""
-    full_proto = problem.quantize()
-    full = measure(problem, full_proto, ())
-    ranked = rank(problem, full_proto)
+    the share of full int8's flips it removes), ordered by flips removed, then top-1 gained. ``full``: the full
+    int8 file already measured. The Trials are under "_trials"."""
+    full = full or measure(problem, problem.quantize(), ())
+    ranked = rank(problem, full.proto)
     trials: dict[str, Trial] = {}
     rows = []
     for cand, sqnr in ranked[:top]:

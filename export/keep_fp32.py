@@ -88,14 +88,19 @@ def int8_keeping_fp32(fp32_proto, calib: np.ndarray, x: np.ndarray, reference_lo
         prepared, _ = prepare_int8(fp32_proto)
         problem = sens.Problem(fp32_proto, prepared, calib, x, labels, reference_logits, limits, method, Path(tmp),
                                provider)
-        report = sens.sensitivity(problem)
+        full = sens.measure(problem, problem.quantize(), ())
+        if keep == AUTO and full.gate["passed"]:  # nothing to repair: no search, the full file is timed
+            report = {"_full": full, "_candidates": {}, "full_int8": full.to_dict(), "measured": [], "ranked": [],
+                      "sqnr_images": 0, "test": None}
+        else:
+            report = sens.sensitivity(problem, full=full)
         cands = report["_candidates"]
-        if keep == AUTO:
+        if keep == AUTO and full.gate["passed"]:
+            kept, final, steps, verdict = [], full, [], "full int8 passes"
+        elif keep == AUTO:
             search = sens.search_keep_fp32(problem, report)
             kept, final, steps = [k["tensor"] for k in search["kept"]], search["_final"], search["steps"]
             verdict = "repaired" if search["passed"] else "not repairable"
-            if search["passed"] and not kept:
-                verdict = "full int8 passes"
         else:
             kept = resolve_names(tuple(keep), cands)
             nodes = tuple(dict.fromkeys(n for t in kept for n in cands[t].nodes))
@@ -110,7 +115,10 @@ def int8_keeping_fp32(fp32_proto, calib: np.ndarray, x: np.ndarray, reference_lo
         "steps": [sens.strip_private(s) for s in steps], "latency": timed,
         "calibration_methods": methods, "better_calibration": better_method(methods, method),
         "sensitivity": sens.strip_private({k: report[k] for k in ("measured", "ranked", "sqnr_images", "test")}),
-        "strategy": "greedy over tensor groups by measured top-1 gain (convkit.export.int8_sensitivity)",
+        "strategy": "greedy over tensor groups by images flipped against fp32, then top-1 "
+                    "(convkit.export.int8_sensitivity)",
+        "selection": "the set is chosen and gated on the same parity images: confirm it with convkit evaluate on "
+                     "the whole test split",
     }
     if keep == AUTO and not final.gate["passed"]:
         section["note"] = "no set of groups kept in fp32 passes the int8 gate: do not ship int8 for this model"

@@ -168,17 +168,23 @@ def test_diagnose_names_the_planted_layer_and_keep_fp32_auto_repairs_it(tmp_path
     assert torch_acc - _ort_accuracy(fixed / "model.int8.onnx", x, labels) <= 0.01  # within the 1-point gate
 
 
-def test_an_altered_node_is_named_as_the_first_diverging_module(planted):
-    net = planted["net"]
+def test_an_altered_node_is_named_as_the_first_diverging_module():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8),
+                              torch.nn.ReLU(inplace=True),  # in place: overwrites the BatchNorm's output tensor
+                              torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(inplace=True),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-1, 1), net[1].running_var.uniform_(0.5, 2)
     proto = export_onnx(net, (3, 16, 16))
-    x, _ = _folder_arrays(planted["data"])
+    x = np.random.default_rng(0).normal(size=(16, 3, 16, 16)).astype(np.float32)
     assert first_divergence(proto, net, x)["first"] is None
-    weight = next(t for t in proto.graph.initializer if t.name == "conv3.weight")
+    weight = next(t for t in proto.graph.initializer if t.name == "3.weight")
     weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.01, weight.name))
     result = first_divergence(proto, net, x)
-    assert result["first"]["module"] == "conv3" and result["first"]["class"] == "Conv2d"
+    assert result["first"]["module"] == "3" and result["first"]["class"] == "Conv2d"
     assert "Conv" in result["first"]["op_types"] and result["first"]["max_abs_diff"] > 1e-3
-    assert result["compared"] >= 6
+    assert result["compared"] >= 5
 
 
 def test_holm_matches_the_step_down_formula():
@@ -227,3 +233,21 @@ def test_keep_fp32_names_resolve_by_tensor_or_module_and_unknown_is_one_line():
     with pytest.raises(ConvkitError) as err:
         resolve_names(("nosuch",), cands)
     assert err.value.exit_code == 2 and "nosuch" in err.value.message and "layer1.conv" in err.value.message
+
+
+def test_eval_md_lines_name_the_changed_class_escaped():
+    from convkit.class_drops import markdown_lines
+
+    labels = np.repeat(np.arange(3), 40)
+    base = np.ones(120, bool)
+    cand = base.copy()
+    cand[40:60] = False  # class 1 loses 20 of its 40 images
+    names = ["a", "b|<x>", "c"]
+    entry = {"precision": "int8", "provider": "cpu", "per_class_vs_fp32": per_class_drops(base, cand, labels, names)}
+    text = "\n".join(markdown_lines([entry]))
+    assert "b\\|&lt;x&gt; -50.0 pts" in text and "Holm" in text
+
+
+def test_diagnose_without_an_export_is_one_line_exit_2(tmp_path):
+    code, text = _cli("diagnose", tmp_path)
+    assert code == 2 and "convkit export" in text and "Traceback" not in text

@@ -17,6 +17,7 @@ from convkit.plotting import plot_style
 from convkit.report import figures as F
 from convkit.report import robustness
 from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, load_run, other_evaluations
+from convkit.report.diagnosis import diagnosis_blocks
 from convkit.report.doc import to_html, to_markdown
 from convkit.report.internals import first_conv_view, fixed_test_image, stage_maps
 from convkit.report.receptive_field import receptive_fields
@@ -146,7 +147,7 @@ def run_blocks(run: RunData, figs: dict, suite_dir: Path) -> list[tuple]:
     _image_or_note(b, figs.get("grads"), suite_dir, "Gradient flow", f"{NOT_MEASURED} (no {A.GRAD_NORMS})")
     _image_or_note(b, figs.get("calibration"), suite_dir, "Reliability diagram",
                    f"{NOT_MEASURED} (no calibration in {A.EvalNames(A.EVAL_PREFIX).json})")
-    return b
+    return b + diagnosis_blocks(run, suite_dir)
 
 
 def _study(exp: Experiment) -> tuple[float | None, float | None]:
