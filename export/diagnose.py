@@ -208,12 +208,14 @@ def markdown(doc: dict) -> str:
                 f"loss against PyTorch: {md_text(format_paired(int8['loss_vs_pytorch']))}. Tensor groups (a tensor "
                 "and what it flows into through Relu/MaxPool/Flatten, which share its scale) kept in fp32 one at a "
                 f"time; {md_text(int8['test'])}; SQNR on {int8['sqnr_images']} images.", "",
-                "| tensor | module | ops | SQNR dB | bulk SQNR dB | top-1 kept | gain pts | flips removed | p |",
+                "| tensor | module | nodes kept fp32 | SQNR dB | bulk SQNR dB | top-1 kept | gain pts | flips removed "
+                "| p |",
                 "|---|---|---|---|---|---|---|---|---|"]
         for r in int8["measured"]:
-            module = r["module"]["path"] + f" ({r['module']['class']})" if r["module"] else "input"
+            module = f"{r['module']['path'] or '<root>'} ({r['module']['class']})" if r["module"] else "model input"
+            nodes = ", ".join(r["nodes"][:6]) + (" …" if len(r["nodes"]) > 6 else "")
             share = f" ({r['flips_share']:.0%})" if r["flips_share"] is not None else ""
-            out.append(f"| {md_code(r['tensor'])} | {md_text(module)} | {md_text('/'.join(r['op_types']))} | "
+            out.append(f"| {md_code(r['tensor'])} | {md_text(module)} | {md_text(nodes)} | "
                        f"{_num(r['qdq_sqnr_db'])} | {_num(r['bulk_sqnr_db'])} | {r['accuracy']:.4f} | "
                        f"{r['gain_points']:+.2f} | {r['flips_removed']}{share} | {r['vs_full_int8']['p_value']:.2g} |")
         out += ["", f"Full int8: top-1 {int8['full_int8']['accuracy']:.4f}, {int8['full_int8']['flips_vs_fp32']} "

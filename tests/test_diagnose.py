@@ -251,3 +251,15 @@ def test_eval_md_lines_name_the_changed_class_escaped():
 def test_diagnose_without_an_export_is_one_line_exit_2(tmp_path):
     code, text = _cli("diagnose", tmp_path)
     assert code == 2 and "convkit export" in text and "Traceback" not in text
+
+
+def test_keep_fp32_without_int8_and_an_unknown_calibration_are_refused():
+    from convkit.export.pipeline import ExportSettings
+
+    with pytest.raises(ConvkitError, match="--precision int8") as err:
+        ExportSettings(keep_fp32="auto").check()
+    assert err.value.exit_code == 2
+    with pytest.raises(ConvkitError, match="calibration"):
+        ExportSettings(precisions=("int8",), calibration="Histogram").check()
+    code, text = _cli("export", "--help")
+    assert "--keep-fp32" in text and "--calibration" in text
