@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from convkit.artifacts import FAILURE, holds_run, write_artifact
+from convkit.devices import Device
 from convkit.errors import ConvkitError, failure_of
 from convkit.evaluate import evaluate_model, gate_error, quick_options
 from convkit.export import ExportSettings, export_run
@@ -91,15 +92,18 @@ def run_experiment(plan: SuitePlan, name: str, device: str | None = None, cfg: T
     run_dir = Path(cfg.run_dir)
     stage = "train"
     try:
+        # the device the run trains on is the one its export's reference and its evaluation use (never GPU 0 by
+        # default while another job holds it)
+        run_device = Device.parse(cfg.device)
         train_experiment(cfg, resume=plan.resume, quiet=plan.quiet, overwrite=plan.overwrite)
         stage = "export"
         if plan.export:
             _progress(plan, f"{name}: export")
-            export_run(run_dir, export_settings(plan))
+            export_run(run_dir, export_settings(plan, run_device))
         stage = "evaluate"
         if plan.export and plan.evaluate:
             _progress(plan, f"{name}: evaluate")
-            _evaluate(plan, run_dir)
+            _evaluate(plan, run_dir, run_device)
         (run_dir / FAILURE).unlink(missing_ok=True)
         return {"experiment": name, "run_dir": str(run_dir), "failed": None, "error": None}
     except Exception as exc:  # one experiment never takes the others down; KeyboardInterrupt still stops
@@ -109,10 +113,12 @@ def run_experiment(plan: SuitePlan, name: str, device: str | None = None, cfg: T
         return {"experiment": name, "run_dir": str(run_dir), "failed": stage, "error": message}
 
 
-def export_settings(plan: SuitePlan) -> ExportSettings:
-    """Return the export settings of the plan: its precisions, gate and parity images over export's defaults."""
+def export_settings(plan: SuitePlan, device: Device) -> ExportSettings:
+    """Return the export settings of the plan: its precisions, gate and parity images over export's defaults, the
+    PyTorch reference on ``device`` (the run's)."""
     given = {"max_acc_drop": plan.max_accuracy_drop, "n_images": plan.export_images}
-    return ExportSettings(precisions=plan.precisions, **{k: v for k, v in given.items() if v is not None})
+    return ExportSettings(precisions=plan.precisions, device=device.label,
+                          **{k: v for k, v in given.items() if v is not None})
 
 
 def _progress(plan: SuitePlan, line: str) -> None:
@@ -183,9 +189,13 @@ def run_sequentially(plan: SuitePlan, configs: dict[str, TrainConfig],
     return results
 
 
-def _evaluate(plan: SuitePlan, run_dir: Path) -> None:
-    """Evaluate the run's exported variants quickly; raises the gate's ConvkitError (exit 1) when it fails."""
+def _evaluate(plan: SuitePlan, run_dir: Path, device: Device) -> None:
+    """Evaluate the run's exported variants quickly on the run's ``device`` (its GPU for the GPU providers, the
+    reference, timings and the hardware record); raises the gate's ConvkitError (exit 1) when a gate fails."""
     options = quick_options(("fp32", *plan.precisions), plan.corruptions)
+    options.providers.reference_device = device.label
+    if device.is_cuda:
+        options.providers.gpu = device
     if plan.max_accuracy_drop:
         options.max_accuracy_drop = dict(plan.max_accuracy_drop)
     err = gate_error(evaluate_model(run_dir, options))

@@ -171,7 +171,8 @@ def _summary_line(path: str, res: EvalResult) -> str:
 @click.option("--torch-compile/--no-torch-compile", default=True, show_default=True,
               help="Also measure torch.compile on CUDA.")
 @click.option("--no-latency", is_flag=True, help="Accuracy only.")
-@click.option("--device-id", type=int, default=0, show_default=True, help="GPU index.")
+@click.option("--device-id", type=click.IntRange(0, 1023), default=0, show_default=True,
+              help="GPU index (cuda:N): the GPU providers, the PyTorch reference, timings and the hardware record.")
 @click.option("--out", type=click.Path(), default=None,
               help="Output folder (default: the run directory for a run's model, <stem>_eval beside any other .onnx). "
                    "In a run folder, an evaluation on other data than the run's goes to eval/<data-key>/, never over "
@@ -213,6 +214,7 @@ def options_from_cli(cli: dict):
     """Return the EvalOptions of evaluate's click values ``cli`` (ConvkitError, exit 2, for a malformed one)."""
     from convkit.evaluate import robustness
     from convkit.evaluate.model_io import parse_floats
+    from convkit.devices import Device
     from convkit.evaluate.options import DataOptions, EvalOptions, ProviderOptions, TimingOptions
 
     serving = {k: cli[k] for k in serving_cli.OPTION_NAMES}
@@ -225,14 +227,15 @@ def options_from_cli(cli: dict):
                          channel_order=cli["channel_order"], preprocessing_config=cli["preprocessing_config"],
                          input_shape=_input_shape(cli["input_shape"]), accept_defaults=cli["accept_defaults"],
                          save_preprocessing=cli["save_preprocessing"]),
-        providers=ProviderOptions(provider=cli["provider"], device_id=cli["device_id"], threads=cli["threads"],
+        providers=ProviderOptions(provider=cli["provider"], gpu=Device.gpu(cli["device_id"]), threads=cli["threads"],
                                   cudnn_conv_algo_search=cli["cudnn_conv_algo_search"]),
         timing=TimingOptions(latency=not cli["no_latency"], warmup=cli["warmup"], runs=cli["runs"],
                              min_seconds=cli["min_seconds"], batch_sizes=_batch_sizes(cli["batch_sizes"]),
                              cuda_graph=cli["cuda_graph"], torch_compile=cli["torch_compile"]),
         precisions=tuple(p.strip() for p in cli["precisions"].split(",")) if cli["precisions"] else None,
         max_accuracy_drop=gates.parse_points(cli["max_accuracy_drop"], "--max-accuracy-drop", gates.MAX_ACC_DROP),
-        out=cli["out"], serving=serving_cli.options_from_cli(**serving, threads=cli["threads"]),
+        out=cli["out"], serving=serving_cli.options_from_cli(**serving, threads=cli["threads"],
+                                                          device_id=cli["device_id"]),
         corruptions=robustness.options_from_cli(cli["corruptions"], cli["severities"], cli["corruption_seed"]),
     )
 

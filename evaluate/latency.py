@@ -214,7 +214,7 @@ def ort_rows(sessions: dict, specs: dict, images_u8: np.ndarray, opts: TimingOpt
     arrays, copies included) and, with ``opts.cuda_graph``, ``ort-cudagraph`` from ``graph_session(spec)``.
     """
     timing = timing_of(opts)
-    gpu_sync = (lambda: torch.cuda.synchronize()) if torch.cuda.is_available() else None
+    gpu_sync = (lambda: torch.cuda.synchronize(device_id)) if torch.cuda.is_available() else None
     rows = []
     for (prec, kind), session in sessions.items():
         spec = specs[prec]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from convkit import gates
+from convkit.devices import Device, reference_device
 
 if TYPE_CHECKING:  # typed without importing LoadGen's or the corruptions' modules at start-up
     from convkit.evaluate.robustness import CorruptionOptions
@@ -56,10 +57,22 @@ class ProviderOptions:
     """Which ONNX Runtime providers, and how their sessions are configured."""
 
     provider: str | None = None  # None = every provider that really works; or cpu|cuda|tensorrt|all
-    device_id: int = 0
+    # The GPU the CUDA/TensorRT providers, IO binding, the PyTorch reference, the timings' synchronisation and the
+    # hardware record use (a run trained on cuda:1 is evaluated on cuda:1): the one value they all derive from.
+    gpu: Device = field(default_factory=lambda: Device.gpu(0))
     threads: int | None = None  # CPU intra-op threads (ORT and PyTorch); None = physical cores
     cudnn_conv_algo_search: str = "EXHAUSTIVE"
-    reference_device: str | None = None  # PyTorch reference (fp32, TF32 off); None: cuda when usable, else cpu
+    reference_device: str | None = None  # PyTorch reference (fp32, TF32 off); None: ``gpu`` when usable, else cpu
+
+    @property
+    def device_id(self) -> int:
+        """Return ONNX Runtime's device_id of ``gpu``."""
+        return self.gpu.ort_device_id
+
+    def reference(self) -> str:
+        """Return the device label the PyTorch reference runs on (``reference_device``, else ``gpu`` when CUDA is
+        usable, else cpu)."""
+        return reference_device(self.reference_device, self.gpu)
 
 
 @dataclass

@@ -27,7 +27,6 @@ from convkit.artifacts import (
 from convkit.atomic import ensure_writable_dir
 from convkit.data.catalog import display_name, get_dataset_info
 from convkit.data.folder import list_labelled
-from convkit.devices import reference_device
 from convkit.envinfo import environment, physical_cores
 from convkit.errors import EXIT_GATE_FAILED, EXIT_UNVERIFIED, ConvkitError
 from convkit.evaluate import accuracy as acc
@@ -129,7 +128,7 @@ def measure(setup: Setup, opts: EvalOptions) -> Measured:
     old_threads = torch.get_num_threads()
     torch.set_num_threads(setup.threads)
     try:
-        reference = pytorch_reference(setup, images, labels, reference_device(opts.providers.reference_device))
+        reference = pytorch_reference(setup, images, labels, opts.providers.reference())
         sessions = open_sessions(setup)
         accuracy, failures = acc.ort_accuracy(sessions, setup.specs, images, labels, reference,
                                               opts.max_accuracy_drop, opts.data.eval_batch)
@@ -385,7 +384,7 @@ def method(opts: EvalOptions, threads: int, gpu_used: bool, reference_file: str 
     t = opts.timing
     out = {
         "pytorch_reference": f"eager fp32 module rebuilt from {reference_file}, TF32 off; accuracy on "
-                             f"{reference_device(opts.providers.reference_device)}" if reference_file else
+                             f"{opts.providers.reference()}" if reference_file else
                              "no checkpoint at hand: ORT figures only",
         "accuracy_gate": "ORT accuracy at most max_drop_points percentage points below PyTorch's, and at most "
                          "the gate's share of images with another top-1 class than PyTorch's",
@@ -409,20 +408,22 @@ def method(opts: EvalOptions, threads: int, gpu_used: bool, reference_file: str 
 
 
 def hardware(gpu_used: bool, device_id: int) -> dict:
-    """Return the machine and software versions the figures were measured with."""
+    """Return the machine and software versions the figures were measured with (the GPU: cuda:``device_id``)."""
     env = environment(f"cuda:{device_id}" if gpu_used and torch.cuda.is_available() else "cpu")
-    return {"cpu": env.get("cpu"), "cpu_physical_cores": env.get("cpu_physical_cores"), **_gpu_info(),
+    return {"cpu": env.get("cpu"), "cpu_physical_cores": env.get("cpu_physical_cores"), **_gpu_info(device_id),
             **{k: env.get(k) for k in ("python", "platform", "convkit", "torch", "torchvision", "onnx",
                                       "onnxruntime", "cuda", "cudnn", "git_revision")}}
 
 
-def _gpu_info() -> dict:
+def _gpu_info(device_id: int) -> dict:
     info = {}
     if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
+        info["gpu"] = torch.cuda.get_device_name(device_id)
+        info["gpu_device"] = f"cuda:{device_id}"
+        info["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability(device_id)))
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+        out = subprocess.run(["nvidia-smi", f"--id={device_id}", "--query-gpu=name,driver_version,memory.total",
+                              "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=10)
         if out.returncode == 0 and out.stdout.strip():
             info["nvidia_smi"] = out.stdout.strip().splitlines()[0]

@@ -64,9 +64,9 @@ def summary_lines(result: EvalResult) -> list[str]:
 
 
 def options_from_cli(scenario, quick, latency_bound_ms, max_batch, batch_timeout_ms, workers, server_qps,
-                     threads: int | None = None):
+                     threads: int | None = None, device_id: int = 0):
     """Return the ScenarioOptions of the CLI values (ConvkitError for an unknown scenario); intra-op threads per
-    worker = ``threads`` (default: physical cores) // workers, at least 1."""
+    worker = ``threads`` (default: physical cores) // workers, at least 1; the SUT's sessions use GPU ``device_id``."""
     from convkit.envinfo import physical_cores
     from convkit.evaluate.serving.scenarios import ScenarioOptions, check_server_qps, parse_scenarios, require_loadgen
     from convkit.evaluate.serving.sut import SutConfig
@@ -79,6 +79,6 @@ def options_from_cli(scenario, quick, latency_bound_ms, max_batch, batch_timeout
 
     total = int(threads or physical_cores())
     sut = SutConfig(max_batch=max_batch, batch_timeout_ms=batch_timeout_ms, workers=workers,
-                    intra_op_threads=max(1, total // workers))
+                    intra_op_threads=max(1, total // workers), device_id=device_id)
     return ScenarioOptions(scenarios=names, quick=quick, latency_bound_ms=latency_bound_ms,
                            server_qps=server_qps, sut=sut)
