@@ -65,7 +65,9 @@ def row(name: str, plain: dict, fixed: dict, t_plain: float, t_fixed: float, dia
     culprit = "—"
     if diag and diag["sections"].get("int8", {}).get("measured"):
         top = diag["sections"]["int8"]["measured"][0]
-        culprit = f"{(top['module'] or {}).get('path') or top['tensor']} ({top['flips_removed']} flips)"
+        module = top["module"] or {}
+        culprit = (f"`{top['tensor']}` of {module.get('path') or 'input'} ({module.get('class', '—')}): "
+                   f"{top['flips_removed']} flips, {top['gain_points']:+.1f} pts")
     return (f"| {name} | {plain['pytorch_test_acc']:.4f} | {int8['gate']['drop_points']:+.2f} "
             f"({'pass' if int8['gate']['passed'] else 'FAIL'}) | {section.get('verdict', '—')} | {kept} | "
             f"{'—' if final_drop is None else f'{final_drop:+.2f}'} | {sp('full_int8', '1')} / {sp('full_int8', '64')} | "

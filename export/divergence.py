@@ -134,11 +134,11 @@ def describe(result: dict) -> str:
             f"{first['mean_abs_diff']:.3g} (|PyTorch| up to {first['max_abs_reference']:.3g})")
 
 
-def locate(proto, module, x: np.ndarray, device: str = "cpu") -> dict:
-    """Return ``first_divergence`` for a failed parity gate, or {"error": why} when it cannot run: locating the
-    divergence never takes the export down."""
+def locate(proto, module, x: np.ndarray, device: str = "cpu", atol: float = ATOL) -> dict:
+    """Return ``first_divergence`` at the gate's ``atol`` for a failed parity gate, or {"error": why} when it
+    cannot run: locating the divergence never takes the export down."""
     try:
-        return first_divergence(proto, module, x, device)
+        return first_divergence(proto, module, x, device, atol)
     except Exception as exc:  # noqa: BLE001 — a diagnosis that fails leaves the gate's report as it was
         from convkit.errors import one_line
 

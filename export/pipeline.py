@@ -220,7 +220,7 @@ def gate_fp32(report: dict, proto, inputs: Inputs, ref: np.ndarray, settings: Ex
         return inputs.out_dir / VARIANT_FILES["fp32"], proto
     report["failed"].append("fp32")
     report["precisions"]["fp32"]["divergence"] = divergence.locate(proto, inputs.run.model, inputs.x.numpy(),
-                                                                   settings.device)
+                                                                   settings.device, settings.atol)
     return inputs.out_dir / rejected_name("fp32"), proto
 
 

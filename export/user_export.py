@@ -240,7 +240,8 @@ def _gate_fp32(report: dict, proto, x, ref, labels, settings: ExportSettings, ou
         return out / VARIANT_FILES["fp32"], proto
     report["failed"].append("fp32")
     if module is not None:  # name the first module where the file stops matching the user's module
-        report["precisions"]["fp32"]["divergence"] = divergence.locate(proto, module, x.numpy(), settings.device)
+        report["precisions"]["fp32"]["divergence"] = divergence.locate(proto, module, x.numpy(), settings.device,
+                                                                       settings.atol)
     return out / rejected_name("fp32"), proto
 
 
