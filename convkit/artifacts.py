@@ -327,7 +327,8 @@ def holds_run(folder: Path) -> bool:
 def downstream_files(folder: Path) -> list[Path]:
     """Return the files of ``folder`` derived from its checkpoint (exports, evaluations, a failure record)."""
     folder = Path(folder)
-    names = {EXPORT_JSON, FAILURE, REFERENCE, *VARIANT_FILES.values(), *(rejected_name(p) for p in PRECISIONS)}
+    names = {EXPORT_JSON, FAILURE, REFERENCE, DIAGNOSE_JSON, DIAGNOSE_MD, *VARIANT_FILES.values(),
+             *(rejected_name(p) for p in PRECISIONS)}
     out = [folder / n for n in sorted(names) if (folder / n).is_file()]
     for pattern in (f"{EVAL_PREFIX}.*", "confusion*", "latency*.png"):
         out += sorted(p for p in folder.glob(pattern) if p.is_file())

@@ -40,6 +40,7 @@ from convkit.export import divergence as div
 from convkit.export import int8_sensitivity as sens
 from convkit.export.keep_fp32 import latency_rows, speed
 from convkit.export.quantize import CALIB_METHOD, prepare_int8
+from convkit.onnx_meta import file_sha256
 from convkit.reference import torch_logits
 from convkit.text import md_code, md_inline, md_text
 from convkit.uncertainty import format_paired, mcnemar
@@ -101,6 +102,7 @@ def diagnose(folder, n_images: int = N_IMAGES, top: int = sens.TOP_CANDIDATES, d
         ref = torch_logits(run.model, x, device=device)
         fp32_logits = sens.logits_of(fp32, x)
         doc = {"folder": str(folder), "images": int(len(x)), "device": device, "fp32_file": fp32_path.name,
+               "fp32_sha256": file_sha256(fp32_path),
                "export_gate": export.get("gate"), "sections": {}}
         doc["sections"]["divergence"] = div.first_divergence(fp32, run.model, x, device)
         timed = {"divergence_s": time.perf_counter() - t0}
@@ -167,10 +169,14 @@ def headline(doc: dict) -> list[str]:
     if int8:
         loss = int8["loss_vs_pytorch"]
         lo, hi = loss["delta_ci"]
-        verb, sign = ("loses", -1) if loss["delta"] <= 0 else ("gains", 1)
-        low, high = sorted((sign * lo * 100, sign * hi * 100))
-        text = (f"int8 ({int8['calibration_method']}) {verb} {sign * loss['delta'] * 100:.1f} pts "
-                f"[{low:.1f}, {high:.1f}] against PyTorch on {loss['n']} images")
+        if loss["distinguishable"]:
+            verb, sign = ("loses", -1) if loss["delta"] < 0 else ("gains", 1)
+            low, high = sorted((sign * lo * 100, sign * hi * 100))
+            text = (f"int8 ({int8['calibration_method']}) {verb} {sign * loss['delta'] * 100:.1f} pts "
+                    f"[{low:.1f}, {high:.1f}] against PyTorch on {loss['n']} images")
+        else:
+            text = (f"int8 ({int8['calibration_method']}) changes top-1 by {loss['delta'] * 100:+.1f} pts "
+                    f"[{lo * 100:+.1f}, {hi * 100:+.1f}] against PyTorch on {loss['n']} images: within noise")
         best = int8["measured"][0] if int8["measured"] else None
         if best and best["gain_points"] > 0 and best["vs_full_int8"]["distinguishable"]:
             module = (best["module"] or {}).get("path") or "the model input"

@@ -154,6 +154,13 @@ def test_diagnose_names_the_planted_layer_and_keep_fp32_auto_repairs_it(tmp_path
     assert top["vs_full_int8"]["distinguishable"] and top["gain_points"] > 20
     assert "conv2" in text.splitlines()[1]  # the short answer comes first and names the module
     assert (out / "diagnose.md").read_text().startswith("# Diagnosis")
+    from convkit.report.diagnosis import diagnosed_current
+
+    assert diagnosed_current(out)  # the report links it as current, until model.onnx changes
+    changed = onnx.load(str(out / "model.onnx"))
+    changed.doc_string = "re-exported"
+    onnx.save_model(changed, str(out / "model.onnx"))
+    assert not diagnosed_current(out)
 
     fixed = tmp_path / "fixed"
     code, text = _cli("export", *planted["args"], "--out", fixed, "--keep-fp32", "auto")

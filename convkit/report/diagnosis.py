@@ -7,6 +7,8 @@ from pathlib import Path
 
 from convkit import artifacts as A
 from convkit.class_drops import describe_drops
+from convkit.errors import ConvkitError
+from convkit.onnx_meta import file_sha256
 from convkit.report.collect import RunData
 
 
@@ -35,5 +37,18 @@ def diagnosis_blocks(run: RunData, suite_dir: Path) -> list[tuple]:
             where = diag.relative_to(suite_dir)
         except ValueError:
             where = diag
-        blocks.append(("p", f"Why the numbers moved (convkit diagnose): {where}"))
+        stale = "" if diagnosed_current(Path(run.path)) else " (stale: made from another model.onnx than the one here)"
+        blocks.append(("p", f"Why the numbers moved (convkit diagnose): {where}{stale}"))
     return blocks
+
+
+def diagnosed_current(folder: Path) -> bool:
+    """Return True when diagnose.json names the sha256 of the folder's fp32 file as the one it diagnosed."""
+    try:
+        doc = A.read_artifact(folder / A.DIAGNOSE_JSON, "diagnose")
+    except ConvkitError:
+        return False
+    if not isinstance(doc, dict) or not isinstance(doc.get("fp32_file"), str):
+        return False
+    path = folder / Path(doc["fp32_file"]).name
+    return path.is_file() and file_sha256(path) == doc.get("fp32_sha256")
