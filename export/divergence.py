@@ -100,7 +100,9 @@ def first_divergence(proto, module: torch.nn.Module, x: np.ndarray, device: str 
     """Return where ONNX stops matching PyTorch on ``x[:IMAGES]``: "first" (module path, class, ONNX tensor, op
     types, max/mean abs diff, max |PyTorch|) or None when every aligned module matches, "compared" (modules
     aligned), "unaligned" (modules with no ONNX counterpart, e.g. fused away) and the tolerance."""
-    x = np.ascontiguousarray(x[:IMAGES], dtype=np.float32)
+    from convkit.export.int8_sensitivity import bounded_images
+
+    x = np.ascontiguousarray(x[:bounded_images(IMAGES, x.shape[1:])], dtype=np.float32)
     onnx_values = onnx_intermediates(proto, x)
     outputs = module_outputs(proto)
     compared, unaligned, first, rows = 0, [], None, []

@@ -200,7 +200,7 @@ def activation_sqnr(problem: Problem, int8_proto, images: int = SQNR_IMAGES) -> 
         def get_next(self):
             return next(self.batches, None)
 
-    x = problem.x[:images]
+    x = problem.x[:bounded_images(images, problem.x.shape[1:])]
     with tempfile.TemporaryDirectory(prefix="convkit-sqnr-", dir=problem.workdir) as tmp:
         paths = {}
         for name, proto in (("float", problem.prepared), ("qdq", int8_proto)):
@@ -217,6 +217,13 @@ def activation_sqnr(problem: Problem, int8_proto, images: int = SQNR_IMAGES) -> 
     bulk = compute_activation_error(matching, bulk_sqnr)
     return {k: {**{m: float(v) for m, v in errs.items()}, "bulk_err": float(bulk[k]["qdq_err"])}
             for k, errs in errors.items()}
+
+
+def bounded_images(images: int, input_shape, reference_elements: int = 3 * 32 * 32, least: int = 2) -> int:
+    """Return how many images keep every activation of every one in memory bounded: ``images`` at a 32×32 RGB
+    input, fewer in proportion to larger inputs (a 224×224 model gets 2 of 64), never under ``least``."""
+    elements = int(np.prod(input_shape)) or 1
+    return max(least, min(images, images * reference_elements // elements))
 
 
 def bulk_sqnr(pre, post) -> float:
@@ -263,7 +270,8 @@ def sensitivity(problem: Problem, top: int = TOP_CANDIDATES, full: Trial | None 
                      "gain_points": (trial.accuracy - full.accuracy) * 100,
                      "flips_removed": removed, "flips_share": removed / full.flips if full.flips else None})
     rows.sort(key=lambda r: (-r["flips_removed"], -r["gain_points"]))
-    return {"method": problem.method, "images": len(problem.labels), "sqnr_images": min(SQNR_IMAGES, len(problem.x)),
+    sqnr_images = min(bounded_images(SQNR_IMAGES, problem.x.shape[1:]), len(problem.x))
+    return {"method": problem.method, "images": len(problem.labels), "sqnr_images": sqnr_images,
             "reference_accuracy": problem.reference_accuracy,
             "fp32_accuracy": float((problem.fp32_logits.argmax(1) == problem.labels).mean()),
             "full_int8": full.to_dict(), "ranked": [{**c.to_dict(), **s} for c, s in ranked],
