@@ -115,7 +115,10 @@ def diagnose(folder, n_images: int = N_IMAGES, top: int = sens.TOP_CANDIDATES, d
             timed["int8_s"] = time.perf_counter() - t1
         fp16_path = model_file(folder, "fp16")
         if fp16_path is not None:
-            predictions["fp16"] = sens.logits_of(onnx.load(str(fp16_path)), x)
+            fp16 = onnx.load(str(fp16_path))
+            predictions["fp16"] = sens.logits_of(fp16, x)
+            doc["sections"]["divergence_fp16"] = div.first_divergence(fp16, run.model, x, device, div.ATOL,
+                                                                      div.FP16_RTOL, metadata_from=fp32)
         doc["sections"]["per_class"] = per_class_section(predictions, labels, classes)
         timed["total_s"] = time.perf_counter() - t0
         doc["cost"] = timed
@@ -197,6 +200,8 @@ def headline(doc: dict) -> list[str]:
             text += "; no single tensor group kept in fp32 recovers accuracy beyond noise"
         lines.append(text)
     lines.append(div.describe(doc["sections"]["divergence"]))
+    if "divergence_fp16" in doc["sections"]:
+        lines.append(div.describe(doc["sections"]["divergence_fp16"], "the fp16 file"))
     for name, result in doc["sections"]["per_class"].items():
         candidate, base = name.split(" vs ")
         lines.append(describe_drops(result, candidate, base))

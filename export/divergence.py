@@ -28,6 +28,7 @@ from convkit.export.quantize import _quiet
 
 ATOL = 1e-4  # convkit.gates.FP32_ATOL, the fp32 gate's logit tolerance
 RTOL = 1e-4
+FP16_RTOL = 1e-2  # an fp16 file: 10 mantissa bits (~1e-3 per value), accumulated over a layer
 IMAGES = 16  # images both runners see (every intermediate of every image is held in memory)
 
 
@@ -96,15 +97,17 @@ def module_outputs(proto) -> dict[str, tuple[str, list[str]]]:
 
 
 def first_divergence(proto, module: torch.nn.Module, x: np.ndarray, device: str = "cpu", atol: float = ATOL,
-                     rtol: float = RTOL) -> dict:
+                     rtol: float = RTOL, metadata_from=None) -> dict:
     """Return where ONNX stops matching PyTorch on ``x[:IMAGES]``: "first" (module path, class, ONNX tensor, op
     types, max/mean abs diff, max |PyTorch|) or None when every aligned module matches, "compared" (modules
-    aligned), "unaligned" (modules with no ONNX counterpart, e.g. fused away) and the tolerance."""
+    aligned), "unaligned" (modules with no ONNX counterpart, e.g. fused away) and the tolerance.
+    ``metadata_from``: the graph whose exporter metadata names the modules (the fp32 export for an fp16 file made
+    from it, whose tensors keep their names); default ``proto`` itself."""
     from convkit.export.int8_sensitivity import bounded_images
 
     x = np.ascontiguousarray(x[:bounded_images(IMAGES, x.shape[1:])], dtype=np.float32)
     onnx_values = onnx_intermediates(proto, x)
-    outputs = module_outputs(proto)
+    outputs = module_outputs(metadata_from if metadata_from is not None else proto)
     compared, unaligned, first, rows = 0, [], None, []
     for path, cls, ref in torch_intermediates(module, x, device):
         tensor, ops = outputs.get(path, (None, []))
@@ -113,11 +116,13 @@ def first_divergence(proto, module: torch.nn.Module, x: np.ndarray, device: str 
             unaligned.append(path)
             continue
         compared += 1
-        diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+        diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))  # inf/NaN (an fp16 overflow) diverge
         scale = float(np.abs(ref).max()) if ref.size else 0.0
-        row = {"module": path, "class": cls, "tensor": tensor, "op_types": ops, "max_abs_diff": float(diff.max()),
-               "mean_abs_diff": float(diff.mean()), "max_abs_reference": scale,
-               "diverges": bool(not diff.max() <= atol + rtol * scale)}
+        finite = bool(np.isfinite(diff).all())
+        row = {"module": path, "class": cls, "tensor": tensor, "op_types": ops,
+               "max_abs_diff": float(diff.max()) if finite else None,  # None: ONNX gave inf/NaN (JSON has no inf)
+               "mean_abs_diff": float(diff.mean()) if finite else None, "non_finite": not finite,
+               "max_abs_reference": scale, "diverges": bool(not finite or diff.max() > atol + rtol * scale)}
         rows.append(row)
         if row["diverges"] and first is None:
             first = row
@@ -125,22 +130,25 @@ def first_divergence(proto, module: torch.nn.Module, x: np.ndarray, device: str 
             "first": first, "compared": compared, "unaligned": unaligned[:50], "modules": rows[:200]}
 
 
-def describe(result: dict) -> str:
-    """Return the divergence in one line."""
+def describe(result: dict, what: str = "ONNX") -> str:
+    """Return the divergence of the ``what`` file ("ONNX", "the fp16 file") in one line."""
     first = result.get("first")
     if first is None:
-        return (f"ONNX matches PyTorch at every one of the {result['compared']} aligned modules "
+        return (f"{what} matches PyTorch at every one of the {result['compared']} aligned modules "
                 f"(within {result['atol']:g} + {result['rtol']:g}·max|PyTorch|)")
-    return (f"first module where ONNX stops matching PyTorch: {first['module']} ({first['class']}; ONNX "
-            f"{'/'.join(first['op_types'])} → `{first['tensor']}`): max |Δ| {first['max_abs_diff']:.3g}, mean "
-            f"{first['mean_abs_diff']:.3g} (|PyTorch| up to {first['max_abs_reference']:.3g})")
+    error = ("ONNX gives inf/NaN" if first.get("non_finite") else
+             f"max |Δ| {first['max_abs_diff']:.3g}, mean {first['mean_abs_diff']:.3g}")
+    return (f"first module where {what} stops matching PyTorch: {first['module']} ({first['class']}; ONNX "
+            f"{'/'.join(first['op_types'])} → `{first['tensor']}`): {error} (|PyTorch| up to "
+            f"{first['max_abs_reference']:.3g})")
 
 
-def locate(proto, module, x: np.ndarray, device: str = "cpu", atol: float = ATOL) -> dict:
+def locate(proto, module, x: np.ndarray, device: str = "cpu", atol: float = ATOL, rtol: float = RTOL,
+           metadata_from=None) -> dict:
     """Return ``first_divergence`` at the gate's ``atol`` for a failed parity gate, or {"error": why} when it
     cannot run: locating the divergence never takes the export down."""
     try:
-        return first_divergence(proto, module, x, device, atol)
+        return first_divergence(proto, module, x, device, atol, rtol, metadata_from)
     except Exception as exc:  # noqa: BLE001 — a diagnosis that fails leaves the gate's report as it was
         from convkit.errors import one_line
 

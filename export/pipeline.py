@@ -248,6 +248,9 @@ def gate_variant(report: dict, precision: str, proto, inputs: Inputs, ref: np.nd
     if vgate["passed"]:
         return inputs.out_dir / VARIANT_FILES[precision], variant
     report["failed"].append(precision)
+    if precision == "fp16":  # name the first module the fp16 file stops matching (int8: convkit diagnose)
+        entry["divergence"] = divergence.locate(variant, inputs.run.model, inputs.x.numpy(), settings.device,
+                                                divergence.ATOL, divergence.FP16_RTOL, metadata_from=proto)
     return inputs.out_dir / rejected_name(precision), variant
 
 

@@ -270,3 +270,22 @@ def test_keep_fp32_without_int8_and_an_unknown_calibration_are_refused():
         ExportSettings(precisions=("int8",), calibration="Histogram").check()
     code, text = _cli("export", "--help")
     assert "--keep-fp32" in text and "--calibration" in text
+
+
+def test_an_fp16_overflow_is_named_at_its_module():
+    from convkit.export.quantize import to_fp16
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 1),
+                              torch.nn.Conv2d(8, 8, 1), torch.nn.Flatten(), torch.nn.Linear(8 * 64, 10)).eval()
+    with torch.no_grad():  # module 2 scales up past fp16's 65504, module 3 scales back: fp32 is unchanged
+        net[2].weight.mul_(1e6)
+        net[3].weight.mul_(1e-6)
+    fp32 = export_onnx(net, (3, 8, 8))
+    x = np.random.default_rng(0).normal(size=(8, 3, 8, 8)).astype(np.float32)
+    with torch.inference_mode():
+        assert np.abs(net[:3](torch.from_numpy(x)).numpy()).max() > 65504  # independent: the overflow is real
+    from convkit.export.divergence import FP16_RTOL
+
+    result = first_divergence(to_fp16(fp32), net, x, rtol=FP16_RTOL, metadata_from=fp32)
+    assert result["first"]["module"] == "2" and result["first"]["non_finite"]
