@@ -15,6 +15,7 @@ export.json       convkit.export/2    export                      summary, repor
 eval.json/.md     convkit.eval/1      evaluate (run's own data)   summary, report
 eval/<key>/       convkit.eval/1      evaluate (any other data)   people (keyed by the data: convkit.provenance)
 reference_logits.pt convkit.reference/1 export, evaluate         export, evaluate (PyTorch fp32 logits, cached)
+diagnose.json/.md convkit.diagnose/1  diagnose                    report (linked; stale when model.onnx changed)
 failure.json      convkit.failure/1   train-all (pipeline)        summary
 confusion*.png/csv, latency.png       evaluate                    report
 ================  ==================  ==========================  ======================================
