@@ -120,3 +120,17 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def write_preprocessing_metadata(path: Path, pre) -> None:
+    """Put the whole preprocessing ``pre`` (convkit.preprocessing) into the ONNX file at ``path`` under its one
+    metadata key, the other entries kept; written to a temporary file, then renamed over it."""
+    from convkit import preprocessing as P
+    from convkit.atomic import atomic_path
+
+    model = onnx.load(str(path), load_external_data=False)
+    meta = {e.key: e.value for e in model.metadata_props}
+    meta.update(P.metadata_entry(pre))
+    set_metadata(model, meta)
+    with atomic_path(Path(path)) as tmp:
+        onnx.save(model, str(tmp))

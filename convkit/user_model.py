@@ -61,18 +61,31 @@ class DataContract:
     resize: int | None = None  # --data: shorter side before the center crop (None: the crop size)
     interpolation: str = "bilinear"
     calib_data: str | None = None
+    preprocessing: dict | None = None  # the whole convkit.preprocessing value (JSON); older exports lack it
+
+    @property
+    def pre(self):
+        """Return the contract's convkit.preprocessing.Preprocessing (built from the older fields when the export
+        predates the whole value: a shorter-side resize and a center crop)."""
+        from convkit import preprocessing as P
+
+        if self.preprocessing:
+            return P.resolve([("metadata", P.from_document({"preprocessing": self.preprocessing},
+                                                           "model_source.json"))])
+        return P.resolve([("metadata", {"mean": self.mean, "std": self.std, "input_range": self.input_range,
+                                        "channel_order": self.channel_order, "resize": self.resize,
+                                        "size": tuple(self.input_shape[1:]), "interpolation": self.interpolation,
+                                        "resize_mode": "shorter" if self.resize else None})])
 
     def prepare(self, images_u8) -> torch.Tensor:
-        """Return float32 NCHW model input from uint8 NCHW RGB images: range, channel order, mean/std."""
-        x = images_u8 if isinstance(images_u8, torch.Tensor) else torch.from_numpy(np.asarray(images_u8))
-        x = x.float()  # on the images' device: the reference may run on the GPU
-        if self.input_range == "1":
-            x = x / 255.0
-        if self.channel_order == "bgr" and x.shape[1] == 3:
-            x = x.flip(1)
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        return ((x - mean) / std).contiguous()
+        """Return the float32 NCHW model input of uint8 NCHW images: convkit.preprocessing.to_model_input (the
+        array ONNX Runtime is fed), as a tensor on the images' device."""
+        from convkit import preprocessing as P
+
+        device = images_u8.device if isinstance(images_u8, torch.Tensor) else None
+        arr = images_u8.cpu().numpy() if device is not None else images_u8
+        x = torch.from_numpy(P.to_model_input(arr, self.pre))
+        return x.to(device) if device is not None else x
 
 
 class ProgramModule(torch.nn.Module):

@@ -11,6 +11,7 @@ from convkit import gates
 from convkit.calibration import calibration_bins
 from convkit.class_drops import per_class_drops
 from convkit.errors import ConvkitError
+from convkit.preprocessing import framed
 from convkit.reference import tie_mask
 from convkit.uncertainty import mcnemar, wilson
 
@@ -33,7 +34,10 @@ def ort_scores(session, spec, images_u8: np.ndarray, batch_size: int = 256) -> n
         chunk = images_u8[start:start + step]
         real = len(chunk)
         if spec.fixed_batch and real < step:
+            boxes = getattr(chunk, "boxes", None)  # a folder batch's content boxes (a model-space pad) travel too
             chunk = np.concatenate([chunk, np.repeat(chunk[:1], step - real, axis=0)])
+            if boxes is not None:
+                chunk = framed(chunk, np.concatenate([boxes, np.repeat(boxes[:1], step - real, axis=0)]))
         y = spec.scores(session.run([spec.output_name], {spec.input_name: spec.prepare(chunk)})[0])
         if y.ndim != 2 or y.shape[0] != len(chunk):
             raise ConvkitError(f"{spec.path}: output {spec.output_name!r} has shape {list(y.shape)} for a batch of "

@@ -11,7 +11,8 @@ import click
 
 from convkit import gates
 from convkit.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, ConvkitError, failure_of
-from convkit.evaluate.options import MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS, MAX_WARMUP
+from convkit.evaluate.options import MAX_BATCH_SIZE, MAX_RUNS, MAX_THREADS, MAX_WARMUP
+from convkit.preprocessing_flags import geometry_from_cli, geometry_options
 from convkit.evaluate.result import EvalResult
 from convkit.evaluate.serving import cli as serving_cli
 from convkit.text import cap
@@ -52,11 +53,11 @@ def _summary_line(path: str, res: EvalResult) -> str:
         parts.append(f"  data: {cap(ds.get('label', ds['name']))}, {ds['n']} images ({cap(ds['source'], 400)})")
     pre = res.preprocessing
     if pre:
-        if res.dataset.get("resize"):
+        if res.dataset.get("geometry"):
             d = res.dataset
-            parts.append(f"  images: resize shorter side {d['resize']} [{d['resize_source']}], "
-                         f"{d['interpolation']} [{d['interpolation_source']}], center crop "
-                         f"{d['crop'][0]}×{d['crop'][1]} [{d['crop_source']}]")
+            src = d.get("geometry_sources", {})
+            parts.append(f"  geometry: {cap(d['geometry'], 300)} [mode {src.get('resize_mode')}; size "
+                         f"{src.get('size')}]")
         parts.append(f"  preprocessing: {pre['used']}")
         parts += [f"  WARNING: {cap(w, 1000)}" for w in pre["warnings"]]
         parts += [f"  note: {cap(n, 1000)}" for n in pre.get("notes", [])]
@@ -81,7 +82,9 @@ def _summary_line(path: str, res: EvalResult) -> str:
             flag = f" — UNSTABLE ({why}): rerun on a quiet machine" if why else ""
             ci = s.get(f"ort_{kind}_b1_p50_ms_ci")
             band = f" [{ci[0]:.3f}, {ci[1]:.3f}] (95 %, order statistics)" if ci else " (too few calls for an interval)"
-            parts.append(f"  ORT {kind} batch-1 p50 {s[f'ort_{kind}_b1_p50_ms']:.3f} ms{band}{flag}")
+            shape = res.method.get("input_shape_timed")
+            parts.append(f"  ORT {kind} batch-1 p50 {s[f'ort_{kind}_b1_p50_ms']:.3f} ms{band}{flag}"
+                         + (f" (input {shape})" if shape else ""))
     if "ort_max_batch_ips" in s:
         parts.append(f"  best throughput {s['ort_max_batch_ips']:,.0f} images/s (batch ÷ mean latency)")
     unstable = [r for r in res.latency if r.get("unstable")]
@@ -111,14 +114,7 @@ def _summary_line(path: str, res: EvalResult) -> str:
 @click.option("--classes", "classes_file", type=click.Path(), default=None,
               help="Text file of class names, one per line, in the model's output order (default: the model's "
                    "metadata, else the --data folder's class names sorted, as torchvision's ImageFolder).")
-@click.option("--resize", type=click.IntRange(1, MAX_IMAGE_SIDE), default=None,
-              help=f"--data: resize the shorter side to N (at most {MAX_IMAGE_SIDE}) before the center crop "
-                   "(default: the crop size).")
-@click.option("--crop", type=click.IntRange(1, MAX_IMAGE_SIDE), default=None,
-              help=f"--data: center crop N×N, N at most {MAX_IMAGE_SIDE} (default: the model's fixed input size; "
-                   "required when it has none).")
-@click.option("--interpolation", type=click.Choice(["bilinear", "bicubic"]), default=None,
-              help="--data: resize interpolation (default: bilinear).")
+@geometry_options
 @click.option("--sample/--no-sample", default=None, help="Use the embedded sample (default: as the run was trained).")
 @click.option("--mean", default=None,
               help="Per-channel mean, e.g. 0.5,0.5,0.5, applied after --input-range (default: metadata, else the "
@@ -220,8 +216,7 @@ def options_from_cli(cli: dict):
     serving = {k: cli[k] for k in serving_cli.OPTION_NAMES}
     return EvalOptions(
         data=DataOptions(dataset=cli["dataset"], data_dir=cli["data_dir"], data_path=cli["data_path"],
-                         classes=cli["classes_file"], resize=cli["resize"], crop=cli["crop"],
-                         interpolation=cli["interpolation"], sample=cli["sample"],
+                         classes=cli["classes_file"], geometry=geometry_from_cli(cli), sample=cli["sample"],
                          mean=parse_floats(cli["mean"], "--mean"), std=parse_floats(cli["std"], "--std"),
                          layout=cli["layout"], input_range=cli["input_range"], output=cli["output_name"],
                          channel_order=cli["channel_order"], preprocessing_config=cli["preprocessing_config"],

@@ -124,7 +124,7 @@ def markdown(result: EvalResult) -> str:
         lines += per_class_lines(result.accuracy[0])
         lines += class_drops.markdown_lines(result.accuracy)
     lines += robustness.markdown_lines(result.robustness)
-    lines += latency_lines(result.latency)
+    lines += latency_lines(result.latency, result.method.get("input_shape_timed"))
     lines += serving_section.markdown_lines(result)
     lines += method_lines(result)
     return "\n".join(lines) + "\n"
@@ -207,6 +207,7 @@ def headline_lines(result: EvalResult) -> list[str]:
     for prec, v in result.variants.items():
         lines.append(f"- {md_code(Path(v['path']).name)} ({prec}): sha256 {md_code(v.get('sha256', '?'))}")
     lines.append("")
+    lines += _geometry_lines(result)
     lines += _trust_lines(result)
     for a in result.accuracy:
         if a.get("degenerate"):
@@ -233,6 +234,14 @@ def headline_lines(result: EvalResult) -> list[str]:
     if links:
         lines += ["", "Figures: " + ", ".join(links)]
     return lines + [""]
+
+
+def _geometry_lines(result: EvalResult) -> list[str]:
+    """Return the head's statement of the preprocessing behind every number: geometry (for images read from a
+    folder) and pixels, each with its source."""
+    pre = result.preprocessing or {}
+    used = pre.get("used") or result.model.get("preprocessing")
+    return [f"- preprocessing: {md_text(used, 1000)}", ""] if used else []
 
 
 def _trust_lines(result: EvalResult) -> list[str]:
@@ -280,11 +289,12 @@ def _p50(row: dict) -> str:
     return format_interval(row.get("p50_ms"), row.get("p50_ci_ms"), ".3f")
 
 
-def latency_lines(rows: list[dict]) -> list[str]:
-    """Return the Latency section of eval.md (empty without rows): one table row per figure, unstable ones flagged."""
+def latency_lines(rows: list[dict], shape: str | None = None) -> list[str]:
+    """Return the Latency section of eval.md (empty without rows): one table row per figure, unstable ones flagged;
+    ``shape``: the input shape every figure was timed at."""
     if not rows:
         return []
-    lines = ["## Latency", "", "p50/p90/p99 per batch in ms; images/s = batch ÷ mean latency; ratio = ORT p50 ÷ "
+    lines = ["## Latency", "", *([f"Every figure was timed on input {shape}.", ""] if shape else []), "p50/p90/p99 per batch in ms; images/s = batch ÷ mean latency; ratio = ORT p50 ÷ "
              "PyTorch p50 at the same batch and device (< 1: ORT faster), not formed when either figure is unstable "
              f"(p90/p50 > {UNSTABLE_P90_OVER_P50:g} or std/mean > {UNSTABLE_STD_OVER_MEAN:g}). p50 [95 %]: "
              "order-statistic interval of the median over the timed calls; a ratio's interval is that of the two "

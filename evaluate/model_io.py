@@ -19,6 +19,7 @@ from convkit.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from convkit.errors import ConvkitError, first_line
 from convkit.gates import VARIANTS
 from convkit.onnx_meta import capped_metadata
+from convkit import preprocessing as P
 from convkit.preprocessing_config import ConfigPreprocessing
 
 NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -41,32 +42,49 @@ class Overrides:
     folder_classes: list[str] | None = None  # --data: the folder's classes, sorted
     config: ConfigPreprocessing | None = None  # a preprocessing config file (HF, timm, convkit sidecar)
     input_shape: tuple[int, int, int] | None = None  # --input-shape C,H,W: how a flattened input unflattens
+    geometry: dict = field(default_factory=dict)  # geometry flags (convkit.preprocessing field names)
+
+    def flags(self) -> dict:
+        """Return the preprocessing fields the flags state."""
+        return {**self.geometry, "mean": self.mean, "std": self.std, "layout": self.layout,
+                "input_range": self.input_range, "channel_order": self.channel_order}
+
+
+PIXEL_KEYS = ("input_range", "mean", "std", "layout", "channel_order")
 
 
 @dataclass
 class ModelSpec:
-    """Everything evaluation needs to know about one ONNX classifier."""
+    """Everything evaluation needs to know about one ONNX classifier; ``pre`` is its whole preprocessing."""
 
     path: Path
     input_name: str
     output_name: str
     input_type: str  # ORT type string, e.g. "tensor(float)"
-    layout: str  # "NCHW" | "NHWC"
     fixed_batch: int | None  # static batch size, None when dynamic
     image_shape: tuple[int | None, int | None, int | None]  # C, H, W as declared (None = symbolic)
     num_classes: int | None  # declared classes (None = symbolic until run)
     dataset: str
     class_names: list[str]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    input_range: str  # "1" or "255"
+    pre: P.Preprocessing
     precision: str
     metadata: dict = field(default_factory=dict)
-    # where each preprocessing value came from: "metadata", "flag", "default: …" or "guessed: …"
-    sources: dict = field(default_factory=dict)
-    channel_order: str = "rgb"  # "bgr": the three channels are reversed before mean/std
+    # where the dataset and classes came from ("flag", "metadata", "default: …"); the preprocessing's are pre's
+    other_sources: dict = field(default_factory=dict)
     flat: bool = False  # the input is [N, C*H*W]: images are flattened (in ``layout`` order) before the model
     output_kind: str = "scores"  # "scores" [N, K]; "squeeze" [N, K, 1, 1]; "zipmap" a sequence of {class: prob}
+    conflicts: list = field(default_factory=list)  # where a config file and the metadata disagree (the config won)
+
+    mean = property(lambda self: self.pre.mean)
+    std = property(lambda self: self.pre.std)
+    input_range = property(lambda self: self.pre.input_range)
+    channel_order = property(lambda self: self.pre.channel_order)
+    layout = property(lambda self: self.pre.layout)
+
+    @property
+    def sources(self) -> dict:
+        """Return where each value came from: the dataset, the classes and every preprocessing field."""
+        return {**self.other_sources, **self.pre.sources}
 
     @property
     def has_convkit_metadata(self) -> bool:
@@ -93,46 +111,23 @@ class ModelSpec:
         (defaults, guesses)."""
         return [k for k in self.applicable() if self.sources.get(k, "default").startswith(("default", "guessed"))]
 
-    def preprocessing_line(self) -> str:
+    def preprocessing_line(self, geometry: bool = False) -> str:
         """Return one line naming every preprocessing value actually used and where it came from."""
-        def kind(key):
-            return self.sources.get(key, "default")
-        parts = (["raw uint8 fed; range/mean/std do not apply"] if self.raw_uint8 else
-                 [f"range 0..{self.input_range} [{kind('input_range')}]", f"mean {list(self.mean)} [{kind('mean')}]",
-                  f"std {list(self.std)} [{kind('std')}]"])
-        parts.append(f"layout {self.layout}{' flattened' if self.flat else ''} [{kind('layout')}]")
-        if self.image_shape[0] != 1:
-            parts.append(f"channels {self.channel_order} [{kind('channel_order')}]")
-        return ", ".join(parts)
+        line = self.pre.line(self.raw_uint8, self.image_shape[0], geometry)
+        return line.replace(f"layout {self.layout}", f"layout {self.layout}{' flattened' if self.flat else ''}", 1)
 
     @property
     def input_dtype(self):
         """Return the numpy dtype the model's input wants."""
         return NP_TYPES.get(self.input_type, np.float32)
 
-    def prepare(self, images_u8: np.ndarray) -> np.ndarray:
-        """Return uint8 images [N, C, H, W] converted to the model's input: range, mean/std, layout, dtype."""
-        images_u8 = np.asarray(images_u8)  # a lazily decoded --data folder is decoded here
-        x = images_u8.astype(np.float32)
-        if self.input_dtype == np.uint8:
-            out = images_u8[:, ::-1] if self.channel_order == "bgr" and images_u8.shape[1] == 3 else images_u8
-        else:
-            if self.input_range == "1":
-                x = x / np.float32(255.0)
-            c = x.shape[1]
-            if self.channel_order == "bgr" and c == 3:
-                x = x[:, ::-1]
-            mean = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
-            std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
-            if mean.shape[1] not in (1, c) or std.shape[1] not in (1, c):
-                raise ConvkitError(f"--mean/--std give {mean.shape[1]}/{std.shape[1]} values but the images have "
-                                   f"{c} channels; give 1 or {c}")
-            out = (x - mean) / std
-        if self.layout == "NHWC":
-            out = out.transpose(0, 2, 3, 1)
-        if self.flat:
-            out = out.reshape(len(out), -1)
-        return np.ascontiguousarray(out, dtype=self.input_dtype)
+    def prepare(self, images_u8) -> np.ndarray:
+        """Return uint8 images [N, C, H, W] converted to the model's input (convkit.preprocessing.to_model_input:
+        range, mean/std, a model-space pad, layout, dtype), flattened for a flat input."""
+        if hasattr(images_u8, "with_preprocessing"):  # a lazily decoded --data folder is decoded here, framed
+            images_u8 = images_u8[:]
+        out = P.to_model_input(images_u8, self.pre)
+        return np.ascontiguousarray(out.reshape(len(out), -1)) if self.flat else out
 
     def scores(self, raw) -> np.ndarray:
         """Return the class scores [N, K] (float32) of one ``session.run`` output: squeezed from [N, K, 1, 1], or
@@ -154,6 +149,7 @@ class ModelSpec:
                 "dataset": self.dataset, "class_names": self.class_names, "mean": list(self.mean),
                 "std": list(self.std), "input_range": self.input_range, "channel_order": self.channel_order,
                 "precision": self.precision, "sources": self.sources, "flattened_input": self.flat,
+                "preprocessing_value": self.pre.to_json(), "geometry": self.pre.geometry_line(),
                 "output_kind": self.output_kind,
                 "convkit_metadata": self.has_convkit_metadata, "preprocessing": self.preprocessing_line(),
                 "metadata": {k: v for k, v in self.metadata.items() if k not in ("class_names",)}}
@@ -363,7 +359,8 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
     input_type = _input_type(path, inp)
     sources = {}
     dataset, info = _dataset(path, meta, ov, sources)
-    layout = _layout(ov, meta, in_dims, sources, flat)
+    layers = [("flag", {})] + _layout_layers(ov, meta, in_dims, flat)
+    layout = P.resolve(preprocessing_layers(ov, meta) + layers[1:]).layout
     c, h, w = (in_dims[1], in_dims[2], in_dims[3]) if layout == "NCHW" else (in_dims[3], in_dims[1], in_dims[2])
     if info is not None:
         _check_dataset_shape(path, inp, in_dims, layout, (c, h, w), info)
@@ -373,18 +370,113 @@ def inspect_model(path: Path, overrides: Overrides | None = None) -> ModelSpec:
         raise ConvkitError(f"{path}: output {out.name!r} has {n_classes} classes but {dataset} has "
                            f"{len(class_names)} ({sources['classes']}); pass the matching "
                            f"{'--classes FILE' if ov.folder else '--dataset'}")
-    input_range, channel_order = _range_and_order(ov, meta, sources)
-    default_mean, default_std, norm_name = default_normalization(info, c)
-    mean = _norm("mean", ov, meta, input_range, sources, (default_mean, norm_name))
-    std = _norm("std", ov, meta, input_range, sources, (default_std, norm_name))
-    if not all(s > 0 for s in std):  # 0 divides by zero; a negative std only mirrors the pixel values
-        raise ConvkitError(f"{sources['std'].replace('flag', '--std')} std must be positive (and not contain 0), "
-                           f"got {list(std)}")
-    return ModelSpec(path=path, input_name=inp.name, output_name=out.name, input_type=input_type, layout=layout,
+    pre = resolve_preprocessing(path, ov, meta, layers[1:], info, (c, h, w), input_type)
+    return ModelSpec(path=path, input_name=inp.name, output_name=out.name, input_type=input_type,
                      fixed_batch=in_dims[0], image_shape=(c, h, w), num_classes=n_classes, dataset=dataset,
-                     class_names=class_names, mean=mean, std=std, input_range=input_range,
-                     precision=meta.get("precision") or _precision_from_name(path), metadata=meta, sources=sources,
-                     channel_order=channel_order, flat=flat, output_kind=kind)
+                     class_names=class_names, pre=pre,
+                     precision=meta.get("precision") or _precision_from_name(path), metadata=meta,
+                     other_sources=sources, flat=flat, output_kind=kind, conflicts=conflicts(ov, meta))
+
+
+def conflicts(ov: Overrides, meta: dict) -> list[str]:
+    """Return, in words, each field a config file and the model's metadata both state with different values (the
+    config won, being higher in flag > config > metadata), unless a flag settled it."""
+    if ov.config is None:
+        return []
+    cfg, md, flags = ov.config.values(), metadata_fields(meta), ov.flags()
+    shown = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+    return [f"{ov.config.source} says {k} {shown(P.check_field(k, cfg[k], ov.config.source))} where the model's "
+            f"metadata says {shown(P.check_field(k, md[k], 'metadata'))}; the config won (flag > config > "
+            f"metadata): pass --{k.replace('_', '-')} to choose, or remove the config"
+            for k in P.FIELDS if k in cfg and k in md and flags.get(k) is None
+            and P.check_field(k, cfg[k], "config") != P.check_field(k, md[k], "metadata")]
+
+
+DTYPE_OF_INPUT = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+                  "tensor(uint8)": "uint8"}
+
+
+def preprocessing_layers(ov: Overrides, meta: dict) -> list[tuple[str, dict]]:
+    """Return the (source, fields) layers above the defaults, highest first: the flags, the config file, the
+    model's metadata (convkit's one key, its older keys, an Ultralytics classifier's imgsz)."""
+    layers = [("flag", ov.flags())]
+    if ov.config is not None:
+        layers.append((ov.config.source, ov.config.values()))
+    layers.append(("metadata", metadata_fields(meta)))
+    return layers
+
+
+def metadata_fields(meta: dict) -> dict:
+    """Return the preprocessing fields an ONNX file's metadata states: convkit's ``convkit_preprocessing`` JSON,
+    else its older keys (mean, std, input_range, channel_order, input_layout), an Ultralytics classifier's."""
+    if meta.get(P.METADATA_KEY):
+        try:
+            doc = json.loads(meta[P.METADATA_KEY])
+        except ValueError:
+            raise ConvkitError(f"metadata {P.METADATA_KEY} is not JSON; re-export the model") from None
+        return P.from_document(doc, f"metadata {P.METADATA_KEY}")
+    out = {}
+    for key in ("mean", "std"):
+        if meta.get(key):
+            out[key] = _floats(meta[key], f"metadata {key}")
+    if meta.get("input_layout", "").upper() in ("NCHW", "NHWC"):
+        out["layout"] = meta["input_layout"]
+    for key, default in (("input_range", "1"), ("channel_order", "rgb")):
+        if meta.get(key) or meta.get("experiment"):  # a convkit file's are 0..1 and RGB, as trained
+            out[key] = meta.get(key) or default
+    if meta.get("task") == "classify" and meta.get("imgsz"):
+        out.update(ultralytics_fields(meta))
+    return out
+
+
+def ultralytics_fields(meta: dict) -> dict:
+    """Return an Ultralytics classification export's preprocessing (ultralytics classify_transforms): the shorter
+    side resized to imgsz, a center crop of imgsz, RGB 0..1 with no mean/std, bilinear."""
+    try:
+        size = json.loads(meta["imgsz"])
+    except ValueError:
+        raise ConvkitError(f"metadata imgsz {meta['imgsz'][:40]!r} is not [height, width]") from None
+    size = [size, size] if isinstance(size, int) else size
+    hw = P.check_field("size", size, "metadata imgsz")
+    return {"size": hw, "resize_mode": "shorter", "resize": min(hw), "crop": "center", "input_range": "1",
+            "mean": (0.0,), "std": (1.0,), "channel_order": "rgb", "interpolation": "bilinear"}
+
+
+def resolve_preprocessing(path: Path, ov: Overrides, meta: dict, shape_layer: list, info, chw: tuple,
+                          input_type: str) -> P.Preprocessing:
+    """Return the model's Preprocessing: flags > config > metadata > the input shape > catalog > defaults
+    (convkit.preprocessing.resolve), with the model's fixed H×W and input dtype enforced."""
+    layers = preprocessing_layers(ov, meta) + shape_layer
+    c, h, w = chw
+    first = P.resolve(layers)
+    default_mean, default_std, norm_name = default_normalization(info, c)
+    if first.input_range == "255":
+        norm = ("default: raw 0..255 pixels, no normalization", {"mean": (0.0,), "std": (1.0,)})
+    else:
+        norm = (f"default: {norm_name}", {"mean": default_mean, "std": default_std})
+    pre = P.resolve(layers + [norm, ("model input", {"dtype": DTYPE_OF_INPUT[input_type]})])
+    if pre.dtype != DTYPE_OF_INPUT[input_type]:
+        raise ConvkitError(f"{path} takes {DTYPE_OF_INPUT[input_type]} input, but dtype {pre.dtype} "
+                           f"({pre.source('dtype')}) was stated; drop it")
+    return _fit_model_size(path, pre, h, w)
+
+
+def _fit_model_size(path: Path, pre: P.Preprocessing, h, w) -> P.Preprocessing:
+    """Return ``pre`` with the model's fixed H×W as its size (a stated size that differs is a ConvkitError naming
+    where it came from); a dynamic width at a fixed height guesses a square."""
+    if h and w:
+        if pre.size is not None and pre.size != (h, w):
+            where = pre.source("size")
+            where = "--size/--crop" if where == "flag" else where
+            raise ConvkitError(f"{path.name} takes a fixed {h}×{w} input, but size {pre.size[0]}×{pre.size[1]} "
+                               f"({where}) was stated; drop it or state {h}x{w}")
+        return pre if pre.size is not None else pre.replace("model input", size=(h, w))
+    if pre.size is None and h:
+        return pre.replace(f"guessed: {h}×{h}, the model's height (its width is dynamic)", size=(h, h))
+    if pre.size is not None and h and pre.size[0] != h:
+        raise ConvkitError(f"{path.name} takes inputs {h} high, but size {pre.size[0]}×{pre.size[1]} "
+                           f"({pre.source('size')}) was stated")
+    return pre
 
 
 def _input_type(path: Path, inp) -> str:
@@ -407,68 +499,13 @@ def _check_dataset_shape(path: Path, inp, in_dims: list, layout: str, chw: tuple
                                f"images have {exp}{hint}")
 
 
-def _norm(key: str, ov: Overrides, meta: dict, input_range: str, sources: dict, default) -> tuple[float, ...]:
-    """Return mean or std: the flag, else the config file's, else the metadata's, else the default."""
-    given = getattr(ov, key)
-    if given is not None:
-        sources[key] = "flag"
-        return tuple(given)
-    if ov.config is not None and getattr(ov.config, key) is not None:
-        sources[key] = ov.config.source
-        return tuple(getattr(ov.config, key))
-    if meta.get(key):
-        sources[key] = "metadata"
-        return _floats(meta[key], f"metadata {key}")
-    if input_range == "255":
-        sources[key] = "default: raw 0..255 pixels, no normalization"
-        return (0.0,) if key == "mean" else (1.0,)
-    values, name = default
-    sources[key] = f"default: {name}"
-    return tuple(values)
-
-
-def _layout(ov: Overrides, meta: dict, in_dims: list, sources: dict, flat: bool = False) -> str:
-    """Return "NCHW" or "NHWC": --layout, else the config's, else the metadata's, else from the input shape
-    (decided by it when only one position can hold the channels, else guessed)."""
-    cfg = ov.config.layout if ov.config is not None else None
-    if ov.layout:
-        layout, sources["layout"] = ov.layout.upper(), "flag"
-    elif cfg:
-        layout, sources["layout"] = cfg.upper(), ov.config.source
-    elif meta.get("input_layout", "").upper() in ("NCHW", "NHWC"):
-        layout, sources["layout"] = meta["input_layout"].upper(), "metadata"
-    elif flat:
-        layout, sources["layout"] = "NCHW", "default: nchw (C, H, W order of the flattened values)"
-    else:
-        layout, decided = _guess_layout(in_dims)
-        sources["layout"] = "input shape" if decided else "guessed: from the input shape"
-    if layout not in ("NCHW", "NHWC"):
-        raise ConvkitError(f"--layout must be nchw or nhwc, got {ov.layout!r}")
-    return layout
-
-
-def _range_and_order(ov: Overrides, meta: dict, sources: dict) -> tuple[str, str]:
-    """Return (input range "1"|"255", channel order "rgb"|"bgr"): flag, else the config's, else metadata (a
-    convkit file's are 0..1 and RGB, as trained), else the defaults 0..1 and RGB."""
-    cfg = ov.config
-    values = {}
-    for key, default in (("input_range", "1"), ("channel_order", "rgb")):
-        from_cfg = getattr(cfg, key) if cfg is not None else None
-        if getattr(ov, key):
-            values[key], sources[key] = getattr(ov, key), "flag"
-        elif from_cfg:
-            values[key], sources[key] = from_cfg, cfg.source
-        elif meta.get(key) or meta.get("experiment"):
-            values[key], sources[key] = meta.get(key) or default, "metadata"
-        else:
-            values[key], sources[key] = default, f"default: {'0..1' if key == 'input_range' else default}"
-    input_range, channel_order = values["input_range"], values["channel_order"].lower()
-    if channel_order not in ("rgb", "bgr"):
-        raise ConvkitError(f"--channel-order must be rgb or bgr, got {channel_order!r}")
-    if input_range not in ("1", "255"):
-        what = "--input-range" if ov.input_range else "metadata input_range"
-        raise ConvkitError(f"{what} must be 1 or 255, got {input_range!r}")
-    return input_range, channel_order
+def _layout_layers(ov: Overrides, meta: dict, in_dims: list, flat: bool) -> list[tuple[str, dict]]:
+    """Return the layout the input shape implies, as a resolver layer below the metadata: NCHW for a flattened
+    input, else decided by the shape when only one position can hold the channels, else guessed."""
+    if flat:
+        return [("default: nchw (C, H, W order of the flattened values)", {"layout": "nchw"})]
+    layout, decided = _guess_layout(in_dims)
+    return [("input shape" if decided else "guessed: from the input shape", {"layout": layout})]
 
 
 def default_normalization(info, channels: int | None) -> tuple[tuple, tuple, str]:

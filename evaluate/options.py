@@ -34,9 +34,7 @@ class DataOptions:
     data_dir: str | None = None
     data_path: str | None = None  # --data: an ImageFolder or a path,label CSV (instead of a catalog dataset)
     classes: str | None = None  # --classes FILE: class names in the model's output order
-    resize: int | None = None  # --data: shorter side resized to this (None = the crop size)
-    crop: int | None = None  # --data: center crop (None = the model's fixed input size)
-    interpolation: str | None = None  # --data: bilinear | bicubic (None = bilinear)
+    geometry: dict = field(default_factory=dict)  # geometry flags (convkit.preprocessing field names)
     sample: bool | None = None  # None = as the run was trained (run dirs), else False
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None

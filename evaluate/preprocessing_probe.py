@@ -15,18 +15,20 @@ import math
 import numpy as np
 
 from convkit.data.folder import IMAGENET_MEAN, IMAGENET_STD
+from convkit import preprocessing as P
 from convkit.evaluate.accuracy import ort_scores
+from convkit.uncertainty import wilson
 
 PROBE_IMAGES = 300  # images the probe runs each convention on (spread over the split with a fixed seed)
 COLLAPSE_SHARE = 0.5  # one class taking more than half of the predictions, on labels with no such majority
-CHANCE_FACTOR = 1.5  # accuracy below 1.5 × chance (1 / classes) is "near chance"
 PROBE_SEED = 0
 ALPHA = 0.05  # family-wise error rate of the probe's tests (split over the conventions compared)
 
 
 def collapse_reason(labels: np.ndarray, preds: np.ndarray, class_names: list[str]) -> str | None:
     """Return why the predictions look collapsed (one class takes most of them although the labels are balanced,
-    or accuracy is near chance), or None when they look like a working classifier's."""
+    or chance 1/k lies inside the accuracy's 95 % Wilson interval), or None when they look like a working
+    classifier's."""
     k, n = len(class_names), len(labels)
     if n == 0 or k < 2:
         return None
@@ -37,9 +39,11 @@ def collapse_reason(labels: np.ndarray, preds: np.ndarray, class_names: list[str
     if share > COLLAPSE_SHARE and label_share <= COLLAPSE_SHARE / 2 and share > 2 * label_share:
         reasons.append(f"class {class_names[top]!r} takes {share:.0%} of the predictions "
                        f"(the most frequent label is {label_share:.0%} of the images)")
-    accuracy = float((preds == labels).mean())
-    if accuracy < CHANCE_FACTOR / k:
-        reasons.append(f"accuracy {accuracy:.3f} is near chance (1/{k} = {1 / k:.3f})")
+    correct = int((preds == labels).sum())
+    interval = wilson(correct, n)
+    if interval is not None and interval.contains(1 / k):  # chance cannot be told apart from this accuracy
+        reasons.append(f"accuracy {correct / n:.3f} [{interval.low:.3f}, {interval.high:.3f}] is indistinguishable "
+                       f"from chance (1/{k} = {1 / k:.3f})")
     return "; ".join(reasons) or None
 
 
@@ -64,9 +68,10 @@ def _norms(spec, dataset_mean, dataset_std) -> list[tuple[str, tuple, tuple]]:
     return list(dict.fromkeys(norms))  # each convention once
 
 
-def probed_values(spec) -> list[str]:
+def probed_values(spec, images=None) -> list[str]:
     """Return which preprocessing dimensions the probe varies: those whose value was defaulted or guessed
-    ("norm" for range/mean/std together, "channel_order", "layout" when the input shape allows both)."""
+    ("norm" for range/mean/std together, "channel_order", "layout" when the input shape allows both, "geometry"
+    when ``geometry_unverified``)."""
     defaulted = set(spec.defaulted())
     dims = []
     if defaulted & {"input_range", "mean", "std"}:
@@ -75,7 +80,54 @@ def probed_values(spec) -> list[str]:
         dims.append("channel_order")
     if "layout" in defaulted:
         dims.append("layout")
+    if images is not None and geometry_unverified(spec, images):
+        dims.append("geometry")
     return dims
+
+
+def geometry_unverified(spec, images, n: int = PROBE_IMAGES) -> bool:
+    """Return True when the geometry matters and nobody stated it: images read from a folder, the mode or size
+    defaulted or guessed, and the model's spatial input dynamic or non-square, or the images (the probe's sample,
+    by their headers) not already the input's size."""
+    pre = spec.pre
+    if not hasattr(images, "with_preprocessing") or pre.stated_geometry():
+        return False
+    _, h, w = spec.image_shape
+    if not (h and w) or h != w:
+        return True
+    from PIL import Image
+
+    for path in images.paths[:n]:
+        with Image.open(path) as im:
+            if im.size[::-1] != tuple(pre.size):
+                return True
+    return False
+
+
+def geometries(spec) -> list[tuple[P.Preprocessing, str]]:
+    """Return the geometry candidates, the current one first, each with its flags: center crop at the input
+    size (shorter side resized), squash, letterbox (centred, pixel 0) and keep-ratio height + pad at the end (in
+    model and in pixel space) — at the model's size, and for a dynamic width at 1, 2 and 4 times its height."""
+    pre = spec.pre
+    h, w = pre.size
+    widths = [w] if spec.image_shape[2] else list(dict.fromkeys([w, h, 2 * h, 4 * h]))
+    out = [(pre, "")]
+    for width in widths:
+        if width > P.MAX_SIDE:
+            continue
+        size = f"--size {h}x{width}"
+        for fields, flags in (
+                ({"resize_mode": "shorter", "resize": None, "crop": "center", "pad": "center"},
+                 "--resize-mode shorter --crop center"),
+                ({"resize_mode": "squash"}, "--resize-mode squash"),
+                ({"resize_mode": "letterbox", "pad": "center", "pad_value": 0.0, "pad_space": "pixel"},
+                 "--resize-mode letterbox --pad center --pad-value 0 --pad-space pixel"),
+                ({"resize_mode": "height", "pad": "end", "pad_value": 0.0, "pad_space": "model"},
+                 "--resize-mode height --pad end --pad-value 0 --pad-space model"),
+                ({"resize_mode": "height", "pad": "end", "pad_value": 0.0, "pad_space": "pixel"},
+                 "--resize-mode height --pad end --pad-value 0 --pad-space pixel")):
+            out.append((pre.replace("probed", size=(h, width), **fields), f"{flags} {size}"))
+    return out
 
 
 def conventions(spec, dataset_mean, dataset_std, dims: list[str] | None = None) -> list[dict]:
@@ -128,19 +180,42 @@ def probe(session, spec, images, labels: np.ndarray, dataset_norm: tuple, batch:
     """
     rng = np.random.default_rng(PROBE_SEED)
     idx = np.sort(rng.choice(len(labels), size=min(n, len(labels)), replace=False))
-    x, y = images[idx], np.asarray(labels)[idx]
-    results, base = [], None
-    for conv in conventions(spec, *dataset_norm, dims):
-        candidate = dataclasses.replace(spec, **conv["fields"])
-        try:
-            correct = ort_scores(session, candidate, x, batch).argmax(1) == y
-        except Exception:  # noqa: BLE001 — ORT refuses shapes of the wrong layout; that convention is just skipped
-            continue
-        if base is None:
-            base = correct
-        b, c, p = mcnemar_better(base, correct)
-        results.append({"flags": conv["flags"], "accuracy": float(correct.mean()), "only_this_right": b,
-                        "only_current_right": c, "p_value": p})
+    y = np.asarray(labels)[idx]
+    pixel_dims = None if dims is None else [d for d in dims if d != "geometry"]
+    results: list[dict] = []
+    base: list = []  # the current preprocessing's correctness, once measured
+
+    def run(gpre, gflags: str, convs: list[dict]) -> list[dict]:
+        x = images.with_preprocessing(gpre)[idx] if gflags else images[idx]
+        gspec, out = dataclasses.replace(spec, pre=gpre), []
+        for conv in convs:
+            flags = " ".join(f for f in (conv["flags"], gflags) if f)
+            if any(r["flags"] == flags for r in results):
+                continue
+            candidate = dataclasses.replace(gspec, pre=gpre.replace("probed", **conv["fields"]))
+            try:
+                correct = ort_scores(session, candidate, x, batch).argmax(1) == y
+            except Exception:  # noqa: BLE001 — ORT refuses shapes of the wrong layout; that convention is skipped
+                continue
+            base.append(correct) if not base else None
+            b, c, p = mcnemar_better(base[0], correct)
+            out.append({"flags": flags, "accuracy": float(correct.mean()), "only_this_right": b,
+                        "only_current_right": c, "p_value": p, "_conv": conv, "_geometry": (gpre, gflags)})
+        results.extend(out)
+        return out
+
+    # the pixel conventions at the current geometry; then, when the geometry is unverified, every geometry at the
+    # best of those, and the pixel conventions again at the best geometry (a staged search, not every product)
+    found = run(spec.pre, "", conventions(spec, *dataset_norm, pixel_dims))
+    if dims and "geometry" in dims and found:
+        best_conv = max(found, key=lambda r: r["accuracy"])["_conv"]
+        for gpre, gflags in geometries(spec)[1:]:
+            run(gpre, gflags, [{**best_conv, "fields": best_conv["fields"]}])
+        gpre, gflags = max(results, key=lambda r: r["accuracy"])["_geometry"]
+        if gflags:
+            run(gpre, gflags, conventions(dataclasses.replace(spec, pre=gpre), *dataset_norm, pixel_dims))
+    for r in results:
+        del r["_conv"], r["_geometry"]
     compared = max(len(results) - 1, 1)
     threshold = ALPHA / compared
     current = results[0] if results else None
@@ -163,11 +238,15 @@ def check_preprocessing(spec, session, entry: dict, images, labels: np.ndarray, 
     defaulted (every value from flags, a config file or metadata). Collapsed predictions are warned about loudly.
     """
     defaulted = spec.defaulted()
-    result = {"used": spec.preprocessing_line(), "sources": dict(spec.sources), "defaulted": defaulted,
+    folder = hasattr(images, "with_preprocessing")
+    if folder and geometry_unverified(spec, images):
+        defaulted += spec.pre.defaulted(("resize_mode", "size"))
+    result = {"used": spec.preprocessing_line(geometry=folder), "value": spec.pre.to_json(),
+              "sources": dict(spec.sources), "defaulted": defaulted,
               "probe": None, "verdict": "stated", "warnings": [], "notes": []}
     preds = np.asarray(entry["predictions"])
     result["collapse"] = collapse_reason(np.asarray(labels), preds, spec.class_names)
-    dims = probed_values(spec)
+    dims = probed_values(spec, images)
     if dims or result["collapse"]:
         found = probe(session, spec, images, labels, (dataset_mean, dataset_std), batch, dims=dims or None)
         result["probe"] = found
@@ -181,7 +260,7 @@ def check_preprocessing(spec, session, entry: dict, images, labels: np.ndarray, 
 
 def _messages(spec, result: dict) -> tuple[list[str], list[str]]:
     """Return (warnings, notes) in words: what was defaulted, what the probe found, a collapse."""
-    warnings, notes = [], []
+    warnings, notes = [f"{spec.path.name}: {c}" for c in spec.conflicts], []
     defaulted, found = result["defaulted"], result["probe"]
     if defaulted:
         values = ", ".join(f"{k} ({spec.sources.get(k)})" for k in defaulted)
@@ -200,7 +279,12 @@ def _messages(spec, result: dict) -> tuple[list[str], list[str]]:
         flags = (best["flags"] or "the preprocessing used") if best else ""
         hint = (f"; probe on {found['images']} images: accuracy {best['accuracy']:.2f} with {flags}" if best else
                 "; no convention the probe tried runs on this model")
-        cause = ("the preprocessing is probably wrong" if defaulted else
+        geometry = [k for k in defaulted if k in ("resize_mode", "size")]
+        cause = (f"the geometry ({spec.pre.geometry_line()}) was defaulted, not stated: state it (--resize-mode, "
+                 f"--size, --pad) or pass the model's config" if geometry else
+                 "the preprocessing is probably wrong" if defaulted else
+                 "a config file overrode the model's metadata (see above): check which is right" if spec.conflicts
+                 else
                  "every preprocessing value was stated, so the model itself is the likely cause (untrained, or "
                  "trained on other data)")
         warnings.append(f"PREDICTIONS COLLAPSED: {result['collapse']}; {cause}{hint}")

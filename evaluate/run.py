@@ -32,7 +32,7 @@ from convkit.errors import EXIT_GATE_FAILED, EXIT_UNVERIFIED, ConvkitError
 from convkit.evaluate import accuracy as acc
 from convkit.evaluate import latency as lat
 from convkit.evaluate import markdown, preprocessing_probe, robustness
-from convkit.evaluate.images import ReadingOptions, TestData, catalog_data, folder_data, read_classes
+from convkit.evaluate.images import TestData, catalog_data, folder_data, read_classes
 from convkit.evaluate.model_io import ModelSpec, Overrides, default_normalization, inspect_model
 from convkit.evaluate.options import EvalOptions
 from convkit.evaluate.result import EvalResult
@@ -55,6 +55,7 @@ SUMMARY_COLUMNS = (
 )
 # declared only by evaluations whose preprocessing was partly defaulted: "checked" or "unverified" (see probe)
 PREPROCESSING_COLUMN = ("preprocessing", "preprocessing", "s")
+GEOMETRY_COLUMN = ("geometry", "geometry", "s")  # declared by evaluations of --data folders
 
 
 @dataclass
@@ -108,7 +109,7 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> EvalResult:
     setup = prepare(target, opts)
     measured = measure(setup, opts)
     if opts.data.save_preprocessing:
-        sidecar = write_sidecar(setup.primary[1].path, setup.primary[1], setup.data.reading)
+        sidecar = save_preprocessing(setup.primary[1])
         setup.notes.append(f"preprocessing written to {sidecar.name}: the next evaluation of this file needs no flags")
     sha256 = {p: file_sha256(s.path) for p, s in setup.specs.items()}
     provenance = keyed_by_data(setup, sha256)  # where the outputs go (LoadGen's logs too) depends on the data
@@ -170,7 +171,11 @@ def pytorch_reference(setup: Setup, images, labels: np.ndarray, device: str) -> 
     if setup.reference is None:
         return None
     own_data = setup.reference.data_checksum in (None, setup.data.checksum)  # other data never touches the run cache
-    scores = reference_logits(setup.reference, images, setup.data.checksum if own_data else None, device)
+    spec = setup.primary[1]
+    same_input = (setup.reference.contract is not None and spec.layout == "NCHW" and not spec.flat
+                  and spec.pre.dtype == "float32")  # a user model takes what ORT takes: feed both one array
+    scores = reference_logits(setup.reference, images, setup.data.checksum if own_data else None, device,
+                              spec.prepare if same_input else None, preprocessing_digest(spec.pre))
     return acc.pytorch_accuracy(scores, labels, setup.primary[1].class_names, device)
 
 
@@ -210,7 +215,7 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
                           class_names=read_classes(d.classes) if d.classes else None,
                           folder=Path(data_path).name if folder else None,
                           folder_classes=folder.classes if folder else None, config=config,
-                          input_shape=d.input_shape)
+                          input_shape=d.input_shape, geometry=dict(d.geometry))
     specs = {}
     for prec, f in files.items():
         spec = inspect_model(f, overrides)
@@ -226,7 +231,7 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
         max_images = max_images or trained_max
     if reference is not None and reference.contract is None and reference.config.get("dataset") != primary.dataset:
         notes.append(f"the checkpoint was trained on {reference.config.get('dataset')}, evaluated on {primary.dataset}")
-    data = (folder_data(Path(data_path).name, folder, primary, reading_options(d, config)) if folder else
+    data = (folder_data(Path(data_path).name, folder, primary) if folder else
             catalog_data(primary.dataset, data_dir, bool(sample), max_images))
     providers, provider_notes = select_providers(opts.providers.provider, opts.providers.device_id)
     threads = int(opts.providers.threads or physical_cores())
@@ -246,16 +251,6 @@ def recorded_data(run_dir: Path | None) -> str | None:
     doc = read_artifact(Path(run_dir) / MODEL_SOURCE, "model_source")
     data = ((doc or {}).get("contract") or {}).get("data")
     return str(data) if data else None
-
-
-def reading_options(d, config) -> ReadingOptions:
-    """Return how --data images are resized and cropped: each flag, else the config file's value, else None."""
-    def pick(flag, key):
-        if flag is not None:
-            return flag, "flag"
-        value = getattr(config, key) if config is not None else None
-        return (value, config.source) if value is not None else (None, None)
-    return ReadingOptions(*pick(d.resize, "resize"), *pick(d.crop, "crop"), *pick(d.interpolation, "interpolation"))
 
 
 def check_fresh_exports(specs: dict[str, ModelSpec], reference: RunModel) -> None:
@@ -348,6 +343,9 @@ def assemble(setup: Setup, opts: EvalOptions, measured: Measured, sha256: dict[s
     if pre["verdict"] != "stated":  # a column only where the preprocessing was not all stated
         summary["preprocessing"] = pre["verdict"]
         columns.append(list(PREPROCESSING_COLUMN))
+    if setup.data.reading:  # images read from a folder: the geometry behind the number, in the suite summary too
+        summary["geometry"] = setup.data.reading["geometry"]
+        columns.append(list(GEOMETRY_COLUMN))
     return EvalResult(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         input=given_path,
@@ -369,7 +367,8 @@ def assemble(setup: Setup, opts: EvalOptions, measured: Measured, sha256: dict[s
         gate={"passed": None if reference is None else not measured.failures, "failures": measured.failures,
               "max_drop_points": opts.max_accuracy_drop,
               **({} if reference is not None else {"note": "no reference: no PyTorch checkpoint beside the file"})},
-        method=method(opts, setup.threads, gpu_used, setup.reference.checkpoint.name if setup.reference else None),
+        method={**method(opts, setup.threads, gpu_used, setup.reference.checkpoint.name if setup.reference else None),
+                **({"input_shape_timed": timed_shape(primary, setup.data.images)} if measured.latency else {})},
         hardware=hardware(gpu_used, opts.providers.device_id),
         notes=setup.notes + (measured.serving.notes if measured.serving else []),
         preprocessing=pre,
@@ -377,6 +376,13 @@ def assemble(setup: Setup, opts: EvalOptions, measured: Measured, sha256: dict[s
         provenance=provenance,
         serving=measured.serving.to_dict() if measured.serving else None,
     )
+
+
+def timed_shape(spec: ModelSpec, images) -> str:
+    """Return the model input shape latency was timed at, e.g. "[batch, 3, 48, 192] (NCHW float32)"."""
+    c, h, w = (images.shape[1], images.shape[2], images.shape[3])
+    dims = [c, h, w] if spec.layout == "NCHW" else [h, w, c]
+    return f"[batch, {', '.join(map(str, dims))}] ({spec.layout} {spec.pre.dtype})"
 
 
 def method(opts: EvalOptions, threads: int, gpu_used: bool, reference_file: str | None) -> dict:
@@ -471,3 +477,21 @@ def gate_error(result: EvalResult) -> ConvkitError | None:
     if result.gate_passed is not False:
         return None
     return ConvkitError("accuracy gate failed: " + "; ".join(result.gate["failures"]), EXIT_GATE_FAILED)
+
+
+def preprocessing_digest(pre) -> str:
+    """Return a short digest of the whole preprocessing value (it keys cached reference logits)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(pre.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_preprocessing(spec: ModelSpec) -> Path:
+    """Write the whole preprocessing of ``spec`` beside its file (the sidecar) and into its ONNX metadata (one
+    key, convkit.preprocessing.METADATA_KEY); returns the sidecar's path. A file carrying it needs no flags."""
+    from convkit.onnx_meta import write_preprocessing_metadata
+
+    if not spec.has_convkit_metadata:  # a run's export keeps the bytes its export.json hashed
+        write_preprocessing_metadata(spec.path, spec.pre)
+    return write_sidecar(spec.path, spec.pre)

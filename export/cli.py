@@ -10,7 +10,9 @@ import sys
 import click
 
 from convkit import gates
+
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError, failure_of
+from convkit.preprocessing_flags import geometry_options
 
 
 def _describe(res: dict) -> str:
@@ -56,13 +58,9 @@ def user_model_options(f):
         click.option("--input-range", type=click.Choice(["1", "255"]), default=None,
                      help="1: pixels / 255 before mean/std (default); 255: raw pixels."),
         click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), default=None, help="Default rgb."),
-        click.option("--resize", type=click.IntRange(min=1), default=None,
-                     help="--data: shorter side before the center crop to the input size (default: the crop size)."),
-        click.option("--interpolation", type=click.Choice(["bilinear", "bicubic"]), default=None,
-                     help="--data: resize interpolation (default: a config's, else bilinear)."),
         click.option("--preprocessing-config", type=click.Path(dir_okay=False), default=None,
-                     help="Read mean/std/input size/resize/interpolation from a Hugging Face preprocessor_config.json "
-                          "or a timm config.json (flags win)."),
+                     help="Read the preprocessing from a Hugging Face preprocessor_config.json, a timm config.json, a "
+                          "torchvision transforms JSON or a .convkit.json (flags win; docs/preprocessing.md)."),
         click.option("--calib-data", type=click.Path(), default=None,
                      help="Images to calibrate int8 on when the data has no train split (an ImageFolder or CSV)."),
         click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True,
@@ -71,7 +69,7 @@ def user_model_options(f):
     ]
     for opt in reversed(opts):
         f = opt(f)
-    return f
+    return geometry_options(f)
 
 
 @click.command("export")

@@ -11,10 +11,12 @@ from convkit.data.folder import list_labelled
 from convkit.errors import ConvkitError
 from convkit.export.pipeline import ExportSettings
 from convkit.export.user_export import export_user_model
+from convkit import preprocessing as P
 from convkit.preprocessing_config import read_config
+from convkit.preprocessing_flags import geometry_from_cli
 from convkit.user_model import DataContract, parse_kwargs, source_from_flags
 
-MAX_SIDE = 8192  # an input side beyond this is a typo, not an image classifier
+MAX_SIDE = P.MAX_SIDE  # an input side beyond this is a typo, not an image classifier
 
 
 def export_user(flags: dict, settings: ExportSettings) -> str:
@@ -37,34 +39,33 @@ def export_user(flags: dict, settings: ExportSettings) -> str:
 
 
 def contract_from_flags(flags: dict) -> DataContract:
-    """Return the DataContract of the flags: the data, the classes, the input size and the preprocessing."""
+    """Return the DataContract of the flags: the data, the classes, the input size and the preprocessing, resolved
+    by convkit.preprocessing.resolve (flags > --preprocessing-config > the dataset's catalog values > defaults)."""
     dataset, data = flags["dataset"], flags["data_path"]
     if bool(dataset) == bool(data):
         raise ConvkitError("state the data the model is measured on: --dataset NAME or --data FOLDER (one of them)")
     info = get_dataset_info(dataset) if dataset else None
     cfg = read_config(Path(flags["preprocessing_config"])) if flags["preprocessing_config"] else None
     classes = _classes(flags["classes_file"], info, data)
-    shape = _input_shape(flags["input_size"], cfg, info)
-    mean = _floats(flags["mean"], "--mean") or (cfg.mean if cfg and cfg.mean else None) or (info.mean if info else None)
-    std = _floats(flags["std"], "--std") or (cfg.std if cfg and cfg.std else None) or (info.std if info else None)
-    if mean is None or std is None:
+    shape = _input_shape(flags["input_size"], cfg, info, flags)
+    given = {"mean": _floats(flags["mean"], "--mean"), "std": _floats(flags["std"], "--std"),
+             "input_range": flags["input_range"], "channel_order": flags["channel_order"],
+             **geometry_from_cli(flags), "size": shape[1:]}
+    layers = [("flag", given)] + ([(cfg.source, cfg.values())] if cfg is not None else [])
+    if info is not None:
+        layers.append((f"catalog: {info.name}", {"mean": info.mean, "std": info.std}))
+    pre = P.resolve(layers)
+    if "mean" in pre.defaulted() or "std" in pre.defaulted():
         raise ConvkitError("--data needs the model's normalization: pass --mean and --std (e.g. 0.485,0.456,0.406 and "
                            "0.229,0.224,0.225) or --preprocessing-config FILE")
-    if not all(s > 0 for s in std):
-        raise ConvkitError(f"--std must be positive, got {list(std)}")
-    for values, what in ((mean, "--mean"), (std, "--std")):
+    for values, what in ((pre.mean, "--mean"), (pre.std, "--std")):
         if len(values) not in (1, shape[0]):
             raise ConvkitError(f"{what} gives {len(values)} values for {shape[0]} channels; give 1 or {shape[0]}")
-    resize = flags["resize"] or (cfg.resize if cfg else None)
-    if isinstance(resize, tuple):
-        raise ConvkitError("the config resizes to height × width without keeping the aspect; pass --resize N")
     return DataContract(dataset=dataset, data=str(Path(data).resolve()) if data else None, classes=tuple(classes),
-                        input_shape=shape, mean=tuple(mean), std=tuple(std),
-                        input_range=flags["input_range"] or (cfg.input_range if cfg and cfg.input_range else "1"),
-                        channel_order=flags["channel_order"] or "rgb", resize=resize,
-                        interpolation=flags["interpolation"] or (cfg.interpolation if cfg and cfg.interpolation else
-                                                                 "bilinear"),
-                        calib_data=str(Path(flags["calib_data"]).resolve()) if flags["calib_data"] else None)
+                        input_shape=shape, mean=pre.mean, std=pre.std, input_range=pre.input_range,
+                        channel_order=pre.channel_order, resize=pre.resize, interpolation=pre.interpolation,
+                        calib_data=str(Path(flags["calib_data"]).resolve()) if flags["calib_data"] else None,
+                        preprocessing=pre.to_json())
 
 
 def _classes(path: str | None, info, data: str | None) -> list[str]:
@@ -81,20 +82,23 @@ def _classes(path: str | None, info, data: str | None) -> list[str]:
     return list(list_labelled(data).classes)
 
 
-def _input_shape(text: str | None, cfg, info) -> tuple[int, int, int]:
+def _input_shape(text: str | None, cfg, info, flags: dict) -> tuple[int, int, int]:
+    """Return C, H, W: --input-size (non-square allowed), else --size with 3 channels, else the config's size,
+    else the dataset's."""
     if text:
         try:
             shape = tuple(int(v) for v in text.split(","))
         except ValueError:
             shape = ()
-        if len(shape) != 3 or not all(0 < v <= MAX_SIDE for v in shape):
-            raise ConvkitError(f"--input-size must be C,H,W (three positive integers up to {MAX_SIDE}), got {text[:40]!r}")
+        if len(shape) != 3 or not 0 < shape[0] <= 4 or not all(0 < v <= MAX_SIDE for v in shape[1:]):
+            raise ConvkitError(f"--input-size must be C,H,W (C 1 to 4, H and W up to {MAX_SIDE}), got {text[:40]!r}")
         return shape
-    if cfg is not None and cfg.crop:
-        return (3, int(cfg.crop), int(cfg.crop))
+    size = geometry_from_cli(flags).get("size") or (cfg.size if cfg is not None else None)
+    if size is not None:
+        return (info.input_shape[0] if info is not None else 3, *size)
     if info is not None:
         return tuple(info.input_shape)
-    raise ConvkitError("--data needs the model's input size: pass --input-size C,H,W (e.g. 3,224,224)")
+    raise ConvkitError("--data needs the model's input size: pass --input-size C,H,W (e.g. 3,224,224) or --size HxW")
 
 
 def _floats(text: str | None, what: str) -> tuple[float, ...] | None:

@@ -45,6 +45,8 @@ from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, va
 from convkit.export.pipeline import CALIB_SEED, ExportSettings, keep_fp32_variant, keep_metadata, write_files
 from convkit.export.quantize import INT8_OPSET, calibration_images, to_fp16, to_int8
 from convkit.onnx_meta import ModelIdentity, build_metadata, file_sha256, set_metadata
+from convkit.preprocessing import metadata_entry
+from convkit.preprocessing_config import write_sidecar
 from convkit.reference import torch_logits
 from convkit.user_model import DataContract, ModelSource, build_model, source_to_json
 
@@ -137,19 +139,20 @@ def load_user_data(contract: DataContract, settings: ExportSettings, sample: boo
         if unknown:
             raise ConvkitError(f"--data has label(s) not among the model's classes: {', '.join(map(repr, unknown[:5]))};"
                                f" pass --classes FILE with the model's class names in output order")
-        images = FolderImages(files.paths, c, (h, w), contract.resize or min(h, w), contract.interpolation)
+        images = FolderImages(files.paths, c, (h, w), pre=contract.pre)
         labels = np.asarray([index[lab] for lab in files.labels], dtype=np.int64)
         calib, source, checksum = None, files.source, files.checksum
     idx = np.unique(np.linspace(0, len(labels) - 1, min(int(settings.n_images), len(labels))).astype(int))
     calib_images, calib_source = _calibration(contract, calib, settings) if want_calib else (None, None)
-    return UserData(np.asarray(images[idx]), labels[idx], source, checksum, calib_images, calib_source)
+    # a folder's images stay framed (each one's content box): a model-space pad is written by the one apply
+    return UserData(images[idx], labels[idx], source, checksum, calib_images, calib_source)
 
 
 def _calibration(contract: DataContract, train, settings: ExportSettings) -> tuple[np.ndarray, str]:
     c, h, w = contract.input_shape
     if contract.calib_data:
         files = list_labelled(contract.calib_data)
-        images = FolderImages(files.paths, c, (h, w), contract.resize or min(h, w), contract.interpolation)
+        images = FolderImages(files.paths, c, (h, w), pre=contract.pre)
         k = min(len(images), int(settings.calib_images))
         idx = np.sort(np.random.default_rng(CALIB_SEED).permutation(len(images))[:k])
         return np.asarray(images[idx]), f"--calib-data {files.source}"
@@ -184,13 +187,7 @@ def _write_source(out: Path, source: ModelSource, contract: DataContract, data: 
     doc = {**source_to_json(source, contract), "data_source": data.source, "data_checksum": data.checksum,
            "sample": sample}
     path = write_artifact(out / MODEL_SOURCE, "model_source", doc)
-    pre = {"mean": list(contract.mean), "std": list(contract.std), "input_range": contract.input_range,
-           "channel_order": contract.channel_order, "layout": "nchw"}
-    if contract.data:
-        pre.update(resize=contract.resize or min(contract.input_shape[1:]), crop=contract.input_shape[1],
-                   interpolation=contract.interpolation)
-    write_json(out / SIDECAR, {"schema": "convkit.preprocessing/1", "model": VARIANT_FILES["fp32"],
-                               "preprocessing": pre})
+    write_sidecar(out / VARIANT_FILES["fp32"], contract.pre)
     return file_sha256(path)
 
 
@@ -205,6 +202,7 @@ def user_metadata(source: ModelSource, contract: DataContract, out: Path, acc: f
                 model_source=source.describe(), weights_sha256=source.weights_sha256 or source.program_sha256 or "")
     if contract.data:
         meta.update(data=Path(contract.data).name)
+    meta.update(metadata_entry(contract.pre))
     return {k: v for k, v in meta.items() if v != ""}
 
 
@@ -220,7 +218,8 @@ def _base_report(source, contract, data: UserData, ref, out: Path, source_sha: s
                     "of the user's module in eval()", "opset": OPSET,
         "input": {"name": INPUT_NAME, "shape": ["batch", c, h, w], "dtype": "float32", "layout": "NCHW",
                   "normalization": f"(pixels{'/255' if contract.input_range == '1' else ''} - mean) / std",
-                  "mean": list(contract.mean), "std": list(contract.std), "channel_order": contract.channel_order},
+                  "mean": list(contract.mean), "std": list(contract.std), "channel_order": contract.channel_order,
+                  "preprocessing": contract.pre.to_json()},
         "output": {"name": OUTPUT_NAME, "shape": ["batch", len(contract.classes)], "dtype": "float32"},
         "versions": {"convkit": convkit.__version__, "torch": torch.__version__, "onnx": onnx.__version__},
         "pytorch_test_acc": acc, "pytorch_test_acc_source": f"measured here on {len(ref)} images of {data.source}",

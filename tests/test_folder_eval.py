@@ -101,8 +101,8 @@ def test_image_folder_with_resize_and_crop_matches_independent_computation(tmp_p
     expected = _independent_accuracy(model, remap_root, 36, 32, Image.Resampling.BICUBIC)
     assert expected > 0.2  # better than chance, so agreement means something
     assert doc["accuracy"][0]["accuracy"] == pytest.approx(expected, abs=1e-9)
-    assert doc["dataset"]["n"] == 200 and doc["dataset"]["resize"] == 36 and doc["dataset"]["crop"] == [32, 32]
-    assert "resize shorter side 36 [flag]" in out and "center crop 32×32 [flag]" in out
+    assert doc["dataset"]["n"] == 200 and doc["dataset"]["resize"] == 36 and doc["dataset"]["size"] == [32, 32]
+    assert "geometry: shorter side → 36, center crop 32×32" in out and "[mode flag; size flag]" in out
     assert doc["model"]["sources"]["classes"] == "flag"
     # a CSV of path,label gives the same result
     rows = ["path,label"] + [f"{p.relative_to(tmp_path)},{p.parent.name}" for p in sorted(root.rglob("*.*"))]

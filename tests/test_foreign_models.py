@@ -115,7 +115,7 @@ def test_bgr_uint8_model_probe_names_the_channel_order_and_exit_4(tmp_path):
 
     # the flags the probe named, saved as the model's sidecar: the next run needs none and warns about nothing
     code, out = _cli([model, "--data", data, "--channel-order", "bgr", "--classes", _classes(tmp_path),
-                      "--save-preprocessing"])
+                      "--resize-mode", "squash", "--save-preprocessing"])
     assert code == 0 and "WARNING" not in out, out
     assert _eval_json(model)["accuracy"][0]["accuracy"] == pytest.approx(truth, abs=1e-12)
     code, out = _cli([model, "--data", data, "--classes", _classes(tmp_path)])
@@ -133,7 +133,8 @@ def test_collapse_under_stated_preprocessing_is_reported_not_overruled(tmp_path)
     as_stated = _ort_accuracy(model, xs, y)  # fed RGB, as stated
     assert as_stated < 0.5 < _ort_accuracy(model, [x[:, :, ::-1] for x in xs], y)
 
-    code, out = _cli([model, "--data", data, "--channel-order", "rgb", "--classes", _classes(tmp_path)])
+    code, out = _cli([model, "--data", data, "--channel-order", "rgb", "--classes", _classes(tmp_path),
+                      "--resize-mode", "squash"])
     assert code == 0, out
     assert "PREDICTIONS COLLAPSED" in out and "every preprocessing value was stated" in out, out
     assert "--channel-order bgr" in out and "PREPROCESSING UNVERIFIED" not in out, out
@@ -200,7 +201,7 @@ def test_squeezable_output_with_every_flag_prints_no_warning(tmp_path):
     xs, labels = _folder_arrays(data, lambda im: im.resize((16, 16), Image.Resampling.BILINEAR))
     truth = _ort_accuracy(model, [a.transpose(2, 0, 1).astype(np.float32) / 255 for a in xs], labels)
     code, out = _cli([model, "--data", data, "--classes", _classes(tmp_path), "--input-range", "1", "--mean", "0",
-                      "--std", "1", "--channel-order", "rgb", "--layout", "nchw"])
+                      "--std", "1", "--channel-order", "rgb", "--layout", "nchw", "--resize-mode", "squash"])
     assert code == 0, out
     assert "WARNING" not in out and "defaulted" not in out and "note: the probe" not in out
     doc = _eval_json(model)
@@ -304,7 +305,7 @@ def test_hugging_face_and_timm_configs_beside_the_model_give_the_true_accuracy(t
     truth_timm = _ort_accuracy(model, _normalized(xs, mean, std), labels)
     code, out = _cli([model, "--data", data, "--classes", _classes(tmp_path), "--channel-order", "rgb"])
     assert code == 0 and "WARNING" not in out, out
-    assert "resize shorter side 30 [config: config.json]" in out
+    assert "geometry: shorter side → 30, center crop 24×24" in out and "[mode config: config.json" in out
     assert _eval_json(model)["accuracy"][0]["accuracy"] == pytest.approx(truth_timm, abs=1e-12)
 
 

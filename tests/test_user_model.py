@@ -150,7 +150,7 @@ def test_folder_data_contract_is_recorded_for_evaluate(tmp_path, user_pkg, cifar
     assert code == 0, text
     code, text = _cli("evaluate", out, "--provider", "cpu", "--threads", "1", "--no-latency")
     assert code == 0 and "WARNING" not in text and "200 images" in text, text
-    assert "resize shorter side 32 [config: model.convkit.json]" in text
+    assert "geometry: shorter side → 32, center crop 32×32" in text and "[mode config: model.convkit.json" in text
     ev = json.loads((out / "eval.json").read_text())
     assert ev["gate"]["passed"] is True
 

@@ -1,7 +1,6 @@
 """Training stage: ``train_experiment`` trains one experiment into its run folder (see convkit.artifacts).
 
-Modules: ``config`` (experiment + recipe + overrides), ``optim`` (optimizer and schedule), ``loop`` (one epoch,
-one evaluation pass), ``run`` (set up → epochs → metrics), ``cli`` (the ``convkit train`` command).
+One module per job; the module map is docs/layout.md.
 """
 
 import importlib

@@ -20,7 +20,6 @@ from PIL import Image, UnidentifiedImageError
 from convkit.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 # ImageNet's statistics: the torchvision/timm default for a model whose dataset convkit does not know.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -107,36 +106,46 @@ def _csv_pairs(path: Path) -> tuple[list[tuple[Path, str]], int]:
 
 
 def load_image(path: Path, channels: int, size: tuple[int, int], resize: int | tuple[int, int] | None,
-               interpolation: str = "bilinear") -> np.ndarray:
-    """Return one image as uint8 [C, H, W]: converted to ``channels`` (1 = L, 3 = RGB), its shorter side resized
-    to ``resize`` (None: no resize), then center-cropped to ``size`` (H, W) as torchvision's CenterCrop does
-    (zero-padded when smaller)."""
+               interpolation: str = "bilinear", pre=None, box: list | None = None) -> np.ndarray:
+    """Return one image as uint8 [C, H, W] at ``size``: converted to ``channels`` (1 = L, 3 = RGB), then the
+    geometry of ``pre`` (a convkit.preprocessing.Preprocessing) applied by convkit.preprocessing.fit — by default
+    the torchvision convention: the shorter side resized to ``resize`` (None: no resize; (h, w): both sides), then
+    center-cropped to ``size`` (zero-padded when smaller). ``box`` (a list) receives the content's box."""
+    from convkit import preprocessing as P  # the one geometry
+
+    if pre is None:
+        pre = legacy_geometry(size, resize, interpolation)
     try:
         with Image.open(path) as im:
             check_size(path, im.size, "is")
             im = to_8bit(path, im).convert("L" if channels == 1 else "RGB")
-            if resize:
-                w, h = im.size
-                short = min(w, h)
-                # torchvision Resize(int): the shorter side becomes `resize`, the other keeps the aspect (truncated);
-                # Resize((h, w)) (a config's height × width) sets both sides
-                if isinstance(resize, (tuple, list)):
-                    nw, nh = int(resize[1]), int(resize[0])
-                else:
-                    nw, nh = (resize, int(resize * h / w)) if w == short else (int(resize * w / h), resize)
-                if (nw, nh) != (w, h):
-                    to = f"{nh}×{nw}" if isinstance(resize, (tuple, list)) else f"a shorter side of {resize}"
-                    check_size(path, (nw, nh), f"would be, resized to {to},")
-                    im = im.resize((nw, nh), INTERPOLATIONS[interpolation])
-            arr = np.asarray(im, dtype=np.uint8)
+            nh, nw = P.resized_size(pre, im.size[1], im.size[0])
+            if (nw, nh) != im.size:
+                to = f"a shorter side of {pre.resize}" if pre.resize_mode == "shorter" and pre.resize else f"{nh}×{nw}"
+                check_size(path, (nw, nh), f"would be, resized to {to},")
+            arr, content = P.fit(im, pre)
     except Image.DecompressionBombError as exc:  # its header claims more pixels than Pillow opens
         raise DataError(f"{path}: Pillow refuses to decode it ({str(exc).rstrip('.')}); shrink the image or leave "
                         "it out") from None
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(f"cannot decode {path}: {type(exc).__name__}: {exc}") from None
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return center_crop(arr, size).transpose(2, 0, 1)
+    if box is not None:
+        box[:] = content
+    return arr.transpose(2, 0, 1)
+
+
+def legacy_geometry(size: tuple[int, int], resize, interpolation: str = "bilinear"):
+    """Return the Preprocessing geometry of (size, resize, interpolation): a shorter-side resize to ``resize``
+    (None: none, i.e. the image's own size) and a center crop; an (h, w) ``resize`` squashes, then crops."""
+    from convkit import preprocessing as P
+
+    if isinstance(resize, (tuple, list)):
+        if tuple(resize) != tuple(size):
+            raise DataError(f"a resize to {resize[0]}×{resize[1]} then a crop to {size[0]}×{size[1]} is not "
+                            f"supported; state the geometry with --resize-mode and --size")
+        return P.Preprocessing(resize_mode="squash", size=tuple(size), interpolation=interpolation)
+    return P.Preprocessing(resize_mode="shorter" if resize else "none", size=tuple(size), resize=resize,
+                           interpolation=interpolation)
 
 
 def check_size(path: Path, size: tuple[int, int], verb: str) -> None:
@@ -180,33 +189,45 @@ def center_crop(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 class FolderImages:
     """The images of a folder as a lazily decoded uint8 array [N, C, H, W]: ``x[a:b]`` or ``x[indices]`` decodes
-    those images with a thread pool and returns a numpy array; nothing is cached."""
+    those images with a thread pool and returns a numpy array (convkit.preprocessing.Framed: it carries each
+    image's content box, for a model-space pad); nothing is cached. ``pre`` (a Preprocessing) sets the geometry;
+    without it, ``size``/``resize``/``interpolation`` give torchvision's shorter-side resize + center crop."""
 
-    def __init__(self, paths: list[Path], channels: int, size: tuple[int, int], resize: int | None,
-                 interpolation: str = "bilinear", workers: int | None = None):
-        self.paths, self.channels, self.size = list(paths), channels, tuple(size)
-        self.resize, self.interpolation = resize, interpolation
+    def __init__(self, paths: list[Path], channels: int, size: tuple[int, int], resize: int | None = None,
+                 interpolation: str = "bilinear", workers: int | None = None, pre=None):
+        self.paths, self.channels = list(paths), channels
+        self.pre = pre if pre is not None else legacy_geometry(size, resize, interpolation)
+        self.size = tuple(self.pre.size)
         self.workers = workers or min(8, os.cpu_count() or 1)
         self.shape = (len(self.paths), channels, *self.size)
         self.dtype = np.dtype(np.uint8)
         self.max_decoded = 0  # the most images one indexing call decoded (what memory is bounded by)
 
+    def with_preprocessing(self, pre) -> FolderImages:
+        """Return the same files read with the geometry of ``pre``."""
+        return FolderImages(self.paths, self.channels, pre.size, workers=self.workers, pre=pre)
+
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, key) -> np.ndarray:
+        from convkit.preprocessing import framed
+
         idx = range(len(self.paths))[key] if isinstance(key, slice) else np.asarray(key).reshape(-1).tolist()
         self.max_decoded = max(self.max_decoded, len(idx))
         out = np.empty((len(idx), self.channels, *self.size), dtype=np.uint8)
+        boxes = np.zeros((len(idx), 4), dtype=np.int64)
 
         def one(j_i):
             j, i = j_i
-            out[j] = load_image(self.paths[i], self.channels, self.size, self.resize, self.interpolation)
+            box: list = [0] * 4
+            out[j] = load_image(self.paths[i], self.channels, self.size, None, pre=self.pre, box=box)
+            boxes[j] = box
 
         with ThreadPoolExecutor(self.workers) as pool:
             list(pool.map(one, enumerate(idx)))
-        return out
+        return framed(out, boxes)
 
     def __array__(self, dtype=None, copy=None):
-        arr = self[:]
+        arr = np.asarray(self[:])
         return arr if dtype is None else arr.astype(dtype)
