@@ -48,6 +48,7 @@ from convkit.errors import ConvkitError
 from convkit.gates import FAILED, PASSED, PRECISIONS
 from convkit.models import create_model
 from convkit.onnx_meta import file_sha256
+from convkit.text import term
 
 # ---- names ------------------------------------------------------------------------------------------------------
 CONFIG = "config.json"
@@ -85,6 +86,7 @@ SCHEMAS = {
     "plan": "convkit.plan/1",
     "model_source": "convkit.model_source/1",
     "diagnose": "convkit.diagnose/1",  # diagnose.json, written by convkit diagnose (convkit.export.diagnose)
+    "compare": "convkit.compare/1",
 }
 
 
@@ -240,6 +242,28 @@ def ensure_same_experiment(folder: Path, experiment: str, **recorded) -> None:
 
 
 # ---- run-folder safety ---------------------------------------------------------------------------------------
+def check_out_name(out: Path, flag: str = "--out") -> None:
+    """Raise ConvkitError (exit 2) when ``out``'s last name is longer than its file system takes once its lock
+    and temporary names (a few characters more) are made from it."""
+    out = Path(out)
+    limit = _name_max(out)
+    size = len(out.name.encode("utf-8", "surrogateescape"))
+    if size + NAME_MARGIN > limit:
+        raise ConvkitError(f"{flag} name {term(out.name, 60)} is {size} bytes; this file system takes names of at "
+                           f"most {limit - NAME_MARGIN} bytes here: choose a shorter {flag}")
+
+
+NAME_MARGIN = 24  # bytes a lock or temporary name adds to a folder's name (".NAME.new-PID", ".NAME.lock")
+
+
+def _name_max(out: Path) -> int:
+    folder = next((p for p in [out.parent, *out.parent.parents] if p.is_dir()), Path("."))
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
 def lock_path(folder: Path) -> Path:
     """Return the lock file of ``folder``: beside it, so it survives the folder being replaced."""
     folder = Path(folder)
@@ -292,8 +316,13 @@ def run_lock(folder: Path, command: str) -> Iterator[None]:
             continue
         except OSError as exc:
             raise ConvkitError(f"cannot lock {folder}: {exc.strerror}; {writable_hint()}") from None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(me)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(me)
+        except OSError as exc:  # a full disk: no empty lock is left to puzzle the next command
+            lock.unlink(missing_ok=True)
+            raise ConvkitError(f"cannot lock {term(folder)}: {exc.strerror or type(exc).__name__}; free space on "
+                               f"that disk or {writable_hint().replace('choose a writable', 'choose another')}") from None
         break
     else:
         raise ConvkitError(f"cannot lock {folder}: another process keeps taking the lock; try again")

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import io
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -20,7 +22,10 @@ import click
 
 from convkit import __version__
 from convkit.errors import EXIT_BUG, EXIT_INTERRUPTED, ConvkitError, failure_of
+from convkit.text import term
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a Unix tool killed by a closed pipe exits with
+MAX_MESSAGE = 4000  # characters of one error line (foreign parts are capped on their own)
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 # command name → "module:attribute" of its click command, in the order --help lists them.
@@ -33,12 +38,15 @@ COMMANDS = {
     "train-all": "convkit.commands:train_all_cmd",
     "summarize": "convkit.commands:summarize_cmd",
     "report": "convkit.report.cli:report_cmd",
+    "compare": "convkit.compare.cli:compare_cmd",
 }
 
 # What Ctrl-C leaves behind, per command: the user's next step.
 INTERRUPTED = {
-    "train": "interrupted; the last completed epoch is saved: rerun with --resume to continue",
-    "train-all": "interrupted; the last completed epoch is saved: rerun with --resume to continue",
+    "train": "interrupted; checkpoint.pt holds the last epoch saved (saved after the first epoch, then at most every "
+             "5 min): rerun with --resume to continue from it",
+    "train-all": "interrupted; each run's checkpoint.pt holds its last epoch saved (after its first epoch, then at "
+                 "most every 5 min): rerun with --resume to continue",
     "export": "interrupted; files already exported are complete, the current one was not written",
 }
 
@@ -62,6 +70,23 @@ class LazyGroup(click.Group):
     def main(self, *args, **kwargs):
         """Run the CLI; usage errors (a bad option value, a missing argument) are one line too, exit 2."""
         kwargs.pop("standalone_mode", None)
+        if not args and kwargs.get("args") is None:  # the real entry point (a test's runner passes its args)
+            return self._main_then_exit(*args, **kwargs)
+        return self._main(*args, **kwargs)
+
+    def _main_then_exit(self, *args, **kwargs):
+        """Run ``_main``; once it has ended, Ctrl-C (during the interpreter's shutdown: worker pools, threads) says
+        that the command had finished and exits with the command's own status."""
+        status = 0
+        try:
+            self._main(*args, **kwargs)
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            raise
+        finally:
+            _after_finish(status)
+
+    def _main(self, *args, **kwargs):
         try:
             return super().main(*args, standalone_mode=False, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:  # bare `convkit`: the help, as click shows it
@@ -84,11 +109,15 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ConvkitError as exc:
-            click.echo(f"error: {exc.message}", err=True)
+            click.echo(f"error: {term(exc.message, MAX_MESSAGE)}", err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo(INTERRUPTED.get(ctx.invoked_subcommand, "interrupted"), err=True)
+        except KeyboardInterrupt as exc:  # training's says exactly which epoch its checkpoint holds
+            click.echo(getattr(exc, "message", None) or INTERRUPTED.get(ctx.invoked_subcommand, "interrupted"),
+                       err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:  # `convkit list | head`: the reader left; nothing to say, as Unix tools do
+            _quiet_stdout()
+            sys.exit(EXIT_BROKEN_PIPE)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug: one line for the user, the traceback in a log file
@@ -96,6 +125,32 @@ class LazyGroup(click.Group):
             click.echo(f"error: {failure_of(exc).message} — this is a bug in convkit: please report it with "
                        f"the log at {log}", err=True)
             sys.exit(EXIT_BUG)
+
+
+def _after_finish(status: int) -> None:
+    """Make a later Ctrl-C print that the command had finished (its output is complete) and exit ``status``."""
+    def interrupted_after(signum, frame):
+        try:
+            sys.stdout.flush()
+            sys.stderr.write(f"interrupted after the command had finished (exit {status}): what it printed and "
+                             f"wrote is complete\n")
+            sys.stderr.flush()
+        finally:
+            os._exit(status)
+
+    try:
+        signal.signal(signal.SIGINT, interrupted_after)
+    except ValueError:  # not the main thread: nothing to install
+        pass
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush into a closed pipe raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # not a real file (a test's runner)
+        pass
 
 
 def write_bug_log(exc: BaseException) -> str:

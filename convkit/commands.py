@@ -12,6 +12,7 @@ import click
 
 from convkit import gates
 from convkit.errors import ConvkitError
+from convkit.text import term
 from convkit.train.cli import overrides_from_cli, training_options
 
 
@@ -77,9 +78,9 @@ def train_all_cmd(suite, only, precisions, no_export, no_evaluate, max_accuracy_
                      train=replace(overrides_from_cli(click.get_current_context().params), device=device))
     result = train_all(plan, echo=click.echo, executor=choose_executor(ray_address, devices, jobs, device))
     if result["summary"]:
-        click.echo(f"summary: {result['summary']}")
+        click.echo(f"summary: {term(result['summary'])}")
     if result.get("report"):
-        click.echo(f"report: {result['report']}")
+        click.echo(f"report: {term(result['report'])}")
     if result["failed"]:
         click.echo(f"error: {len(result['failed'])} experiment(s) failed: {', '.join(result['failed'])}", err=True)
         sys.exit(1)
@@ -139,5 +140,5 @@ def summarize_cmd(suite_dir):
 
     result = write_summary(suite_dir)
     not_run = sum(1 for v in result["status"].values() if v == "not run")
-    click.echo(f"summary: {result['summary']} ({len(result['results'])} runs, {len(result['failed'])} failed"
+    click.echo(f"summary: {term(result['summary'])} ({len(result['results'])} runs, {len(result['failed'])} failed"
                + (f", {not_run} planned but not run" if not_run else "") + ")")

@@ -150,6 +150,7 @@ def _table_lines(rows: list[dict]) -> list[str]:
 
 def _title(column: tuple[str, str, str]) -> str:
     title, key, _ = column
+    title = md_text(title, 60)  # a label from a run folder's file: foreign text
     return f"{title} (study)" if key in STUDY_FIGURES else title
 
 

@@ -16,14 +16,32 @@ MAX_PARAGRAPH = 4000  # characters of one paragraph or table cell of the report,
 ELLIPSIS = "…"
 # Markdown punctuation that starts a link, an image, an escape or a table cell: escaped with a backslash.
 _MD_SPECIAL = re.compile(r"([\\\[\]|])")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+# Bidirectional controls (LRE, RLE, PDF, LRO, RLO; LRI, RLI, FSI, PDI; LRM, RLM; ALM): they reorder what follows,
+# so ``a\u202eexe.live`` shows as "aevil.exe". Shown as their code (``<U+202E>``), never applied.
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+MAX_TERMINAL = 1000  # characters of one foreign string in a terminal line
+
+
+def show_controls(value) -> str:
+    """Return ``str(value)`` with each bidirectional control shown as its code point (``<U+202E>``) and C0/C1
+    control characters other than newline and tab as one space: text that displays as the characters it holds,
+    in the order they are stored (its lines kept)."""
+    text = _BIDI.sub(lambda m: f"<U+{ord(m.group()):04X}>", str(value))
+    return re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", " ", text)
 
 
 def cap(value, limit: int = MAX_TEXT) -> str:
-    """Return ``str(value)`` on one line (control characters and newlines as one space), cut to ``limit``
-    characters with an ellipsis."""
-    text = _CONTROL.sub(" ", str(value))
+    """Return ``str(value)`` on one line (control characters and newlines as one space, bidirectional controls
+    as their code point), cut to ``limit`` characters with an ellipsis."""
+    text = _CONTROL.sub(" ", show_controls(value))
     return text if len(text) <= limit else text[:limit - 1] + ELLIPSIS
+
+
+def term(value, limit: int = MAX_TERMINAL) -> str:
+    """Return a foreign string (a path, a name, a message from a file) for a terminal line: ``cap``, with a
+    newline shown as ``\\n`` so a name holding one cannot start a forged line."""
+    return cap(str(value).replace("\r", "\\r").replace("\n", "\\n"), limit)
 
 
 def md_text(value, limit: int = MAX_TEXT) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,13 @@ import torch
 from convkit.artifacts import MODEL_SOURCE, RunModel, load_weights, read_artifact
 from convkit.errors import ConvkitError, one_line
 from convkit.onnx_meta import file_sha256
+from convkit.program_archive import load_program
+from convkit.text import term
+from convkit.trust import require_trusted
 
+KINDS = ("factory", "timm", "program")  # the sources model_source.json may name; anything else is refused
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+FACTORY_SPEC = re.compile(rf"{_NAME}(?:\.{_NAME})*:{_NAME}(?:\.{_NAME})*")  # MODULE:FACTORY, as entry points name them
 # state_dict keys of the usual checkpoint layouts, in timm's order (timm.models._helpers.load_state_dict)
 STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "model_state_dict")
 MAX_KWARGS_CHARS = 10_000
@@ -122,6 +129,9 @@ def parse_kwargs(text: str | None) -> dict:
     except ValueError as exc:
         raise ConvkitError(f"--model-kwargs is not JSON ({exc.msg} at character {exc.pos}); e.g. "
                            f"'{{\"num_classes\": 10}}'") from None
+    except RecursionError:
+        raise ConvkitError("--model-kwargs is nested too deeply to be keyword arguments; give a flat JSON object, "
+                           "e.g. '{\"num_classes\": 10}'") from None
     if not isinstance(value, dict):
         raise ConvkitError("--model-kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
     return value
@@ -145,25 +155,23 @@ def source_from_flags(model: str | None, program: str | None, kwargs: dict, weig
     weights_path = str(Path(weights).resolve()) if weights else None
     if model.startswith("timm:"):
         return ModelSource("timm", model[len("timm:"):], kwargs, weights_path, w_sha)
-    if ":" not in model:
-        raise ConvkitError(f"--model {model!r}: give MODULE:FACTORY (e.g. torchvision.models:resnet18) or timm:NAME")
+    if not FACTORY_SPEC.fullmatch(model):
+        raise ConvkitError(f"--model {term(model, 80)!r}: give MODULE:FACTORY, a dotted module and a callable in it "
+                           f"(e.g. torchvision.models:resnet18), or timm:NAME")
     return ModelSource("factory", model, kwargs, weights_path, w_sha)
 
 
 def build_model(source: ModelSource) -> torch.nn.Module:
-    """Return the eager module of ``source`` in eval mode on the CPU, its weights loaded (checked against the
-    recorded sha256); ConvkitError (exit 2) naming what failed."""
+    """Return the eager module of ``source`` in eval mode on the CPU, its weights loaded; every recorded sha256
+    (program, weights) is checked before anything is imported or loaded. ConvkitError (exit 2) naming what
+    failed."""
     if source.kind == "program":
         _check_hash(source.spec, source.program_sha256, "--program")
-        try:
-            module = torch.export.load(source.spec).module()
-        except Exception as exc:  # noqa: BLE001 — any load failure is a bad input file
-            raise ConvkitError(f"{source.spec} is not a torch.export program ({type(exc).__name__}); write it with "
-                               f"torch.export.save") from None
-        return ProgramModule(module)
-    module = _call_factory(source)
+        return ProgramModule(load_program(Path(source.spec)))
     if source.weights:
         _check_hash(source.weights, source.weights_sha256, "--weights")
+    module = _call_factory(source)
+    if source.weights:
         load_weights(module, read_state_dict(Path(source.weights)), source.weights)
     return module.eval()
 
@@ -178,17 +186,25 @@ def _call_factory(source: ModelSource) -> torch.nn.Module:
     else:
         module_name, _, attr = source.spec.partition(":")
         try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConvkitError(f"--model {source.spec}: cannot import it ({type(exc).__name__}: "
-                               f"{str(exc)[:120]}); check the module is importable (PYTHONPATH) and names a "
-                               f"callable") from None
+            factory = importlib.import_module(module_name)
+            for part in attr.split("."):
+                factory = getattr(factory, part)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 — importing the user's module runs its code
+            raise ConvkitError(f"--model {term(source.spec)}: cannot import it ({term(one_line(exc, 120))}); check "
+                               f"the module is importable (PYTHONPATH) and names a callable") from None
+        if not callable(factory):
+            raise ConvkitError(f"--model {term(source.spec)} names a {type(factory).__name__}, not a callable")
         what = source.spec
+    called = f"{what}(**{json.dumps(source.kwargs)[:200]})"
     try:
-        model = factory(**source.kwargs)
+        with torch.random.fork_rng(devices=[]):  # a factory without --weights initialises randomly: the same way
+            torch.manual_seed(0)  # at export and at evaluate, so the reference is the model that was exported
+            model = factory(**source.kwargs)
+    except SystemExit as exc:  # a script's factory may end the process: convkit says so instead of exiting
+        raise ConvkitError(f"{term(called)} called sys.exit({term(exc.code, 40)}) instead of returning a "
+                           f"model; make the factory return the nn.Module") from None
     except Exception as exc:  # noqa: BLE001 — the user's factory may raise anything
-        called = f"{what}(**{json.dumps(source.kwargs)[:200]})"
-        raise ConvkitError(f"{called} failed: {one_line(exc, 200)}") from None
+        raise ConvkitError(f"{term(called)} failed: {term(one_line(exc, 200))}") from None
     if not isinstance(model, torch.nn.Module):
         raise ConvkitError(f"{what} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -230,25 +246,44 @@ def source_to_json(source: ModelSource, contract: DataContract) -> dict:
 
 
 def source_from_json(doc: dict) -> tuple[ModelSource, DataContract]:
-    """Return (ModelSource, DataContract) from model_source.json's body."""
-    c = dict(doc["contract"])
-    c.update(classes=tuple(c["classes"]), input_shape=tuple(c["input_shape"]), mean=tuple(c["mean"]),
-             std=tuple(c["std"]))
-    return ModelSource(**doc["source"]), DataContract(**c)
+    """Return (ModelSource, DataContract) from model_source.json's body; ConvkitError (exit 2) for a body that is
+    not one (an unknown kind, a field of the wrong type)."""
+    try:
+        c = dict(doc["contract"])
+        c.update(classes=tuple(str(n) for n in c["classes"]), input_shape=tuple(int(v) for v in c["input_shape"]),
+                 mean=tuple(float(v) for v in c["mean"]), std=tuple(float(v) for v in c["std"]))
+        source, contract = ModelSource(**doc["source"]), DataContract(**c)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ConvkitError("not a readable model source") from None
+    if source.kind not in KINDS:
+        raise ConvkitError(f"unknown model kind {term(source.kind, 40)!s} (convkit writes {', '.join(KINDS)})")
+    text = (source.spec, source.weights or "", source.weights_sha256 or "", source.program_sha256 or "")
+    if not all(isinstance(v, str) for v in text) or not isinstance(source.kwargs, dict):
+        raise ConvkitError("not a readable model source (a field has the wrong type)")
+    if source.weights and not source.weights_sha256 or source.kind == "program" and not source.program_sha256:
+        raise ConvkitError("not a readable model source (a file without its sha256)")
+    return source, contract
 
 
 def load_user_run(folder: Path) -> RunModel:
-    """Return the RunModel of a user model's export folder: the module rebuilt from model_source.json (weights
-    checked against their recorded sha256), which stands where a convkit run's checkpoint stands."""
+    """Return the RunModel of a user model's export folder: the module rebuilt from model_source.json, which
+    stands where a convkit run's checkpoint stands. Code the file names (a factory, a timm model) is imported only
+    when the user stated it (convkit.trust: exported on this machine, or --trust-model-source), else
+    UntrustedSource (exit 2) before any import; recorded hashes are checked before anything is loaded."""
     path = Path(folder) / MODEL_SOURCE
     doc = read_artifact(path, "model_source")
     if doc is None:
-        raise ConvkitError(f"{path} not found; export the model with `convkit export --model … --out {folder}`")
+        raise ConvkitError(f"{term(path)} not found; export the model with `convkit export --model … --out "
+                           f"{term(folder)}`")
     try:
         source, contract = source_from_json(doc)
-    except (KeyError, TypeError, ValueError):
-        raise ConvkitError(f"{path} is not a readable model source; re-export the model") from None
-    config = {"dataset": contract.dataset, "data": contract.data, "sample": bool(doc.get("sample")),
-              "experiment": Path(folder).name, "model": source.describe(), "user_model": True}
-    return RunModel(checkpoint=path, model=build_model(source), model_name=source.describe(), config=config,
-                    epoch=None, contract=contract, data_checksum=doc.get("data_checksum"))
+    except ConvkitError as exc:
+        raise ConvkitError(f"{term(path)}: {exc.message}; re-export the model") from None
+    run = RunModel(checkpoint=path, model=None, model_name=source.describe(), config={}, epoch=None,
+                   contract=contract, data_checksum=doc.get("data_checksum"))
+    run.config = {"dataset": contract.dataset, "data": contract.data, "sample": bool(doc.get("sample")),
+                  "experiment": Path(folder).name, "model": source.describe(), "user_model": True}
+    if source.kind != "program":
+        require_trusted(source.describe(), path, run.checkpoint_sha256, run.config, run.data_checksum)
+    run.model = build_model(source)
+    return run

@@ -11,6 +11,7 @@ from convkit import gates
 from convkit.calibration import calibration_bins
 from convkit.class_drops import per_class_drops
 from convkit.errors import ConvkitError
+from convkit.evaluate.predictions import top_k
 from convkit.preprocessing import framed
 from convkit.reference import tie_mask
 from convkit.uncertainty import mcnemar, wilson
@@ -227,7 +228,8 @@ def ort_accuracy(sessions: dict, specs: dict, images_u8: np.ndarray, labels: np.
         scores = ort_scores(session, spec, images_u8, batch)
         metrics = classification_metrics(scores, labels, spec.class_names)
         entry = {"precision": prec, "provider": kind, "path": str(spec.path), **metrics,
-                 "degenerate": degenerate_reason(scores, labels, spec.output_name)}
+                 "degenerate": degenerate_reason(scores, labels, spec.output_name),
+                 "top_k": top_k(scores)}  # not JSON: the predictions file's (dropped before eval.json)
         correct[(prec, kind)] = metrics["predictions"] == np.asarray(labels)
         if reference is not None:
             entry["vs_pytorch"] = compare_backends(metrics, reference)

@@ -15,7 +15,8 @@ from convkit.evaluate.options import MAX_BATCH_SIZE, MAX_RUNS, MAX_THREADS, MAX_
 from convkit.preprocessing_flags import geometry_from_cli, geometry_options
 from convkit.evaluate.result import EvalResult
 from convkit.evaluate.serving import cli as serving_cli
-from convkit.text import cap
+from convkit.text import cap, term
+from convkit.trust import trust_option
 from convkit.uncertainty import format_interval, format_paired
 
 
@@ -97,7 +98,7 @@ def _summary_line(path: str, res: EvalResult) -> str:
     parts += serving_cli.summary_lines(res)
     for n in res.notes:
         parts.append(f"  note: {cap(n, 1000)}")
-    parts.append(f"  → {res.files.get('eval_md')}")
+    parts.append(f"  → {term(res.files.get('eval_md'))}")
     return "\n".join(parts)
 
 
@@ -180,6 +181,7 @@ def _summary_line(path: str, res: EvalResult) -> str:
 @click.option("--corruption-seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the corrupted copies (each corruption and severity draws from its own generator).")
 @serving_cli.cli_options
+@trust_option
 def evaluate_cmd(paths, onnx_paths, **cli):
     """Evaluate ONNX models (files or run directories) under ONNX Runtime: accuracy, confusion, latency.
 
@@ -201,6 +203,10 @@ def evaluate_cmd(paths, onnx_paths, **cli):
         raise ConvkitError("no model given; pass .onnx files or run directories (or --onnx PATH)")
     if cli["out"] and len(targets) > 1:
         raise ConvkitError("--out needs a single model; evaluate one .onnx at a time or drop --out")
+    if cli["out"]:
+        from convkit.artifacts import check_out_name  # lazy: keeps `convkit --help` free of torch
+
+        check_out_name(cli["out"])
     worst = evaluate_each(targets, options_from_cli(cli), cli["accept_defaults"])
     if worst:
         sys.exit(worst)
@@ -252,7 +258,7 @@ def evaluate_each(targets: list[str], opts, accept_defaults: bool) -> int:
             err = failure_of(exc)
         if err is not None:
             prefix = f"{path}: " if len(targets) > 1 else ""
-            click.echo(f"error: {prefix}{err.message}", err=True)
+            click.echo(f"error: {prefix}{term(err.message, 4000)}", err=True)
             # one of several with bad input is exit 1, as the README says (the others were still evaluated);
             # a gate (1) or untrustworthy numbers (4) keep their code
             several_bad = len(targets) > 1 and err.exit_code == EXIT_BAD_INPUT

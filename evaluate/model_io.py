@@ -38,6 +38,7 @@ class Overrides:
     output: str | None = None  # which graph output holds the class scores (required when there are several)
     channel_order: str | None = None  # "rgb" | "bgr"
     class_names: list[str] | None = None  # --classes: the model's output order
+    class_names_source: str = "flag"  # where class_names come from: --classes, or a user model's model_source.json
     folder: str | None = None  # --data: the image folder's name (no catalog dataset)
     folder_classes: list[str] | None = None  # --data: the folder's classes, sorted
     config: ConfigPreprocessing | None = None  # a preprocessing config file (HF, timm, convkit sidecar)
@@ -195,7 +196,7 @@ def _class_names(path: Path, meta: dict, ov: Overrides, info, sources: dict) -> 
     """Return the class names in the model's output order: --classes, else the metadata's list when usable (and
     no --dataset override), else the catalog's, else the --data folder's (sorted, as torchvision's ImageFolder)."""
     if ov.class_names:
-        sources["classes"] = "flag"
+        sources["classes"] = ov.class_names_source
         return list(ov.class_names)
     names = None
     if meta.get("class_names") and not ov.dataset:

@@ -75,13 +75,7 @@ def resolve_names(names: tuple[str, ...], channels: int) -> tuple[list[str], dic
     usable = C.available(channels)
     if tuple(names) == ("all",):
         return usable, {}
-    for name in names:
-        if name in C.LEFT_OUT:
-            raise ConvkitError(f"--corruptions: {name} is not generated ({C.LEFT_OUT[name]}); choose from "
-                               f"{', '.join(C.CORRUPTIONS)}")
-        if name not in C.CORRUPTIONS:
-            raise ConvkitError(f"--corruptions: unknown corruption {name!r}; choose from {', '.join(C.CORRUPTIONS)} "
-                               "or all")
+    check_known(names)
     run = [n for n in dict.fromkeys(names) if n in usable]
     if not run:
         raise ConvkitError(f"--corruptions: none of {', '.join(names)} applies to {channels}-channel images; "
@@ -89,14 +83,29 @@ def resolve_names(names: tuple[str, ...], channels: int) -> tuple[list[str], dic
     return run, {n: f"not defined for {channels}-channel images" for n in names if n not in usable}
 
 
+def check_known(names: tuple[str, ...]) -> None:
+    """Raise ConvkitError (exit 2) for an unknown or a left-out (not generated) corruption name, saying why."""
+    for name in names:
+        if name in C.LEFT_OUT:
+            raise ConvkitError(f"--corruptions: {name} is not generated ({C.LEFT_OUT[name]}); choose from "
+                               f"{', '.join(C.CORRUPTIONS)}")
+        if name not in C.CORRUPTIONS:
+            raise ConvkitError(f"--corruptions: unknown corruption {name[:60]!r}; choose from "
+                               f"{', '.join(C.CORRUPTIONS)} or all")
+
+
 def parse_names(text: str | None) -> tuple[str, ...] | None:
-    """Return the names of ``--corruptions`` ("all" or a comma list), None when the flag is absent."""
+    """Return the names of ``--corruptions`` ("all" or a comma list), None when the flag is absent; ConvkitError
+    (exit 2) for a name that is not a corruption, before anything runs (train-all checks it before training)."""
     if text is None:
         return None
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     if not names:
         raise ConvkitError("--corruptions needs 'all' or a comma list, e.g. gaussian_noise,contrast")
-    return ("all",) if "all" in names else names
+    if "all" in names:
+        return ("all",)
+    check_known(names)
+    return names
 
 
 def options_from_cli(names: str | None, severities: str | None, seed: int = 0) -> CorruptionOptions | None:

@@ -31,7 +31,7 @@ from convkit.envinfo import environment, physical_cores
 from convkit.errors import EXIT_GATE_FAILED, EXIT_UNVERIFIED, ConvkitError
 from convkit.evaluate import accuracy as acc
 from convkit.evaluate import latency as lat
-from convkit.evaluate import markdown, preprocessing_probe, robustness
+from convkit.evaluate import markdown, predictions, preprocessing_probe, robustness
 from convkit.evaluate.images import TestData, catalog_data, folder_data, read_classes
 from convkit.evaluate.model_io import ModelSpec, Overrides, default_normalization, inspect_model
 from convkit.evaluate.options import EvalOptions
@@ -44,6 +44,7 @@ from convkit.preprocessing_config import find_config, read_config, write_sidecar
 from convkit.provenance import eval_dir, eval_record
 from convkit.providers import ProviderConfig, make_session, preload_cuda_libraries, select_providers
 from convkit.reference import reference_logits
+from convkit.trust import SourceFile, UntrustedSource
 
 # The columns this stage adds to the suite summary: (title, key of eval.json's "summary", format).
 SUMMARY_COLUMNS = (
@@ -70,6 +71,8 @@ class Setup:
     configs: dict[str, ProviderConfig]
     threads: int
     notes: list[str]
+    # a user model's model_source.json whose code was not run (convkit.trust): the folder's record without a module
+    source_file: SourceFile | None = None
 
     @property
     def primary(self) -> tuple[str, ModelSpec]:
@@ -117,8 +120,9 @@ def _evaluate(target: Target, opts: EvalOptions, given_path: str) -> EvalResult:
         measured.serving = serving_section.serve(serving_request(setup, opts), opts.serving, measured.latency)
     result = assemble(setup, opts, measured, sha256, provenance, given_path)
     recommendation = recommend(result, serving_section.latency_bound(opts.serving), max_drop=opts.max_accuracy_drop)
-    return write_outputs(dataclasses.replace(result, recommendation=recommendation), setup.target,
-                         setup.primary[1].class_names)
+    result = dataclasses.replace(result, recommendation=recommendation,
+                                 files=predictions.write_evaluation(setup.target, setup.data, result, measured.accuracy))
+    return write_outputs(result, setup.target, setup.primary[1].class_names)
 
 
 def measure(setup: Setup, opts: EvalOptions) -> Measured:
@@ -151,7 +155,8 @@ def serving_request(setup: Setup, opts: EvalOptions) -> serving_section.ServingR
 def keyed_by_data(setup: Setup, sha256: dict[str, str]) -> dict:
     """Point ``setup.target.out_dir`` at where this evaluation belongs (a run's own eval.json only on the run's own
     data, else eval/<data-key>/ beside it: convkit.provenance); returns eval.json's provenance record."""
-    ref, target = setup.reference, setup.target
+    target = setup.target
+    ref = setup.reference if setup.reference is not None else setup.source_file
     trained_on = ref.data_checksum if ref is not None else None
     if ref is not None and trained_on is None and not setup.data.reading:  # a user model or an older checkpoint:
         trained_on = setup.data.checksum  # no data recorded, so its dataset's test split counts as its own
@@ -212,7 +217,8 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
     config = read_config(config_file) if config_file else None
     overrides = Overrides(dataset=d.dataset, mean=d.mean, std=d.std, layout=d.layout, input_range=d.input_range,
                           output=d.output, channel_order=d.channel_order,
-                          class_names=read_classes(d.classes) if d.classes else None,
+                          class_names=read_classes(d.classes) if d.classes else recorded_classes(target.run_dir),
+                          class_names_source="flag" if d.classes else f"recorded: {MODEL_SOURCE}",
                           folder=Path(data_path).name if folder else None,
                           folder_classes=folder.classes if folder else None, config=config,
                           input_shape=d.input_shape, geometry=dict(d.geometry))
@@ -221,13 +227,19 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
         spec = inspect_model(f, overrides)
         specs[spec.precision if prec == "model" else prec] = spec
     primary = next(iter(specs.values()))
-    reference = load_run_model(target.run_dir) if target.run_dir is not None else None
+    notes: list[str] = []
+    try:
+        reference = load_run_model(target.run_dir) if target.run_dir is not None else None
+        recorded, source_file = (reference.config if reference is not None else None), None
+    except UntrustedSource as exc:  # code named by a file is never run: measured without the PyTorch reference
+        reference, recorded, source_file = None, exc.config, exc.source_file
+        notes.append(f"no PyTorch reference: {exc.message}")
+        check_fresh_exports(specs, exc.source_file)
     if reference is not None:
         check_fresh_exports(specs, reference)
-    notes: list[str] = []
     data_dir, sample, max_images = d.data_dir, d.sample, d.max_images
-    if reference is not None and data_dir is None and sample is None:  # the data it was trained on
-        data_dir, sample, trained_max = data_settings(reference.config, primary.dataset)
+    if recorded is not None and data_dir is None and sample is None:  # the data it was trained on
+        data_dir, sample, trained_max = data_settings(recorded, primary.dataset)
         max_images = max_images or trained_max
     if reference is not None and reference.contract is None and reference.config.get("dataset") != primary.dataset:
         notes.append(f"the checkpoint was trained on {reference.config.get('dataset')}, evaluated on {primary.dataset}")
@@ -240,7 +252,7 @@ def prepare(target: Target, opts: EvalOptions) -> Setup:
                                  cudnn_conv_algo_search=p.cudnn_conv_algo_search) for k in providers}
     if any(k != "cpu" for k in providers):
         provider_notes.append(preload_cuda_libraries())
-    return Setup(target, specs, reference, data, providers, configs, threads, notes + provider_notes)
+    return Setup(target, specs, reference, data, providers, configs, threads, notes + provider_notes, source_file)
 
 
 def recorded_data(run_dir: Path | None) -> str | None:
@@ -251,6 +263,15 @@ def recorded_data(run_dir: Path | None) -> str | None:
     doc = read_artifact(Path(run_dir) / MODEL_SOURCE, "model_source")
     data = ((doc or {}).get("contract") or {}).get("data")
     return str(data) if data else None
+
+
+def recorded_classes(run_dir: Path | None) -> list[str] | None:
+    """Return the class names a user model was exported with (its model_source.json holds them all; the ONNX
+    metadata's copy is cut beyond 256 KB), None for anything else."""
+    if run_dir is None:
+        return None
+    classes = ((read_artifact(Path(run_dir) / MODEL_SOURCE, "model_source") or {}).get("contract") or {}).get("classes")
+    return [str(c) for c in classes] if isinstance(classes, list) and classes else None
 
 
 def check_fresh_exports(specs: dict[str, ModelSpec], reference: RunModel) -> None:
@@ -439,7 +460,7 @@ def _gpu_info(device_id: int) -> dict:
 
 
 def _strip(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k not in ("predictions", "tie_mask", "labels")}
+    return {k: v for k, v in metrics.items() if k not in ("predictions", "tie_mask", "labels", "top_k")}
 
 
 def write_outputs(result: EvalResult, target: Target, class_names: list[str]) -> EvalResult:
@@ -450,11 +471,20 @@ def write_outputs(result: EvalResult, target: Target, class_names: list[str]) ->
     """
     out = ensure_writable_dir(target.out_dir)
     names = target.names
-    files = markdown.write_figures(out, names, result, class_names)
-    files.update(eval_md=str(out / names.md), eval_json=str(out / names.json))
-    result = dataclasses.replace(result, files=files)
-    markdown.write_markdown(out / names.md, result)
-    write_artifact(out / names.json, "eval", result.to_json())
+    before = {p: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    for written in result.files.values():  # the predictions file, already written by this evaluation
+        before.pop(Path(written), None)
+    try:
+        files = markdown.write_figures(out, names, result, class_names)
+        files.update({**result.files, "eval_md": str(out / names.md), "eval_json": str(out / names.json)})
+        result = dataclasses.replace(result, files=files)
+        markdown.write_markdown(out / names.md, result)
+        write_artifact(out / names.json, "eval", result.to_json())
+    except BaseException:  # a full disk midway: no confusion.csv or eval.md is left without the eval.json it needs
+        for path in (p for p in out.iterdir() if p.is_file()):
+            if before.get(path) != path.stat().st_mtime_ns and not path.name.startswith("."):
+                path.unlink(missing_ok=True)
+        raise
     return result
 
 

@@ -13,6 +13,7 @@ from convkit import gates
 
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError, failure_of
 from convkit.preprocessing_flags import geometry_options
+from convkit.text import term
 
 
 def _describe(res: dict) -> str:
@@ -27,7 +28,7 @@ def _describe(res: dict) -> str:
                 from convkit.export.keep_fp32 import describe_section
 
                 parts.append(describe_section(entry["keep_fp32"]))
-    return "; ".join(parts) + f" → {res['out_dir']}"
+    return "; ".join(parts) + f" → {term(res['out_dir'])}"
 
 
 def user_model_options(f):
@@ -66,6 +67,7 @@ def user_model_options(f):
         click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True,
                      help="torchscript: the legacy exporter, for models the dynamo exporter cannot export."),
         click.option("--sample", is_flag=True, help="--dataset: use the embedded sample (1,000/500 images)."),
+        click.option("--overwrite", is_flag=True, help="Replace the export already in --out (else refused)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -145,7 +147,7 @@ def export_cmd(run_dirs, all_dirs, checkpoint, experiment, precisions, atol, max
                 raise
             exc = failure_of(exc)
             prefix = f"{name}: " if len(jobs) > 1 and not exc.message.startswith(name) else ""
-            click.echo(f"error: {prefix}{exc.message}", err=True)
+            click.echo(f"error: {prefix}{term(exc.message, 4000)}", err=True)
             # alone, its own code; one of several failing is exit 1 (README: the others still ran)
             worst = max(worst, exc.exit_code if len(jobs) == 1 else EXIT_GATE_FAILED)
     if len(jobs) > 1 and worst:

@@ -10,6 +10,7 @@ import sys
 import click
 
 from convkit.errors import ConvkitError, failure_of
+from convkit.text import term
 
 
 @click.command("diagnose")
@@ -39,12 +40,12 @@ def diagnose_cmd(run_dirs, n_images, top, device, data_dir):
             if len(run_dirs) == 1 and not isinstance(exc, ConvkitError):
                 raise
             exc = failure_of(exc)
-            click.echo(f"error: {folder}: {exc.message}", err=True)
+            click.echo(f"error: {term(folder)}: {term(exc.message, 4000)}", err=True)
             worst = max(worst, exc.exit_code if len(run_dirs) == 1 else 1)
             continue
-        click.echo(f"{folder}:")
-        for line in doc["headline"]:
-            click.echo(f"  {line}")
-        click.echo(f"  → {folder}/{DIAGNOSE_MD}")
+        click.echo(f"{term(folder)}:")
+        for line in doc["headline"]:  # module and class names come from the model file: escaped
+            click.echo(f"  {term(line, 4000)}")
+        click.echo(f"  → {term(folder)}/{DIAGNOSE_MD}")
     if worst:
         sys.exit(worst)

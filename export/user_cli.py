@@ -14,6 +14,7 @@ from convkit.export.user_export import export_user_model
 from convkit import preprocessing as P
 from convkit.preprocessing_config import read_config
 from convkit.preprocessing_flags import geometry_from_cli
+from convkit.text import term
 from convkit.user_model import DataContract, parse_kwargs, source_from_flags
 
 MAX_SIDE = P.MAX_SIDE  # an input side beyond this is a typo, not an image classifier
@@ -26,16 +27,17 @@ def export_user(flags: dict, settings: ExportSettings) -> str:
     source = source_from_flags(flags["model"], flags["program"], parse_kwargs(flags["model_kwargs"]),
                                flags["weights"])
     contract = contract_from_flags(flags)
-    report = export_user_model(source, contract, flags["out"], settings, flags["exporter"], bool(flags["sample"]))
+    report = export_user_model(source, contract, flags["out"], settings, flags["exporter"], bool(flags["sample"]),
+                               overwrite=bool(flags.get("overwrite")))
     fp32 = report["precisions"]["fp32"]["parity"]
-    parts = [f"{source.describe()}: PyTorch acc {report['pytorch_test_acc']:.4f} on {fp32['images']} images, fp32 "
+    parts = [f"{term(source.describe())}: PyTorch acc {report['pytorch_test_acc']:.4f} on {fp32['images']} images, fp32 "
              f"max|Δ| {fp32['max_abs_diff']:.2e}, agreement {fp32['argmax_agreement']:.2%}"]
     for precision in ("fp16", "int8"):
         entry = report["precisions"].get(precision)
         if entry and "parity" in entry:
             parts.append(f"{precision} agreement {entry['parity']['argmax_agreement']:.2%}, acc Δ "
                          f"{entry['gate']['acc_delta'] * 100:+.2f} pts")
-    return "; ".join(parts) + f" → {report['out_dir']}"
+    return "; ".join(parts) + f" → {term(report['out_dir'])}"
 
 
 def contract_from_flags(flags: dict) -> DataContract:

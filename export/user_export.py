@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from convkit.artifacts import (
     EXPORT_JSON,
     MODEL_SOURCE,
     VARIANT_FILES,
+    REFERENCE,
+    check_out_name,
     rejected_name,
     run_lock,
     save_reference_logits,
@@ -48,6 +51,8 @@ from convkit.onnx_meta import ModelIdentity, build_metadata, file_sha256, set_me
 from convkit.preprocessing import metadata_entry
 from convkit.preprocessing_config import write_sidecar
 from convkit.reference import torch_logits
+from convkit.text import term
+from convkit.trust import record_trusted
 from convkit.user_model import DataContract, ModelSource, build_model, source_to_json
 
 SIDECAR = "model.convkit.json"  # evaluate's preprocessing sidecar of model.onnx (convkit/preprocessing_config)
@@ -66,15 +71,42 @@ class UserData:
 
 
 def export_user_model(source: ModelSource, contract: DataContract, out_dir, settings: ExportSettings,
-                      exporter: str = "dynamo", sample: bool = False) -> dict:
+                      exporter: str = "dynamo", sample: bool = False, overwrite: bool = False) -> dict:
     """Export the user's model into ``out_dir`` and return export.json's content; ConvkitError (exit 2) for bad
-    input before anything is written, exit 1 when a gate fails (report written, model kept as *.rejected.onnx)."""
+    input before anything is written (an --out holding an export needs ``overwrite``), exit 1 when a gate fails
+    (report written, model kept as *.rejected.onnx). A failure leaves no partial export and no folder it made."""
     settings = settings.check()
     out = Path(out_dir)
+    check_out_name(out)
     if (out / CHECKPOINT).is_file():
-        raise ConvkitError(f"--out {out} holds a convkit training run ({CHECKPOINT}); choose another --out")
-    with run_lock(out, f"convkit export {source.describe()}"):
-        return _export(source, contract, ensure_writable_dir(out), settings, exporter, sample)
+        raise ConvkitError(f"--out {term(out)} holds a convkit training run ({CHECKPOINT}); choose another --out")
+    made = not out.exists()
+    try:
+        with run_lock(out, f"convkit export {source.describe()}"):
+            earlier = export_files(out)
+            if earlier and not overwrite:
+                raise ConvkitError(f"--out {term(out)} already holds an export ({', '.join(p.name for p in earlier)});"
+                                   f" pass --overwrite to replace it, or choose another --out")
+            return _export(source, contract, ensure_writable_dir(out), settings, exporter, sample)
+    except BaseException:
+        if made:
+            _remove_if_empty(out)
+        raise
+
+
+def export_files(out: Path) -> list[Path]:
+    """Return the files of a user model's export in ``out`` (model_source.json, export.json, the ONNX files, the
+    preprocessing sidecar, the reference logits)."""
+    names = [MODEL_SOURCE, EXPORT_JSON, SIDECAR, REFERENCE, *VARIANT_FILES.values(),
+             *(rejected_name(p) for p in VARIANT_FILES)]
+    return [out / n for n in dict.fromkeys(names) if (out / n).is_file()]
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # it holds something (or is gone): kept as it is
+        pass
 
 
 def _export(source, contract, out: Path, settings: ExportSettings, exporter: str, sample: bool) -> dict:
@@ -83,9 +115,10 @@ def _export(source, contract, out: Path, settings: ExportSettings, exporter: str
     data = load_user_data(contract, settings, sample)
     x = contract.prepare(data.images)
     settings.device = reference_device(settings.device)
+    check_forward(module, x[:1])
     try:
         ref = torch_logits(module, x, device=settings.device)  # x: the model's input already (the contract applied)
-    except Exception as exc:  # noqa: BLE001 — the user's forward may raise anything on the wrong input
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 — the user's forward may raise anything on the wrong input
         raise ConvkitError(f"the model failed on a batch of input {list(x.shape)} (N, C, H, W): "
                            f"{one_line(exc, 200)}; check --input-size and the data") from None
     if ref.ndim != 2 or ref.shape[1] != len(contract.classes):
@@ -94,7 +127,31 @@ def _export(source, contract, out: Path, settings: ExportSettings, exporter: str
     t_exp = time.perf_counter()
     proto = export_model(module, contract.input_shape, exporter)
     export_s = time.perf_counter() - t_exp
+    for old in export_files(out):  # --overwrite: the earlier export goes, so no file of it outlives this one
+        old.unlink()
+    try:
+        return _write_export(source, contract, out, (data, x, ref, proto), settings, exporter, sample,
+                             (t0, export_s))
+    except BaseException as exc:  # an export is whole or absent: no model.onnx without its export.json
+        if (out / EXPORT_JSON).is_file():  # the gate failed: its report and rejected files are the result
+            raise
+        for written in export_files(out):
+            written.unlink(missing_ok=True)
+        if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, ConvkitError):
+            raise ConvkitError(f"cannot write the export to {term(out)}: {term(one_line(exc, 160))}; free space "
+                               f"on that disk or choose another --out (nothing was kept)") from None
+        raise
+
+
+def _write_export(source, contract, out: Path, made: tuple, settings: ExportSettings, exporter: str,
+                  sample: bool, times: tuple) -> dict:
+    """Write model_source.json, the gated ONNX files, the reference logits and export.json (``made``: the
+    UserData, the model input, the reference logits and the ONNX proto; ``times``: start, export seconds)."""
+    data, x, ref, proto = made
+    t0, export_s = times
     source_sha = _write_source(out, source, contract, data, sample)
+    if source.kind != "program":  # the user named this code on the command line: evaluate may rebuild it here
+        record_trusted(source_sha)
     report = _base_report(source, contract, data, ref, out, source_sha, exporter, export_s)
     def meta(precision: str) -> dict:
         return user_metadata(source, contract, out, report["pytorch_test_acc"], precision, source_sha)
@@ -116,6 +173,29 @@ def _export(source, contract, out: Path, settings: ExportSettings, exporter: str
         raise ConvkitError(f"{source.describe()}: export gate failed: {'; '.join(reasons)}{divergence.note(report)} "
                            f"(report in {out / EXPORT_JSON})", EXIT_GATE_FAILED)
     return report
+
+
+def check_forward(module: torch.nn.Module, x: torch.Tensor) -> None:
+    """Raise ConvkitError (exit 2) when the module's forward on ``x`` (one image) fails or returns something other
+    than one logits tensor (a tuple, a dict: the export needs one output), naming what it returned."""
+    try:
+        with torch.no_grad():
+            out = module(x)
+    except SystemExit as exc:
+        raise ConvkitError(f"the model's forward called sys.exit({term(exc.code, 40)}); it must return logits") from None
+    except Exception as exc:  # noqa: BLE001 — the user's forward may raise anything on the wrong input
+        raise ConvkitError(f"the model failed on a batch of input {list(x.shape)} (N, C, H, W): {term(one_line(exc, 200))};"
+                           f" check --input-size and the data") from None
+    if isinstance(out, torch.Tensor):
+        return
+    if isinstance(out, dict):
+        what = f"a dict (keys {', '.join(term(k, 30) for k in list(out)[:5])})"
+    elif isinstance(out, (tuple, list)):
+        what = f"a {type(out).__name__} of {len(out)}"
+    else:
+        what = f"a {type(out).__name__}"
+    raise ConvkitError(f"the model's forward returns {what}, not one logits tensor [N, classes]; wrap it so it "
+                       f"returns the logits alone (e.g. out[0] or out['logits']) — --input-size is not the cause")
 
 
 def load_user_data(contract: DataContract, settings: ExportSettings, sample: bool) -> UserData:
@@ -167,7 +247,8 @@ def export_model(module: torch.nn.Module, input_shape: tuple[int, int, int], exp
     """Return the ONNX proto of ``module``: the dynamo exporter (convkit's default), or the TorchScript one when
     asked; ConvkitError naming the operator or module that failed."""
     if exporter == "dynamo":
-        return export_onnx(module, input_shape)
+        with quiet_torch_logs():  # a failed trace logs the whole FX graph before the one-line error
+            return export_onnx(module, input_shape)
     example = torch.zeros(2, *input_shape)
     buf = io.BytesIO()
     try:
@@ -179,6 +260,19 @@ def export_model(module: torch.nn.Module, input_shape: tuple[int, int, int], exp
     except Exception as exc:  # noqa: BLE001 — the exporter raises many types; one line naming the culprit
         raise ConvkitError(describe_export_failure(exc, module, example, None)) from None
     return onnx.load_from_string(buf.getvalue())
+
+
+@contextlib.contextmanager
+def quiet_torch_logs():
+    """Silence logging at WARNING and below, and stderr, while the block runs (torch logs a failed trace's whole
+    graph); the failure itself is raised and reported as one line."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # and prints it
+            yield
+    finally:
+        logging.disable(previous)
 
 
 def _write_source(out: Path, source: ModelSource, contract: DataContract, data: UserData, sample: bool) -> str:

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # the checkout's convkit, installed or not
+# convkit is imported as installed (scripts/gpu_check.sh installs it): the checkout's convkit/ folder lacks the
+# train/, export/ and evaluate/ subpackages that setup.cfg maps in, so it is never put on sys.path.
 
 from convkit.artifacts import EXPORT_JSON, HISTORY, METRICS, EvalNames, read_artifact  # noqa: E402
 from convkit.atomic import write_json, write_text  # noqa: E402
@@ -88,11 +89,25 @@ def train_all_command(args, experiments: list[str], export: bool) -> list[str]:
     return cmd
 
 
+def installed_env(environ) -> dict:
+    """Return ``environ`` for the train-all subprocess with the checkout taken off PYTHONPATH, so it imports the
+    installed convkit (with its train/export/evaluate subpackages), not the checkout's convkit/ folder."""
+    repo = os.path.realpath(REPO)
+    keep = [p for p in (environ.get("PYTHONPATH") or "").split(os.pathsep)
+            if p and os.path.realpath(p) != repo]
+    env = {k: v for k, v in environ.items() if k != "PYTHONPATH"}
+    if keep:
+        env["PYTHONPATH"] = os.pathsep.join(keep)
+    return env
+
+
 def run_bounded(cmd: list[str], log: Path, timeout_s: float, env: dict) -> tuple[int | None, float]:
     """Run ``cmd`` with its output in ``log``; returns (exit code or None when killed at ``timeout_s``, wall s)."""
     t0 = time.perf_counter()
     with open(log, "w", encoding="utf-8") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
+        # cwd: the log's folder, outside the checkout, where `python -m` would import ./convkit instead
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
+                                start_new_session=True)
         try:
             rc = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -245,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     if "CUDAExecutionProvider" not in machine["ort_providers"]:
         notes.append("onnxruntime has no CUDA provider here (CPU-only `onnxruntime` wheel): "
                      "ORT CUDA latency not measured")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = installed_env(os.environ)
     log = args.out_dir / "train-all.log"
     cmd = train_all_command(args, args.only, export)
     print("running: " + " ".join(cmd[1:]), flush=True)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import click
 
 from convkit.errors import ConvkitError
+from convkit.text import term
 
 if TYPE_CHECKING:
     from convkit.train.config import TrainOverrides
@@ -33,7 +34,7 @@ def training_options(fn):
         click.option("--sample", is_flag=True, help="Use the embedded sample (a few thousand real images) instead of the full data."),
         click.option("--data-dir", type=click.Path(), envvar="CONVKIT_DATA", help="Where datasets are (default: $CONVKIT_DATA, else ~/.cache/convkit)."),
         click.option("--out", type=click.Path(), default=_default_out, show_default="$CONVKIT_RUNS or runs", help="Root folder for runs/<suite>/<experiment>/."),
-        click.option("--resume", is_flag=True, help="Continue from the last completed epoch of an interrupted run."),
+        click.option("--resume", is_flag=True, help="Continue an interrupted run from the epoch its checkpoint holds."),
         click.option("--overwrite", is_flag=True,
                      help="Replace a run already in the folder (it is kept until the new run's first checkpoint)."),
         click.option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines."),
@@ -85,4 +86,4 @@ def train_cmd(experiment, recipe, epochs, batch_size, lr, device, compile_, seed
         click.echo(f"warning: {m['experiment']}: {warning}", err=True)
     click.echo(f"{m['experiment']}: test acc {m['test_acc']:.4f}, test loss {m['test_loss']:.4f}, "
                f"{m['parameters']:,} params, {m['train_time_s']:.1f}s training + {m['compile_time_s']:.1f}s compile "
-               f"→ {cfg.run_dir}")
+               f"→ {term(cfg.run_dir)}")

@@ -40,6 +40,7 @@ from convkit.envinfo import environment
 from convkit.errors import ConvkitError, TrainingDiverged, failure_of
 from convkit.models import create_model
 from convkit.onnx_meta import file_sha256
+from convkit.text import term
 from convkit.train.config import TrainConfig
 from convkit.train.loop import GradNormTracker, TrainStep, autocast, evaluate, padded_batches, synchronize, train_epoch
 from convkit.train.optim import build_optimizer
@@ -156,12 +157,42 @@ def train_experiment(cfg: TrainConfig, resume: bool = False, quiet: bool = False
         try:
             compiled, compile_s = compile_or_eager(state)
             run_epochs(state, compiled, quiet)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(interrupted(state)) from None
         finally:
             if state.run_dir != Path(cfg.run_dir):  # a fresh run that never reached its first checkpoint
                 shutil.rmtree(state.run_dir, ignore_errors=True)
         metrics = final_metrics(state, compile_s)
         write_artifact(state.run_dir / METRICS, "metrics", metrics)
     return metrics
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; ``message`` says exactly what the run folder holds (the CLI prints it, exit 130)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def interrupted(state: "RunState") -> str:
+    """Return what an interrupted run leaves: the epoch its checkpoint holds, history.csv and grad_norms.csv cut
+    back to that epoch (so no file lists epochs a resume will train again), and how to go on."""
+    cfg, saved = state.cfg, state.saved_epoch
+    done = len(state.history)
+    if state.run_dir != Path(cfg.run_dir) or not saved:
+        return (f"interrupted in epoch {done + 1} of {cfg.epochs}: no checkpoint was written yet, so nothing was "
+                f"kept; rerun to start over")
+    if done > saved:
+        try:
+            write_csv(state.run_dir / HISTORY, state.history[:saved])
+            write_csv(state.run_dir / GRAD_NORMS, [r for r in state.grad_rows if r["epoch"] <= saved])
+        except ConvkitError:  # a full disk: the CSVs stay longer than the checkpoint; --resume rewrites them
+            pass
+    later = f" (epochs {saved + 1}–{done} finished since are not saved: checkpoints are written at most every " \
+            f"{CHECKPOINT_INTERVAL_S / 60:.0f} min)" if done > saved else ""
+    return (f"interrupted: {term(Path(cfg.run_dir) / CHECKPOINT)} holds epoch {saved} of {cfg.epochs}{later}; rerun "
+            f"with --resume to continue from epoch {saved + 1}")
 
 
 def compile_or_eager(state: "RunState"):

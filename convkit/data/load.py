@@ -42,14 +42,20 @@ def _permission_denied(exc: PermissionError) -> DataError:
                      "or point --data-dir at a copy you can read")
 
 
+CACHE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")  # a decoded-data cache entry's tensors
+
+
 def _decode_cached(name: str, src) -> dict[str, torch.Tensor]:
     """Return the decoded tensors of ``src`` from the cache, decoding (and caching) them on a miss."""
     cache_file = cache_dir() / "tensors" / f"{name}-{src.checksum[:16]}.pt"
     if cache_file.is_file():
         try:
-            return torch.load(cache_file, weights_only=True)
+            cached = torch.load(cache_file, weights_only=True)
+            if isinstance(cached, dict) and set(cached) == set(CACHE_KEYS) and all(
+                    isinstance(v, torch.Tensor) for v in cached.values()):
+                return cached
         except Exception:  # a damaged cache entry is rebuilt, never fatal
-            pass
+            pass  # (as is one with other keys: a foreign or older file)
     decoded = decode(src)
     splits = {f"{s}_{k}": v for s, (x, y) in decoded.items() for k, v in (("images", x), ("labels", y))}
     try:

@@ -16,6 +16,7 @@ from convkit.models import create_model, get_model_config
 from convkit.plotting import plot_style
 from convkit.report import figures as F
 from convkit.report import robustness
+from convkit.report import comparison
 from convkit.report.collect import NOT_MEASURED, RunData, confusion_of, dig, load_run, other_evaluations
 from convkit.report.diagnosis import diagnosis_blocks
 from convkit.report.doc import to_html, to_markdown
@@ -395,6 +396,23 @@ def _intro(suite_dir: Path, runs: list[RunData], suite: str | None) -> list[tupl
     return blocks
 
 
+LEFTOVER_AGE_S = 300  # a figure's temporary file older than this belongs to a build that was killed
+
+
+def remove_leftovers(out: Path) -> list[Path]:
+    """Delete the temporary figure files (``.NAME.png.*.tmp``) a killed build left in ``out``: those older than
+    LEFTOVER_AGE_S, so a build running beside this one keeps its own; returns what was deleted."""
+    removed = []
+    for tmp in out.glob(".*.png.*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime > LEFTOVER_AGE_S:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:  # gone meanwhile, or not ours to delete: the report does not depend on it
+            continue
+    return removed
+
+
 def build_report(suite_dir: Path | str) -> dict:
     """Write ``report.md``, ``report.html`` and the figures of ``suite_dir``; returns {"md", "html", "figures",
     "runs", "seconds"}. Raises ConvkitError when the folder holds no run."""
@@ -402,6 +420,7 @@ def build_report(suite_dir: Path | str) -> dict:
     suite_dir = Path(suite_dir)
     runs = [load_run(p) for p in A.run_folders(suite_dir)]
     out = ensure_writable_dir(suite_dir / A.REPORT_DIR)
+    remove_leftovers(out)
     suite = _suite_of(runs)
     exps = SUITES.get(suite, []) if suite else []
     ctx: dict = {}
@@ -420,6 +439,7 @@ def build_report(suite_dir: Path | str) -> dict:
         for table in ran:
             rows = [(e, *per_exp[e.name]) for e in exps if e.table == table]
             blocks += table_section(table, rows, figs, out, suite_dir, exps, by_name)
+    blocks += comparison.blocks(suite_dir)  # a `convkit compare` result kept in the suite folder
     others = [r for r in runs if r.experiment is None or r.experiment not in exps]
     if others:
         blocks.append(("h2", "Other runs (not rows of this suite)"))

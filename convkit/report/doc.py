@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import html
+from urllib.parse import quote
 import re
 from pathlib import Path
 
-from convkit.text import md_inline, md_text
+from convkit.text import md_inline, md_text, show_controls
 
 # A cell that reads as a number (with sign, thousands commas and a unit): such columns are right-aligned.
 _NUMBER = re.compile(r"^[+\-−]?[\d,]*\.?\d+\s*(%|s|ms|×|px)?( \+ .*)?$")
@@ -59,7 +60,7 @@ def to_markdown(blocks: list[tuple]) -> str:
             lines += ["| " + " | ".join(md_inline(c) for c in row) + " |" for row in rows]
             out.append("\n".join(lines))
         elif kind == "img":
-            out.append(f"![{md_text(b[2])}]({str(b[1]).replace(' ', '%20').replace(')', '%29')})")
+            out.append(f"![{md_text(b[2])}]({quote(str(b[1]))})")  # a run folder's name may hold anything
     return "\n\n".join(out) + "\n"
 
 
@@ -70,7 +71,7 @@ def data_uri(path: Path) -> str:
 
 def _inline(text: str) -> str:
     """Escape text, then render `code` spans (the only inline markup the report uses)."""
-    parts = html.escape(text).split("`")
+    parts = html.escape(show_controls(text)).split("`")
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
@@ -92,7 +93,7 @@ def to_html(blocks: list[tuple], root: Path, title: str) -> str:
                            for r in b[2])
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif kind == "img":
-            body.append(f'<img src="{data_uri(root / b[1])}" alt="{html.escape(b[2], quote=True)}">')
+            body.append(f'<img src="{data_uri(root / b[1])}" alt="{html.escape(show_controls(b[2]), quote=True)}">')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
+            f"<title>{html.escape(show_controls(title))}</title><style>{CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
