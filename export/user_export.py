@@ -130,7 +130,7 @@ def _export(source, contract, out: Path, settings: ExportSettings, exporter: str
     for old in export_files(out):  # --overwrite: the earlier export goes, so no file of it outlives this one
         old.unlink()
     try:
-        return _write_export(source, contract, out, (data, x, ref, proto), settings, exporter, sample,
+        return _write_export(source, contract, out, (data, x, ref, proto, module), settings, exporter, sample,
                              (t0, export_s))
     except BaseException as exc:  # an export is whole or absent: no model.onnx without its export.json
         if (out / EXPORT_JSON).is_file():  # the gate failed: its report and rejected files are the result
@@ -146,8 +146,9 @@ def _export(source, contract, out: Path, settings: ExportSettings, exporter: str
 def _write_export(source, contract, out: Path, made: tuple, settings: ExportSettings, exporter: str,
                   sample: bool, times: tuple) -> dict:
     """Write model_source.json, the gated ONNX files, the reference logits and export.json (``made``: the
-    UserData, the model input, the reference logits and the ONNX proto; ``times``: start, export seconds)."""
-    data, x, ref, proto = made
+    UserData, the model input, the reference logits, the ONNX proto and the module, which a failed fp32 gate is
+    compared with module by module; ``times``: start, export seconds)."""
+    data, x, ref, proto, module = made
     t0, export_s = times
     source_sha = _write_source(out, source, contract, data, sample)
     if source.kind != "program":  # the user named this code on the command line: evaluate may rebuild it here
