@@ -15,6 +15,7 @@ export.json       convkit.export/2    export                      summary, repor
 eval.json/.md     convkit.eval/1      evaluate (run's own data)   summary, report
 eval/<key>/       convkit.eval/1      evaluate (any other data)   people (keyed by the data: convkit.provenance)
 reference_logits.pt convkit.reference/1 export, evaluate         export, evaluate (PyTorch fp32 logits, cached)
+diagnose.json/.md convkit.diagnose/1  diagnose                    report (linked; stale when model.onnx changed)
 failure.json      convkit.failure/1   train-all (pipeline)        summary
 confusion*.png/csv, latency.png       evaluate                    report
 ================  ==================  ==========================  ======================================
@@ -61,6 +62,8 @@ EVAL_PREFIX = "eval"  # eval.json / eval.md for a run; eval.<precision>.* when o
 EVAL_DIR = "eval"  # eval/<data-key>/eval.json: an evaluation of the run's model on other data (convkit.provenance)
 LOADGEN_DIR = "loadgen"  # evaluate --scenario: LoadGen's logs, one <precision>-<provider>-<scenario>/ folder each
 MODEL_SOURCE = "model_source.json"  # a user model's source + data contract: its export folder's "checkpoint"
+DIAGNOSE_JSON = "diagnose.json"  # convkit diagnose: why a number moved (convkit.export.diagnose owns its layout)
+DIAGNOSE_MD = "diagnose.md"
 REFERENCE = "reference_logits.pt"  # the PyTorch model's fp32 test-split logits, reused by export and evaluate
 FAILURE = "failure.json"  # train-all: why this experiment failed, and in which stage; removed on success
 PLAN = "plan.json"  # train-all: the suite's planned experiments, so the summary can list those never run
@@ -82,6 +85,7 @@ SCHEMAS = {
     "reference": "convkit.reference/1",
     "plan": "convkit.plan/1",
     "model_source": "convkit.model_source/1",
+    "diagnose": "convkit.diagnose/1",  # diagnose.json, written by convkit diagnose (convkit.export.diagnose)
     "compare": "convkit.compare/1",
 }
 
@@ -353,7 +357,8 @@ def holds_run(folder: Path) -> bool:
 def downstream_files(folder: Path) -> list[Path]:
     """Return the files of ``folder`` derived from its checkpoint (exports, evaluations, a failure record)."""
     folder = Path(folder)
-    names = {EXPORT_JSON, FAILURE, REFERENCE, *VARIANT_FILES.values(), *(rejected_name(p) for p in PRECISIONS)}
+    names = {EXPORT_JSON, FAILURE, REFERENCE, DIAGNOSE_JSON, DIAGNOSE_MD, *VARIANT_FILES.values(),
+             *(rejected_name(p) for p in PRECISIONS)}
     out = [folder / n for n in sorted(names) if (folder / n).is_file()]
     for pattern in (f"{EVAL_PREFIX}.*", "confusion*", "latency*.png"):
         out += sorted(p for p in folder.glob(pattern) if p.is_file())

@@ -34,6 +34,7 @@ COMMANDS = {
     "train": "convkit.train.cli:train_cmd",
     "export": "convkit.export.cli:export_cmd",
     "evaluate": "convkit.evaluate.cli:evaluate_cmd",
+    "diagnose": "convkit.export.diagnose_cli:diagnose_cmd",
     "train-all": "convkit.commands:train_all_cmd",
     "summarize": "convkit.commands:summarize_cmd",
     "report": "convkit.report.cli:report_cmd",

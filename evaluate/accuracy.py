@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from convkit import gates
 from convkit.calibration import calibration_bins
+from convkit.class_drops import per_class_drops
 from convkit.errors import ConvkitError
 from convkit.evaluate.predictions import top_k
 from convkit.preprocessing import framed
@@ -260,6 +261,8 @@ def ort_accuracy(sessions: dict, specs: dict, images_u8: np.ndarray, labels: np.
         correct[(prec, kind)] = metrics["predictions"] == np.asarray(labels)
         if reference is not None:
             entry["vs_pytorch"] = compare_backends(metrics, reference)
+            entry["vs_pytorch"]["per_class_test"] = per_class_drops(
+                reference["predictions"] == np.asarray(labels), correct[(prec, kind)], labels, spec.class_names)
             entry["gate"] = gate_verdict(prec, metrics, entry["vs_pytorch"],
                                          reference, limits)
             failures += [f"{prec} on {kind}: {r}" for r in entry["gate"]["reasons"]]
@@ -268,4 +271,6 @@ def ort_accuracy(sessions: dict, specs: dict, images_u8: np.ndarray, labels: np.
         base = correct.get(("fp32", entry["provider"]))
         if entry["precision"] != "fp32" and base is not None:
             entry["vs_fp32"] = mcnemar(base, correct[(entry["precision"], entry["provider"])]).to_dict()
+            entry["per_class_vs_fp32"] = per_class_drops(base, correct[(entry["precision"], entry["provider"])],
+                                                         labels, specs[entry["precision"]].class_names)
     return entries, failures

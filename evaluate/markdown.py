@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convkit import class_drops
 from convkit.artifacts import EvalNames
 from convkit.atomic import write_csv, write_text
 from convkit.evaluate import robustness
@@ -121,6 +122,7 @@ def markdown(result: EvalResult) -> str:
     lines += accuracy_lines(result)
     if result.accuracy:
         lines += per_class_lines(result.accuracy[0])
+        lines += class_drops.markdown_lines(result.accuracy)
     lines += robustness.markdown_lines(result.robustness)
     lines += latency_lines(result.latency, result.method.get("input_shape_timed"))
     lines += serving_section.markdown_lines(result)

@@ -24,6 +24,10 @@ def _describe(res: dict) -> str:
         if entry and "parity" in entry:
             parts.append(f"{precision} agreement {entry['parity']['argmax_agreement']:.2%}, "
                          f"acc Δ {entry['gate']['acc_delta'] * 100:+.2f} pts, {entry['size_bytes'] / 1e6:.2f} MB")
+            if "keep_fp32" in entry:
+                from convkit.export.keep_fp32 import describe_section
+
+                parts.append(describe_section(entry["keep_fp32"]))
     return "; ".join(parts) + f" → {term(res['out_dir'])}"
 
 
@@ -90,21 +94,31 @@ def user_model_options(f):
               help="Test images for the parity gate.")
 @click.option("--calib-images", type=click.IntRange(1, 10_000), default=512, show_default=True,
               help="Training images to calibrate int8 on.")
+@click.option("--keep-fp32", default=None, metavar="auto|NAME,...",
+              help="int8: keep these tensor groups (tensor names or PyTorch module paths, as `convkit diagnose` lists "
+                   "them) in fp32; auto: the smallest set found (greedy by measured top-1) that passes the int8 gate, "
+                   "timed against fp32 and full int8. Recorded in the file's metadata and export.json.")
+@click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"], case_sensitive=False),
+              default="minmax", show_default=True, help="int8 calibration method (ONNX Runtime's calibrators).")
 @click.option("--data-dir", type=click.Path(), envvar="CONVKIT_DATA",
               help="Where datasets are (default: the run's own setting).")
 @user_model_options
 def export_cmd(run_dirs, all_dirs, checkpoint, experiment, precisions, atol, max_accuracy_drop, max_disagreement,
-               n_images, calib_images, data_dir, **user):
+               n_images, calib_images, keep_fp32, calibration, data_dir, **user):
     """Export trained RUN_DIRS — or your own PyTorch model (--model MODULE:FACTORY, timm:NAME or --program FILE.pt2,
     with --out and the data it is measured on) — to ONNX behind a PyTorch-parity gate.
 
     Exit codes: 1 a gate failed, or one of several runs failed (the others were exported); 2 bad input (one run).
     """
     from convkit.artifacts import run_folders
+    from convkit.export.keep_fp32 import parse_keep
     from convkit.export.pipeline import ExportSettings, export_checkpoint, export_run
+    from convkit.export.quantize import CALIB_METHODS
 
+    method = {m.lower(): m for m in CALIB_METHODS}[calibration.lower()]
     settings = ExportSettings(
         precisions=tuple(precisions), atol=atol, n_images=n_images, calib_images=calib_images, data_dir=data_dir,
+        keep_fp32=parse_keep(keep_fp32), calibration=method,
         max_acc_drop=gates.parse_points(max_accuracy_drop, "--max-accuracy-drop", gates.MAX_ACC_DROP),
         max_disagreement=gates.parse_points(max_disagreement, "--max-disagreement", gates.MAX_DISAGREEMENT))
     if user["model"] or user["program"]:

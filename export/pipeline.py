@@ -39,9 +39,10 @@ from convkit.data.load import LoadedDataset, load_dataset
 from convkit.data.loader import normalize
 from convkit.devices import reference_device
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError, failure_of
+from convkit.export import divergence
 from convkit.export.onnx_export import MAX_BATCH, OPSET, TRACE_BATCH, check_onnx, export_onnx
 from convkit.export.parity import VARIANT_BATCH_SIZES, fp32_gate, run_parity, variant_gate
-from convkit.export.quantize import CALIB_METHOD, INT8_OPSET, calibration_images, to_fp16, to_int8
+from convkit.export.quantize import CALIB_METHOD, CALIB_METHODS, INT8_OPSET, calibration_images, to_fp16, to_int8
 from convkit.onnx_meta import ModelIdentity, build_metadata, set_metadata
 from convkit.reference import reference_logits
 from convkit.suite import get_experiment
@@ -63,6 +64,8 @@ class ExportSettings:
     calib_images: int = 512
     data_dir: str | None = None
     device: str | None = None  # where the PyTorch reference runs (fp32, TF32 off); None: cuda when usable
+    keep_fp32: str | tuple | None = None  # int8: "auto" or tensor/module names kept fp32 (convkit.export.keep_fp32)
+    calibration: str = CALIB_METHOD  # int8 calibration method: MinMax, Entropy or Percentile
 
     def check(self) -> "ExportSettings":
         """Return self after validating every value; ConvkitError (exit 2) naming the bad option."""
@@ -70,6 +73,10 @@ class ExportSettings:
             if p not in gates.VARIANTS:
                 raise ConvkitError(f"unknown precision {p!r}; use fp16 or int8 (fp32 is always exported)")
         self.precisions = tuple(dict.fromkeys(self.precisions))
+        if self.calibration not in CALIB_METHODS:
+            raise ConvkitError(f"unknown calibration method {self.calibration!r}; use {', '.join(CALIB_METHODS)}")
+        if self.keep_fp32 and "int8" not in self.precisions:
+            raise ConvkitError("--keep-fp32 keeps parts of the int8 file in fp32: add --precision int8")
         for name, value in (("n-images", self.n_images), ("calib-images", self.calib_images), ("atol", self.atol)):
             if not value > 0:
                 raise ConvkitError(f"--{name} must be positive, got {value}")
@@ -149,8 +156,8 @@ def _export(checkpoint: Path, experiment: str | None, out_dir, settings: ExportS
     write_artifact(inputs.out_dir / EXPORT_JSON, "export", report)
     if report["failed"]:
         reasons = [f"{p}: {r}" for p in report["failed"] for r in report["precisions"][p]["gate"]["reasons"]]
-        raise ConvkitError(f"{inputs.experiment.name}: export gate failed: {'; '.join(reasons)} "
-                           f"(report in {inputs.out_dir / EXPORT_JSON})", EXIT_GATE_FAILED)
+        raise ConvkitError(f"{inputs.experiment.name}: export gate failed: {'; '.join(reasons)}"
+                           f"{divergence.note(report)} (report in {inputs.out_dir / EXPORT_JSON})", EXIT_GATE_FAILED)
     return report
 
 
@@ -212,6 +219,8 @@ def gate_fp32(report: dict, proto, inputs: Inputs, ref: np.ndarray, settings: Ex
     if gate["passed"]:
         return inputs.out_dir / VARIANT_FILES["fp32"], proto
     report["failed"].append("fp32")
+    report["precisions"]["fp32"]["divergence"] = divergence.locate(proto, inputs.run.model, inputs.x.numpy(),
+                                                                   settings.device, settings.atol)
     return inputs.out_dir / rejected_name("fp32"), proto
 
 
@@ -226,8 +235,8 @@ def gate_variant(report: dict, precision: str, proto, inputs: Inputs, ref: np.nd
     if not fp32["gate"]["passed"]:
         entry["skipped"] = "fp32 export failed its parity gate"
         return None
-    variant = convert(precision, proto, inputs, settings.calib_images, entry)
-    set_metadata(variant, metadata_for(inputs, report["pytorch_test_acc"], precision))
+    variant = convert(precision, proto, inputs, settings, entry, ref)
+    set_metadata(variant, {**metadata_for(inputs, report["pytorch_test_acc"], precision), **keep_metadata(entry)})
     check_onnx(variant)
     vbytes = variant.SerializeToString()
     vpar = run_parity(vbytes, inputs.x.numpy(), ref, inputs.labels, batch_sizes=VARIANT_BATCH_SIZES,
@@ -239,21 +248,51 @@ def gate_variant(report: dict, precision: str, proto, inputs: Inputs, ref: np.nd
     if vgate["passed"]:
         return inputs.out_dir / VARIANT_FILES[precision], variant
     report["failed"].append(precision)
+    if precision == "fp16":  # name the first module the fp16 file stops matching (int8: convkit diagnose)
+        entry["divergence"] = divergence.locate(variant, inputs.run.model, inputs.x.numpy(), settings.device,
+                                                divergence.ATOL, divergence.FP16_RTOL, metadata_from=proto)
     return inputs.out_dir / rejected_name(precision), variant
 
 
-def convert(precision: str, proto, inputs: Inputs, calib_images: int, entry: dict):
-    """Return the fp16 or int8 variant of ``proto`` (int8 calibrated on ``calib_images`` training images);
-    records how it was made in ``entry``."""
+def convert(precision: str, proto, inputs: Inputs, settings: ExportSettings, entry: dict, ref: np.ndarray):
+    """Return the fp16 or int8 variant of ``proto`` (int8 calibrated on ``settings.calib_images`` training images,
+    parts kept fp32 as ``settings.keep_fp32`` asks, measured against ``ref``); records how it was made in ``entry``."""
     if precision == "fp16":
         entry["conversion"] = "onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)"
         return to_fp16(proto)
     train = inputs.data.train_images
-    _, calib_u8 = calibration_images(train, min(len(train), int(calib_images)), CALIB_SEED)
-    variant, quant = to_int8(proto, normalize(calib_u8, inputs.run.mean, inputs.run.std).numpy())
+    _, calib_u8 = calibration_images(train, min(len(train), int(settings.calib_images)), CALIB_SEED)
+    calib = normalize(calib_u8, inputs.run.mean, inputs.run.std).numpy()
+    variant, quant = to_int8(proto, calib, settings.calibration)
     entry["quantization"] = {**quant, "calibration_split": "train", "calibration_seed": CALIB_SEED,
-                             "calibration_method": CALIB_METHOD}
+                             "calibration_method": settings.calibration}
+    if settings.keep_fp32:
+        variant = keep_fp32_variant(proto, calib, (inputs.x.numpy(), ref, inputs.labels), settings, entry)
     return variant
+
+
+def keep_fp32_variant(proto, calib: np.ndarray, measured: tuple, settings: ExportSettings, entry: dict):
+    """Return the int8 variant with ``settings.keep_fp32`` kept in fp32 (``measured``: parity images, PyTorch's
+    logits, labels) and record the set, its search and its speed in ``entry["keep_fp32"]``."""
+    from convkit.export.keep_fp32 import int8_keeping_fp32
+
+    x, ref, labels = measured
+    limits = {"max_drop_points": settings.max_acc_drop["int8"],
+              "max_disagreement_points": settings.max_disagreement.get("int8")}
+    variant, section = int8_keeping_fp32(proto, calib, x, ref, labels, limits, settings.calibration,
+                                         settings.keep_fp32)
+    entry["keep_fp32"] = section
+    entry["quantization"]["nodes_to_exclude"] = [n for k in section["kept"] for n in k["nodes"]]
+    return variant
+
+
+def keep_metadata(entry: dict) -> dict:
+    """Return the ONNX metadata recording the tensor groups kept fp32 ({} when none were asked)."""
+    if "keep_fp32" not in entry:
+        return {}
+    from convkit.export.keep_fp32 import METADATA_KEY, metadata_value
+
+    return {METADATA_KEY: metadata_value(entry["keep_fp32"])}
 
 
 def write_files(report: dict, files: dict, out_dir: Path) -> None:

@@ -22,6 +22,7 @@ from convkit.export.onnx_export import INPUT_NAME
 
 CALIB_METHOD = "MinMax"
 CALIB_BATCH = 64
+PERCENTILE = 99.999  # ONNX Runtime's default CalibPercentile, stated in the settings
 # int8 files are emitted at opset 21: DequantizeLinear's per-channel form (axis) is current there (19 and 21 only
 # added types), so independent runtimes such as onnx.reference run the file; ONNX Runtime 1.30/1.31 run and quantize
 # opset 21 (they support up to 23). The fp32 file keeps the exporter's opset.
@@ -121,45 +122,81 @@ def calibration_images(train_images_u8, k: int, seed: int):
     return idx, train_images_u8[idx]
 
 
-def to_int8(model_proto, calib: np.ndarray) -> tuple[object, dict]:
+CALIB_METHODS = {"MinMax": CalibrationMethod.MinMax, "Entropy": CalibrationMethod.Entropy,
+                 "Percentile": CalibrationMethod.Percentile}  # ONNX Runtime's calibrators convkit offers
+
+
+def to_int8(model_proto, calib: np.ndarray, method: str = CALIB_METHOD,
+            keep_fp32_nodes: tuple[str, ...] = ()) -> tuple[object, dict]:
     """Statically quantize ``model_proto`` with ONNX Runtime (QDQ, per-channel int8 weights, uint8 activations,
-    MinMax calibration on ``calib`` float32 images); returns (quantized ModelProto, settings dict).
+    ``method`` calibration (MinMax by default) on ``calib`` float32 images); returns (quantized ModelProto,
+    settings dict). ``keep_fp32_nodes`` names nodes of the prepared graph (see ``prepare_int8``) that stay fp32
+    (quantize_static's ``nodes_to_exclude``).
 
     uint8 activations with int8 weights (U8S8) is the combination ONNX Runtime's x86 kernels are fastest at:
     on this project's 2-core Xeon (AVX-512 VNNI) a kernel_cnn_k3 took 0.44 ms at batch 1 and 50 ms at batch 256
     with U8S8 against 0.88 ms and 205 ms with S8S8 (fp32: 0.67 ms and 99 ms).
-
-    The graph is first run through ``quant_pre_process`` (shape inference + ORT basic optimizations such as
-    Conv+BatchNorm fusion); when that fails the raw graph is quantized and the settings say so. The graph is
-    converted to INT8_OPSET first, and the result declares only the opset domains it uses.
     """
+    prepared, settings = prepare_int8(model_proto)
+    quantized = quantize_prepared(prepared, calib, method, keep_fp32_nodes)
+    settings.update(calibrate_method=method, calibration_images=int(len(calib)))
+    if keep_fp32_nodes:
+        settings["nodes_to_exclude"] = list(keep_fp32_nodes)
+    return quantized, settings
 
-    class Reader(_ArrayReader, CalibrationDataReader):
-        pass
 
+def prepare_int8(model_proto) -> tuple[object, dict]:
+    """Return (the fp32 graph quantize_static is given, settings): ``model_proto`` converted to INT8_OPSET and run
+    through ``quant_pre_process`` (shape inference + ORT basic optimizations such as Conv+BatchNorm fusion); when
+    that fails the converted graph itself, and the settings say so. Its node and tensor names are the ones
+    ``keep_fp32_nodes`` and the int8 file use."""
     settings = {"format": "QDQ", "per_channel": True, "weight_type": "QInt8", "activation_type": "QUInt8",
-                "calibrate_method": CALIB_METHOD, "calibration_images": int(len(calib)), "calibration_batch": CALIB_BATCH}
+                "calibration_batch": CALIB_BATCH, "opset": INT8_OPSET}
+    try:
+        upgraded = version_converter.convert_version(model_proto, INT8_OPSET)
+    except Exception as exc:
+        raise ConvkitError(f"int8: cannot convert the fp32 graph to opset {INT8_OPSET} "
+                           f"({one_line(exc, 200)})") from None
     with tempfile.TemporaryDirectory(prefix="convkit-int8-") as tmp:
-        src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
-        try:
-            upgraded = version_converter.convert_version(model_proto, INT8_OPSET)
-        except Exception as exc:
-            raise ConvkitError(f"int8: cannot convert the fp32 graph to opset {INT8_OPSET} "
-                               f"({one_line(exc, 200)})") from None
-        settings["opset"] = INT8_OPSET
+        src, pre = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx")
         onnx.save_model(upgraded, str(src))
         try:
             with _quiet():
                 quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             settings["preprocess"] = "quant_pre_process (onnx shape inference + ORT basic optimizations)"
+            return onnx.load(str(pre)), settings
         except Exception as exc:  # quantizing the unprocessed graph still works, only less fused
-            pre = src
             settings["preprocess"] = f"skipped ({type(exc).__name__})"
+            return upgraded, settings
+
+
+def quantize_prepared(prepared, calib: np.ndarray, method: str = CALIB_METHOD, keep_fp32_nodes=(),
+                      calibration_cache: Path | None = None):
+    """Return the QDQ int8 ModelProto of a ``prepare_int8`` graph, ``keep_fp32_nodes`` left in fp32.
+
+    ``calibration_cache``: ONNX Runtime's JSON cache of the tensor ranges; calibration runs once per method and
+    cache, later calls (other ``keep_fp32_nodes``) reuse its ranges, so they differ only in the nodes kept.
+    """
+
+    class Reader(_ArrayReader, CalibrationDataReader):
+        pass
+
+    if method not in CALIB_METHODS:
+        raise ConvkitError(f"unknown calibration method {method!r}; use {', '.join(CALIB_METHODS)}")
+    if method != "MinMax" and len(calib) > CALIB_BATCH:
+        # ONNX Runtime's histogram calibrators stack the batches' outputs: they need batches of one size
+        calib = calib[:len(calib) - len(calib) % CALIB_BATCH]
+    with tempfile.TemporaryDirectory(prefix="convkit-int8-") as tmp:
+        src, dst = Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
+        onnx.save_model(prepared, str(src))
         try:
             with _quiet():
-                quantize_static(str(pre), str(dst), Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
+                quantize_static(str(src), str(dst), Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                calibrate_method=CalibrationMethod.MinMax, use_external_data_format=False)
+                                calibrate_method=CALIB_METHODS[method], use_external_data_format=False,
+                                nodes_to_exclude=list(keep_fp32_nodes) or None,
+                                calibration_cache_path=str(calibration_cache) if calibration_cache else None,
+                                extra_options={"CalibPercentile": PERCENTILE} if method == "Percentile" else None)
         except Exception as exc:
             raise ConvkitError(f"int8 quantization failed ({one_line(exc, 200)})") from None
-        return prune_opset_imports(onnx.load(str(dst))), settings
+        return prune_opset_imports(onnx.load(str(dst)))

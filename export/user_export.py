@@ -42,11 +42,12 @@ from convkit.data.folder import FolderImages, list_labelled
 from convkit.data.load import load_dataset
 from convkit.devices import reference_device
 from convkit.errors import EXIT_GATE_FAILED, ConvkitError, one_line
+from convkit.export import divergence
 from convkit.export.onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, check_onnx, describe_export_failure, export_onnx
 from convkit.export.parity import (PARITY_FLOAT_BYTES, VARIANT_BATCH_SIZES, fp32_gate, parity_image_cap, run_parity,
                                    variant_gate)
-from convkit.export.pipeline import CALIB_SEED, ExportSettings, write_files
-from convkit.export.quantize import CALIB_METHOD, INT8_OPSET, calibration_images, to_fp16, to_int8
+from convkit.export.pipeline import CALIB_SEED, ExportSettings, keep_fp32_variant, keep_metadata, write_files
+from convkit.export.quantize import INT8_OPSET, calibration_images, to_fp16, to_int8
 from convkit.onnx_meta import ModelIdentity, build_metadata, file_sha256, set_metadata
 from convkit.preprocessing import metadata_entry
 from convkit.preprocessing_config import write_sidecar
@@ -130,7 +131,7 @@ def _export(source, contract, out: Path, settings: ExportSettings, exporter: str
     for old in export_files(out):  # --overwrite: the earlier export goes, so no file of it outlives this one
         old.unlink()
     try:
-        return _write_export(source, contract, out, (data, x, ref, proto), settings, exporter, sample,
+        return _write_export(source, contract, out, (data, x, ref, proto, module), settings, exporter, sample,
                              (t0, export_s))
     except BaseException as exc:  # an export is whole or absent: no model.onnx without its export.json
         if (out / EXPORT_JSON).is_file():  # the gate failed: its report and rejected files are the result
@@ -146,8 +147,9 @@ def _export(source, contract, out: Path, settings: ExportSettings, exporter: str
 def _write_export(source, contract, out: Path, made: tuple, settings: ExportSettings, exporter: str,
                   sample: bool, times: tuple) -> dict:
     """Write model_source.json, the gated ONNX files, the reference logits and export.json (``made``: the
-    UserData, the model input, the reference logits and the ONNX proto; ``times``: start, export seconds)."""
-    data, x, ref, proto = made
+    UserData, the model input, the reference logits, the ONNX proto and the module, which a failed fp32 gate is
+    compared with module by module; ``times``: start, export seconds)."""
+    data, x, ref, proto, module = made
     t0, export_s = times
     source_sha = _write_source(out, source, contract, data, sample)
     if source.kind != "program":  # the user named this code on the command line: evaluate may rebuild it here
@@ -158,7 +160,7 @@ def _write_export(source, contract, out: Path, made: tuple, settings: ExportSett
 
     set_metadata(proto, meta("fp32"))
     check_onnx(proto)
-    files = {"fp32": _gate_fp32(report, proto, x, ref, data.labels, settings, out)}
+    files = {"fp32": _gate_fp32(report, proto, x, ref, data.labels, settings, out, module)}
     for precision in settings.precisions:
         variant = _gate_variant(report, precision, proto, (x, ref, data), contract, settings, out, meta)
         if variant is not None:
@@ -170,8 +172,8 @@ def _write_export(source, contract, out: Path, made: tuple, settings: ExportSett
     write_artifact(out / EXPORT_JSON, "export", report)
     if report["failed"]:
         reasons = [f"{p}: {r}" for p in report["failed"] for r in report["precisions"][p]["gate"]["reasons"]]
-        raise ConvkitError(f"{source.describe()}: export gate failed: {'; '.join(reasons)} (report in "
-                           f"{out / EXPORT_JSON})", EXIT_GATE_FAILED)
+        raise ConvkitError(f"{source.describe()}: export gate failed: {'; '.join(reasons)}{divergence.note(report)} "
+                           f"(report in {out / EXPORT_JSON})", EXIT_GATE_FAILED)
     return report
 
 
@@ -328,7 +330,7 @@ def _base_report(source, contract, data: UserData, ref, out: Path, source_sha: s
     }
 
 
-def _gate_fp32(report: dict, proto, x, ref, labels, settings: ExportSettings, out: Path):
+def _gate_fp32(report: dict, proto, x, ref, labels, settings: ExportSettings, out: Path, module=None):
     report["gates"].update(max_acc_drop=settings.max_acc_drop, max_disagreement=settings.max_disagreement)
     fp32_bytes = proto.SerializeToString()
     parity = run_parity(fp32_bytes, x.numpy(), ref, labels, reference_device=settings.device)
@@ -337,6 +339,9 @@ def _gate_fp32(report: dict, proto, x, ref, labels, settings: ExportSettings, ou
     if gate["passed"]:
         return out / VARIANT_FILES["fp32"], proto
     report["failed"].append("fp32")
+    if module is not None:  # name the first module where the file stops matching the user's module
+        report["precisions"]["fp32"]["divergence"] = divergence.locate(proto, module, x.numpy(), settings.device,
+                                                                       settings.atol)
     return out / rejected_name("fp32"), proto
 
 
@@ -356,10 +361,13 @@ def _gate_variant(report: dict, precision: str, proto, measured: tuple, contract
         entry["conversion"] = "onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)"
         variant = to_fp16(proto)
     else:
-        variant, quant = to_int8(proto, contract.prepare(data.calib).numpy())
+        calib = contract.prepare(data.calib).numpy()
+        variant, quant = to_int8(proto, calib, settings.calibration)
         entry["quantization"] = {**quant, "calibration_split": data.calib_source, "calibration_seed": CALIB_SEED,
-                                 "calibration_method": CALIB_METHOD}
-    set_metadata(variant, meta(precision))
+                                 "calibration_method": settings.calibration}
+        if settings.keep_fp32:
+            variant = keep_fp32_variant(proto, calib, (x.numpy(), ref, data.labels), settings, entry)
+    set_metadata(variant, {**meta(precision), **keep_metadata(entry)})
     check_onnx(variant)
     vbytes = variant.SerializeToString()
     vpar = run_parity(vbytes, x.numpy(), ref, data.labels, batch_sizes=VARIANT_BATCH_SIZES,

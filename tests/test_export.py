@@ -185,6 +185,8 @@ def test_fp32_gate_failure_is_not_written_as_model_onnx(tmp_path):
     report = json.loads((run_dir / "export.json").read_text())
     assert report["failed"] == ["fp32"] and not report["precisions"]["fp32"]["gate"]["passed"]
     assert report["removed_stale_files"] == ["model.onnx"]
+    divergence = report["precisions"]["fp32"]["divergence"]  # located at the gate's own tolerance
+    assert divergence["atol"] == 1e-15 and divergence["compared"] > 0
 
 
 def _listing(path: Path) -> list[str]:

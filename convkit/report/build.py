@@ -19,6 +19,7 @@ from convkit.report import figures as F
 from convkit.report import robustness
 from convkit.report import comparison
 from convkit.report.collect import EVAL_JSON, NOT_MEASURED, RunData, confusion_of, dig, load_run, other_evaluations
+from convkit.report.diagnosis import diagnosis_blocks
 from convkit.report.doc import to_html, to_markdown
 from convkit.report.deployment import deployment_blocks
 from convkit.report.internals import first_conv_view, fixed_test_image, row_kernel, stage_maps
@@ -174,7 +175,7 @@ def run_blocks(run: RunData, figs: dict, suite_dir: Path) -> list[tuple]:
     _image_or_note(b, figs.get("grads"), suite_dir, "Gradient flow", f"{NOT_MEASURED} (no {A.GRAD_NORMS})")
     _image_or_note(b, figs.get("calibration"), suite_dir, "Reliability diagram",
                    f"{NOT_MEASURED} (no calibration in {A.EvalNames(A.EVAL_PREFIX).json})")
-    return b
+    return b + diagnosis_blocks(run, suite_dir)
 
 
 def _study(exp: Experiment) -> tuple[float | None, float | None]:
