@@ -15,7 +15,6 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from convkit.archive_bounds import check_zip_sizes

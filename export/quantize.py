@@ -150,7 +150,13 @@ def prepare_int8(model_proto) -> tuple[object, dict]:
     through ``quant_pre_process`` (shape inference + ORT basic optimizations such as Conv+BatchNorm fusion); when
     that fails the converted graph itself, and the settings say so. Its node and tensor names are the ones
     ``keep_fp32_nodes`` and the int8 file use."""
+    # uint8 activations with 7-bit weights (reduce_range): ONNX Runtime's x86 kernels for uint8 x int8 on CPUs
+    # without VNNI (AVX2, AVX-512F) multiply with VPMADDUBSW, whose 16-bit pair sums saturate with full 8-bit
+    # weights, so the file would compute something else than its graph says (measured on an AVX2 EPYC: logits 0.16
+    # off in 0.21); 7-bit weights cannot saturate there. int8 activations (S8S8) are exact too, but 1.3-4.1x slower
+    # than fp32 on such CPUs (docs/benchmarks.md).
     settings = {"format": "QDQ", "per_channel": True, "weight_type": "QInt8", "activation_type": "QUInt8",
+                "reduce_range": True,
                 "calibration_batch": CALIB_BATCH, "opset": INT8_OPSET}
     try:
         upgraded = version_converter.convert_version(model_proto, INT8_OPSET)
@@ -192,7 +198,7 @@ def quantize_prepared(prepared, calib: np.ndarray, method: str = CALIB_METHOD, k
         try:
             with _quiet():
                 quantize_static(str(src), str(dst), Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True,
                                 calibrate_method=CALIB_METHODS[method], use_external_data_format=False,
                                 nodes_to_exclude=list(keep_fp32_nodes) or None,
                                 calibration_cache_path=str(calibration_cache) if calibration_cache else None,

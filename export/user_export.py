@@ -36,7 +36,7 @@ from convkit.artifacts import (
     save_reference_logits,
     write_artifact,
 )
-from convkit.atomic import ensure_writable_dir, write_json
+from convkit.atomic import ensure_writable_dir
 from convkit.data.catalog import get_dataset_info
 from convkit.data.folder import FolderImages, list_labelled
 from convkit.data.load import load_dataset

@@ -320,7 +320,7 @@ def _tie_text(runner: dict | None, separation: dict | None, objective: str, tied
         return ""
     stat = "median-throughput" if objective == "throughput" else "p50"
     if separation["verdict"] == "no interval":
-        return f"; no interval on one of the two figures (too few timed calls): the lead is a point comparison"
+        return "; no interval on one of the two figures (too few timed calls): the lead is a point comparison"
     low, high = separation["ratio_ci"]
     if tied:
         names = ", ".join(c["name"] for c in tied)
