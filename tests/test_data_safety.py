@@ -279,7 +279,7 @@ def test_empty_or_non_gzip_tarball_is_one_line(tmp_path, cache, content, needle)
 
 
 def test_unreadable_idx_file_says_permission_denied(tmp_path, cache, deny):
-    from tests.test_data import _fake_mnist
+    from test_data import _fake_mnist
 
     _fake_mnist(tmp_path / "data")
     victim = tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"

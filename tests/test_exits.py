@@ -114,7 +114,7 @@ def test_a_full_disk_during_evaluate_leaves_no_lone_confusion_csv(tmp_path, monk
 
     from convkit.cli import main
     from convkit.evaluate import run as evaluate_run
-    from tests.test_bad_inputs import tiny_classifier
+    from test_bad_inputs import tiny_classifier
 
     model = tiny_classifier(tmp_path / "m.onnx", 3)
     for i, c in enumerate("abc"):

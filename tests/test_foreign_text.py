@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from convkit.cli import main
 from convkit.text import cap, md_text, show_controls, term
-from tests.test_bad_inputs import tiny_classifier
+from test_bad_inputs import tiny_classifier
 
 # Every bidirectional control the Unicode bidi algorithm acts on (UAX #9): embeddings, overrides, isolates, marks.
 BIDI = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069", "\u200e",

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from convkit.cli import main
-from tests.test_bad_inputs import hostile_files, tiny_classifier
+from test_bad_inputs import hostile_files, tiny_classifier
 
 REPO = Path(__file__).resolve().parent.parent
 INJECTION = '<script>alert(1)</script> <img src=x onerror=alert(2)> [click](javascript:alert(3)) a|b\n# heading'

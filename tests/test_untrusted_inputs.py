@@ -86,7 +86,7 @@ def test_an_unreadable_class_folder_is_an_error_not_a_smaller_dataset(tmp_path, 
     from click.testing import CliRunner
 
     from convkit.cli import main
-    from tests.test_bad_inputs import tiny_classifier
+    from test_bad_inputs import tiny_classifier
 
     data = _folder(tmp_path / "pics")
     model = tiny_classifier(tmp_path / "m.onnx", 3)
