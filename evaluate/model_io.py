@@ -419,7 +419,10 @@ def metadata_fields(meta: dict) -> dict:
     out = {}
     for key in ("mean", "std"):
         if meta.get(key):
-            out[key] = _floats(meta[key], f"metadata {key}")
+            try:
+                out[key] = _floats(meta[key], f"metadata {key}")
+            except ConvkitError:  # kept as text: the resolver refuses it only where no flag or config overrides it
+                out[key] = meta[key][:200]
     if meta.get("input_layout", "").upper() in ("NCHW", "NHWC"):
         out["layout"] = meta["input_layout"]
     for key, default in (("input_range", "1"), ("channel_order", "rgb")):
